@@ -1,0 +1,74 @@
+"""The five output classes and the encodings they are written in.
+
+This is the single source of truth for class values, STAC-safe names,
+descriptions and palette colours: the COG palette, the quicklook legend, the
+STAC classification extension and the openEO UDF all read from here.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+
+@dataclass(frozen=True)
+class OutputClass:
+    value: int
+    name: str  # STAC-safe: ^[0-9A-Za-z-_]+$
+    title: str
+    description: str
+    color: str  # RRGGBB, no '#'
+
+    @property
+    def rgb(self) -> tuple[int, int, int]:
+        return tuple(int(self.color[i : i + 2], 16) for i in (0, 2, 4))  # type: ignore[return-value]
+
+
+MISSING, CLEAR, CLOUD_SHADOW, SEMI_TRANSPARENT_CLOUD, CLOUD = 0, 1, 2, 3, 4
+
+CLASSES: tuple[OutputClass, ...] = (
+    OutputClass(MISSING, "missing", "Missing", "No data, or invalid input pixels", "000000"),
+    OutputClass(CLEAR, "clear", "Clear", "No cloud and no cloud shadow", "4CAF50"),
+    OutputClass(CLOUD_SHADOW, "cloud_shadow", "Cloud shadow", "Shadow cast by a cloud", "5A5A5A"),
+    OutputClass(
+        SEMI_TRANSPARENT_CLOUD,
+        "semi_transparent_cloud",
+        "Semi-transparent cloud",
+        "Thin cloud through which the surface is visible (cirrus, haze)",
+        "8FD3FF",
+    ),
+    OutputClass(CLOUD, "cloud", "Cloud", "Opaque cloud", "FFFFFF"),
+)
+
+CLASS_BY_NAME = {c.name: c for c in CLASSES}
+
+# Output encodings: how the five classes are written to files.
+# "kappamask" is the paper's encoding (0 missing .. 4 cloud).
+# "km_predict" is the official KappaMask predictor's GeoTIFF encoding:
+# clear 1, shadow 2, semi-transparent 3, cloud 4, missing 5.
+ENCODINGS: dict[str, dict[int, int]] = {
+    "kappamask": {c.value: c.value for c in CLASSES},
+    "km_predict": {MISSING: 5, CLEAR: 1, CLOUD_SHADOW: 2, SEMI_TRANSPARENT_CLOUD: 3, CLOUD: 4},
+}
+
+
+def encode(classes: np.ndarray, encoding: str = "kappamask") -> np.ndarray:
+    """Re-encode a class map (values 0..4) in the named file encoding."""
+    if encoding not in ENCODINGS:
+        raise ValueError(f"unknown encoding {encoding!r}; choose one of {sorted(ENCODINGS)}")
+    lut = np.zeros(256, dtype=np.uint8)
+    for value, code in ENCODINGS[encoding].items():
+        lut[value] = code
+    return lut[classes]
+
+
+def palette(encoding: str = "kappamask") -> dict[int, tuple[int, int, int, int]]:
+    """GDAL colour table (value -> RGBA) for a class map in ``encoding``.
+
+    In the paper's encoding, missing (0) is the file's nodata value and is
+    transparent; km_predict files have no nodata value, so it stays opaque.
+    """
+    mapping = ENCODINGS[encoding]
+    transparent = MISSING if encoding == "kappamask" else None
+    return {mapping[c.value]: (*c.rgb, 0 if c.value == transparent else 255) for c in CLASSES}

@@ -1,0 +1,22 @@
+"""One exception hierarchy for the whole product.
+
+Every error a user can cause (bad input, bad model, unwritable output) is a
+``KappaMaskError`` subclass whose message names the file or option at fault, so
+the command line can print it as one line and exit non-zero.
+"""
+
+
+class KappaMaskError(Exception):
+    """Base class of every error this package raises on purpose."""
+
+
+class InputError(KappaMaskError):
+    """The input product, band files or array cannot be used."""
+
+
+class ModelError(KappaMaskError):
+    """The model card or the ONNX file is missing, invalid or inconsistent."""
+
+
+class OutputError(KappaMaskError):
+    """An output file cannot be written."""
