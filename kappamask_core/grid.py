@@ -1,0 +1,143 @@
+"""Grid and tile arithmetic: no I/O, no xarray.
+
+A :class:`Grid` is a raster's shape, affine transform and CRS; a
+:class:`TileLayout` cuts one axis pair into overlapping square tiles. Tiles
+start at multiples of the stride (tile - overlap); the last one may run past
+the raster and is padded. With KappaMask's 512 px tiles and 32 px overlap a
+10980 px product needs 1 + ceil((10980 - 512) / 480) = 23 tiles per axis.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Any, Iterator
+
+import numpy as np
+from affine import Affine
+
+
+@dataclass(frozen=True)
+class Grid:
+    height: int
+    width: int
+    transform: Affine = Affine.identity()
+    crs: Any = None  # rasterio CRS, or None for ungeoreferenced arrays
+
+    @property
+    def shape(self) -> tuple[int, int]:
+        return (self.height, self.width)
+
+    @property
+    def resolution(self) -> float:
+        return abs(self.transform.a)
+
+    def coarsen(self, factor: int) -> "Grid":
+        """The grid with ``factor`` x larger pixels, covering at least this one."""
+        return Grid(
+            math.ceil(self.height / factor),
+            math.ceil(self.width / factor),
+            self.transform @ Affine.scale(factor),
+            self.crs,
+        )
+
+    def coords(self) -> tuple[np.ndarray, np.ndarray]:
+        """Pixel-centre coordinates (y, x) along each axis."""
+        t = self.transform
+        x = t.c + t.a * (np.arange(self.width) + 0.5)
+        y = t.f + t.e * (np.arange(self.height) + 0.5)
+        return y, x
+
+
+def tile_count(length: int, tile: int, overlap: int, margin: int = 0) -> int:
+    """Number of tiles needed along an axis of ``length`` pixels (tiles start at -margin)."""
+    if length <= 0:
+        raise ValueError("length must be positive")
+    span = length + margin
+    if span <= tile:
+        return 1
+    return 1 + math.ceil((span - tile) / (tile - overlap))
+
+
+@dataclass(frozen=True)
+class TileLayout:
+    """Overlapping tiles over a height x width raster.
+
+    ``margin`` starts the first tile that many pixels before the raster edge
+    (the pipeline fills them by padding), so edge pixels get context too.
+    """
+
+    height: int
+    width: int
+    tile: int
+    overlap: int
+    margin: int = 0
+
+    def __post_init__(self):
+        if not 0 <= self.overlap < self.tile:
+            raise ValueError(f"overlap {self.overlap} must be in [0, tile size {self.tile})")
+        if not 0 <= self.margin < self.tile:
+            raise ValueError(f"margin {self.margin} must be in [0, tile size {self.tile})")
+
+    @property
+    def stride(self) -> int:
+        return self.tile - self.overlap
+
+    @property
+    def rows(self) -> int:
+        return tile_count(self.height, self.tile, self.overlap, self.margin)
+
+    @property
+    def cols(self) -> int:
+        return tile_count(self.width, self.tile, self.overlap, self.margin)
+
+    def __len__(self) -> int:
+        return self.rows * self.cols
+
+    def starts(self, axis_len: int) -> list[int]:
+        n = tile_count(axis_len, self.tile, self.overlap, self.margin)
+        return [i * self.stride - self.margin for i in range(n)]
+
+    def padding(self, axis_len: int) -> tuple[int, int]:
+        """Pixels to pad before and after an axis so every tile lies inside."""
+        return self.margin, self.starts(axis_len)[-1] + self.tile - axis_len
+
+    def row_starts(self) -> list[int]:
+        return self.starts(self.height)
+
+    def col_starts(self) -> list[int]:
+        return self.starts(self.width)
+
+    def windows(self) -> Iterator[tuple[int, int]]:
+        for y0 in self.row_starts():
+            for x0 in self.col_starts():
+                yield y0, x0
+
+
+def axis_weights(tile: int, overlap: int, first: bool, last: bool, mode: str = "crop") -> np.ndarray:
+    """1-D weights of one tile along an axis for stitching.
+
+    ``crop`` is KappaMask's mosaic: each tile keeps its centre and drops half
+    the overlap on every side it shares with a neighbour (weights 1 / 0), so
+    each pixel comes from exactly one tile. ``blend`` ramps linearly across
+    the overlap so that the two tiles' weights sum to 1 everywhere. Sides on
+    the raster edge keep full weight in both modes.
+    """
+    w = np.ones(tile, dtype=np.float32)
+    if overlap == 0:
+        return w
+    lead, trail = overlap // 2, overlap - overlap // 2
+    if mode == "crop":
+        if not first:
+            w[:lead] = 0
+        if not last:
+            w[tile - trail :] = 0
+    elif mode == "blend":
+        ramp = np.arange(1, overlap + 1, dtype=np.float32) / (overlap + 1)
+        if not first:
+            w[:overlap] = ramp
+        if not last:
+            w[tile - overlap :] = np.minimum(w[tile - overlap :], ramp[::-1])
+    else:
+        raise ValueError(f"unknown stitch mode {mode!r}; use 'crop' or 'blend'")
+    return w
