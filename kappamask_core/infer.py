@@ -1,0 +1,120 @@
+"""ONNX Runtime inference over batches of tiles; no geometry here.
+
+The runner checks the ONNX file against its card (band count, tile size,
+number of outputs), picks execution providers (CUDA or TensorRT when
+onnxruntime-gpu and a GPU are present, else CPU; overridable), and returns
+class probabilities in (N, classes, H, W) layout whatever the model's layout.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+
+import numpy as np
+
+from .cards import ModelCard
+from .errors import ModelError
+
+log = logging.getLogger(__name__)
+
+DEVICES = ("auto", "cpu", "cuda", "tensorrt")
+
+
+def choose_providers(device: str = "auto") -> list:
+    import onnxruntime as ort
+
+    available = ort.get_available_providers()
+    if device not in DEVICES:
+        raise ModelError(f"unknown device {device!r}; choose one of {', '.join(DEVICES)}")
+    if device == "cpu":
+        return ["CPUExecutionProvider"]
+    if device == "tensorrt":
+        if "TensorrtExecutionProvider" not in available:
+            raise ModelError("device 'tensorrt' needs onnxruntime-gpu with TensorRT; available: " + ", ".join(available))
+        return [
+            ("TensorrtExecutionProvider", {"trt_fp16_enable": True, "trt_engine_cache_enable": True}),
+            "CUDAExecutionProvider",
+            "CPUExecutionProvider",
+        ]
+    if "CUDAExecutionProvider" in available:
+        return ["CUDAExecutionProvider", "CPUExecutionProvider"]
+    if device == "cuda":
+        raise ModelError(
+            "device 'cuda' was requested but ONNX Runtime has no CUDA provider here "
+            "(install the GPU extra: pip install 'kappamask[gpu]', and check the NVIDIA driver)"
+        )
+    return ["CPUExecutionProvider"]
+
+
+def softmax(scores: np.ndarray, axis: int = 1) -> np.ndarray:
+    scores = scores - scores.max(axis=axis, keepdims=True)
+    np.exp(scores, out=scores)
+    scores /= scores.sum(axis=axis, keepdims=True)
+    return scores
+
+
+class OnnxRunner:
+    """One ONNX Runtime session for one model card."""
+
+    def __init__(self, path, card: ModelCard, device: str = "auto", threads: int | None = None, batch_size: int = 4):
+        import onnxruntime as ort
+
+        self.card = card
+        self.batch_size = max(1, int(batch_size))
+        options = ort.SessionOptions()
+        options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+        options.intra_op_num_threads = threads or os.cpu_count() or 1
+        options.inter_op_num_threads = 1
+        self.providers = choose_providers(device)
+        try:
+            self.session = ort.InferenceSession(str(path), sess_options=options, providers=self.providers)
+        except Exception as exc:
+            raise ModelError(f"ONNX Runtime cannot load model file {path}: {exc}") from None
+        self.device = "cuda" if "CUDAExecutionProvider" in self.session.get_providers() else "cpu"
+        inputs, outputs = self.session.get_inputs(), self.session.get_outputs()
+        if len(inputs) != 1:
+            raise ModelError(f"model {path} has {len(inputs)} inputs; exactly one image input is supported")
+        self.input_name = inputs[0].name
+        self.layout = self._check(inputs[0].shape, outputs[0].shape, path)
+
+    def _check(self, in_shape, out_shape, path) -> str:
+        card, n = self.card, len(self.card.bands)
+        if len(in_shape) != 4:
+            raise ModelError(f"model {path} input has shape {in_shape}; expected 4 dimensions (batch, bands, y, x)")
+        layout = card.layout
+        if layout == "auto":
+            layout = "NCHW" if in_shape[1] == n else "NHWC" if in_shape[3] == n else None
+        channel_axis = {"NCHW": 1, "NHWC": 3}.get(layout)
+        if channel_axis is None or (isinstance(in_shape[channel_axis], int) and in_shape[channel_axis] != n):
+            raise ModelError(
+                f"model card {card.id!r} lists {n} input bands but the ONNX input of {path} has shape {in_shape}"
+                + ("" if layout else "; set input.layout in the card if the band axis is dynamic")
+            )
+        spatial = [in_shape[i] for i in ((2, 3) if layout == "NCHW" else (1, 2))]
+        for size in spatial:
+            if isinstance(size, int) and size != card.tile_size:
+                raise ModelError(
+                    f"model card {card.id!r} uses {card.tile_size} px tiles but the ONNX input of {path} is {in_shape}"
+                )
+        k = out_shape[channel_axis] if len(out_shape) == 4 else None
+        if isinstance(k, int) and k != len(card.outputs):
+            raise ModelError(
+                f"model card {card.id!r} lists {len(card.outputs)} output classes but the ONNX output of {path} "
+                f"has shape {out_shape}"
+            )
+        return layout
+
+    def run(self, tiles: np.ndarray) -> np.ndarray:
+        """(N, bands, T, T) float32 -> (N, classes, T, T) probabilities."""
+        results = []
+        for start in range(0, len(tiles), self.batch_size):
+            batch = np.ascontiguousarray(tiles[start : start + self.batch_size], dtype=np.float32)
+            if self.layout == "NHWC":
+                batch = np.ascontiguousarray(batch.transpose(0, 2, 3, 1))
+            out = self.session.run(None, {self.input_name: batch})[0]
+            if self.layout == "NHWC":
+                out = out.transpose(0, 3, 1, 2)
+            out = np.array(out, dtype=np.float32)
+            results.append(softmax(out) if self.card.activation == "logits" else out)
+        return np.concatenate(results)

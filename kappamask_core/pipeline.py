@@ -1,0 +1,322 @@
+"""The classification chain: read -> scale -> resample -> tile -> infer -> stitch.
+
+:func:`run` streams a product through the chain one tile row at a time: each
+band is decoded once at native resolution (kept as its integer DN), and only
+a strip one tile high is ever held in floating point. While the model runs on
+one strip, a worker thread prepares the next. Tiles without a single valid
+input pixel are not sent to the model.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import time
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field, replace
+
+import numpy as np
+
+from . import resample, scale
+from .cards import ModelCard, locate_weights, resolve_card
+from .classes import CLASSES, MISSING
+from .errors import InputError, ModelError
+from .grid import Grid, TileLayout
+from .infer import OnnxRunner
+from .readers import Product, open_product
+from .stitch import RowStitcher
+
+log = logging.getLogger(__name__)
+
+RGB_BANDS = ("B04", "B03", "B02")
+PREVIEW_SIZE = 1024
+
+
+@dataclass(frozen=True)
+class ClassifyOptions:
+    """How to run a model; every face (API, CLI, UDF) passes one of these."""
+
+    overlap: int | None = None  # working-grid pixels; None = the card's
+    margin: int | None = None  # tiles start this far before the edge; None = the card's
+    stitch: str = "crop"  # "crop" (KappaMask's centre-crop mosaic) or "blend"
+    batch_size: int = 4
+    device: str = "auto"  # auto | cpu | cuda | tensorrt
+    threads: int | None = None  # ONNX Runtime intra-op threads; None = all cores
+    resampling: str = "bilinear"  # upsampling of 20 m / 60 m bands to 10 m
+    scores: bool = False  # also return per-class scores (float32, 5 x H x W)
+    progress: bool = False  # tqdm progress bar on stderr
+
+    def __post_init__(self):
+        if self.stitch not in ("crop", "blend"):
+            raise InputError(f"stitch must be 'crop' or 'blend', not {self.stitch!r}")
+        if self.resampling not in resample.METHODS:
+            raise InputError(f"resampling must be one of {resample.METHODS}, not {self.resampling!r}")
+        for name in ("overlap", "margin"):
+            if getattr(self, name) is not None and getattr(self, name) < 0:
+                raise InputError(f"{name} must be zero or positive")
+        if self.batch_size < 1:
+            raise InputError("batch size must be at least 1")
+
+
+@dataclass
+class Classification:
+    """What a run produces: the class map on the 10 m grid and what made it."""
+
+    classes: np.ndarray  # uint8 (H, W), values 0..4
+    grid: Grid
+    product: Product
+    card: ModelCard
+    scores: np.ndarray | None = None  # float32 (5, H, W) when requested
+    preview: np.ndarray | None = None  # uint8 (h, w, 3) true colour, small
+    timings: dict = field(default_factory=dict)
+    runtime: dict = field(default_factory=dict)
+
+    def class_percentages(self) -> dict[str, float]:
+        """Share of each class over valid (non-missing) pixels, in percent."""
+        counts = np.bincount(self.classes.ravel(), minlength=len(CLASSES))
+        valid = counts[1:].sum()
+        return {c.name: (0.0 if c.value == MISSING or valid == 0 else 100.0 * counts[c.value] / valid) for c in CLASSES}
+
+    def to_xarray(self):
+        """classes as a DataArray (y, x); with scores, a Dataset of both."""
+        import xarray as xr
+
+        coords = {}
+        if self.grid.crs is not None:
+            y, x = self.grid.coords()
+            coords = {"y": y, "x": x}
+        attrs = {
+            "flag_values": [c.value for c in CLASSES],
+            "flag_meanings": " ".join(c.name for c in CLASSES),
+            "model": self.card.id,
+            "product": self.product.id,
+            "level": self.product.level or "",
+            "transform": tuple(self.grid.transform)[:6],
+        }
+        if self.grid.crs is not None:
+            attrs["crs"] = self.grid.crs.to_wkt()
+        classes = xr.DataArray(self.classes, dims=("y", "x"), coords=coords, name="classes", attrs=attrs)
+        if self.scores is None:
+            return classes
+        scores = xr.DataArray(
+            self.scores, dims=("class", "y", "x"), coords={**coords, "class": [c.name for c in CLASSES]}, name="scores"
+        )
+        return xr.Dataset({"classes": classes, "scores": scores}, attrs=attrs)
+
+
+def check_compatible(product: Product, card: ModelCard) -> None:
+    if product.level is None:
+        raise InputError(
+            f"{product.source or product.id}: cannot tell whether this is L1C or L2A; pass the level (--level L1C|L2A)"
+        )
+    if product.level not in card.levels:
+        raise InputError(
+            f"model {card.id!r} takes {'/'.join(card.levels)} products, but {product.id} is {product.level}"
+        )
+    product.require(card.bands)
+
+
+def read_bands(product: Product, names, workers: int = 2) -> dict[str, np.ndarray]:
+    """Decode each named band once, at native resolution, a few at a time."""
+    with ThreadPoolExecutor(max_workers=workers) as pool:
+        arrays = dict(zip(names, pool.map(lambda n: product.bands[n].read(), names)))
+    for name, array in arrays.items():
+        band = product.bands[name]
+        if array.shape != tuple(band.shape):
+            raise InputError(f"{product.source}: band {name} decoded to {array.shape}, expected {band.shape}")
+        if not (np.issubdtype(array.dtype, np.integer) or np.issubdtype(array.dtype, np.floating)):
+            raise InputError(f"{product.source}: band {name} has unsupported data type {array.dtype}")
+    return arrays
+
+
+def working_rows(product: Product, native: dict, bands, units: str, factor: int, r0: int, r1: int, method: str):
+    """Bands on the working grid for 10 m rows [r0, r1), in ``units``.
+
+    Returns (stack (bands, ceil((r1 - r0) / factor), working width) float32,
+    valid (r1 - r0, width) bool at 10 m: any band has data).
+    """
+    width = product.grid.width
+    valid = np.zeros((r1 - r0, width), dtype=bool)
+    for name in bands:
+        band = product.bands[name]
+        valid |= ~scale.invalid_mask(resample.nearest_rows(native[name], band.factor, r0, r1, width))
+    if not valid.any():  # nothing to classify here: skip the resampling
+        shape = (len(bands), -(-(r1 - r0) // factor), -(-width // factor))
+        return np.zeros(shape, np.float32), valid
+    layers = []
+    for name in bands:
+        raw = resample.upsample_rows(native[name], product.bands[name].factor, r0, r1, width, method)
+        layers.append(resample.block_mean(scale.to_units(raw, name, product, units), factor))
+    return np.stack(layers), valid
+
+
+class _StripMaker:
+    """Builds the normalised, padded model input for one tile row."""
+
+    def __init__(self, product: Product, card: ModelCard, native: dict, factor: int, layout: TileLayout, method: str):
+        self.product, self.card, self.native, self.f, self.layout, self.method = product, card, native, factor, layout, method
+
+    def __call__(self, y0: int):
+        """(strip (C, T, padded width), valid 10 m mask, valid working mask (T, padded width), first 10 m row)."""
+        card, grid, f, layout = self.card, self.product.grid, self.f, self.layout
+        t = layout.tile
+        top, bottom = max(y0, 0), min(y0 + t, layout.height)
+        r0, r1 = top * f, min(bottom * f, grid.height)
+        stack, valid = working_rows(self.product, self.native, card.bands, card.units, f, r0, r1, self.method)
+        stack = scale.apply_value_scaling(stack, card.value_scaling, card.clip_min)
+        rows_pad = (top - y0, t - (top - y0) - stack.shape[1])
+        cols_pad = layout.padding(layout.width)
+        # symmetric padding of a one-pixel-thin strip degenerates; repeat the pixel instead
+        mode = "edge" if card.pad_mode != "constant" and min(stack.shape[1:]) == 1 else card.pad_mode
+        stack = np.pad(stack, ((0, 0), rows_pad, cols_pad), mode=mode)
+        valid_work = np.pad(resample.block_mean(valid.astype(np.float32), f) > 0, (rows_pad, cols_pad))
+        return stack, valid, valid_work, r0
+
+
+def run(
+    source,
+    model="default",
+    *,
+    level: str | None = None,
+    units: str = "dn",
+    weights=None,
+    options: ClassifyOptions | None = None,
+    runner: OnnxRunner | None = None,
+) -> Classification:
+    """Classify one product; see :func:`kappamask_core.classify` for the arguments."""
+    options = options or ClassifyOptions()
+    timings: dict[str, float] = {}
+    started = time.perf_counter()
+    product = open_product(source, level=level, units=units)
+    card = runner.card if runner is not None else resolve_card(model, product.level or level)
+    check_compatible(product, card)
+    if runner is None:
+        path = locate_weights(card, weights)
+        runner = OnnxRunner(path, card, options.device, options.threads, options.batch_size)
+
+    grid = product.grid
+    factor = max(1, round(card.resolution / grid.resolution))
+    work = grid.coarsen(factor)
+    overlap = card.overlap if options.overlap is None else options.overlap
+    margin = card.margin if options.margin is None else options.margin
+    for name, value in (("overlap", overlap), ("margin", margin)):
+        if value >= card.tile_size:
+            raise InputError(f"{name} {value} must be smaller than the model's tile size {card.tile_size}")
+    layout = TileLayout(work.height, work.width, card.tile_size, overlap, margin)
+
+    t0 = time.perf_counter()
+    wanted = list(dict.fromkeys(card.bands + tuple(b for b in RGB_BANDS if b in product.bands)))
+    native = read_bands(product, wanted)
+    timings["read_s"] = time.perf_counter() - t0
+
+    lut = card.class_lut()
+    classes = np.zeros(grid.shape, dtype=np.uint8)
+    scores_out = np.zeros((len(CLASSES), *grid.shape), dtype=np.float32) if options.scores else None
+    stitcher = RowStitcher(layout, len(card.outputs), options.stitch)
+    make_strip = _StripMaker(product, card, native, factor, layout, options.resampling)
+    row_starts, t, m = layout.row_starts(), layout.tile, layout.margin
+    col_starts = [x0 + m for x0 in layout.col_starts()]  # in padded strip columns
+
+    progress = None
+    if options.progress:
+        from tqdm import tqdm
+
+        progress = tqdm(total=len(layout), unit="tile", desc=product.id[:40], leave=False)
+    infer_s = 0.0
+    skipped = 0
+    with ThreadPoolExecutor(max_workers=1) as prefetch:
+        pending = prefetch.submit(make_strip, row_starts[0])
+        for r in range(len(row_starts)):
+            stack, valid, valid_work, r0 = pending.result()
+            if r + 1 < len(row_starts):
+                pending = prefetch.submit(make_strip, row_starts[r + 1])
+            keep = [i for i, x0 in enumerate(col_starts) if valid_work[:, x0 : x0 + t].any()]
+            skipped += len(col_starts) - len(keep)
+            if keep:
+                t1 = time.perf_counter()
+                probs = runner.run(np.stack([stack[:, :, col_starts[i] : col_starts[i] + t] for i in keep]))
+                infer_s += time.perf_counter() - t1
+            scores_by_col = dict(zip(keep, probs)) if keep else {}
+            for i in range(len(col_starts)):
+                stitcher.add(i, scores_by_col.get(i))
+            start, block = stitcher.finish_row()
+            _emit(start, block, factor, grid, valid, r0, lut, classes, scores_out)
+            if progress is not None:
+                progress.update(len(col_starts))
+    if progress is not None:
+        progress.close()
+    timings["infer_s"] = infer_s
+    timings["total_s"] = time.perf_counter() - started
+    runtime = {
+        "providers": runner.session.get_providers(),
+        "device": runner.device,
+        "tiles": len(layout),
+        "tiles_skipped": skipped,
+        "overlap": overlap,
+        "margin": margin,
+        "stitch": options.stitch,
+        "resampling": options.resampling,
+        "working_resolution": card.resolution,
+    }
+    return Classification(
+        classes=classes,
+        grid=grid,
+        product=product,
+        card=card,
+        scores=scores_out,
+        preview=_preview(native, product),
+        timings=timings,
+        runtime=runtime,
+    )
+
+
+def _emit(start, block, factor, grid, valid, r0, lut, classes, scores_out):
+    """Write finished working-grid rows into the 10 m outputs."""
+    a, b = start * factor, min((start + block.shape[1]) * factor, grid.height)
+    if a >= b:
+        return
+    fine = resample.replicate(block, factor, b - a, grid.width)
+    mask = valid[a - r0 : b - r0]
+    out = lut[np.argmax(fine, axis=0)]
+    out[~mask] = MISSING
+    classes[a:b] = out
+    if scores_out is not None:
+        for channel, value in enumerate(lut):
+            scores_out[value, a:b] += fine[channel]
+        scores_out[:, a:b][:, ~mask] = 0
+
+
+def _preview(native: dict, product: Product) -> np.ndarray | None:
+    """A small true-colour image (reflectance 0..0.3 stretched to 0..255)."""
+    if not all(b in native for b in RGB_BANDS):
+        return None
+    step = max(1, math.ceil(max(product.grid.shape) / PREVIEW_SIZE))
+    channels = []
+    for name in RGB_BANDS:
+        values = native[name][::step, ::step]
+        refl = scale.to_units(values, name, product, "reflectance")
+        channels.append(np.clip(np.nan_to_num(refl) / 0.3 * 255, 0, 255).astype(np.uint8))
+    return np.dstack(channels)
+
+
+def classify(source, model="default", *, level=None, units="dn", weights=None, options=None, **overrides):
+    """Classify a Sentinel-2 product into the five KappaMask classes.
+
+    source: SAFE folder or .zip, folder of band files, STAC item (path or
+        pystac.Item) or xarray.DataArray with a 'bands' dimension.
+    model: 'default', a built-in id (``kappamask models list``), an alias
+        such as 'kappamask-v2', or a model card .json path.
+    level: 'L1C' or 'L2A' where the input does not say.
+    units: 'dn' or 'reflectance' (xarray input).
+    weights: ONNX file (path or URL) for cards that do not bundle one.
+    options / overrides: a :class:`ClassifyOptions`, or its fields as keywords.
+
+    Returns an xarray.DataArray (uint8, y/x, CRS in attrs) of classes 0 missing,
+    1 clear, 2 cloud shadow, 3 semi-transparent cloud, 4 cloud; with
+    ``scores=True`` an xarray.Dataset holding ``classes`` and ``scores``.
+    """
+    try:
+        options = replace(options or ClassifyOptions(), **overrides)
+    except TypeError as exc:
+        raise InputError(f"unknown option: {exc}") from None
+    return run(source, model, level=level, units=units, weights=weights, options=options).to_xarray()

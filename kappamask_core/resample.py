@@ -1,0 +1,70 @@
+"""Resampling between the native band grids, the 10 m grid and the working grid.
+
+Every band is brought onto the 10 m grid by an integer factor (2 for 20 m,
+6 for 60 m bands): ``bilinear`` (default; pixel-centre aligned, edges clamped)
+or ``nearest``. A coarser working grid (e.g. 30 m for the default model) is
+then made by averaging f x f blocks (area average); class scores go back to
+10 m by replicating each working pixel (nearest), which keeps class
+boundaries on the working grid.
+All functions work on a band of rows, so the pipeline can stream.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+METHODS = ("bilinear", "nearest")
+
+
+def _bilinear_index(n_out: int, start: int, factor: int, n_in: int):
+    centre = (np.arange(start, start + n_out) + 0.5) / factor - 0.5
+    i0 = np.floor(centre).astype(np.int64)
+    frac = (centre - i0).astype(np.float32)
+    return np.clip(i0, 0, n_in - 1), np.clip(i0 + 1, 0, n_in - 1), frac
+
+
+def upsample_rows(native: np.ndarray, factor: int, row0: int, row1: int, width: int, method: str = "bilinear") -> np.ndarray:
+    """Rows [row0, row1) of a band on the fine grid, as float32 (row1 - row0, width)."""
+    if factor == 1:
+        return native[row0:row1, :width].astype(np.float32)
+    if method == "nearest":
+        rows = native[np.arange(row0, row1) // factor]
+        return rows[:, np.arange(width) // factor].astype(np.float32)
+    if method != "bilinear":
+        raise ValueError(f"unknown resampling method {method!r}; choose one of {METHODS}")
+    h, w = native.shape
+    r0, r1, fr = _bilinear_index(row1 - row0, row0, factor, h)
+    lo, hi = native[r0].astype(np.float32), native[r1].astype(np.float32)
+    rows = lo + (hi - lo) * fr[:, None]
+    c0, c1, fc = _bilinear_index(width, 0, factor, w)
+    left, right = rows[:, c0], rows[:, c1]
+    return left + (right - left) * fc[None, :]
+
+
+def nearest_rows(native: np.ndarray, factor: int, row0: int, row1: int, width: int) -> np.ndarray:
+    """Rows of a band on the fine grid by nearest neighbour, keeping the dtype."""
+    if factor == 1:
+        return native[row0:row1, :width]
+    return native[np.arange(row0, row1) // factor][:, np.arange(width) // factor]
+
+
+def block_mean(array: np.ndarray, factor: int) -> np.ndarray:
+    """Average f x f blocks over the last two axes; ragged edges repeat the edge pixels."""
+    if factor == 1:
+        return array
+    h, w = array.shape[-2:]
+    ph, pw = (-h) % factor, (-w) % factor
+    if ph or pw:
+        pad = [(0, 0)] * (array.ndim - 2) + [(0, ph), (0, pw)]
+        array = np.pad(array, pad, mode="edge")
+    H, W = array.shape[-2:]
+    shaped = array.reshape(*array.shape[:-2], H // factor, factor, W // factor, factor)
+    return shaped.mean(axis=(-3, -1), dtype=np.float32)
+
+
+def replicate(array: np.ndarray, factor: int, height: int, width: int) -> np.ndarray:
+    """Nearest upsampling of the last two axes by ``factor``, cropped to (height, width)."""
+    if factor == 1:
+        return array[..., :height, :width]
+    out = np.repeat(np.repeat(array, factor, axis=-2), factor, axis=-1)
+    return out[..., :height, :width]

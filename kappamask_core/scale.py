@@ -1,0 +1,63 @@
+"""Scale band values into the units and value range a model card asks for.
+
+Step 1, harmonise: DN + offset (RADIO_ADD_OFFSET / BOA_ADD_OFFSET, -1000 from
+processing baseline 04.00 on, 0 before) puts every product on the pre-04.00
+DN scale. Reflectance inputs are multiplied back by the quantification value.
+Step 2, units: ``reflectance`` = harmonised DN / quantification;
+``dn_fraction`` = harmonised DN / 65535, the official KappaMask predictor's
+storage (its own baseline-04.00 handling is faulty; ours harmonises first).
+Step 3, the card's per-band ``value_scaling`` (z-score or min-max), then an
+optional lower clip.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from .bands import BAND_BY_NAME
+
+
+def harmonised_dn(values: np.ndarray, band: str, product) -> np.ndarray:
+    """Band values on the pre-04.00 DN scale, as float32."""
+    values = values.astype(np.float32, copy=False)
+    if product.units == "reflectance":
+        return values * np.float32(quantification(band, product))
+    offset = product.offsets.get(band, 0.0)
+    return values + np.float32(offset) if offset else values
+
+
+def quantification(band: str, product) -> float:
+    return product.quantification[BAND_BY_NAME[band].quantification_key]
+
+
+def to_units(values: np.ndarray, band: str, product, units: str) -> np.ndarray:
+    """Raw band values (DN or reflectance, as ``product.units`` says) -> card units."""
+    dn = harmonised_dn(values, band, product)
+    if units == "reflectance":
+        return dn / np.float32(quantification(band, product))
+    if units == "dn_fraction":
+        return dn / np.float32(65535.0)
+    raise ValueError(f"unknown units {units!r}")
+
+
+def apply_value_scaling(stack: np.ndarray, scaling, clip_min: float | None) -> np.ndarray:
+    """Per-band scaling of a (bands, ...) float32 stack, in place."""
+    for i, rule in enumerate(scaling):
+        if rule is None:
+            continue
+        if rule["type"] == "z-score":
+            stack[i] -= np.float32(rule["mean"])
+            stack[i] /= np.float32(rule["stddev"])
+        elif rule["type"] == "min-max":
+            stack[i] -= np.float32(rule["minimum"])
+            stack[i] /= np.float32(rule["maximum"] - rule["minimum"])
+    if clip_min is not None:
+        np.maximum(stack, np.float32(clip_min), out=stack)
+    return stack
+
+
+def invalid_mask(values: np.ndarray) -> np.ndarray:
+    """Pixels with no data in this band: DN 0, or NaN."""
+    if np.issubdtype(values.dtype, np.floating):
+        return (values == 0) | np.isnan(values)
+    return values == 0
