@@ -1,0 +1,153 @@
+"""The ``kappamask`` command line: a thin adapter over the Python API.
+
+Errors the user can fix (KappaMaskError) are printed as one line on stderr
+with exit code 2; anything else is a bug and keeps its traceback (exit 1).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import sys
+import time
+from pathlib import Path
+
+from . import __version__
+from .errors import KappaMaskError
+
+log = logging.getLogger("kappamask")
+
+
+def _add_run_options(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--model", default="default", help="model id, alias or card .json (default: %(default)s)")
+    p.add_argument("--weights", help="ONNX file for models whose weights are not bundled")
+    p.add_argument("--level", choices=["L1C", "L2A"], help="product level where the input does not say")
+    p.add_argument("--overlap", type=int, help="tile overlap in working pixels (default: the model card's)")
+    p.add_argument("--margin", type=int, help="pixels the first tile starts before the edge (default: the card's)")
+    p.add_argument("--stitch", choices=["crop", "blend"], default="crop", help="mosaic of overlapping tiles")
+    p.add_argument("--batch-size", type=int, default=4)
+    p.add_argument("--threads", type=int, help="ONNX Runtime threads (default: all cores)")
+    p.add_argument("--device", choices=["auto", "cpu", "cuda", "tensorrt"], default="auto")
+    p.add_argument("--resampling", choices=["bilinear", "nearest"], default="bilinear")
+    p.add_argument("--encoding", choices=["kappamask", "km_predict"], default="kappamask",
+                   help="class values in the GeoTIFF: kappamask (0 missing .. 4 cloud) or km_predict (1..4, 5 missing)")
+    p.add_argument("--scores", action="store_true", help="also write per-class scores (STAC asset)")
+    p.add_argument("--no-stac", action="store_true", help="do not write STAC items")
+    p.add_argument("--no-progress", action="store_true")
+
+
+def _options(args):
+    from .pipeline import ClassifyOptions
+
+    return ClassifyOptions(
+        overlap=args.overlap, margin=args.margin, stitch=args.stitch, batch_size=args.batch_size,
+        device=args.device, threads=args.threads, resampling=args.resampling, scores=args.scores,
+        progress=not args.no_progress and sys.stderr.isatty(),
+    )
+
+
+def cmd_classify(args) -> int:
+    from .api import classify_to_files
+
+    outputs = classify_to_files(
+        args.inputs, args.output, model=args.model, weights=args.weights, level=args.level,
+        options=_options(args), encoding=args.encoding, stac=not args.no_stac,
+    )
+    for out in outputs:
+        print(json.dumps({k: str(v) for k, v in out.items()}))
+    return 0
+
+
+def cmd_demo(args) -> int:
+    from .api import DEMO_DATA
+
+    args.inputs = [str(DEMO_DATA)]
+    args.output = args.outdir
+    start = time.perf_counter()
+    code = cmd_classify(args)
+    log.info("demo finished in %.1f s; outputs in %s", time.perf_counter() - start, args.outdir)
+    return code
+
+
+def cmd_models_list(args) -> int:
+    from .cards import ALIASES, builtin_card, builtin_ids, locate_weights
+
+    for card_id in builtin_ids():
+        card = builtin_card(card_id)
+        try:
+            locate_weights(card, verify=False)
+            status = "ready"
+        except KappaMaskError:
+            status = "needs weights"
+        print(f"{card.id:22s} {'/'.join(card.levels):4s} {len(card.bands):2d} bands  {card.resolution:2d} m  "
+              f"{status:13s} {card.name}")
+    for alias, targets in ALIASES.items():
+        print(f"{alias:22s} alias: " + ", ".join(f"{k} -> {v}" for k, v in targets.items()))
+    return 0
+
+
+def cmd_models_show(args) -> int:
+    from .cards import resolve_card
+
+    print(json.dumps(resolve_card(args.model, args.level).raw, indent=2))
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="kappamask", description="Cloud and cloud-shadow masks for Sentinel-2.")
+    parser.add_argument("--version", action="version", version=f"kappamask {__version__}")
+    parser.add_argument("-v", "--verbose", action="store_true")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    p = sub.add_parser("classify", help="classify products into a five-class 10 m map")
+    p.add_argument("inputs", nargs="+", help="SAFE folder or .zip, band folder, or STAC item .json")
+    p.add_argument("-o", "--output", required=True, help="output folder")
+    _add_run_options(p)
+    p.set_defaults(func=cmd_classify)
+
+    p = sub.add_parser("demo", help="classify the bundled sample scene")
+    p.add_argument("outdir")
+    _add_run_options(p)
+    p.set_defaults(func=cmd_demo)
+
+    models = sub.add_parser("models", help="list or show model cards").add_subparsers(dest="models", required=True)
+    p = models.add_parser("list")
+    p.set_defaults(func=cmd_models_list)
+    p = models.add_parser("show")
+    p.add_argument("model")
+    p.add_argument("--level", choices=["L1C", "L2A"])
+    p.set_defaults(func=cmd_models_show)
+
+    for register in _extensions():
+        register(sub)
+    return parser
+
+
+def _extensions():
+    """Sub-commands contributed by the adapters (STAC, openEO) when importable."""
+    found = []
+    for module, attr in (("stac_ext.cli", "register"), ("udf.cli", "register")):
+        try:
+            found.append(getattr(__import__(module, fromlist=[attr]), attr))
+        except ImportError:
+            continue
+    return found
+
+
+def main(argv=None) -> int:
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO, format="%(levelname)s %(message)s",
+                        stream=sys.stderr)
+    try:
+        return args.func(args)
+    except KappaMaskError as exc:
+        print(f"kappamask: error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("kappamask: interrupted; no partial outputs were left", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

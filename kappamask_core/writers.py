@@ -1,0 +1,130 @@
+"""Writers: the class map as a Cloud-Optimized GeoTIFF and a quicklook PNG.
+
+Every file is written under a temporary name in the target folder and moved
+into place only when complete, so an interrupted run never leaves a partial
+file under the final name.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import tempfile
+from pathlib import Path
+
+import numpy as np
+
+from .classes import CLASSES, ENCODINGS, encode, palette
+from .errors import OutputError
+from .grid import Grid
+
+
+@contextlib.contextmanager
+def atomic_path(final: str | os.PathLike):
+    """Yield a temporary path beside ``final``; rename it into place on success."""
+    final = Path(final)
+    try:
+        final.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(dir=final.parent, prefix=f".{final.name}.", suffix=".part")
+        os.close(fd)
+        umask = os.umask(0)
+        os.umask(umask)
+        os.chmod(tmp, 0o666 & ~umask)  # mkstemp creates 0600; outputs are ordinary files
+    except OSError as exc:
+        raise OutputError(f"cannot write to {final.parent}: {exc}") from None
+    try:
+        yield tmp
+        os.replace(tmp, final)
+    finally:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+
+
+def _write_cog(path, data: np.ndarray, grid: Grid, *, nodata=None, colormap=None, resampling="nearest",
+               tags=None, band_tags=None) -> Path:
+    """Write a (bands, height, width) array as a COG (deflate, 512 px blocks, overviews)."""
+    import rasterio
+    from rasterio.io import MemoryFile
+    from rio_cogeo.cogeo import cog_translate
+    from rio_cogeo.profiles import cog_profiles
+
+    profile = {
+        "driver": "GTiff", "height": grid.height, "width": grid.width, "count": data.shape[0],
+        "dtype": data.dtype.name, "transform": grid.transform, "nodata": nodata,
+    }
+    if grid.crs is not None:
+        profile["crs"] = grid.crs
+    out_profile = cog_profiles.get("deflate")
+    out_profile.update({"blockxsize": 512, "blockysize": 512})
+    with atomic_path(path) as tmp, rasterio.Env(GDAL_TIFF_INTERNAL_MASK=True):
+        with MemoryFile() as memfile:
+            with memfile.open(**profile) as mem:
+                if colormap:  # before the pixels: GDAL fixes the photometric tag at the first write
+                    mem.write_colormap(1, colormap)
+                mem.write(data)
+                mem.update_tags(**(tags or {}))
+                for i, btags in enumerate(band_tags or [], start=1):
+                    mem.update_tags(i, **btags)
+            with memfile.open() as src:
+                cog_translate(src, tmp, out_profile, overview_resampling=resampling, nodata=nodata, quiet=True,
+                              in_memory=False, use_cog_driver=False)
+    return Path(path)
+
+
+def write_cog(path, classes: np.ndarray, grid: Grid, encoding: str = "kappamask") -> Path:
+    """Write a uint8 class map as a COG with the class palette and mode overviews."""
+    if encoding not in ENCODINGS:
+        raise OutputError(f"unknown encoding {encoding!r}; choose one of {sorted(ENCODINGS)}")
+    # The paper's encoding marks missing (0) as nodata; km_predict files carry no nodata tag.
+    nodata = 0 if encoding == "kappamask" else None
+    codes = ENCODINGS[encoding]
+    return _write_cog(
+        path, encode(classes, encoding)[None], grid, nodata=nodata, colormap=palette(encoding), resampling="mode",
+        tags={"encoding": encoding, **{f"class_{codes[c.value]}": c.name for c in CLASSES}},
+    )
+
+
+def write_scores(path, scores: np.ndarray, grid: Grid) -> Path:
+    """Write the per-class scores (5, H, W) float32 as a COG, one band per class."""
+    return _write_cog(path, scores.astype(np.float32), grid, resampling="average",
+                      band_tags=[{"class": c.name} for c in CLASSES])
+
+
+def class_image(classes: np.ndarray, size: tuple[int, int] | None = None) -> np.ndarray:
+    """RGB rendering of a class map (values 0..4), optionally shrunk by striding."""
+    lut = np.zeros((256, 3), np.uint8)
+    for c in CLASSES:
+        lut[c.value] = c.rgb
+    if size is not None:
+        sy = max(1, classes.shape[0] // size[0])
+        sx = max(1, classes.shape[1] // size[1])
+        classes = classes[::sy, ::sx][: size[0], : size[1]]
+    return lut[classes]
+
+
+def write_quicklook(path, classes: np.ndarray, preview: np.ndarray | None, title: str = "") -> Path:
+    """PNG: true colour beside the class map, with a legend of the five classes."""
+    from PIL import Image, ImageDraw
+
+    max_side = 1024
+    step = max(1, int(np.ceil(max(classes.shape) / max_side)))
+    class_rgb = class_image(classes[::step, ::step])
+    h, w = class_rgb.shape[:2]
+    panels = [class_rgb]
+    if preview is not None:
+        panels.insert(0, np.asarray(Image.fromarray(preview).resize((w, h), Image.BILINEAR)))
+    gap, legend_h = 8, 28 + 20 * len(CLASSES)
+    canvas = Image.new("RGB", (len(panels) * w + (len(panels) - 1) * gap, h + legend_h), (32, 32, 32))
+    for i, panel in enumerate(panels):
+        canvas.paste(Image.fromarray(panel), (i * (w + gap), 0))
+    draw = ImageDraw.Draw(canvas)
+    y = h + 6
+    if title:
+        draw.text((6, y), title, fill=(230, 230, 230))
+    for c in CLASSES:
+        y += 20
+        draw.rectangle([6, y, 22, y + 14], fill=c.rgb, outline=(200, 200, 200))
+        draw.text((30, y + 1), f"{c.value} {c.title}", fill=(230, 230, 230))
+    with atomic_path(path) as tmp:
+        canvas.save(tmp, format="PNG")
+    return Path(path)
