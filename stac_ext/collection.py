@@ -1,0 +1,70 @@
+"""A STAC collection and catalogue root over the items of one multi-input run."""
+
+from __future__ import annotations
+
+from datetime import datetime, timezone
+from pathlib import Path
+
+from kappamask_core.classes import CLASSES, ENCODINGS
+
+from .writer import COG_MEDIA_TYPE, EXTENSIONS, write_json_atomic
+
+ITEM_ASSETS_URI = "https://stac-extensions.github.io/item-assets/v1.0.0/schema.json"
+
+
+def build_collection(items, encoding: str = "kappamask"):
+    import pystac
+
+    bboxes = [item.bbox for item in items]
+    bbox = [min(b[0] for b in bboxes), min(b[1] for b in bboxes), max(b[2] for b in bboxes), max(b[3] for b in bboxes)]
+    times = [item.datetime for item in items if item.datetime is not None]
+    codes = ENCODINGS[encoding]
+    class_table = [
+        {"value": codes[c.value], "name": c.name, "description": c.description, "color_hint": c.color,
+         **({"nodata": True} if c.value == 0 else {})}
+        for c in CLASSES
+    ]
+    collection = pystac.Collection(
+        id="kappamask-run",
+        description="Cloud and cloud-shadow classification (KappaMask classes) of Sentinel-2 products.",
+        title="KappaMask classification",
+        license="other",
+        extent=pystac.Extent(pystac.SpatialExtent([bbox]), pystac.TemporalExtent([[min(times), max(times)]])),
+        stac_extensions=[ITEM_ASSETS_URI, EXTENSIONS["classification"]],
+        summaries=pystac.Summaries({
+            "classification:classes": class_table,
+            "eo:cloud_cover": {"minimum": min(i.properties["eo:cloud_cover"] for i in items),
+                               "maximum": max(i.properties["eo:cloud_cover"] for i in items)},
+            "kappamask:model": sorted({i.properties["kappamask:model"]["id"] for i in items}),
+        }),
+    )
+    collection.extra_fields["item_assets"] = {
+        "classification": {"type": COG_MEDIA_TYPE, "roles": ["data"], "title": "Cloud and cloud-shadow classes",
+                           "classification:classes": class_table},
+        "quicklook": {"type": "image/png", "roles": ["overview"], "title": "True colour and classes"},
+    }
+    return collection
+
+
+def write_collection(items, outdir, encoding: str = "kappamask") -> Path:
+    """Write ``collection.json`` (linking the item files) and a ``catalog.json`` root."""
+    import pystac
+
+    outdir = Path(outdir)
+    collection = build_collection(items, encoding)
+    collection.set_self_href(str((outdir / "collection.json").resolve()))
+    for item in items:
+        collection.add_link(pystac.Link("item", f"./{item.id}.json", media_type=pystac.MediaType.GEOJSON))
+    collection.add_link(pystac.Link("root", "./catalog.json", media_type=pystac.MediaType.JSON))
+    data = collection.to_dict(include_self_link=False, transform_hrefs=False)
+    data["links"] = [l for l in data["links"] if l["rel"] != "root"] + [
+        {"rel": "root", "href": "./catalog.json", "type": "application/json"}]
+    write_json_atomic(outdir / "collection.json", data)
+    catalog = {
+        "type": "Catalog", "stac_version": pystac.get_stac_version(), "id": "kappamask-outputs",
+        "description": f"KappaMask outputs written {datetime.now(timezone.utc).isoformat(timespec='seconds')}",
+        "links": [{"rel": "root", "href": "./catalog.json", "type": "application/json"},
+                  {"rel": "child", "href": "./collection.json", "type": "application/json"}],
+    }
+    write_json_atomic(outdir / "catalog.json", catalog)
+    return outdir / "collection.json"

@@ -1,0 +1,191 @@
+"""Write a STAC item per classified product (and a collection for several).
+
+Everything class-related is read from ``kappamask_core.classes`` and the
+model card; nothing is restated here.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from datetime import datetime, timezone
+from pathlib import Path
+
+import numpy as np
+
+from kappamask_core import __version__
+from kappamask_core.cards import sha256_file
+from kappamask_core.classes import CLASSES, ENCODINGS, MISSING
+
+COG_MEDIA_TYPE = "image/tiff; application=geotiff; profile=cloud-optimized"
+EXTENSIONS = {
+    "classification": "https://stac-extensions.github.io/classification/v2.0.0/schema.json",
+    "raster": "https://stac-extensions.github.io/raster/v1.1.0/schema.json",
+    "projection": "https://stac-extensions.github.io/projection/v2.0.0/schema.json",
+    "file": "https://stac-extensions.github.io/file/v2.1.0/schema.json",
+    "processing": "https://stac-extensions.github.io/processing/v1.2.0/schema.json",
+    "eo": "https://stac-extensions.github.io/eo/v1.1.0/schema.json",
+}
+
+
+def footprint(classes: np.ndarray, grid) -> tuple[dict, list[float]]:
+    """WGS84 polygon and bbox of the valid-data extent (bounding box of non-missing pixels)."""
+    from rasterio.warp import transform_geom
+
+    rows = np.flatnonzero((classes != MISSING).any(axis=1))
+    cols = np.flatnonzero((classes != MISSING).any(axis=0))
+    if rows.size == 0:
+        rows, cols = np.array([0, classes.shape[0] - 1]), np.array([0, classes.shape[1] - 1])
+    r0, r1, c0, c1 = rows[0], rows[-1] + 1, cols[0], cols[-1] + 1
+    # densify the edges so the reprojected polygon follows the curved UTM edges
+    n = 16
+    ring = [(c0 + (c1 - c0) * i / n, r0) for i in range(n)] + [(c1, r0 + (r1 - r0) * i / n) for i in range(n)]
+    ring += [(c1 - (c1 - c0) * i / n, r1) for i in range(n)] + [(c0, r1 - (r1 - r0) * i / n) for i in range(n)]
+    ring.append(ring[0])
+    coords = [grid.transform * (c, r) for c, r in ring]
+    geom = {"type": "Polygon", "coordinates": [coords]}
+    if grid.crs is not None:
+        geom = transform_geom(grid.crs, "EPSG:4326", geom)
+    xs = [p[0] for p in geom["coordinates"][0]]
+    ys = [p[1] for p in geom["coordinates"][0]]
+    return geom, [min(xs), min(ys), max(xs), max(ys)]
+
+
+def class_objects(classification, encoding: str = "kappamask") -> list[dict]:
+    """classification:classes entries with counts and percentages over valid pixels."""
+    counts = np.bincount(classification.classes.ravel(), minlength=len(CLASSES))
+    valid = int(counts[1:].sum())
+    codes = ENCODINGS[encoding]
+    out = []
+    for c in CLASSES:
+        entry = {
+            "value": codes[c.value],
+            "name": c.name,
+            "title": c.title,
+            "description": c.description,
+            "color_hint": c.color,
+            "count": int(counts[c.value]),
+        }
+        if c.value == MISSING:
+            entry["nodata"] = True
+        else:
+            entry["percentage"] = round(100.0 * counts[c.value] / valid, 4) if valid else 0.0
+        out.append(entry)
+    return out
+
+
+def _file_info(path: Path) -> dict:
+    # file:checksum is a multihash: 0x12 (sha2-256), 0x20 (32 bytes), then the digest
+    return {"file:size": path.stat().st_size, "file:checksum": "1220" + sha256_file(path)}
+
+
+def build_item(classification, paths: dict, source, encoding: str = "kappamask"):
+    import pystac
+
+    product, card, grid = classification.product, classification.card, classification.grid
+    geom, bbox = footprint(classification.classes, grid)
+    when = product.datetime
+    props: dict = {}
+    if when is None:
+        when = datetime.now(timezone.utc)
+        props["kappamask:datetime_source"] = "processing time (the input carries no acquisition time)"
+    classes = class_objects(classification, encoding)
+    pct = {c["name"]: c.get("percentage", 0.0) for c in classes}
+    props.update({
+        "eo:cloud_cover": round(pct["cloud"] + pct["semi_transparent_cloud"], 4),
+        "kappamask:clear_percentage": pct["clear"],
+        "kappamask:cloud_shadow_percentage": pct["cloud_shadow"],
+        "kappamask:model": {
+            "id": card.id, "name": card.name, "version": card.version, "architecture": card.architecture,
+            "trained": card.trained, "card_sha256": card.sha256, "predicts": list(card.predicts),
+        },
+        "kappamask:runtime": {k: v for k, v in classification.runtime.items()},
+        "processing:software": {"kappamask": __version__, "onnxruntime": _version("onnxruntime")},
+        "processing:lineage": (
+            f"Classified with model {card.id} ({card.name}) at {card.resolution} m working resolution; "
+            f"stitch {classification.runtime.get('stitch')}, overlap {classification.runtime.get('overlap')} px."
+        ),
+        "processing:level": "L3",
+    })
+    if product.platform:
+        props["platform"] = product.platform
+        props["constellation"] = "sentinel-2"
+        props["instruments"] = ["msi"]
+    item = pystac.Item(id=Path(paths["cog"]).name.removesuffix(".tif"), geometry=geom, bbox=bbox, datetime=when,
+                       properties=props, stac_extensions=[EXTENSIONS[k] for k in
+                                                          ("classification", "raster", "projection", "file",
+                                                           "processing", "eo")])
+    if grid.crs is not None:
+        epsg = grid.crs.to_epsg()
+        item.properties["proj:code"] = f"EPSG:{epsg}" if epsg else None
+        if not epsg:
+            item.properties["proj:wkt2"] = grid.crs.to_wkt()
+        item.properties["proj:shape"] = [grid.height, grid.width]
+        item.properties["proj:transform"] = list(grid.transform)[:6]
+    cog = Path(paths["cog"])
+    item.add_asset("classification", pystac.Asset(
+        href=cog.name, media_type=COG_MEDIA_TYPE, roles=["data"], title="Cloud and cloud-shadow classes",
+        extra_fields={
+            "classification:classes": classes,
+            "raster:bands": [{"data_type": "uint8", "nodata": 0 if encoding == "kappamask" else None,
+                              "sampling": "area", "spatial_resolution": grid.resolution}],
+            "kappamask:encoding": encoding,
+            **_file_info(cog),
+        },
+    ))
+    png = Path(paths["quicklook"])
+    item.add_asset("quicklook", pystac.Asset(href=png.name, media_type="image/png", roles=["overview"],
+                                             title="True colour and classes", extra_fields=_file_info(png)))
+    if paths.get("scores"):
+        scores = Path(paths["scores"])
+        item.add_asset("scores", pystac.Asset(
+            href=scores.name, media_type=COG_MEDIA_TYPE, roles=["data"], title="Class scores (0..1), one band per class",
+            extra_fields={"raster:bands": [{"data_type": "float32", "name": c.name, "sampling": "area",
+                                            "spatial_resolution": grid.resolution} for c in CLASSES],
+                          **_file_info(scores)},
+        ))
+    _provenance(item, product, source)
+    return item
+
+
+def _provenance(item, product, source) -> None:
+    import pystac
+
+    stac_href = product.extra.get("stac_href")
+    if stac_href:
+        item.add_link(pystac.Link("derived_from", stac_href, media_type="application/geo+json"))
+    item.properties["kappamask:source_product"] = product.id
+
+
+def _version(module: str) -> str:
+    try:
+        from importlib.metadata import version
+
+        return version(module)
+    except Exception:
+        return "unknown"
+
+
+def write_json_atomic(path: Path, data: dict) -> Path:
+    from kappamask_core.writers import atomic_path
+
+    with atomic_path(path) as tmp:
+        Path(tmp).write_text(json.dumps(data, indent=2) + "\n")
+    return path
+
+
+def write_stac(results, outdir, encoding: str = "kappamask") -> list[Path]:
+    """Write one item per (classification, paths, source); a collection when there are several."""
+    outdir = Path(outdir)
+    items = [build_item(result, paths, source, encoding) for result, paths, source in results]
+    written = []
+    for item in items:
+        path = outdir / f"{item.id}.json"
+        item.set_self_href(None)
+        write_json_atomic(path, item.to_dict(include_self_link=False, transform_hrefs=False))
+        written.append(path)
+    if len(items) > 1:
+        from .collection import write_collection
+
+        write_collection(items, outdir, encoding)
+    return written
