@@ -30,6 +30,24 @@ BAND_FILE_RE = re.compile(r"_(B\d{2}|B8A|AOT|WVP|SCL)(?:_(\d{2})m)?\.(jp2|tif|ti
 DATETIME_RE = re.compile(r"(\d{8}T\d{6})")
 
 
+# GDAL settings for remote files; GDAL reads them from the environment, and a user's own values win.
+REMOTE_GDAL_OPTIONS = {
+    "GDAL_DISABLE_READDIR_ON_OPEN": "EMPTY_DIR",  # no directory listing per file
+    "GDAL_HTTP_MAX_RETRY": "3",
+    "GDAL_HTTP_RETRY_DELAY": "1",
+    "GDAL_HTTP_TIMEOUT": "60",
+}
+
+
+def open_raster(path: str):
+    import rasterio
+
+    if path.startswith(("/vsicurl/", "/vsis3/", "/vsigs/", "/vsiaz/")):
+        for key, value in REMOTE_GDAL_OPTIONS.items():
+            os.environ.setdefault(key, value)
+    return rasterio.open(path)
+
+
 class FileBand:
     """One band stored in a raster file (local path or GDAL path such as /vsizip/)."""
 
@@ -37,10 +55,8 @@ class FileBand:
         self.name, self.path, self.factor, self.shape, self.dtype = name, path, factor, shape, dtype
 
     def read(self) -> np.ndarray:
-        import rasterio
-
         try:
-            with rasterio.open(self.path) as ds:
+            with open_raster(self.path) as ds:
                 return ds.read(1)
         except Exception as exc:  # GDAL errors for truncated or corrupt files come in many types
             raise InputError(f"cannot read band {self.name} from {self.path}: {exc}") from None
@@ -149,12 +165,10 @@ def _pick_band_files(paths) -> dict[str, str]:
 
 def _open_band_files(files: dict[str, str], source: str) -> tuple[Grid, dict[str, FileBand]]:
     """Open headers only; derive the 10 m grid and each band's factor."""
-    import rasterio
-
     headers = {}
     for name, path in files.items():
         try:
-            with rasterio.open(path) as ds:
+            with open_raster(path) as ds:
                 headers[name] = (ds.shape, ds.transform, ds.crs, ds.dtypes[0])
         except Exception as exc:
             raise InputError(f"{source}: cannot open band {name} ({path}): {exc}") from None

