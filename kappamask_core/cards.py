@@ -245,43 +245,49 @@ def _weights_help(card: ModelCard) -> str:
 def locate_weights(card: ModelCard, weights: str | os.PathLike | None = None, verify: bool = True) -> Path:
     """Return the path of the card's ONNX file, checked against its sha256.
 
-    Order: the explicit ``weights`` argument, a ``package`` resource, the
-    card's ``path`` relative to the card, then ``$KAPPAMASK_WEIGHTS_DIR/<file>``.
+    Where to look, in order: the explicit ``weights`` argument (a path or an
+    http(s) URL), the installed Python package that ships the file, the card's
+    ``path`` relative to the card, ``$KAPPAMASK_WEIGHTS_DIR/<file>``, and the
+    card's ``url`` (downloaded once into the cache).
     """
     spec = card.weights
-    candidates: list[Path] = []
-    if weights is not None and str(weights).startswith(("http://", "https://")):
-        weights = download(str(weights), spec.get("sha256"))
-    if weights is None and spec.get("url") and not spec.get("package"):
-        cached = cache_dir() / Path(spec["url"]).name
-        if cached.is_file() or not spec.get("file"):
-            weights = cached if cached.is_file() else download(spec["url"], spec.get("sha256"))
     if weights is not None:
-        candidates.append(Path(weights))
-    else:
-        if spec.get("package"):
-            found = importlib.util.find_spec(spec["package"])
-            if found is None or not found.submodule_search_locations:
-                raise ModelError(
-                    f"model {card.id!r} is shipped by the Python package {spec['package']!r}, which is not "
-                    f"installed; run: pip install {spec['package'].replace('_', '-')}"
-                )
+        path = download(str(weights), spec.get("sha256")) if str(weights).startswith(("http://", "https://")) \
+            else Path(weights)
+        if not path.is_file():
+            raise ModelError(f"weights file {weights} does not exist")
+        return _verified(path, card, verify)
+    candidates: list[Path] = []
+    if spec.get("package"):
+        found = importlib.util.find_spec(spec["package"])
+        if found is not None and found.submodule_search_locations:
             candidates.append(Path(list(found.submodule_search_locations)[0]) / spec["file"])
-        if spec.get("path"):
-            base = Path(card.source).parent if card.source and not card.source.startswith("<") else Path.cwd()
-            candidates.append(base / spec["path"])
-        if os.environ.get(WEIGHTS_DIR_ENV) and spec.get("file"):
-            candidates.append(Path(os.environ[WEIGHTS_DIR_ENV]) / spec["file"])
+    if spec.get("path"):
+        base = Path(card.source).parent if not card.source.startswith("<") else Path.cwd()
+        candidates.append(base / spec["path"])
+    if os.environ.get(WEIGHTS_DIR_ENV) and spec.get("file"):
+        candidates.append(Path(os.environ[WEIGHTS_DIR_ENV]) / spec["file"])
     for path in candidates:
         if path.is_file():
-            if verify and spec.get("sha256"):
-                actual = sha256_file(path)
-                if actual != spec["sha256"]:
-                    raise ModelError(
-                        f"weights file {path} does not match the sha256 in model card {card.id!r} "
-                        f"(expected {spec['sha256']}, got {actual})"
-                    )
-            return path
-    if weights is not None:
-        raise ModelError(f"weights file {weights} does not exist")
+            return _verified(path, card, verify)
+    if spec.get("url"):
+        return _verified(download(spec["url"], spec.get("sha256")), card, verify)
+    if spec.get("package"):
+        raise ModelError(
+            f"model {card.id!r} is shipped by the Python package {spec['package']!r}, which is not installed; "
+            f"run: pip install {spec['package'].replace('_', '-')} (or set ${WEIGHTS_DIR_ENV} to a folder "
+            f"holding {spec['file']})"
+        )
     raise ModelError(_weights_help(card))
+
+
+def _verified(path: Path, card: ModelCard, verify: bool) -> Path:
+    expected = card.weights.get("sha256")
+    if verify and expected:
+        actual = sha256_file(path)
+        if actual != expected:
+            raise ModelError(
+                f"weights file {path} does not match the sha256 in model card {card.id!r} "
+                f"(expected {expected}, got {actual})"
+            )
+    return path

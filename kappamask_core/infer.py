@@ -8,6 +8,7 @@ class probabilities in (N, classes, H, W) layout whatever the model's layout.
 
 from __future__ import annotations
 
+import functools
 import logging
 import os
 
@@ -118,3 +119,13 @@ class OnnxRunner:
             out = np.array(out, dtype=np.float32)
             results.append(softmax(out) if self.card.activation == "logits" else out)
         return np.concatenate(results)
+
+
+@functools.lru_cache(maxsize=8)
+def cached_runner(model: str, level: str | None, weights: str | None, device: str = "auto",
+                  threads: int | None = None, batch_size: int = 4) -> OnnxRunner:
+    """One session per model and settings per process (openEO workers call the UDF many times)."""
+    from .cards import locate_weights, resolve_card
+
+    card = resolve_card(model, level)
+    return OnnxRunner(locate_weights(card, weights), card, device, threads, batch_size)

@@ -137,15 +137,21 @@ def working_rows(product: Product, native: dict, bands, units: str, factor: int,
     """
     width = product.grid.width
     valid = np.zeros((r1 - r0, width), dtype=bool)
+    has_nan = np.zeros((r1 - r0, width), dtype=bool)
     for name in bands:
         band = product.bands[name]
-        valid |= ~scale.invalid_mask(resample.nearest_rows(native[name], band.factor, r0, r1, width))
+        values = resample.nearest_rows(native[name], band.factor, r0, r1, width)
+        valid |= ~scale.invalid_mask(values)
+        if np.issubdtype(values.dtype, np.floating):
+            has_nan |= np.isnan(values)
+    valid &= ~has_nan  # NaN in any band (openEO nodata) makes the pixel missing
     if not valid.any():  # nothing to classify here: skip the resampling
         shape = (len(bands), -(-(r1 - r0) // factor), -(-width // factor))
         return np.zeros(shape, np.float32), valid
     layers = []
     for name in bands:
         raw = resample.upsample_rows(native[name], product.bands[name].factor, r0, r1, width, method)
+        np.nan_to_num(raw, copy=False)  # NaN must not reach the model; those pixels are masked anyway
         layers.append(resample.block_mean(scale.to_units(raw, name, product, units), factor))
     return np.stack(layers), valid
 

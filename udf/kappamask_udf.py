@@ -1,0 +1,95 @@
+"""openEO UDF: KappaMask cloud and cloud-shadow classes for a Sentinel-2 data cube.
+
+Use it with ``apply_neighborhood`` (448 x 448 px chunks with 32 px overlap,
+so each call sees 512 x 512 px) or ``apply_dimension``/``apply`` on small cubes.
+The cube has dimensions among (t, bands, y, x), bands named as the backend
+names them (B01..B12, B8A, AOT, WVP, ...). It returns the same t/y/x with one
+band ``kappamask`` (0 missing, 1 clear, 2 cloud shadow, 3 semi-transparent
+cloud, 4 cloud), or one score band per class.
+
+Context keys (all optional):
+  model        model id, alias or card path           (default "default")
+  weights      ONNX file for cards without bundled weights
+  level        "L1C" or "L2A"                          (default: L1C if the cube has B10, else L2A)
+  units        "dn" or "reflectance"                   (default "dn")
+  offset       DN offset of the input, e.g. -1000 for baseline 04.00 DN not harmonised by the backend
+  output       "classes" or "scores"                   (default "classes")
+  encoding     "kappamask" or "km_predict"             (default "kappamask")
+  stitch       "crop" or "blend"                       (default "crop")
+  overlap      tile overlap in working pixels          (default: the model card's)
+  margin       tile margin in working pixels           (default: the model card's)
+  device       "auto", "cpu", "cuda" or "tensorrt"     (default "auto")
+  batch_size   tiles per inference call                (default 4)
+  dependency_folder  where the dependency archive was unpacked (default "kappamask_deps")
+
+The package ``kappamask_core`` and the model files come from the dependency
+archive built by ``kappamask openeo package`` (job option
+``udf-dependency-archives``), unpacked beside the UDF; an installed package is
+the fallback. NaN or nodata pixels come out as class 0 (missing).
+"""
+
+import os
+import sys
+from pathlib import Path
+
+import xarray
+
+DEFAULT_DEPENDENCY_FOLDER = "kappamask_deps"
+CONTEXT_KEYS = ("model", "weights", "level", "units", "offset", "output", "encoding", "stitch", "overlap", "margin",
+                "device", "batch_size", "dependency_folder")
+
+
+def _use_dependency_archive(folder):
+    """Put the unpacked archive first on sys.path and point the weights lookup at its models."""
+    here = Path(globals().get("__file__", ".")).resolve().parent
+    for base in (Path(folder), Path.cwd() / folder, here / folder):
+        if (base / "kappamask_core").is_dir():
+            base = base.resolve()
+            if str(base) not in sys.path:
+                sys.path.insert(0, str(base))
+            if (base / "models").is_dir():
+                os.environ.setdefault("KAPPAMASK_WEIGHTS_DIR", str(base / "models"))
+            return base
+    return None
+
+
+def apply_datacube(cube: xarray.DataArray, context: dict) -> xarray.DataArray:
+    context = dict(context or {})
+    unknown = sorted(set(context) - set(CONTEXT_KEYS))
+    if unknown:
+        raise ValueError(f"KappaMask UDF: unknown context key(s) {unknown}; valid keys: {', '.join(CONTEXT_KEYS)}")
+    _use_dependency_archive(context.get("dependency_folder", DEFAULT_DEPENDENCY_FOLDER))
+    try:
+        from kappamask_core.datacube import classify_datacube
+        from kappamask_core.errors import KappaMaskError
+        from kappamask_core.pipeline import ClassifyOptions
+    except ImportError as exc:
+        raise ImportError(
+            "KappaMask UDF: kappamask_core is not available. Add the archive built by 'kappamask openeo package' "
+            "to the job option 'udf-dependency-archives' (as '<url>#kappamask_deps'), or install the package."
+        ) from exc
+    try:
+        options = ClassifyOptions(
+            stitch=context.get("stitch", "crop"),
+            overlap=context.get("overlap"),
+            margin=context.get("margin"),
+            device=context.get("device", "auto"),
+            batch_size=int(context.get("batch_size", 4)),
+        )
+        return classify_datacube(
+            cube,
+            model=context.get("model", "default"),
+            level=context.get("level"),
+            units=context.get("units", "dn"),
+            offset=float(context.get("offset", 0.0)),
+            output=context.get("output", "classes"),
+            encoding=context.get("encoding", "kappamask"),
+            weights=context.get("weights"),
+            options=options,
+        )
+    except KappaMaskError as exc:
+        bands = [str(b) for b in cube["bands"].values] if "bands" in cube.coords else []
+        raise ValueError(
+            f"KappaMask UDF: {str(exc).rstrip('.')}. The cube has bands {bands}; change load_collection(bands=...) "
+            f"or the UDF context (model, level, units)."
+        ) from None
