@@ -36,11 +36,11 @@ def classify_to_files(inputs, outdir, *, model="default", weights=None, level=No
     for source in inputs:
         product = open_product(source, level=level)
         card = resolve_card(model, product.level or level)
-        if card.id not in runners:
+        if card.scheme is None and card.id not in runners:  # lookup cards (SCL) need no session
             runners[card.id] = OnnxRunner(locate_weights(card, weights), card, options.device, options.threads,
                                           options.batch_size)
         log.info("classifying %s with %s", product.id, card.id)
-        result = run(product, options=options, runner=runners[card.id])
+        result = run(product, card, options=options, runner=runners.get(card.id))
         name = safe_name(product.id)
         paths = {
             "cog": write_cog(outdir / f"{name}_kappamask.tif", result.classes, result.grid, encoding),

@@ -73,6 +73,7 @@ class ModelCard:
     resolution: int
     weights: dict
     source: str  # where the card was read from
+    scheme: str | None = None  # lookup cards: the class scheme of their single input band
     raw: dict = field(repr=False, compare=False, default_factory=dict)
 
     @property
@@ -94,6 +95,11 @@ class ModelCard:
 
     @property
     def predicts(self) -> tuple[str, ...]:
+        if self.scheme:
+            from .schemes import SCHEMES
+
+            values = {v for v in SCHEMES[self.scheme].values() if v < len(CLASS_BY_NAME)}
+            return tuple(c for c in CLASS_BY_NAME if CLASS_BY_NAME[c].value in values)
         return tuple(sorted({c.maps_to for c in self.outputs}, key=lambda n: CLASS_BY_NAME[n].value))
 
 
@@ -108,7 +114,9 @@ def card_from_dict(data: dict, source: str = "<dict>") -> ModelCard:
     except jsonschema.ValidationError as exc:
         where = "/".join(str(p) for p in exc.absolute_path) or "(top level)"
         raise ModelError(f"model card {source} is invalid at {where}: {exc.message}") from None
-    inp, out, tiling = data["input"], data["output"], data["tiling"]
+    inp, out = data["input"], data["output"]
+    lookup = data.get("framework") == "lookup"
+    tiling = data.get("tiling", {"tile_size": 512, "overlap": 0, "pad_mode": "constant", "resolution": 10})
     bands = tuple(inp["bands"])
     unknown = [b for b in bands if b not in BAND_BY_NAME]
     if unknown:
@@ -122,7 +130,12 @@ def card_from_dict(data: dict, source: str = "<dict>") -> ModelCard:
         missing = [b for b in bands if level not in BAND_BY_NAME[b].levels]
         if missing:
             raise ModelError(f"model card {source}: level {level} products have no band(s) {missing}")
-    channels = tuple(OutputChannel(c["index"], c["name"], c["maps_to"]) for c in out["classes"])
+    if lookup:
+        from .schemes import SCHEMES
+
+        if out["scheme"] not in SCHEMES or len(bands) != 1:
+            raise ModelError(f"model card {source}: a lookup card needs one band and a scheme of {sorted(SCHEMES)}")
+    channels = tuple(OutputChannel(c["index"], c["name"], c["maps_to"]) for c in out.get("classes", []))
     indices = sorted(c.index for c in channels)
     if indices != list(range(len(channels))):
         raise ModelError(f"model card {source}: output class indices must be 0..{len(channels) - 1}, got {indices}")
@@ -145,7 +158,7 @@ def card_from_dict(data: dict, source: str = "<dict>") -> ModelCard:
         value_scaling=tuple(inp["value_scaling"]),
         clip_min=inp.get("clip_min"),
         layout=inp.get("layout", "auto"),
-        activation=out["activation"],
+        activation=out.get("activation", "softmax"),
         outputs=channels,
         tile_size=tiling["tile_size"],
         overlap=tiling["overlap"],
@@ -155,6 +168,7 @@ def card_from_dict(data: dict, source: str = "<dict>") -> ModelCard:
         weights=data["weights"],
         source=source,
         raw=data,
+        scheme=out.get("scheme"),
     )
 
 

@@ -94,6 +94,31 @@ def cmd_models_show(args) -> int:
     return 0
 
 
+def cmd_evaluate(args) -> int:
+    from .evaluate import evaluate_paths, write_confusion_png
+    from .errors import InputError
+
+    merges = {}
+    for item in args.merge or []:
+        src, sep, dst = item.partition("=")
+        if not sep:
+            raise InputError(f"--merge takes CLASS=INTO, e.g. semi_transparent_cloud=cloud, not {item!r}")
+        merges[src] = dst
+    result = evaluate_paths(args.reference, args.prediction, reference_scheme=args.reference_scheme,
+                            prediction_scheme=args.prediction_scheme, merges=merges)
+    print(result.table("markdown"))
+    if args.output:
+        out = Path(args.output)
+        from .writers import atomic_path
+
+        for name, fmt in (("metrics.md", "markdown"), ("metrics.csv", "csv")):
+            with atomic_path(out / name) as tmp:
+                Path(tmp).write_text(result.table(fmt) + "\n")
+        write_confusion_png(result, out / "confusion_matrix.png")
+        log.info("wrote %s", ", ".join(str(out / n) for n in ("metrics.md", "metrics.csv", "confusion_matrix.png")))
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="kappamask", description="Cloud and cloud-shadow masks for Sentinel-2.")
     parser.add_argument("--version", action="version", version=f"kappamask {__version__}")
@@ -110,6 +135,18 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("outdir")
     _add_run_options(p)
     p.set_defaults(func=cmd_demo)
+
+    from .schemes import SCHEMES
+
+    p = sub.add_parser("evaluate", help="Dice, precision, recall and confusion matrix of a mask against labels")
+    p.add_argument("--reference", required=True, help="label map, or folder of them (GeoTIFF, .npy, .npz)")
+    p.add_argument("--prediction", required=True, help="mask to score, or folder of them (matched by file name)")
+    p.add_argument("--reference-scheme", choices=sorted(SCHEMES), default="kappamask")
+    p.add_argument("--prediction-scheme", choices=sorted(SCHEMES), default="kappamask")
+    p.add_argument("--merge", action="append", metavar="CLASS=INTO",
+                   help="count CLASS as INTO, e.g. semi_transparent_cloud=cloud (repeatable)")
+    p.add_argument("-o", "--output", help="folder for metrics.md, metrics.csv and confusion_matrix.png")
+    p.set_defaults(func=cmd_evaluate)
 
     models = sub.add_parser("models", help="list or show model cards").add_subparsers(dest="models", required=True)
     p = models.add_parser("list")

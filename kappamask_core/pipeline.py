@@ -196,6 +196,8 @@ def run(
     product = open_product(source, level=level, units=units)
     card = runner.card if runner is not None else resolve_card(model, product.level or level)
     check_compatible(product, card)
+    if card.scheme is not None:
+        return _run_lookup(product, card, options, started)
     if runner is None:
         path = locate_weights(card, weights)
         runner = OnnxRunner(path, card, options.device, options.threads, options.batch_size)
@@ -273,6 +275,30 @@ def run(
         preview=_preview(native, product),
         timings=timings,
         runtime=runtime,
+    )
+
+
+def _run_lookup(product: Product, card: ModelCard, options: ClassifyOptions, started: float) -> Classification:
+    """A mask the product already carries (e.g. Sen2Cor SCL): nearest to 10 m, then the class scheme."""
+    from .schemes import UNDEFINED, to_classes
+
+    t0 = time.perf_counter()
+    wanted = list(dict.fromkeys(card.bands + tuple(b for b in RGB_BANDS if b in product.bands)))
+    native = read_bands(product, wanted)
+    band = card.bands[0]
+    grid = product.grid
+    values = resample.nearest_rows(native[band], product.bands[band].factor, 0, grid.height, grid.width)
+    classes = to_classes(values, card.scheme)
+    classes[classes == UNDEFINED] = MISSING  # the five-class map has no 'undefined'
+    elapsed = time.perf_counter() - t0
+    scores = None
+    if options.scores:
+        scores = np.stack([(classes == c.value).astype(np.float32) for c in CLASSES])
+    return Classification(
+        classes=classes, grid=grid, product=product, card=card, scores=scores, preview=_preview(native, product),
+        timings={"read_s": elapsed, "infer_s": 0.0, "total_s": time.perf_counter() - started},
+        runtime={"device": "cpu", "method": f"lookup ({card.scheme})", "resampling": "nearest",
+                 "working_resolution": 10, "stitch": None, "overlap": None},
     )
 
 

@@ -1,0 +1,188 @@
+"""Compare class maps the way the KappaMask paper does.
+
+Per-class Dice (= F1), precision and recall, overall accuracy and the
+confusion matrix over clear, cloud shadow, semi-transparent cloud and cloud.
+Pixels that are missing or undefined in the reference or in the prediction
+are excluded (and counted). Optional merges fold one class into another (e.g.
+semi-transparent into cloud, for masks without a thin-cloud class). A class
+absent from both maps has no Dice (NaN) and is left out of the mean.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from .classes import CLASS_BY_NAME, CLASSES, MISSING
+from .errors import InputError
+from .schemes import UNDEFINED, to_classes
+
+EVALUATED = tuple(c for c in CLASSES if c.value != MISSING)  # clear, shadow, semi-transparent, cloud
+
+
+@dataclass
+class Evaluation:
+    confusion: np.ndarray  # (4, 4) pixel counts, rows = reference, columns = prediction
+    classes: tuple[str, ...]
+    excluded: int = 0
+    pairs: list[str] = field(default_factory=list)
+
+    @property
+    def total(self) -> int:
+        return int(self.confusion.sum())
+
+    def per_class(self) -> dict[str, dict[str, float]]:
+        cm = self.confusion.astype(np.float64)
+        out = {}
+        for i, name in enumerate(self.classes):
+            tp, fp, fn = cm[i, i], cm[:, i].sum() - cm[i, i], cm[i, :].sum() - cm[i, i]
+            out[name] = {
+                "dice": 2 * tp / (2 * tp + fp + fn) if (2 * tp + fp + fn) else np.nan,
+                "precision": tp / (tp + fp) if (tp + fp) else np.nan,
+                "recall": tp / (tp + fn) if (tp + fn) else np.nan,
+                "support": cm[i, :].sum(),
+            }
+        return out
+
+    def mean(self) -> dict[str, float]:
+        rows = self.per_class()
+        return {m: float(np.nanmean([r[m] for r in rows.values()])) if any(np.isfinite(r[m]) for r in rows.values())
+                else np.nan for m in ("dice", "precision", "recall")}
+
+    @property
+    def overall_accuracy(self) -> float:
+        return float(np.trace(self.confusion) / self.total) if self.total else np.nan
+
+    def table(self, fmt: str = "markdown") -> str:
+        """Rows per class plus the mean, columns Dice / precision / recall in % (the paper's layout)."""
+        rows = [(CLASS_BY_NAME[n].title, r["dice"], r["precision"], r["recall"]) for n, r in self.per_class().items()]
+        mean = self.mean()
+        rows.append(("Mean", mean["dice"], mean["precision"], mean["recall"]))
+        pct = lambda v: "" if not np.isfinite(v) else f"{100 * v:.1f}"  # noqa: E731
+        if fmt == "csv":
+            buf = io.StringIO()
+            writer = csv.writer(buf)
+            writer.writerow(["class", "dice_percent", "precision_percent", "recall_percent"])
+            writer.writerows([(r[0], pct(r[1]), pct(r[2]), pct(r[3])) for r in rows])
+            writer.writerow(["Overall accuracy", pct(self.overall_accuracy), "", ""])
+            return buf.getvalue()
+        lines = ["| Class | Dice (%) | Precision (%) | Recall (%) |", "|---|---:|---:|---:|"]
+        lines += [f"| {r[0]} | {pct(r[1])} | {pct(r[2])} | {pct(r[3])} |" for r in rows]
+        lines.append(f"| Overall accuracy | {pct(self.overall_accuracy)} | | |")
+        lines.append(f"\n{self.total} pixels compared; {self.excluded} excluded (missing or undefined).")
+        return "\n".join(lines)
+
+
+def merge_map(merges: dict[str, str] | None) -> np.ndarray:
+    """Class value -> value after merges, e.g. {'semi_transparent_cloud': 'cloud'}."""
+    lut = np.arange(256, dtype=np.uint8)
+    for src, dst in (merges or {}).items():
+        if src not in CLASS_BY_NAME or dst not in CLASS_BY_NAME:
+            raise InputError(f"unknown class in merge {src}={dst}; classes: {', '.join(CLASS_BY_NAME)}")
+        lut[CLASS_BY_NAME[src].value] = CLASS_BY_NAME[dst].value
+    return lut
+
+
+def confusion(reference: np.ndarray, prediction: np.ndarray, reference_scheme: str = "kappamask",
+              prediction_scheme: str = "kappamask", merges: dict[str, str] | None = None) -> tuple[np.ndarray, int]:
+    if reference.shape != prediction.shape:
+        raise InputError(f"reference {reference.shape} and prediction {prediction.shape} differ in shape")
+    lut = merge_map(merges)
+    ref = lut[to_classes(reference, reference_scheme)]
+    pred = lut[to_classes(prediction, prediction_scheme)]
+    usable = (ref != MISSING) & (ref != UNDEFINED) & (pred != MISSING) & (pred != UNDEFINED)
+    n = len(EVALUATED)
+    idx = (ref[usable].astype(np.int64) - 1) * n + (pred[usable].astype(np.int64) - 1)
+    cm = np.bincount(idx, minlength=n * n).reshape(n, n)
+    return cm, int((~usable).sum())
+
+
+def evaluate_arrays(pairs, reference_scheme="kappamask", prediction_scheme="kappamask", merges=None) -> Evaluation:
+    """``pairs``: iterable of (name, reference array, prediction array)."""
+    total = np.zeros((len(EVALUATED),) * 2, np.int64)
+    excluded, names = 0, []
+    for name, ref, pred in pairs:
+        cm, ex = confusion(np.asarray(ref), np.asarray(pred), reference_scheme, prediction_scheme, merges)
+        total += cm
+        excluded += ex
+        names.append(name)
+    if not names:
+        raise InputError("nothing to evaluate: no reference/prediction pairs")
+    return Evaluation(total, tuple(c.name for c in EVALUATED), excluded, names)
+
+
+def read_class_map(path: Path) -> np.ndarray:
+    if path.suffix == ".npy":
+        return np.load(path)
+    if path.suffix == ".npz":
+        with np.load(path) as data:
+            return data[data.files[0]]
+    import rasterio
+
+    try:
+        with rasterio.open(path) as ds:
+            return ds.read(1)
+    except Exception as exc:
+        raise InputError(f"cannot read class map {path}: {exc}") from None
+
+
+CLASS_MAP_SUFFIXES = (".tif", ".tiff", ".npy", ".npz")
+
+
+def pair_paths(reference: Path, prediction: Path) -> list[tuple[str, Path, Path]]:
+    """Single files, or folders matched by file name (stem)."""
+    reference, prediction = Path(reference), Path(prediction)
+    for p in (reference, prediction):
+        if not p.exists():
+            raise InputError(f"{p}: no such file or folder")
+    if reference.is_file() and prediction.is_file():
+        return [(reference.stem, reference, prediction)]
+    if reference.is_dir() and prediction.is_dir():
+        refs = {p.stem: p for p in reference.iterdir() if p.suffix.lower() in CLASS_MAP_SUFFIXES}
+        preds = {p.stem: p for p in prediction.iterdir() if p.suffix.lower() in CLASS_MAP_SUFFIXES}
+        common = sorted(set(refs) & set(preds))
+        if not common:
+            raise InputError(f"no file names in common between {reference} and {prediction}")
+        return [(name, refs[name], preds[name]) for name in common]
+    raise InputError("give two files or two folders (pairs are matched by file name)")
+
+
+def evaluate_paths(reference, prediction, **kwargs) -> Evaluation:
+    pairs = ((name, read_class_map(r), read_class_map(p)) for name, r, p in pair_paths(reference, prediction))
+    return evaluate_arrays(pairs, **kwargs)
+
+
+def write_confusion_png(evaluation: Evaluation, path, title: str = "") -> Path:
+    """Row-normalised confusion matrix (percent of each reference class), as in the paper's Figure 8."""
+    from PIL import Image, ImageDraw
+
+    from .writers import atomic_path
+
+    cm = evaluation.confusion.astype(np.float64)
+    rows = cm.sum(axis=1, keepdims=True)
+    pct = np.divide(100 * cm, rows, out=np.zeros_like(cm), where=rows > 0)
+    labels = [CLASS_BY_NAME[n].title for n in evaluation.classes]
+    cell, left, top = 110, 190, 70
+    n = len(labels)
+    img = Image.new("RGB", (left + n * cell + 20, top + n * cell + 60), "white")
+    draw = ImageDraw.Draw(img)
+    draw.text((10, 10), title or "Confusion matrix (row-normalised, % of reference class)", fill="black")
+    draw.text((left, top - 40), "Prediction", fill="black")
+    for j, label in enumerate(labels):
+        draw.text((left + j * cell + 5, top - 20), label[:18], fill="black")
+    for i, label in enumerate(labels):
+        draw.text((10, top + i * cell + cell // 2 - 6), label, fill="black")
+        for j in range(n):
+            shade = int(255 - 2.2 * pct[i, j])
+            x0, y0 = left + j * cell, top + i * cell
+            draw.rectangle([x0, y0, x0 + cell - 2, y0 + cell - 2], fill=(shade, shade, 255))
+            text = f"{pct[i, j]:.1f}%" if rows[i, 0] else "n/a"
+            draw.text((x0 + cell // 2 - 18, y0 + cell // 2 - 6), text, fill="black" if pct[i, j] < 60 else "white")
+    draw.text((10, top + n * cell + 20), f"Reference rows; {evaluation.total} pixels", fill="black")
+    with atomic_path(path) as tmp:
+        img.save(tmp, format="PNG")
+    return Path(path)

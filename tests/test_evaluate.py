@@ -1,0 +1,109 @@
+"""Metrics against hand-computed cases, the scheme table, the SCL baseline and the evaluate command."""
+
+import numpy as np
+import pytest
+
+from kappamask_core.classes import CLEAR, CLOUD, CLOUD_SHADOW, MISSING, SEMI_TRANSPARENT_CLOUD
+from kappamask_core.evaluate import evaluate_arrays
+from kappamask_core.schemes import SCHEMES, UNDEFINED, to_classes
+
+
+def test_hand_computed_case():
+    # reference: 4 clear, 2 shadow, 2 cloud; prediction gets 3 clear right, calls one clear 'cloud',
+    # one shadow 'clear'; one pixel is missing in the prediction and is excluded
+    ref = np.array([1, 1, 1, 1, 2, 2, 4, 4, 4])
+    pred = np.array([1, 1, 1, 4, 1, 2, 4, 4, 0])
+    ev = evaluate_arrays([("a", ref, pred)])
+    rows = ev.per_class()
+    assert ev.excluded == 1 and ev.total == 8
+    # clear: TP 3, FP 1 (the shadow), FN 1 (called cloud) -> Dice 6/8, precision 3/4, recall 3/4
+    assert rows["clear"]["dice"] == pytest.approx(0.75) and rows["clear"]["precision"] == pytest.approx(0.75)
+    # shadow: TP 1, FN 1 -> Dice 2/3, precision 1, recall 1/2
+    assert rows["cloud_shadow"]["dice"] == pytest.approx(2 / 3) and rows["cloud_shadow"]["recall"] == 0.5
+    # cloud: TP 2, FP 1 -> Dice 4/5
+    assert rows["cloud"]["dice"] == pytest.approx(0.8)
+    # semi-transparent: absent from both -> no Dice, not in the mean
+    assert np.isnan(rows["semi_transparent_cloud"]["dice"])
+    assert ev.mean()["dice"] == pytest.approx(np.mean([0.75, 2 / 3, 0.8]))
+    assert ev.overall_accuracy == pytest.approx(6 / 8)
+    np.testing.assert_array_equal(ev.confusion, [[3, 0, 0, 1], [1, 1, 0, 0], [0, 0, 0, 0], [0, 0, 0, 2]])
+
+
+def test_all_missing_tiles_and_empty_classes():
+    ref = np.zeros((4, 4), np.uint8)
+    ev = evaluate_arrays([("a", ref, np.full((4, 4), 4, np.uint8)), ("b", np.ones((2, 2)), np.ones((2, 2)))])
+    assert ev.excluded == 16 and ev.total == 4
+    assert ev.per_class()["clear"]["dice"] == 1.0 and np.isnan(ev.per_class()["cloud"]["dice"])
+    assert "| Clear | 100.0 |" in ev.table()
+
+
+def test_merge_semi_transparent_into_cloud():
+    ref = np.array([3, 3, 4, 1])
+    pred = np.array([4, 4, 4, 1])
+    assert evaluate_arrays([("a", ref, pred)]).per_class()["cloud"]["dice"] == pytest.approx(2 / 4)
+    merged = evaluate_arrays([("a", ref, pred)], merges={"semi_transparent_cloud": "cloud"})
+    assert merged.per_class()["cloud"]["dice"] == 1.0
+
+
+@pytest.mark.parametrize("scheme,values,expected", [
+    ("sen2cor-scl", range(12), [MISSING, MISSING, CLEAR, CLOUD_SHADOW, CLEAR, CLEAR, CLEAR, UNDEFINED, CLOUD, CLOUD,
+                                SEMI_TRANSPARENT_CLOUD, CLEAR]),
+    ("km_predict", range(6), [MISSING, CLEAR, CLOUD_SHADOW, SEMI_TRANSPARENT_CLOUD, CLOUD, MISSING]),
+    ("cloudsen12", range(4), [CLEAR, CLOUD, SEMI_TRANSPARENT_CLOUD, CLOUD_SHADOW]),
+    ("fmask", [0, 1, 2, 3, 4, 255], [CLEAR, CLEAR, CLOUD_SHADOW, CLEAR, CLOUD, MISSING]),
+    ("s2cloudless", [0, 1], [CLEAR, CLOUD]),
+    ("kappamask", range(5), [MISSING, CLEAR, CLOUD_SHADOW, SEMI_TRANSPARENT_CLOUD, CLOUD]),
+])
+def test_scheme_table(scheme, values, expected):
+    np.testing.assert_array_equal(to_classes(np.array(list(values)), scheme), expected)
+
+
+def test_unlisted_values_are_undefined_and_nan_is_missing():
+    assert set(SCHEMES) == {"kappamask", "km_predict", "sen2cor-scl", "cloudsen12", "fmask", "s2cloudless"}
+    np.testing.assert_array_equal(to_classes(np.array([12, -1, 99]), "sen2cor-scl"), [UNDEFINED] * 3)
+    np.testing.assert_array_equal(to_classes(np.array([np.nan, 1.0]), "kappamask"), [MISSING, CLEAR])
+    with pytest.raises(ValueError):
+        to_classes(np.array([1.5]), "kappamask")
+
+
+def test_real_kappamask_reference_outputs_read_through_the_scheme_table():
+    from conftest import SHARED, need
+
+    from kappamask_core.evaluate import read_class_map
+
+    folder = need(SHARED / "kappamask_reference_outputs")
+    l1c = read_class_map(folder / "L1C_kappamask.tif")
+    l2a = read_class_map(folder / "L2A_kappamask.tif")
+    assert set(np.unique(l1c)) <= {1, 2, 3, 4, 5}
+    ev = evaluate_arrays([("l2a_vs_l1c", l1c, l2a)], reference_scheme="km_predict", prediction_scheme="km_predict")
+    assert ev.total > 0 and 0 <= ev.overall_accuracy <= 1
+
+
+def test_sen2cor_scl_model_on_t56lmm(t56lmm, tmp_path):
+    from kappamask_core import run
+    from kappamask_core.resample import nearest_rows
+
+    result = run(t56lmm, "sen2cor-scl")
+    scl_band = result.product.bands["SCL"]
+    scl = nearest_rows(scl_band.read(), scl_band.factor, 0, 10980, 10980)
+    expected = to_classes(scl, "sen2cor-scl")
+    expected[expected == UNDEFINED] = MISSING
+    np.testing.assert_array_equal(result.classes, expected)
+    assert (result.classes == MISSING).mean() > 0.99 and set(np.unique(result.classes)) > {MISSING}
+
+
+def test_evaluate_default_model_against_scl_end_to_end(t56lmm, tmp_path, capsys):
+    """Smoke test, not an accuracy claim: both maps from the real T56LMM SAFE through the CLI."""
+    from kappamask_core.cli import main
+
+    assert main(["classify", str(t56lmm), "-o", str(tmp_path / "default"), "--no-stac", "--no-progress"]) == 0
+    assert main(["classify", str(t56lmm), "-o", str(tmp_path / "scl"), "--model", "sen2cor-scl", "--no-stac",
+                 "--no-progress"]) == 0
+    capsys.readouterr()
+    code = main(["evaluate", "--reference", str(tmp_path / "scl"), "--prediction", str(tmp_path / "default"),
+                 "--merge", "semi_transparent_cloud=cloud", "-o", str(tmp_path / "eval")])
+    assert code == 0
+    out = capsys.readouterr().out
+    assert "| Cloud |" in out and "Overall accuracy" in out
+    assert (tmp_path / "eval" / "confusion_matrix.png").stat().st_size > 1000
+    assert (tmp_path / "eval" / "metrics.csv").read_text().startswith("class,dice_percent")
