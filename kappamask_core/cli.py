@@ -119,6 +119,16 @@ def cmd_evaluate(args) -> int:
     return 0
 
 
+def cmd_models_export(args) -> int:
+    from .export import export
+
+    onnx_path, card_path = export(args.arch, args.level, args.output, args.weights)
+    print(f"{onnx_path}\n{card_path}")
+    if not args.weights:
+        log.warning("no weights given: the network is RANDOM-INITIALISED (timing and tests only); the card says so")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="kappamask", description="Cloud and cloud-shadow masks for Sentinel-2.")
     parser.add_argument("--version", action="version", version=f"kappamask {__version__}")
@@ -151,6 +161,12 @@ def build_parser() -> argparse.ArgumentParser:
     models = sub.add_parser("models", help="list or show model cards").add_subparsers(dest="models", required=True)
     p = models.add_parser("list")
     p.set_defaults(func=cmd_models_list)
+    p = models.add_parser("export", help="export a KappaMask network to ONNX with its card (needs PyTorch)")
+    p.add_argument("arch", choices=["kappamask-v2", "kappamask-v1", "v2", "v1", "deeplabv3plus", "unet"])
+    p.add_argument("--level", choices=["L1C", "L2A"], required=True)
+    p.add_argument("--weights", help="PyTorch state dict (.pt); without it the weights are random")
+    p.add_argument("-o", "--output", required=True, help="ONNX file to write; the card goes beside it (.json)")
+    p.set_defaults(func=cmd_models_export)
     p = models.add_parser("show")
     p.add_argument("model")
     p.add_argument("--level", choices=["L1C", "L2A"])

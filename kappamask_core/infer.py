@@ -117,7 +117,7 @@ class OnnxRunner:
             if self.layout == "NHWC":
                 out = out.transpose(0, 3, 1, 2)
             out = np.array(out, dtype=np.float32)
-            results.append(softmax(out) if self.card.activation == "logits" else out)
+            results.append(softmax(out) if self.card.activation == "logits" else out)  # softmax/sigmoid: as they are
         return np.concatenate(results)
 
 
