@@ -119,6 +119,18 @@ def cmd_evaluate(args) -> int:
     return 0
 
 
+def cmd_models_verify(args) -> int:
+    from .infer import cached_runner
+    from .kappaset import verify_golden
+
+    paths = sorted(Path(args.subtiles).glob("*.nc")) if Path(args.subtiles).is_dir() else [Path(args.subtiles)]
+    runner = cached_runner(args.model, args.level, args.weights, "auto", None, 1)
+    results = verify_golden(runner, paths, args.label)
+    for name, share in results:
+        print(f"{'EQUAL  ' if share == 1 else 'DIFFERS'} {name}: {100 * share:.4f} % of pixels equal")
+    return 0 if all(share == 1 for _, share in results) else 1
+
+
 def cmd_models_export(args) -> int:
     from .export import export
 
@@ -167,6 +179,14 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--weights", help="PyTorch state dict (.pt); without it the weights are random")
     p.add_argument("-o", "--output", required=True, help="ONNX file to write; the card goes beside it (.json)")
     p.set_defaults(func=cmd_models_export)
+    p = models.add_parser("verify", help="compare a model's argmax with the labels stored in KappaSet sub-tiles "
+                                         "(the official golden test)")
+    p.add_argument("model")
+    p.add_argument("--subtiles", required=True, help="a .nc sub-tile or a folder of them")
+    p.add_argument("--level", choices=["L1C", "L2A"])
+    p.add_argument("--weights")
+    p.add_argument("--label", help="label variable (default: the first of Label, KML1C, KML2A present)")
+    p.set_defaults(func=cmd_models_verify)
     p = models.add_parser("show")
     p.add_argument("model")
     p.add_argument("--level", choices=["L1C", "L2A"])

@@ -121,6 +121,10 @@ def read_class_map(path: Path) -> np.ndarray:
     if path.suffix == ".npz":
         with np.load(path) as data:
             return data[data.files[0]]
+    if path.suffix == ".nc":  # KappaSet sub-tile: its label variable
+        from .kappaset import read_label
+
+        return read_label(path)
     import rasterio
 
     try:
@@ -130,7 +134,7 @@ def read_class_map(path: Path) -> np.ndarray:
         raise InputError(f"cannot read class map {path}: {exc}") from None
 
 
-CLASS_MAP_SUFFIXES = (".tif", ".tiff", ".npy", ".npz")
+CLASS_MAP_SUFFIXES = (".tif", ".tiff", ".npy", ".npz", ".nc")
 
 
 def pair_paths(reference: Path, prediction: Path) -> list[tuple[str, Path, Path]]:

@@ -92,3 +92,30 @@ def test_export_with_state_dict_weights(tmp_path):
     _, card_path = export("v1", "L1C", tmp_path / "v1.onnx", weights=tmp_path / "w.pt")
     card = json.loads(card_path.read_text())
     assert card["trained"] is True and card["id"] == "kappamask-v1-l1c-export"
+
+
+def test_golden_check_on_kappaset_style_subtiles(tmp_path, capsys):
+    """Sub-tiles in the official test-data layout whose KML1C is the PyTorch network's argmax."""
+    import xarray as xr
+
+    from kappamask_core.cli import main
+
+    onnx_path, card_path = export("kappamask-v2", "L1C", tmp_path / "v2.onnx", seed=4)
+    card = json.loads(card_path.read_text())
+    maxima = np.array([s["maximum"] for s in card["input"]["value_scaling"]], np.float32)
+    torch.manual_seed(4)
+    model = networks.build("deeplabv3plus", 13).eval()
+    rng = np.random.default_rng(0)
+    for i in range(2):
+        fractions = rng.uniform(0, 0.3, (13, 512, 512)).astype(np.float32)  # DN / 65535
+        with torch.no_grad():
+            label = model(torch.from_numpy(fractions / maxima[:, None, None])[None])[0].argmax(0).numpy()
+        ds = xr.Dataset({b: (("y", "x"), fractions[j]) for j, b in enumerate(card["input"]["bands"])})
+        ds["KML1C"] = (("y", "x"), label.astype(np.uint8))
+        ds.to_netcdf(tmp_path / f"T00XXX_tile_{i}.nc", engine="h5netcdf")
+    (tmp_path / "sub").mkdir()
+    for f in tmp_path.glob("*.nc"):
+        f.rename(tmp_path / "sub" / f.name)
+    assert main(["models", "verify", str(card_path), "--subtiles", str(tmp_path / "sub")]) == 0
+    out = capsys.readouterr().out
+    assert out.count("EQUAL") == 2 and "100.0000 %" in out
