@@ -1,14 +1,16 @@
 """The classification chain: read -> scale -> resample -> tile -> infer -> stitch.
 
-:func:`run` streams a product through the chain one tile row at a time: each
-band is decoded once at native resolution (kept as its integer DN), and only
-a strip one tile high is ever held in floating point. While the model runs on
-one strip, a worker thread prepares the next. Tiles without a single valid
-input pixel are not sent to the model.
+:func:`run` streams a product through the chain one tile row at a time: a
+worker thread reads the native rows the next strip needs from each band file
+(windowed reads; GDAL's block cache keeps the blocks two strips share, so no
+block is decoded twice), resamples and scales them, while the model runs on
+the current strip. Only a strip one tile high is held in floating point.
+Tiles without a single valid input pixel are not sent to the model.
 """
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import math
 import time
@@ -129,18 +131,31 @@ def read_bands(product: Product, names, workers: int = 2) -> dict[str, np.ndarra
     return arrays
 
 
-def working_rows(product: Product, native: dict, bands, units: str, factor: int, r0: int, r1: int, method: str):
+@contextlib.contextmanager
+def open_rows(product: Product, names):
+    """Row readers for the named bands, open for the whole run (files stay open, GDAL caches blocks)."""
+    with contextlib.ExitStack() as stack:
+        yield {name: stack.enter_context(product.bands[name].open()) for name in names}
+
+
+def working_rows(product: Product, rows: dict, bands, units: str, factor: int, r0: int, r1: int, method: str):
     """Bands on the working grid for 10 m rows [r0, r1), in ``units``.
 
+    ``rows`` maps band names to open row readers (:func:`open_rows`); each band
+    is read only over the native rows these 10 m rows need.
     Returns (stack (bands, ceil((r1 - r0) / factor), working width) float32,
-    valid (r1 - r0, width) bool at 10 m: any band has data).
+    valid (r1 - r0, width) bool at 10 m: some band has data and none is NaN).
     """
     width = product.grid.width
     valid = np.zeros((r1 - r0, width), dtype=bool)
     has_nan = np.zeros((r1 - r0, width), dtype=bool)
+    blocks = {}
     for name in bands:
         band = product.bands[name]
-        values = resample.nearest_rows(native[name], band.factor, r0, r1, width)
+        n0, n1 = resample.native_rows_needed(band.factor, r0, r1, band.shape[0])
+        block = rows[name].read_rows(n0, n1)
+        blocks[name] = (block, n0)
+        values = resample.nearest_rows(block, band.factor, r0, r1, width, n0)
         valid |= ~scale.invalid_mask(values)
         if np.issubdtype(values.dtype, np.floating):
             has_nan |= np.isnan(values)
@@ -150,7 +165,9 @@ def working_rows(product: Product, native: dict, bands, units: str, factor: int,
         return np.zeros(shape, np.float32), valid
     layers = []
     for name in bands:
-        raw = resample.upsample_rows(native[name], product.bands[name].factor, r0, r1, width, method)
+        band = product.bands[name]
+        block, n0 = blocks[name]
+        raw = resample.upsample_rows(block, band.factor, r0, r1, width, method, n0, band.shape[0])
         np.nan_to_num(raw, copy=False)  # NaN must not reach the model; those pixels are masked anyway
         layers.append(resample.block_mean(scale.to_units(raw, name, product, units), factor))
     return np.stack(layers), valid
@@ -159,16 +176,18 @@ def working_rows(product: Product, native: dict, bands, units: str, factor: int,
 class _StripMaker:
     """Builds the normalised, padded model input for one tile row."""
 
-    def __init__(self, product: Product, card: ModelCard, native: dict, factor: int, layout: TileLayout, method: str):
-        self.product, self.card, self.native, self.f, self.layout, self.method = product, card, native, factor, layout, method
+    def __init__(self, product: Product, card: ModelCard, rows: dict, factor: int, layout: TileLayout, method: str):
+        self.product, self.card, self.rows, self.f, self.layout, self.method = product, card, rows, factor, layout, method
+        self.seconds = 0.0  # time spent reading and preparing strips (in the worker thread)
 
     def __call__(self, y0: int):
         """(strip (C, T, padded width), valid 10 m mask, valid working mask (T, padded width), first 10 m row)."""
         card, grid, f, layout = self.card, self.product.grid, self.f, self.layout
         t = layout.tile
+        started = time.perf_counter()
         top, bottom = max(y0, 0), min(y0 + t, layout.height)
         r0, r1 = top * f, min(bottom * f, grid.height)
-        stack, valid = working_rows(self.product, self.native, card.bands, card.units, f, r0, r1, self.method)
+        stack, valid = working_rows(self.product, self.rows, card.bands, card.units, f, r0, r1, self.method)
         stack = scale.apply_value_scaling(stack, card.value_scaling, card.clip_min)
         rows_pad = (top - y0, t - (top - y0) - stack.shape[1])
         cols_pad = layout.padding(layout.width)
@@ -176,6 +195,7 @@ class _StripMaker:
         mode = "edge" if card.pad_mode != "constant" and min(stack.shape[1:]) == 1 else card.pad_mode
         stack = np.pad(stack, ((0, 0), rows_pad, cols_pad), mode=mode)
         valid_work = np.pad(resample.block_mean(valid.astype(np.float32), f) > 0, (rows_pad, cols_pad))
+        self.seconds += time.perf_counter() - started
         return stack, valid, valid_work, r0
 
 
@@ -212,16 +232,10 @@ def run(
             raise InputError(f"{name} {value} must be smaller than the model's tile size {card.tile_size}")
     layout = TileLayout(work.height, work.width, card.tile_size, overlap, margin)
 
-    t0 = time.perf_counter()
-    wanted = list(dict.fromkeys(card.bands + tuple(b for b in RGB_BANDS if b in product.bands)))
-    native = read_bands(product, wanted)
-    timings["read_s"] = time.perf_counter() - t0
-
     lut = card.class_lut()
     classes = np.zeros(grid.shape, dtype=np.uint8)
     scores_out = np.zeros((len(CLASSES), *grid.shape), dtype=np.float32) if options.scores else None
     stitcher = RowStitcher(layout, len(card.outputs), options.stitch)
-    make_strip = _StripMaker(product, card, native, factor, layout, options.resampling)
     row_starts, t, m = layout.row_starts(), layout.tile, layout.margin
     col_starts = [x0 + m for x0 in layout.col_starts()]  # in padded strip columns
 
@@ -232,10 +246,14 @@ def run(
         progress = tqdm(total=len(layout), unit="tile", desc=product.id[:40], leave=False)
     infer_s = 0.0
     skipped = 0
-    with ThreadPoolExecutor(max_workers=1) as prefetch:
+    wait_s = 0.0
+    with open_rows(product, card.bands) as rows, ThreadPoolExecutor(max_workers=1) as prefetch:
+        make_strip = _StripMaker(product, card, rows, factor, layout, options.resampling)
         pending = prefetch.submit(make_strip, row_starts[0])
         for r in range(len(row_starts)):
+            t1 = time.perf_counter()
             stack, valid, valid_work, r0 = pending.result()
+            wait_s += time.perf_counter() - t1
             if r + 1 < len(row_starts):
                 pending = prefetch.submit(make_strip, row_starts[r + 1])
             keep = [i for i, x0 in enumerate(col_starts) if valid_work[:, x0 : x0 + t].any()]
@@ -253,8 +271,9 @@ def run(
                 progress.update(len(col_starts))
     if progress is not None:
         progress.close()
-    timings["infer_s"] = infer_s
-    timings["total_s"] = time.perf_counter() - started
+    preview = _preview(product)
+    timings.update(prepare_s=make_strip.seconds, wait_s=wait_s, infer_s=infer_s,
+                   total_s=time.perf_counter() - started)
     runtime = {
         "providers": runner.session.get_providers(),
         "device": runner.device,
@@ -272,7 +291,7 @@ def run(
         product=product,
         card=card,
         scores=scores_out,
-        preview=_preview(native, product),
+        preview=preview,
         timings=timings,
         runtime=runtime,
     )
@@ -283,8 +302,7 @@ def _run_lookup(product: Product, card: ModelCard, options: ClassifyOptions, sta
     from .schemes import UNDEFINED, to_classes
 
     t0 = time.perf_counter()
-    wanted = list(dict.fromkeys(card.bands + tuple(b for b in RGB_BANDS if b in product.bands)))
-    native = read_bands(product, wanted)
+    native = read_bands(product, card.bands)
     band = card.bands[0]
     grid = product.grid
     values = resample.nearest_rows(native[band], product.bands[band].factor, 0, grid.height, grid.width)
@@ -295,7 +313,7 @@ def _run_lookup(product: Product, card: ModelCard, options: ClassifyOptions, sta
     if options.scores:
         scores = np.stack([(classes == c.value).astype(np.float32) for c in CLASSES])
     return Classification(
-        classes=classes, grid=grid, product=product, card=card, scores=scores, preview=_preview(native, product),
+        classes=classes, grid=grid, product=product, card=card, scores=scores, preview=_preview(product),
         timings={"read_s": elapsed, "infer_s": 0.0, "total_s": time.perf_counter() - started},
         runtime={"device": "cpu", "method": f"lookup ({card.scheme})", "resampling": "nearest",
                  "working_resolution": 10, "stitch": None, "overlap": None},
@@ -318,14 +336,15 @@ def _emit(start, block, factor, grid, valid, r0, lut, classes, scores_out):
         scores_out[:, a:b][:, ~mask] = 0
 
 
-def _preview(native: dict, product: Product) -> np.ndarray | None:
-    """A small true-colour image (reflectance 0..0.3 stretched to 0..255)."""
-    if not all(b in native for b in RGB_BANDS):
+def _preview(product: Product) -> np.ndarray | None:
+    """A small true-colour image (reflectance 0..0.3 stretched to 0..255), from a decimated read."""
+    if not all(b in product.bands for b in RGB_BANDS):
         return None
     step = max(1, math.ceil(max(product.grid.shape) / PREVIEW_SIZE))
+    shape = (max(1, product.grid.height // step), max(1, product.grid.width // step))
     channels = []
     for name in RGB_BANDS:
-        values = native[name][::step, ::step]
+        values = product.bands[name].read_decimated(shape)
         refl = scale.to_units(values, name, product, "reflectance")
         channels.append(np.clip(np.nan_to_num(refl) / 0.3 * 255, 0, 255).astype(np.uint8))
     return np.dstack(channels)

