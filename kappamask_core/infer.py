@@ -67,6 +67,8 @@ class OnnxRunner:
         options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
         options.intra_op_num_threads = threads or os.cpu_count() or 1
         options.inter_op_num_threads = 1
+        # idle ONNX Runtime threads must not spin: band decoding for the next strip shares the cores
+        options.add_session_config_entry("session.intra_op.allow_spinning", "0")
         self.providers = choose_providers(device)
         try:
             self.session = ort.InferenceSession(str(path), sess_options=options, providers=self.providers)

@@ -31,6 +31,7 @@ from .stitch import RowStitcher
 log = logging.getLogger(__name__)
 
 RGB_BANDS = ("B04", "B03", "B02")
+READ_THREADS = 2
 PREVIEW_SIZE = 1024
 
 
@@ -131,6 +132,20 @@ def read_bands(product: Product, names, workers: int = 2) -> dict[str, np.ndarra
     return arrays
 
 
+def _gdal_env():
+    """Bound GDAL's block cache (its default is a share of all RAM); a user's GDAL_CACHEMAX wins.
+
+    512 MiB holds two block rows of every band of a full product, which is
+    what consecutive strips share, so no block is decoded twice.
+    """
+    import os
+
+    import rasterio
+
+    # rasterio passes an integer GDAL_CACHEMAX to GDAL in bytes
+    return rasterio.Env() if "GDAL_CACHEMAX" in os.environ else rasterio.Env(GDAL_CACHEMAX=512 * 2**20)
+
+
 @contextlib.contextmanager
 def open_rows(product: Product, names):
     """Row readers for the named bands, open for the whole run (files stay open, GDAL caches blocks)."""
@@ -149,15 +164,22 @@ def working_rows(product: Product, rows: dict, bands, units: str, factor: int, r
     width = product.grid.width
     valid = np.zeros((r1 - r0, width), dtype=bool)
     has_nan = np.zeros((r1 - r0, width), dtype=bool)
-    blocks = {}
-    for name in bands:
+    def read(name):
         band = product.bands[name]
         n0, n1 = resample.native_rows_needed(band.factor, r0, r1, band.shape[0])
-        block = rows[name].read_rows(n0, n1)
-        blocks[name] = (block, n0)
-        values = resample.nearest_rows(block, band.factor, r0, r1, width, n0)
+        return rows[name].read_rows(n0, n1), n0
+
+    # two bands decode at once (GDAL releases the GIL); each band file is read by one thread at a time
+    with ThreadPoolExecutor(max_workers=READ_THREADS) as pool:
+        blocks = dict(zip(bands, pool.map(read, bands)))
+    for name in bands:
+        block, n0 = blocks[name]
+        floating = np.issubdtype(block.dtype, np.floating)
+        if valid.all() and not floating:
+            continue  # every pixel already has data; integer bands cannot add NaN
+        values = resample.nearest_rows(block, product.bands[name].factor, r0, r1, width, n0)
         valid |= ~scale.invalid_mask(values)
-        if np.issubdtype(values.dtype, np.floating):
+        if floating:
             has_nan |= np.isnan(values)
     valid &= ~has_nan  # NaN in any band (openEO nodata) makes the pixel missing
     if not valid.any():  # nothing to classify here: skip the resampling
@@ -167,9 +189,13 @@ def working_rows(product: Product, rows: dict, bands, units: str, factor: int, r
     for name in bands:
         band = product.bands[name]
         block, n0 = blocks[name]
-        raw = resample.upsample_rows(block, band.factor, r0, r1, width, method, n0, band.shape[0])
-        np.nan_to_num(raw, copy=False)  # NaN must not reach the model; those pixels are masked anyway
-        layers.append(resample.block_mean(scale.to_units(raw, name, product, units), factor))
+        if factor == 1:
+            values = resample.upsample_rows(block, band.factor, r0, r1, width, method, n0, band.shape[0])
+        else:  # coarser working grid: area average, straight from the stored values
+            values = resample.area_rows(block, band.factor, r0, r1, width, factor, n0)
+        np.nan_to_num(values, copy=False)  # NaN must not reach the model; those pixels are masked anyway
+        # unit conversion is linear, so it runs after the averaging, on the smaller array
+        layers.append(scale.to_units(values, name, product, units))
     return np.stack(layers), valid
 
 
@@ -247,7 +273,7 @@ def run(
     infer_s = 0.0
     skipped = 0
     wait_s = 0.0
-    with open_rows(product, card.bands) as rows, ThreadPoolExecutor(max_workers=1) as prefetch:
+    with _gdal_env(), open_rows(product, card.bands) as rows, ThreadPoolExecutor(max_workers=1) as prefetch:
         make_strip = _StripMaker(product, card, rows, factor, layout, options.resampling)
         pending = prefetch.submit(make_strip, row_starts[0])
         for r in range(len(row_starts)):

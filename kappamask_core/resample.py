@@ -1,11 +1,12 @@
 """Resampling between the native band grids, the 10 m grid and the working grid.
 
-Every band is brought onto the 10 m grid by an integer factor (2 for 20 m,
-6 for 60 m bands): ``bilinear`` (default; pixel-centre aligned, edges clamped)
-or ``nearest``. A coarser working grid (e.g. 30 m for the default model) is
-then made by averaging f x f blocks (area average); class scores go back to
-10 m by replicating each working pixel (nearest), which keeps class
-boundaries on the working grid.
+On a 10 m working grid every band is brought onto the 10 m grid by an integer
+factor (2 for 20 m, 6 for 60 m bands): ``bilinear`` (default; pixel-centre
+aligned, edges clamped) or ``nearest``. A coarser working grid (e.g. 30 m for
+the default model) is made by area-weighted averaging: each native pixel
+counts by the area it covers in a working cell. Class scores go back to 10 m
+by replicating each working pixel, which keeps class boundaries on the
+working grid.
 All functions work on a band of rows, so the pipeline can stream.
 """
 
@@ -55,10 +56,25 @@ def upsample_rows(native: np.ndarray, factor: int, row0: int, row1: int, width: 
 
 
 def nearest_rows(native: np.ndarray, factor: int, row0: int, row1: int, width: int, offset: int = 0) -> np.ndarray:
-    """Rows of a band on the fine grid by nearest neighbour, keeping the dtype."""
+    """Rows of a band on the fine grid by nearest neighbour (each native pixel repeated), keeping the dtype."""
     if factor == 1:
         return native[row0 - offset : row1 - offset, :width]
-    return native[np.arange(row0, row1) // factor - offset][:, np.arange(width) // factor]
+    first = row0 // factor
+    block = native[first - offset : (row1 - 1) // factor + 1 - offset]
+    skip = row0 - first * factor
+    rows = np.repeat(block, factor, axis=0)[skip : skip + row1 - row0]
+    return np.repeat(rows, factor, axis=1)[:, :width]
+
+
+def area_rows(native: np.ndarray, factor: int, row0: int, row1: int, width: int, coarse: int,
+              offset: int = 0) -> np.ndarray:
+    """Fine rows [row0, row1) averaged onto a grid ``coarse`` x coarser: an area-weighted average.
+
+    Each native pixel counts by the area it covers in a coarse cell (it is
+    replicated onto the fine grid, then f x f blocks are averaged), computed
+    straight from the stored values without a float copy at fine resolution.
+    """
+    return block_mean(nearest_rows(native, factor, row0, row1, width, offset), coarse)
 
 
 def block_mean(array: np.ndarray, factor: int) -> np.ndarray:
@@ -72,7 +88,7 @@ def block_mean(array: np.ndarray, factor: int) -> np.ndarray:
         array = np.pad(array, pad, mode="edge")
     H, W = array.shape[-2:]
     shaped = array.reshape(*array.shape[:-2], H // factor, factor, W // factor, factor)
-    return shaped.mean(axis=(-3, -1), dtype=np.float32)
+    return shaped.mean(axis=(-3, -1), dtype=np.float32).astype(np.float32, copy=False)
 
 
 def replicate(array: np.ndarray, factor: int, height: int, width: int) -> np.ndarray:

