@@ -38,7 +38,7 @@ def classify_to_files(inputs, outdir, *, model="default", weights=None, level=No
         card = resolve_card(model, product.level or level)
         if card.scheme is None and card.id not in runners:  # lookup cards (SCL) need no session
             runners[card.id] = OnnxRunner(locate_weights(card, weights), card, options.device, options.threads,
-                                          options.batch_size)
+                                          options.batch_size, options.fp16)
         log.info("classifying %s with %s", product.id, card.id)
         result = run(product, card, options=options, runner=runners.get(card.id))
         name = safe_name(product.id)

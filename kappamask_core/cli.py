@@ -29,7 +29,9 @@ def _add_run_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--batch-size", type=int, default=4)
     p.add_argument("--threads", type=int, help="ONNX Runtime threads (default: all cores)")
     p.add_argument("--device", choices=["auto", "cpu", "cuda", "tensorrt"], default="auto")
-    p.add_argument("--resampling", choices=["bilinear", "nearest"], default="bilinear")
+    p.add_argument("--resampling", choices=["bilinear", "nearest"], default="bilinear",
+                   help="upsampling of 20/60 m bands on a 10 m working grid (coarser grids use area averages)")
+    p.add_argument("--fp16", action="store_true", help="run the model in float16 (GPUs; needs the gpu extra)")
     p.add_argument("--encoding", choices=["kappamask", "km_predict"], default="kappamask",
                    help="class values in the GeoTIFF: kappamask (0 missing .. 4 cloud) or km_predict (1..4, 5 missing)")
     p.add_argument("--scores", action="store_true", help="also write per-class scores (STAC asset)")
@@ -42,7 +44,7 @@ def _options(args):
 
     return ClassifyOptions(
         overlap=args.overlap, margin=args.margin, stitch=args.stitch, batch_size=args.batch_size,
-        device=args.device, threads=args.threads, resampling=args.resampling, scores=args.scores,
+        device=args.device, threads=args.threads, resampling=args.resampling, scores=args.scores, fp16=args.fp16,
         progress=not args.no_progress and sys.stderr.isatty(),
     )
 

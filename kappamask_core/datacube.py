@@ -55,7 +55,8 @@ def classify_datacube(cube, *, model: str = "default", level: str | None = None,
     steps = [cube.isel({time_dim: i}) for i in range(cube.sizes[time_dim])] if time_dim else [cube]
     # bands and level first: a user who loaded the wrong bands should hear that before anything about weights
     check_compatible(from_dataarray(steps[0], level=level, units=units), resolve_card(str(model), level))
-    runner = cached_runner(str(model), level, weights, options.device, options.threads, options.batch_size)
+    runner = cached_runner(str(model), level, weights, options.device, options.threads, options.batch_size,
+                           options.fp16)
     results = []
     for step in steps:
         product = from_dataarray(step, level=level, units=units)

@@ -58,7 +58,8 @@ def softmax(scores: np.ndarray, axis: int = 1) -> np.ndarray:
 class OnnxRunner:
     """One ONNX Runtime session for one model card."""
 
-    def __init__(self, path, card: ModelCard, device: str = "auto", threads: int | None = None, batch_size: int = 4):
+    def __init__(self, path, card: ModelCard, device: str = "auto", threads: int | None = None, batch_size: int = 4,
+                 fp16: bool = False, io_binding: bool | None = None):
         import onnxruntime as ort
 
         self.card = card
@@ -70,11 +71,14 @@ class OnnxRunner:
         # idle ONNX Runtime threads must not spin: band decoding for the next strip shares the cores
         options.add_session_config_entry("session.intra_op.allow_spinning", "0")
         self.providers = choose_providers(device)
+        model = _float16_model(path) if fp16 else str(path)
         try:
-            self.session = ort.InferenceSession(str(path), sess_options=options, providers=self.providers)
+            self.session = ort.InferenceSession(model, sess_options=options, providers=self.providers)
         except Exception as exc:
             raise ModelError(f"ONNX Runtime cannot load model file {path}: {exc}") from None
         self.device = "cuda" if "CUDAExecutionProvider" in self.session.get_providers() else "cpu"
+        # On a GPU, bind inputs and outputs so ONNX Runtime copies each batch once each way
+        self.io_binding = self.device == "cuda" if io_binding is None else io_binding
         inputs, outputs = self.session.get_inputs(), self.session.get_outputs()
         if len(inputs) != 1:
             raise ModelError(f"model {path} has {len(inputs)} inputs; exactly one image input is supported")
@@ -115,7 +119,7 @@ class OnnxRunner:
             batch = np.ascontiguousarray(tiles[start : start + self.batch_size], dtype=np.float32)
             if self.layout == "NHWC":
                 batch = np.ascontiguousarray(batch.transpose(0, 2, 3, 1))
-            out = self.session.run(None, {self.input_name: batch})[0]
+            out = self._run_bound(batch) if self.io_binding else self.session.run(None, {self.input_name: batch})[0]
             if self.layout == "NHWC":
                 out = out.transpose(0, 3, 1, 2)
             out = np.array(out, dtype=np.float32)
@@ -123,11 +127,30 @@ class OnnxRunner:
         return np.concatenate(results)
 
 
+    def _run_bound(self, batch: np.ndarray) -> np.ndarray:
+        binding = self.session.io_binding()
+        binding.bind_cpu_input(self.input_name, batch)
+        binding.bind_output(self.session.get_outputs()[0].name, self.device)
+        self.session.run_with_iobinding(binding)
+        return binding.copy_outputs_to_cpu()[0]
+
+
+def _float16_model(path) -> bytes:
+    """The model with float16 weights and arithmetic, float32 inputs and outputs kept (for GPUs)."""
+    try:
+        import onnx
+        from onnxconverter_common import float16
+    except ImportError:
+        raise ModelError("fp16 needs onnx and onnxconverter-common: pip install 'kappamask[gpu]'") from None
+    model = float16.convert_float_to_float16(onnx.load(str(path)), keep_io_types=True)
+    return model.SerializeToString()
+
+
 @functools.lru_cache(maxsize=8)
 def cached_runner(model: str, level: str | None, weights: str | None, device: str = "auto",
-                  threads: int | None = None, batch_size: int = 4) -> OnnxRunner:
+                  threads: int | None = None, batch_size: int = 4, fp16: bool = False) -> OnnxRunner:
     """One session per model and settings per process (openEO workers call the UDF many times)."""
     from .cards import locate_weights, resolve_card
 
     card = resolve_card(model, level)
-    return OnnxRunner(locate_weights(card, weights), card, device, threads, batch_size)
+    return OnnxRunner(locate_weights(card, weights), card, device, threads, batch_size, fp16)

@@ -45,6 +45,7 @@ class ClassifyOptions:
     batch_size: int = 4
     device: str = "auto"  # auto | cpu | cuda | tensorrt
     threads: int | None = None  # ONNX Runtime intra-op threads; None = all cores
+    fp16: bool = False  # run the model in float16 (GPUs; needs the gpu extra)
     resampling: str = "bilinear"  # upsampling of 20 m / 60 m bands to 10 m
     scores: bool = False  # also return per-class scores (float32, 5 x H x W)
     progress: bool = False  # tqdm progress bar on stderr
@@ -73,10 +74,20 @@ class Classification:
     preview: np.ndarray | None = None  # uint8 (h, w, 3) true colour, small
     timings: dict = field(default_factory=dict)
     runtime: dict = field(default_factory=dict)
+    _counts: np.ndarray | None = field(default=None, repr=False)
+
+    def class_counts(self) -> np.ndarray:
+        """Pixels per class value (0..4), counted in row blocks (a whole-map bincount would copy it as int64)."""
+        if self._counts is None:
+            counts = np.zeros(len(CLASSES), np.int64)
+            for row in range(0, self.classes.shape[0], 1024):
+                counts += np.bincount(self.classes[row : row + 1024].ravel(), minlength=len(CLASSES))[: len(CLASSES)]
+            self._counts = counts
+        return self._counts
 
     def class_percentages(self) -> dict[str, float]:
-        """Share of each class over valid (non-missing) pixels, in percent."""
-        counts = np.bincount(self.classes.ravel(), minlength=len(CLASSES))
+        """Share of each class over valid (non-missing) pixels, in percent (missing: 0)."""
+        counts = self.class_counts()
         valid = counts[1:].sum()
         return {c.name: (0.0 if c.value == MISSING or valid == 0 else 100.0 * counts[c.value] / valid) for c in CLASSES}
 
@@ -246,7 +257,7 @@ def run(
         return _run_lookup(product, card, options, started)
     if runner is None:
         path = locate_weights(card, weights)
-        runner = OnnxRunner(path, card, options.device, options.threads, options.batch_size)
+        runner = OnnxRunner(path, card, options.device, options.threads, options.batch_size, options.fp16)
 
     grid = product.grid
     factor = max(1, round(card.resolution / grid.resolution))
@@ -351,12 +362,13 @@ def _emit(start, block, factor, grid, valid, r0, lut, classes, scores_out):
     a, b = start * factor, min((start + block.shape[1]) * factor, grid.height)
     if a >= b:
         return
-    fine = resample.replicate(block, factor, b - a, grid.width)
     mask = valid[a - r0 : b - r0]
-    out = lut[np.argmax(fine, axis=0)]
+    # argmax commutes with replication: take it on the working grid, replicate the uint8 classes
+    out = resample.replicate(lut[np.argmax(block, axis=0)], factor, b - a, grid.width)
     out[~mask] = MISSING
     classes[a:b] = out
     if scores_out is not None:
+        fine = resample.replicate(block, factor, b - a, grid.width)
         for channel, value in enumerate(lut):
             scores_out[value, a:b] += fine[channel]
         scores_out[:, a:b][:, ~mask] = 0

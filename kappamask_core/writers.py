@@ -55,8 +55,8 @@ def _write_cog(path, data: np.ndarray, grid: Grid, *, nodata=None, colormap=None
     if grid.crs is not None:
         profile["crs"] = grid.crs
     out_profile = cog_profiles.get("deflate")
-    out_profile.update({"blockxsize": 512, "blockysize": 512})
-    with atomic_path(path) as tmp, rasterio.Env(GDAL_TIFF_INTERNAL_MASK=True):
+    out_profile.update({"blockxsize": 512, "blockysize": 512, "NUM_THREADS": "ALL_CPUS"})  # parallel compression
+    with atomic_path(path) as tmp, rasterio.Env(GDAL_TIFF_INTERNAL_MASK=True, GDAL_CACHEMAX=256 * 2**20):
         with MemoryFile() as memfile:
             with memfile.open(**profile) as mem:
                 if colormap:  # before the pixels: GDAL fixes the photometric tag at the first write

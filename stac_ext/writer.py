@@ -32,8 +32,14 @@ def footprint(classes: np.ndarray, grid) -> tuple[dict, list[float]]:
     """WGS84 polygon and bbox of the valid-data extent (bounding box of non-missing pixels)."""
     from rasterio.warp import transform_geom
 
-    rows = np.flatnonzero((classes != MISSING).any(axis=1))
-    cols = np.flatnonzero((classes != MISSING).any(axis=0))
+    # in row blocks: a whole-map comparison would allocate a full-size boolean array twice
+    row_any = np.zeros(classes.shape[0], bool)
+    col_any = np.zeros(classes.shape[1], bool)
+    for row in range(0, classes.shape[0], 1024):
+        valid = classes[row : row + 1024] != MISSING
+        row_any[row : row + 1024] = valid.any(axis=1)
+        col_any |= valid.any(axis=0)
+    rows, cols = np.flatnonzero(row_any), np.flatnonzero(col_any)
     if rows.size == 0:
         rows, cols = np.array([0, classes.shape[0] - 1]), np.array([0, classes.shape[1] - 1])
     r0, r1, c0, c1 = rows[0], rows[-1] + 1, cols[0], cols[-1] + 1
@@ -53,7 +59,7 @@ def footprint(classes: np.ndarray, grid) -> tuple[dict, list[float]]:
 
 def class_objects(classification, encoding: str = "kappamask") -> list[dict]:
     """classification:classes entries with counts and percentages over valid pixels."""
-    counts = np.bincount(classification.classes.ravel(), minlength=len(CLASSES))
+    counts = classification.class_counts()
     valid = int(counts[1:].sum())
     codes = ENCODINGS[encoding]
     out = []

@@ -1,0 +1,50 @@
+"""ONNX Runtime runner options that a GPU uses, checked on the CPU: I/O binding, fp16, providers."""
+
+import numpy as np
+import pytest
+
+from kappamask_core.cards import load_card
+from kappamask_core.errors import ModelError
+from kappamask_core.infer import OnnxRunner, choose_providers
+
+from conftest import identity_card, identity_onnx
+
+BANDS = ("B02", "B03", "B04", "B08")
+
+
+@pytest.fixture
+def identity(tmp_path):
+    identity_onnx(tmp_path / "identity.onnx", 4)
+    card = load_card(identity_card(tmp_path / "card.json", BANDS, ("clear", "cloud", "cloud_shadow", "cloud")))
+    return tmp_path / "identity.onnx", card
+
+
+def test_io_binding_gives_the_same_scores(identity):
+    path, card = identity
+    x = np.random.default_rng(0).random((3, 4, 16, 16), dtype=np.float32)
+    plain = OnnxRunner(path, card, "cpu", batch_size=2).run(x)
+    bound = OnnxRunner(path, card, "cpu", batch_size=2, io_binding=True).run(x)
+    np.testing.assert_array_equal(plain, bound)
+    np.testing.assert_array_equal(plain, x)
+
+
+def test_fp16_keeps_float32_inputs_and_outputs(identity):
+    path, card = identity
+    runner = OnnxRunner(path, card, "cpu", fp16=True)
+    assert runner.session.get_inputs()[0].type == "tensor(float)"
+    x = np.random.default_rng(1).random((1, 4, 16, 16), dtype=np.float32)
+    out = runner.run(x)
+    assert out.dtype == np.float32
+    np.testing.assert_allclose(out, x, rtol=1e-3)
+
+
+def test_providers():
+    assert choose_providers("cpu") == ["CPUExecutionProvider"]
+    assert choose_providers("auto")[-1] == "CPUExecutionProvider"
+    import onnxruntime as ort
+
+    if "CUDAExecutionProvider" not in ort.get_available_providers():
+        with pytest.raises(ModelError, match="gpu"):
+            choose_providers("cuda")
+    with pytest.raises(ModelError, match="unknown device"):
+        choose_providers("tpu")
