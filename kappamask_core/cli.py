@@ -52,10 +52,19 @@ def _options(args):
 def cmd_classify(args) -> int:
     from .api import classify_to_files
 
-    outputs = classify_to_files(
-        args.inputs, args.output, model=args.model, weights=args.weights, level=args.level,
-        options=_options(args), encoding=args.encoding, stac=not args.no_stac,
-    )
+    if getattr(args, "workers", 1) > 1 and len(args.inputs) > 1:
+        from .batch import classify_many
+
+        if args.no_stac:
+            log.warning("--workers always writes STAC items")
+        outputs = classify_many(args.inputs, args.output, model=args.model, weights=args.weights, level=args.level,
+                                options=_options(args), encoding=args.encoding, workers=args.workers,
+                                progress=not args.no_progress)
+    else:
+        outputs = classify_to_files(
+            args.inputs, args.output, model=args.model, weights=args.weights, level=args.level,
+            options=_options(args), encoding=args.encoding, stac=not args.no_stac,
+        )
     for out in outputs:
         print(json.dumps({k: str(v) for k, v in out.items()}))
     return 0
@@ -152,6 +161,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("classify", help="classify products into a five-class 10 m map")
     p.add_argument("inputs", nargs="+", help="SAFE folder or .zip, band folder, or STAC item .json")
     p.add_argument("-o", "--output", required=True, help="output folder")
+    p.add_argument("--workers", type=int, default=1, help="products classified in parallel (Dask processes)")
     _add_run_options(p)
     p.set_defaults(func=cmd_classify)
 

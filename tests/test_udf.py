@@ -108,7 +108,7 @@ def test_apply_neighborhood_emulation_with_the_default_model(cube, direct):
     print(f"apply_neighborhood emulation agrees with the direct run on {100 * agreement:.2f} % of pixels")
     assert (mosaic != 0).all()
     # The default model sees 171 px (30 m) per 512 px chunk instead of whole 256 px tiles, and its
-    # predictions depend on context (see README); 93.4 % was measured on this scene.
+    # predictions depend on context (see README); 93.0 % was measured on this scene.
     assert agreement > 0.9
 
 
