@@ -63,6 +63,7 @@ def read_time(product, bands):
 
 def inference_time(card, weights, n_tiles, device, batch_size, threads=None):
     runner = OnnxRunner(locate_weights(card, weights), card, device, threads, batch_size)
+    batch_size = runner.batch_size
     rng = np.random.default_rng(0)
     batch = rng.standard_normal((batch_size, len(card.bands), card.tile_size, card.tile_size)).astype(np.float32)
     runner.run(batch[:1])  # warm-up: graph optimisation and allocations
@@ -80,7 +81,7 @@ def end_to_end(source, device, batch_size):
     """Wall time and peak RSS (MiB) of 'kappamask classify' in a child process."""
     out = tempfile.mkdtemp(prefix="kappamask-bench-")
     cmd = [sys.executable, "-m", "kappamask_core.cli", "classify", str(source), "-o", out, "--no-progress",
-           "--device", device, "--batch-size", str(batch_size)]
+           "--device", device] + (["--batch-size", str(batch_size)] if batch_size else [])
     start = time.perf_counter()
     proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, cwd=HERE.parent)
     _, status, usage = os.wait4(proc.pid, 0)
@@ -129,14 +130,11 @@ def s2cloudless_time(crop_product, size):
 
 
 def kappamask_v2_time(device, tiles=4):
-    try:
-        from kappamask_core.export import export
-    except ImportError:
+    import importlib.util
+
+    if importlib.util.find_spec("torch") is None:
         return None
-    try:
-        import torch  # noqa: F401
-    except ImportError:
-        return None
+    from kappamask_core.export import export
     path = HERE / ".data" / "kappamask_v2_l1c_random.onnx"
     if not path.exists():
         path.parent.mkdir(parents=True, exist_ok=True)
@@ -154,7 +152,8 @@ def main(argv=None):
     parser.add_argument("--crop", type=int, default=1536, help="crop for CSmask and s2cloudless (10 m pixels)")
     parser.add_argument("--runs", type=int, default=1, help="repetitions (median) of the cheap measurements")
     parser.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda", "tensorrt"])
-    parser.add_argument("--batch-size", type=int, default=4)
+    parser.add_argument("--batch-size", type=int, help="default: the runner's (1 on CPU, 8 on CUDA)")
+    parser.add_argument("--batch-sweep", action="store_true", help="time pure inference per tile at batch 1, 2, 4, 8")
     parser.add_argument("--skip-peers", action="store_true", help="skip CSmask and s2cloudless")
     parser.add_argument("--kappamask-v2", action="store_true", help="also time the v2 network shape (needs torch)")
     args = parser.parse_args(argv)
@@ -217,6 +216,12 @@ def main(argv=None):
             per_tile, provider = v2
             rows.append(("7 KappaMask v2 shape, RANDOM weights, per 512 px tile", per_tile,
                          f"{provider}; x 529 tiles = {per_tile * 529:.0f} s per full product (inference only)"))
+
+    if args.batch_sweep:
+        for size in (1, 2, 4, 8):
+            infer, _ = inference_time(card, None, 16, args.device, size)
+            seconds, _ = timed(infer, 3)
+            rows.append((f"8 pure inference per tile at batch size {size}", seconds / 16, ""))
 
     width = max(len(r[0]) for r in rows)
     print()

@@ -26,7 +26,7 @@ def _add_run_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--overlap", type=int, help="tile overlap in working pixels (default: the model card's)")
     p.add_argument("--margin", type=int, help="pixels the first tile starts before the edge (default: the card's)")
     p.add_argument("--stitch", choices=["crop", "blend"], default="crop", help="mosaic of overlapping tiles")
-    p.add_argument("--batch-size", type=int, default=4)
+    p.add_argument("--batch-size", type=int, help="tiles per inference call (default: 1 on CPU, 8 on CUDA)")
     p.add_argument("--threads", type=int, help="ONNX Runtime threads (default: all cores)")
     p.add_argument("--device", choices=["auto", "cpu", "cuda", "tensorrt"], default="auto")
     p.add_argument("--resampling", choices=["bilinear", "nearest"], default="bilinear",
@@ -135,7 +135,7 @@ def cmd_models_verify(args) -> int:
     from .kappaset import verify_golden
 
     paths = sorted(Path(args.subtiles).glob("*.nc")) if Path(args.subtiles).is_dir() else [Path(args.subtiles)]
-    runner = cached_runner(args.model, args.level, args.weights, "auto", None, 1)
+    runner = cached_runner(args.model, args.level, args.weights, "auto", None, 1)  # sub-tiles one by one
     results = verify_golden(runner, paths, args.label)
     for name, share in results:
         print(f"{'EQUAL  ' if share == 1 else 'DIFFERS'} {name}: {100 * share:.4f} % of pixels equal")

@@ -58,12 +58,11 @@ def softmax(scores: np.ndarray, axis: int = 1) -> np.ndarray:
 class OnnxRunner:
     """One ONNX Runtime session for one model card."""
 
-    def __init__(self, path, card: ModelCard, device: str = "auto", threads: int | None = None, batch_size: int = 4,
-                 fp16: bool = False, io_binding: bool | None = None):
+    def __init__(self, path, card: ModelCard, device: str = "auto", threads: int | None = None,
+                 batch_size: int | None = None, fp16: bool = False, io_binding: bool | None = None):
         import onnxruntime as ort
 
         self.card = card
-        self.batch_size = max(1, int(batch_size))
         options = ort.SessionOptions()
         options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
         options.intra_op_num_threads = threads or os.cpu_count() or 1
@@ -77,6 +76,8 @@ class OnnxRunner:
         except Exception as exc:
             raise ModelError(f"ONNX Runtime cannot load model file {path}: {exc}") from None
         self.device = "cuda" if "CUDAExecutionProvider" in self.session.get_providers() else "cpu"
+        # measured on CPU (benchmarks/run.py --batch-sweep): batch 1 is fastest per tile; GPUs want larger batches
+        self.batch_size = max(1, int(batch_size)) if batch_size else (8 if self.device == "cuda" else 1)
         # On a GPU, bind inputs and outputs so ONNX Runtime copies each batch once each way
         self.io_binding = self.device == "cuda" if io_binding is None else io_binding
         inputs, outputs = self.session.get_inputs(), self.session.get_outputs()
@@ -148,7 +149,7 @@ def _float16_model(path) -> bytes:
 
 @functools.lru_cache(maxsize=8)
 def cached_runner(model: str, level: str | None, weights: str | None, device: str = "auto",
-                  threads: int | None = None, batch_size: int = 4, fp16: bool = False) -> OnnxRunner:
+                  threads: int | None = None, batch_size: int | None = None, fp16: bool = False) -> OnnxRunner:
     """One session per model and settings per process (openEO workers call the UDF many times)."""
     from .cards import locate_weights, resolve_card
 

@@ -22,7 +22,7 @@ import numpy as np
 from . import resample, scale
 from .cards import ModelCard, locate_weights, resolve_card
 from .classes import CLASSES, MISSING
-from .errors import InputError, ModelError
+from .errors import InputError
 from .grid import Grid, TileLayout
 from .infer import OnnxRunner
 from .readers import Product, open_product
@@ -42,11 +42,11 @@ class ClassifyOptions:
     overlap: int | None = None  # working-grid pixels; None = the card's
     margin: int | None = None  # tiles start this far before the edge; None = the card's
     stitch: str = "crop"  # "crop" (KappaMask's centre-crop mosaic) or "blend"
-    batch_size: int = 4
+    batch_size: int | None = None  # tiles per inference call; None: 1 on CPU (fastest there), 8 on CUDA
     device: str = "auto"  # auto | cpu | cuda | tensorrt
     threads: int | None = None  # ONNX Runtime intra-op threads; None = all cores
     fp16: bool = False  # run the model in float16 (GPUs; needs the gpu extra)
-    resampling: str = "bilinear"  # upsampling of 20 m / 60 m bands to 10 m
+    resampling: str = "bilinear"  # 20/60 m bands on a 10 m working grid; coarser grids use area averages
     scores: bool = False  # also return per-class scores (float32, 5 x H x W)
     progress: bool = False  # tqdm progress bar on stderr
 
@@ -58,7 +58,7 @@ class ClassifyOptions:
         for name in ("overlap", "margin"):
             if getattr(self, name) is not None and getattr(self, name) < 0:
                 raise InputError(f"{name} must be zero or positive")
-        if self.batch_size < 1:
+        if self.batch_size is not None and self.batch_size < 1:
             raise InputError("batch size must be at least 1")
 
 

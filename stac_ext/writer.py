@@ -7,7 +7,6 @@ model card; nothing is restated here.
 from __future__ import annotations
 
 import json
-import os
 from datetime import datetime, timezone
 from pathlib import Path
 

@@ -10,7 +10,7 @@ import pytest
 import rasterio
 from rio_cogeo.cogeo import cog_validate
 
-from kappamask_core.classes import CLASSES, palette
+from kappamask_core.classes import palette
 from kappamask_core.cli import main
 
 from conftest import identity_card, identity_onnx

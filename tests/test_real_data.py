@@ -3,7 +3,6 @@
 import warnings
 
 import numpy as np
-import pytest
 
 from kappamask_core import classify, run
 from kappamask_core.classes import CLEAR, MISSING

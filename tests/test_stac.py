@@ -13,7 +13,6 @@ import rasterio
 
 from kappamask_core import InputError, classify
 from kappamask_core.cards import sha256_file
-from kappamask_core.classes import CLASSES
 from kappamask_core.cli import main
 from stac_ext.validate import validate_dict, validate_path
 

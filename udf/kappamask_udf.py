@@ -19,7 +19,7 @@ Context keys (all optional):
   overlap      tile overlap in working pixels          (default: the model card's)
   margin       tile margin in working pixels           (default: the model card's)
   device       "auto", "cpu", "cuda" or "tensorrt"     (default "auto")
-  batch_size   tiles per inference call                (default 4)
+  batch_size   tiles per inference call                (default: 1 on CPU, 8 on CUDA)
   dependency_folder  where the dependency archive was unpacked (default "kappamask_deps")
 
 The package ``kappamask_core`` and the model files come from the dependency
@@ -74,7 +74,7 @@ def apply_datacube(cube: xarray.DataArray, context: dict) -> xarray.DataArray:
             overlap=context.get("overlap"),
             margin=context.get("margin"),
             device=context.get("device", "auto"),
-            batch_size=int(context.get("batch_size", 4)),
+            batch_size=int(context["batch_size"]) if context.get("batch_size") else None,
         )
         return classify_datacube(
             cube,
