@@ -226,7 +226,7 @@ def main(argv=None):
     width = max(len(r[0]) for r in rows)
     print()
     for label, seconds, note in rows:
-        value = f"{seconds:8.1f} s" if seconds is not None else " " * 10
+        value = " " * 10 if seconds is None else f"{seconds:8.1f} s" if seconds >= 1 else f"{seconds:8.3f} s"
         print(f"{label:<{width}}  {value}  {note}")
     print(f"\ntargets: end to end <= 1.2 x max(read, inference): {'met' if e2e_s <= 1.2 * bound else 'missed'} "
           f"({e2e_s / bound:.2f}); peak memory <= 2.5 GiB: {'met' if rss_mib <= 2560 else 'missed'}")

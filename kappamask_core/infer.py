@@ -76,7 +76,8 @@ class OnnxRunner:
         except Exception as exc:
             raise ModelError(f"ONNX Runtime cannot load model file {path}: {exc}") from None
         self.device = "cuda" if "CUDAExecutionProvider" in self.session.get_providers() else "cpu"
-        # measured on CPU (benchmarks/run.py --batch-sweep): batch 1 is fastest per tile; GPUs want larger batches
+        # measured on CPU (benchmarks/run.py --batch-sweep): batches of 1 to 8 tiles run at the same speed per
+        # tile, and 1 needs the least memory; GPUs want larger batches
         self.batch_size = max(1, int(batch_size)) if batch_size else (8 if self.device == "cuda" else 1)
         # On a GPU, bind inputs and outputs so ONNX Runtime copies each batch once each way
         self.io_binding = self.device == "cuda" if io_binding is None else io_binding

@@ -42,7 +42,7 @@ class ClassifyOptions:
     overlap: int | None = None  # working-grid pixels; None = the card's
     margin: int | None = None  # tiles start this far before the edge; None = the card's
     stitch: str = "crop"  # "crop" (KappaMask's centre-crop mosaic) or "blend"
-    batch_size: int | None = None  # tiles per inference call; None: 1 on CPU (fastest there), 8 on CUDA
+    batch_size: int | None = None  # tiles per inference call; None: 1 on CPU (least memory, same speed), 8 on CUDA
     device: str = "auto"  # auto | cpu | cuda | tensorrt
     threads: int | None = None  # ONNX Runtime intra-op threads; None = all cores
     fp16: bool = False  # run the model in float16 (GPUs; needs the gpu extra)

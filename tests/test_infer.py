@@ -48,3 +48,38 @@ def test_providers():
             choose_providers("cuda")
     with pytest.raises(ModelError, match="unknown device"):
         choose_providers("tpu")
+
+
+def test_weights_from_a_url_are_downloaded_cached_and_checksummed(identity, tmp_path, monkeypatch):
+    import json
+    import threading
+    from functools import partial
+    from http.server import SimpleHTTPRequestHandler, ThreadingHTTPServer
+
+    from kappamask_core.cards import card_from_dict, locate_weights, sha256_file
+
+    path, card = identity
+
+    class Quiet(SimpleHTTPRequestHandler):
+        def log_message(self, *args):
+            pass
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), partial(Quiet, directory=str(path.parent)))
+    thread = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.1}, daemon=True)
+    thread.start()
+    try:
+        monkeypatch.setenv("KAPPAMASK_CACHE", str(tmp_path / "cache"))
+        url = f"http://127.0.0.1:{server.server_address[1]}/identity.onnx"
+        raw = json.loads(json.dumps(card.raw))
+        raw["weights"] = {"file": "identity.onnx", "url": url, "sha256": sha256_file(path)}
+        fetched = locate_weights(card_from_dict(raw, "<test>"))
+        assert fetched.parent == tmp_path / "cache" and sha256_file(fetched) == sha256_file(path)
+        raw["weights"]["sha256"] = "f" * 64
+        (tmp_path / "cache" / "identity.onnx").unlink()
+        with pytest.raises(ModelError, match="does not match the sha256"):
+            locate_weights(card_from_dict(raw, "<test>"))
+        assert not (tmp_path / "cache" / "identity.onnx").exists()  # a bad download is not kept
+    finally:
+        server.shutdown()
+        server.server_close()
+        thread.join(timeout=10)
