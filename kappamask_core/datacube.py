@@ -10,8 +10,8 @@ from __future__ import annotations
 from .bands import BAND_BY_NAME
 from .classes import CLASSES, encode
 from .errors import InputError
-from .infer import cached_runner
 from .cards import resolve_card
+from .infer import cached_runner
 from .pipeline import ClassifyOptions, check_compatible, run
 from .readers import from_dataarray
 
@@ -19,7 +19,7 @@ OUTPUTS = ("classes", "scores")
 
 
 def infer_level(band_names) -> str:
-    """L1C if the cube has B10, L2A if it has AOT, WVP or SCL; otherwise L2A, the more common collection."""
+    """L1C if the cube has B10 (only L1C products carry it), otherwise L2A, the more common collection."""
     names = {str(b).upper() for b in band_names}
     return "L1C" if "B10" in names else "L2A"
 
@@ -54,15 +54,16 @@ def classify_datacube(cube, *, model: str = "default", level: str | None = None,
     time_dim = next((d for d in ("t", "time") if d in cube.dims), None)
     steps = [cube.isel({time_dim: i}) for i in range(cube.sizes[time_dim])] if time_dim else [cube]
     # bands and level first: a user who loaded the wrong bands should hear that before anything about weights
-    check_compatible(from_dataarray(steps[0], level=level, units=units), resolve_card(str(model), level))
-    runner = cached_runner(str(model), level, weights, options.device, options.threads, options.batch_size,
-                           options.fp16)
+    card = resolve_card(str(model), level)
+    check_compatible(from_dataarray(steps[0], level=level, units=units), card)
+    runner = None if card.scheme else cached_runner(str(model), level, weights, options.device, options.threads,
+                                                     options.batch_size, options.fp16)  # lookup cards need no session
     results = []
     for step in steps:
         product = from_dataarray(step, level=level, units=units)
         if offset:
             product.offsets = {b: float(offset) for b in product.bands if BAND_BY_NAME[b].quantification_key == "band"}
-        result = run(product, options=options, runner=runner)
+        result = run(product, card, options=options, runner=runner)
         if output == "classes":
             values = encode(result.classes, encoding)[None]
             labels = ["kappamask"]

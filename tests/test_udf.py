@@ -165,3 +165,14 @@ def test_bad_context_tells_the_user_what_to_change(cube, context, message):
 
 def test_udf_file_keeps_annotations_resolvable():
     assert "from __future__ import annotations" not in UDF_PATH.read_text()
+
+
+def test_sen2cor_scl_model_through_the_udf():
+    import xarray as xr
+    from openeo.udf import UdfData, XarrayDataCube, run_udf_code
+
+    scl = np.array([[0, 3, 4, 8], [9, 10, 11, 7]], dtype=float)
+    cube = xr.DataArray(scl[None, None], dims=("t", "bands", "y", "x"), coords={"bands": ["SCL"]})
+    data = UdfData(datacube_list=[XarrayDataCube(cube)], user_context={"model": "sen2cor-scl"})
+    out = run_udf_code(UDF_PATH.read_text(), data).get_datacube_list()[0].get_array().values[0, 0]
+    np.testing.assert_array_equal(out, [[0, 2, 1, 4], [4, 3, 1, 0]])
