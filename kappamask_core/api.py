@@ -45,7 +45,7 @@ def classify_to_files(inputs, outdir, *, model="default", weights=None, level=No
         paths = {
             "cog": write_cog(outdir / f"{name}_kappamask.tif", result.classes, result.grid, encoding),
             "quicklook": write_quicklook(outdir / f"{name}_kappamask.png", result.classes, result.preview,
-                                         f"{product.id}  model: {card.id}"),
+                                         f"{product.id}  model: {card.id}", card.predicts),
         }
         if options.scores:
             from .writers import write_scores

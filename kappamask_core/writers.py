@@ -102,8 +102,12 @@ def class_image(classes: np.ndarray, size: tuple[int, int] | None = None) -> np.
     return lut[classes]
 
 
-def write_quicklook(path, classes: np.ndarray, preview: np.ndarray | None, title: str = "") -> Path:
-    """PNG: true colour beside the class map, with a legend of the five classes."""
+def write_quicklook(path, classes: np.ndarray, preview: np.ndarray | None, title: str = "",
+                    predicts: tuple[str, ...] | None = None) -> Path:
+    """PNG: true colour beside the class map, with a legend of the five classes.
+
+    Classes outside ``predicts`` (the model's possible outputs) are marked in the legend.
+    """
     from PIL import Image, ImageDraw
 
     max_side = 1024
@@ -124,7 +128,9 @@ def write_quicklook(path, classes: np.ndarray, preview: np.ndarray | None, title
     for c in CLASSES:
         y += 20
         draw.rectangle([6, y, 22, y + 14], fill=c.rgb, outline=(200, 200, 200))
-        draw.text((30, y + 1), f"{c.value} {c.title}", fill=(230, 230, 230))
+        absent = predicts is not None and c.name not in predicts and c.value != 0
+        label = f"{c.value} {c.title}" + ("  (not predicted by this model)" if absent else "")
+        draw.text((30, y + 1), label, fill=(150, 150, 150) if absent else (230, 230, 230))
     with atomic_path(path) as tmp:
         canvas.save(tmp, format="PNG")
     return Path(path)
