@@ -1,7 +1,5 @@
 """``kappamask openeo ...`` sub-commands (need the openeo client for 'build')."""
 
-from __future__ import annotations
-
 from pathlib import Path
 
 

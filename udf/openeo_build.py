@@ -5,8 +5,6 @@ client; the UDF inside them is the content of ``udf/kappamask_udf.py`` as it
 is, so the two cannot drift apart (a test regenerates and compares them).
 """
 
-from __future__ import annotations
-
 import hashlib
 import json
 import zipfile
