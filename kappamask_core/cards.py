@@ -11,6 +11,7 @@ consistency; weights are found, checksummed and checked against the card
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import importlib.util
 import json
@@ -102,6 +103,7 @@ class ModelCard:
         return tuple(sorted({c.maps_to for c in self.outputs}, key=lambda n: CLASS_BY_NAME[n].value))
 
 
+@functools.lru_cache(maxsize=1)
 def _schema() -> dict:
     return json.loads(SCHEMA_PATH.read_text())
 
@@ -186,7 +188,13 @@ def builtin_ids() -> list[str]:
     return sorted(p.stem for p in CARD_DIR.glob("*.json") if p.name != SCHEMA_PATH.name)
 
 
+@functools.lru_cache(maxsize=32)
 def builtin_card(card_id: str) -> ModelCard:
+    """A built-in card, loaded and validated once per process (the UDF resolves cards on every call)."""
+    return _builtin_card(card_id)
+
+
+def _builtin_card(card_id: str) -> ModelCard:
     path = CARD_DIR / f"{card_id}.json"
     if not path.is_file() or path == SCHEMA_PATH:
         choices = ", ".join(sorted(ALIASES) + builtin_ids())
