@@ -6,10 +6,10 @@ import logging
 import re
 from pathlib import Path
 
-from .cards import locate_weights, resolve_card
+from .cards import resolve_card
 from .errors import InputError
 from .infer import OnnxRunner
-from .pipeline import ClassifyOptions, run
+from .pipeline import ClassifyOptions, make_runner, run
 from .readers import open_product
 from .writers import write_cog, write_quicklook
 
@@ -37,8 +37,7 @@ def classify_to_files(inputs, outdir, *, model="default", weights=None, level=No
         product = open_product(source, level=level)
         card = resolve_card(model, product.level or level)
         if card.scheme is None and card.id not in runners:  # lookup cards (SCL) need no session
-            runners[card.id] = OnnxRunner(locate_weights(card, weights), card, options.device, options.threads,
-                                          options.batch_size, options.fp16)
+            runners[card.id] = make_runner(card, weights, options)
         log.info("classifying %s with %s", product.id, card.id)
         result = run(product, card, options=options, runner=runners.get(card.id))
         name = safe_name(product.id)

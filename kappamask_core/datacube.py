@@ -54,13 +54,13 @@ def classify_datacube(cube, *, model: str = "default", level: str | None = None,
     time_dim = next((d for d in ("t", "time") if d in cube.dims), None)
     steps = [cube.isel({time_dim: i}) for i in range(cube.sizes[time_dim])] if time_dim else [cube]
     # bands and level first: a user who loaded the wrong bands should hear that before anything about weights
+    products = [from_dataarray(step, level=level, units=units) for step in steps]
     card = resolve_card(str(model), level)
-    check_compatible(from_dataarray(steps[0], level=level, units=units), card)
+    check_compatible(products[0], card)
     runner = None if card.scheme else cached_runner(str(model), level, weights, options.device, options.threads,
                                                      options.batch_size, options.fp16)  # lookup cards need no session
     results = []
-    for step in steps:
-        product = from_dataarray(step, level=level, units=units)
+    for step, product in zip(steps, products):
         if offset:
             product.offsets = {b: float(offset) for b in product.bands if BAND_BY_NAME[b].quantification_key == "band"}
         result = run(product, card, options=options, runner=runner)

@@ -23,6 +23,7 @@ from . import resample, scale
 from .cards import ModelCard, locate_weights, resolve_card
 from .classes import CLASSES, MISSING
 from .errors import InputError
+from .gdal import cache_env
 from .grid import Grid, TileLayout
 from .infer import OnnxRunner
 from .readers import Product, open_product
@@ -130,6 +131,12 @@ def check_compatible(product: Product, card: ModelCard) -> None:
     product.require(card.bands)
 
 
+def make_runner(card: ModelCard, weights, options: ClassifyOptions) -> OnnxRunner:
+    """An ONNX Runtime session for ``card`` with the options' device, threads, batch size and precision."""
+    return OnnxRunner(locate_weights(card, weights), card, options.device, options.threads, options.batch_size,
+                      options.fp16)
+
+
 def read_bands(product: Product, names, workers: int = 2) -> dict[str, np.ndarray]:
     """Decode each named band once, at native resolution, a few at a time."""
     with ThreadPoolExecutor(max_workers=workers) as pool:
@@ -141,20 +148,6 @@ def read_bands(product: Product, names, workers: int = 2) -> dict[str, np.ndarra
         if not (np.issubdtype(array.dtype, np.integer) or np.issubdtype(array.dtype, np.floating)):
             raise InputError(f"{product.source}: band {name} has unsupported data type {array.dtype}")
     return arrays
-
-
-def _gdal_env():
-    """Bound GDAL's block cache (its default is a share of all RAM); a user's GDAL_CACHEMAX wins.
-
-    512 MiB holds two block rows of every band of a full product, which is
-    what consecutive strips share, so no block is decoded twice.
-    """
-    import os
-
-    import rasterio
-
-    # rasterio passes an integer GDAL_CACHEMAX to GDAL in bytes
-    return rasterio.Env() if "GDAL_CACHEMAX" in os.environ else rasterio.Env(GDAL_CACHEMAX=512 * 2**20)
 
 
 @contextlib.contextmanager
@@ -228,9 +221,7 @@ class _StripMaker:
         stack = scale.apply_value_scaling(stack, card.value_scaling, card.clip_min)
         rows_pad = (top - y0, t - (top - y0) - stack.shape[1])
         cols_pad = layout.padding(layout.width)
-        # symmetric padding of a one-pixel-thin strip degenerates; repeat the pixel instead
-        mode = "edge" if card.pad_mode != "constant" and min(stack.shape[1:]) == 1 else card.pad_mode
-        stack = np.pad(stack, ((0, 0), rows_pad, cols_pad), mode=mode)
+        stack = np.pad(stack, ((0, 0), rows_pad, cols_pad), mode=card.pad_mode)
         valid_work = np.pad(resample.block_mean(valid.astype(np.float32), f) > 0, (rows_pad, cols_pad))
         self.seconds += time.perf_counter() - started
         return stack, valid, valid_work, r0
@@ -256,8 +247,7 @@ def run(
     if card.scheme is not None:
         return _run_lookup(product, card, options, started)
     if runner is None:
-        path = locate_weights(card, weights)
-        runner = OnnxRunner(path, card, options.device, options.threads, options.batch_size, options.fp16)
+        runner = make_runner(card, weights, options)
 
     grid = product.grid
     factor = max(1, round(card.resolution / grid.resolution))
@@ -284,7 +274,9 @@ def run(
     infer_s = 0.0
     skipped = 0
     wait_s = 0.0
-    with _gdal_env(), open_rows(product, card.bands) as rows, ThreadPoolExecutor(max_workers=1) as prefetch:
+    # 512 MiB of block cache holds two block rows of every band of a full product: what consecutive strips
+    # share, so no block is decoded twice
+    with cache_env(512), open_rows(product, card.bands) as rows, ThreadPoolExecutor(max_workers=1) as prefetch:
         make_strip = _StripMaker(product, card, rows, factor, layout, options.resampling)
         pending = prefetch.submit(make_strip, row_starts[0])
         for r in range(len(row_starts)):

@@ -2,9 +2,10 @@
 DataArray into a :class:`Product` whose bands are read lazily at native
 resolution, with the metadata the scaling step needs.
 
-Only the bands a model asks for are ever decoded; each is decoded once, in
-full, at its native resolution (a rescaled read of a JP2 can be very slow in
-GDAL), and resampled in memory by :mod:`kappamask_core.resample`.
+Only the bands a model asks for are read, at native resolution (a rescaled
+read of a JP2 can be very slow in GDAL): the pipeline opens each band once and
+reads it in row windows, strip by strip (:meth:`FileBand.open`), and
+:mod:`kappamask_core.resample` brings the rows onto the working grid.
 """
 
 from __future__ import annotations
@@ -24,28 +25,11 @@ from affine import Affine
 
 from .bands import BAND_BY_NAME, BAND_ID, DEFAULT_QUANTIFICATION, normalise_band_name
 from .errors import InputError
+from .gdal import open_raster
 from .grid import Grid
 
 BAND_FILE_RE = re.compile(r"_(B\d{2}|B8A|AOT|WVP|SCL)(?:_(\d{2})m)?\.(jp2|tif|tiff)$", re.IGNORECASE)
 DATETIME_RE = re.compile(r"(\d{8}T\d{6})")
-
-
-# GDAL settings for remote files; GDAL reads them from the environment, and a user's own values win.
-REMOTE_GDAL_OPTIONS = {
-    "GDAL_DISABLE_READDIR_ON_OPEN": "EMPTY_DIR",  # no directory listing per file
-    "GDAL_HTTP_MAX_RETRY": "3",
-    "GDAL_HTTP_RETRY_DELAY": "1",
-    "GDAL_HTTP_TIMEOUT": "60",
-}
-
-
-def open_raster(path: str):
-    import rasterio
-
-    if path.startswith(("/vsicurl/", "/vsis3/", "/vsigs/", "/vsiaz/")):
-        for key, value in REMOTE_GDAL_OPTIONS.items():
-            os.environ.setdefault(key, value)
-    return rasterio.open(path)
 
 
 class FileBand:

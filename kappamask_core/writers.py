@@ -16,6 +16,7 @@ import numpy as np
 
 from .classes import CLASSES, ENCODINGS, encode, palette
 from .errors import OutputError
+from .gdal import cache_env
 from .grid import Grid
 
 
@@ -43,7 +44,6 @@ def atomic_path(final: str | os.PathLike):
 def _write_cog(path, data: np.ndarray, grid: Grid, *, nodata=None, colormap=None, resampling="nearest",
                tags=None, band_tags=None) -> Path:
     """Write a (bands, height, width) array as a COG (deflate, 512 px blocks, overviews)."""
-    import rasterio
     from rasterio.io import MemoryFile
     from rio_cogeo.cogeo import cog_translate
     from rio_cogeo.profiles import cog_profiles
@@ -56,7 +56,7 @@ def _write_cog(path, data: np.ndarray, grid: Grid, *, nodata=None, colormap=None
         profile["crs"] = grid.crs
     out_profile = cog_profiles.get("deflate")
     out_profile.update({"blockxsize": 512, "blockysize": 512, "NUM_THREADS": "ALL_CPUS"})  # parallel compression
-    with atomic_path(path) as tmp, rasterio.Env(GDAL_TIFF_INTERNAL_MASK=True, GDAL_CACHEMAX=256 * 2**20):
+    with atomic_path(path) as tmp, cache_env(256, GDAL_TIFF_INTERNAL_MASK=True):
         with MemoryFile() as memfile:
             with memfile.open(**profile) as mem:
                 if colormap:  # before the pixels: GDAL fixes the photometric tag at the first write

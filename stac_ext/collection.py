@@ -5,9 +5,7 @@ from __future__ import annotations
 from datetime import datetime, timezone
 from pathlib import Path
 
-from kappamask_core.classes import CLASSES, ENCODINGS
-
-from .writer import COG_MEDIA_TYPE, EXTENSIONS, write_json_atomic
+from .writer import COG_MEDIA_TYPE, EXTENSIONS, class_table, write_json_atomic
 
 def build_collection(items, encoding: str = "kappamask"):
     import pystac
@@ -15,12 +13,7 @@ def build_collection(items, encoding: str = "kappamask"):
     bboxes = [item.bbox for item in items]
     bbox = [min(b[0] for b in bboxes), min(b[1] for b in bboxes), max(b[2] for b in bboxes), max(b[3] for b in bboxes)]
     times = [item.datetime for item in items if item.datetime is not None]
-    codes = ENCODINGS[encoding]
-    class_table = [
-        {"value": codes[c.value], "name": c.name, "description": c.description, "color_hint": c.color,
-         **({"nodata": True} if c.value == 0 else {})}
-        for c in CLASSES
-    ]
+    classes = class_table(encoding)
     collection = pystac.Collection(
         id="kappamask-run",
         description="Cloud and cloud-shadow classification (KappaMask classes) of Sentinel-2 products.",
@@ -29,7 +22,7 @@ def build_collection(items, encoding: str = "kappamask"):
         extent=pystac.Extent(pystac.SpatialExtent([bbox]), pystac.TemporalExtent([[min(times), max(times)]])),
         stac_extensions=[EXTENSIONS["classification"], EXTENSIONS["eo"]],  # item_assets is core in STAC 1.1
         summaries=pystac.Summaries({
-            "classification:classes": class_table,
+            "classification:classes": classes,
             "eo:cloud_cover": {"minimum": min(i.properties["eo:cloud_cover"] for i in items),
                                "maximum": max(i.properties["eo:cloud_cover"] for i in items)},
             "kappamask:model": sorted({i.properties["kappamask:model"]["id"] for i in items}),
@@ -37,7 +30,7 @@ def build_collection(items, encoding: str = "kappamask"):
     )
     collection.extra_fields["item_assets"] = {
         "classification": {"type": COG_MEDIA_TYPE, "roles": ["data"], "title": "Cloud and cloud-shadow classes",
-                           "classification:classes": class_table},
+                           "classification:classes": classes},
         "quicklook": {"type": "image/png", "roles": ["overview"], "title": "True colour and classes"},
     }
     return collection

@@ -56,27 +56,26 @@ def footprint(classes: np.ndarray, grid) -> tuple[dict, list[float]]:
     return geom, [min(xs), min(ys), max(xs), max(ys)]
 
 
+def class_table(encoding: str = "kappamask") -> list[dict]:
+    """classification:classes entries for the five classes, written in ``encoding``."""
+    codes = ENCODINGS[encoding]
+    return [
+        {"value": codes[c.value], "name": c.name, "title": c.title, "description": c.description,
+         "color_hint": c.color, **({"nodata": True} if c.value == MISSING else {})}
+        for c in CLASSES
+    ]
+
+
 def class_objects(classification, encoding: str = "kappamask") -> list[dict]:
-    """classification:classes entries with counts and percentages over valid pixels."""
+    """The class table with each class's count and percentage over valid pixels."""
     counts = classification.class_counts()
     valid = int(counts[1:].sum())
-    codes = ENCODINGS[encoding]
-    out = []
-    for c in CLASSES:
-        entry = {
-            "value": codes[c.value],
-            "name": c.name,
-            "title": c.title,
-            "description": c.description,
-            "color_hint": c.color,
-            "count": int(counts[c.value]),
-        }
-        if c.value == MISSING:
-            entry["nodata"] = True
-        else:
+    entries = class_table(encoding)
+    for c, entry in zip(CLASSES, entries):
+        entry["count"] = int(counts[c.value])
+        if c.value != MISSING:
             entry["percentage"] = round(100.0 * counts[c.value] / valid, 4) if valid else 0.0
-        out.append(entry)
-    return out
+    return entries
 
 
 def _file_info(path: Path) -> dict:

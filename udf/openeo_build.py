@@ -5,12 +5,11 @@ client; the UDF inside them is the content of ``udf/kappamask_udf.py`` as it
 is, so the two cannot drift apart (a test regenerates and compares them).
 """
 
-import hashlib
 import json
 import zipfile
 from pathlib import Path
 
-from kappamask_core.cards import locate_weights, resolve_card
+from kappamask_core.cards import locate_weights, resolve_card, sha256_file
 
 UDF_FILE = Path(__file__).with_name("kappamask_udf.py")
 CHUNK, OVERLAP = 448, 32  # apply_neighborhood: the UDF sees 448 + 2 x 32 = 512 px
@@ -142,5 +141,4 @@ def build_archive(out: Path, models=("ukis-csmask-6b-l1c", "ukis-csmask-6b-l2a")
                 weights_file = locate_weights(card, weights)
                 zf.write(weights_file, f"models/{card.weights.get('file') or weights_file.name}")
                 zf.writestr(f"models/{card.id}.json", json.dumps(card.raw, indent=2))
-    digest = hashlib.sha256(Path(out).read_bytes()).hexdigest()
-    return Path(out), Path(out).stat().st_size, digest
+    return Path(out), Path(out).stat().st_size, sha256_file(out)
