@@ -22,7 +22,7 @@ def safe_name(product_id: str) -> str:
     return re.sub(r"[^0-9A-Za-z._-]+", "_", product_id).strip("_") or "product"
 
 
-def classify_to_files(inputs, outdir, *, model="default", weights=None, level=None, options=None,
+def classify_to_files(inputs, outdir, *, model="auto", weights=None, level=None, options=None,
                       encoding="kappamask", stac=True) -> list[dict]:
     """Classify each input and write ``<id>_kappamask.tif`` / ``.png`` (and STAC) into ``outdir``.
 
@@ -35,16 +35,18 @@ def classify_to_files(inputs, outdir, *, model="default", weights=None, level=No
     results, written = [], []
     for source in inputs:
         product = open_product(source, level=level)
-        card = resolve_card(model, product.level or level)
-        if card.scheme is None and card.id not in runners:  # lookup cards (SCL) need no session
-            runners[card.id] = make_runner(card, weights, options)
-        log.info("classifying %s with %s", product.id, card.id)
-        result = run(product, card, options=options, runner=runners.get(card.id))
+        card = resolve_card(model, product.level or level, product.bands)
+        if card.scheme is None and card.source not in runners:  # lookup cards (SCL) need no session
+            runners[card.source] = make_runner(card, weights, options)
+        runner = runners.get(card.source)
+        card = runner.card if runner is not None else card
+        result = run(product, card, options=options, runner=runner)
         name = safe_name(product.id)
+        model_tags = {"model": card.id, "model_name": card.name, "model_trained": str(card.trained).lower()}
         paths = {
-            "cog": write_cog(outdir / f"{name}_kappamask.tif", result.classes, result.grid, encoding),
+            "cog": write_cog(outdir / f"{name}_kappamask.tif", result.classes, result.grid, encoding, model_tags),
             "quicklook": write_quicklook(outdir / f"{name}_kappamask.png", result.classes, result.preview,
-                                         f"{product.id}  model: {card.id}", card.predicts),
+                                         f"{product.id}  model: {card.name}", card.predicts),
         }
         if options.scores:
             from .writers import write_scores

@@ -23,7 +23,7 @@ def _classify_one(source, outdir, model, weights, level, options, encoding):
                              encoding=encoding, stac=True)[0]
 
 
-def classify_many(inputs, outdir, *, model="default", weights=None, level=None, options: ClassifyOptions | None = None,
+def classify_many(inputs, outdir, *, model="auto", weights=None, level=None, options: ClassifyOptions | None = None,
                   encoding: str = "kappamask", workers: int = 2, scheduler: str = "processes",
                   progress: bool = True) -> list[dict]:
     """Classify ``inputs`` in parallel with Dask; returns the paths written per input, in input order."""

@@ -5,15 +5,14 @@ their order, the product levels, the input units and per-band value scaling
 (MLM ``value_scaling`` vocabulary), the tile size, overlap, padding and working
 resolution, and the output channels with the output class each one maps onto.
 Cards are validated on load against ``card.schema.json`` and then for
-consistency; weights are found, checksummed and checked against the card
-(see :mod:`kappamask_core.infer`).
+consistency. Weights are found, downloaded, converted and checksummed by
+:mod:`kappamask_core.weights`.
 """
 
 from __future__ import annotations
 
 import functools
 import hashlib
-import importlib.util
 import json
 import os
 from dataclasses import dataclass, field
@@ -29,6 +28,8 @@ CARD_DIR = Path(__file__).parent / "cards"
 SCHEMA_PATH = CARD_DIR / "card.schema.json"
 WEIGHTS_DIR_ENV = "KAPPAMASK_WEIGHTS_DIR"
 
+# The default model: KappaMask v2 where its weights can be had, else the bundled offline model.
+AUTO = "auto"
 # Aliases that resolve to a built-in card by product level.
 ALIASES: dict[str, dict[str, str]] = {
     "default": {"L1C": "ukis-csmask-6b-l1c", "L2A": "ukis-csmask-6b-l2a"},
@@ -74,6 +75,7 @@ class ModelCard:
     weights: dict
     source: str  # where the card was read from
     scheme: str | None = None  # lookup cards: the class scheme of their single input band
+    provenance: dict = field(default_factory=dict)  # imported or trained weights: where they came from
     raw: dict = field(repr=False, compare=False, default_factory=dict)
 
     @property
@@ -170,53 +172,90 @@ def card_from_dict(data: dict, source: str = "<dict>") -> ModelCard:
         source=source,
         raw=data,
         scheme=out.get("scheme"),
+        provenance=data.get("provenance", {}),
     )
 
 
 def load_card(path: str | os.PathLike) -> ModelCard:
     path = Path(path)
     try:
-        data = json.loads(path.read_text())
+        st = path.stat()
     except FileNotFoundError:
         raise ModelError(f"model card {path} does not exist") from None
+    except OSError as exc:
+        raise ModelError(f"cannot read model card {path}: {exc}") from None
+    return _load_card(str(path), st.st_size, st.st_mtime_ns)
+
+
+@functools.lru_cache(maxsize=64)
+def _load_card(path: str, size: int, mtime_ns: int) -> ModelCard:
+    """A card file, parsed and validated once per version of the file (the UDF resolves cards on every call)."""
+    try:
+        data = json.loads(Path(path).read_text())
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ModelError(f"cannot read model card {path}: {exc}") from None
     except json.JSONDecodeError as exc:
         raise ModelError(f"model card {path} is not valid JSON: {exc}") from None
-    return card_from_dict(data, source=str(path))
+    if not isinstance(data, dict):
+        raise ModelError(f"model card {path} is not a JSON object")
+    return card_from_dict(data, source=path)
 
 
 def builtin_ids() -> list[str]:
     return sorted(p.stem for p in CARD_DIR.glob("*.json") if p.name != SCHEMA_PATH.name)
 
 
-@functools.lru_cache(maxsize=32)
 def builtin_card(card_id: str) -> ModelCard:
-    """A built-in card, loaded and validated once per process (the UDF resolves cards on every call)."""
-    return _builtin_card(card_id)
-
-
-def _builtin_card(card_id: str) -> ModelCard:
+    """The card shipped with the package (never the user's imported one)."""
     path = CARD_DIR / f"{card_id}.json"
     if not path.is_file() or path == SCHEMA_PATH:
-        choices = ", ".join(sorted(ALIASES) + builtin_ids())
+        choices = ", ".join(sorted(ALIASES) + [AUTO] + builtin_ids())
         raise ModelError(f"unknown model {card_id!r}; choose one of: {choices}, or give a card .json path")
     return load_card(path)
 
 
-def resolve_card(model: str | os.PathLike | ModelCard = "default", level: str | None = None) -> ModelCard:
-    """Find the card for a model id, alias (resolved by level) or card path."""
+def installed_card(card_id: str) -> ModelCard:
+    """The card for a built-in id: the user's imported card in the weights folder if there is one, else the built-in."""
+    builtin = builtin_card(card_id)  # unknown ids fail here, whatever the weights folder holds
+    imported = weights_dir() / f"{card_id}.json"
+    return load_card(imported) if imported.is_file() else builtin
+
+
+def resolve_card(model: str | os.PathLike | ModelCard = AUTO, level: str | None = None, bands=None) -> ModelCard:
+    """Find the card for a model id, alias (resolved by level), card path, or ``auto``.
+
+    ``auto`` is KappaMask v2 for the level when its weights are installed or
+    can be downloaded and ``bands`` (the bands the input has, if known) hold
+    its inputs; otherwise the bundled offline model, with a warning (see
+    :func:`kappamask_core.weights.choose_auto`).
+    """
     if isinstance(model, ModelCard):
         return model
     text = str(model)
     if text.endswith(".json") or os.sep in text:
         return load_card(text)
-    if text in ALIASES:
+    if text in ALIASES or text == AUTO:
         if level is None:
             raise ModelError(f"model {text!r} depends on the product level; give the level (L1C or L2A)")
-        return builtin_card(ALIASES[text][level])
-    return builtin_card(text)
+        level = level.upper()
+        if level not in ("L1C", "L2A"):
+            raise ModelError(f"level must be L1C or L2A, not {level!r}")
+        if text == AUTO:
+            from .weights import choose_auto
+
+            return choose_auto(level, bands)
+        return installed_card(ALIASES[text][level])
+    return installed_card(text)
 
 
-def sha256_file(path: str | os.PathLike, chunk: int = 1 << 20) -> str:
+def sha256_file(path: str | os.PathLike) -> str:
+    """sha256 of a file, computed once per process for each (path, size, modification time)."""
+    st = os.stat(path)
+    return _sha256_cached(os.path.abspath(path), st.st_size, st.st_mtime_ns)
+
+
+@functools.lru_cache(maxsize=64)
+def _sha256_cached(path: str, size: int, mtime_ns: int, chunk: int = 1 << 20) -> str:
     digest = hashlib.sha256()
     with open(path, "rb") as fh:
         while block := fh.read(chunk):
@@ -225,90 +264,18 @@ def sha256_file(path: str | os.PathLike, chunk: int = 1 << 20) -> str:
 
 
 def cache_dir() -> Path:
-    root = os.environ.get("KAPPAMASK_CACHE") or os.path.join(os.path.expanduser("~"), ".cache", "kappamask")
+    """The user cache folder: $KAPPAMASK_CACHE, else $XDG_CACHE_HOME/kappamask, else ~/.cache/kappamask."""
+    root = os.environ.get("KAPPAMASK_CACHE")
+    if not root:
+        xdg = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
+        root = os.path.join(xdg, "kappamask")
     return Path(root)
 
 
-def download(url: str, sha256: str | None = None) -> Path:
-    """Fetch a model file into the cache (atomically) and check its sha256."""
-    import tempfile
-    import urllib.request
+def weights_dir() -> Path:
+    """The user's weights folder: $KAPPAMASK_WEIGHTS_DIR, else ``weights`` in the cache folder.
 
-    target = cache_dir() / Path(url.split("?")[0]).name
-    if target.is_file() and (sha256 is None or sha256_file(target) == sha256):
-        return target
-    target.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=target.parent, prefix=".download-")
-    try:
-        with os.fdopen(fd, "wb") as out, urllib.request.urlopen(url, timeout=60) as response:
-            while block := response.read(1 << 20):
-                out.write(block)
-        if sha256 and sha256_file(tmp) != sha256:
-            raise ModelError(f"model downloaded from {url} does not match the sha256 {sha256}")
-        os.replace(tmp, target)
-    except OSError as exc:
-        raise ModelError(f"cannot download model from {url}: {exc}") from None
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-    return target
-
-
-def _weights_help(card: ModelCard) -> str:
-    hint = card.weights.get("help", "")
-    return (
-        f"model {card.id!r} needs its ONNX weights file ({card.weights.get('file')}), which is not installed. "
-        f"{hint} Pass it with --weights FILE (Python: weights=...), or put it in the folder named by "
-        f"${WEIGHTS_DIR_ENV}."
-    ).strip()
-
-
-def locate_weights(card: ModelCard, weights: str | os.PathLike | None = None, verify: bool = True) -> Path:
-    """Return the path of the card's ONNX file, checked against its sha256.
-
-    Where to look, in order: the explicit ``weights`` argument (a path or an
-    http(s) URL), the installed Python package that ships the file, the card's
-    ``path`` relative to the card, ``$KAPPAMASK_WEIGHTS_DIR/<file>``, and the
-    card's ``url`` (downloaded once into the cache).
+    Imported and downloaded models go here (ONNX file and card); a card here
+    named like a built-in one (``kappamask-v2-l1c.json``) takes its place.
     """
-    spec = card.weights
-    if weights is not None:
-        path = download(str(weights), spec.get("sha256")) if str(weights).startswith(("http://", "https://")) \
-            else Path(weights)
-        if not path.is_file():
-            raise ModelError(f"weights file {weights} does not exist")
-        return _verified(path, card, verify)
-    candidates: list[Path] = []
-    if spec.get("package"):
-        found = importlib.util.find_spec(spec["package"])
-        if found is not None and found.submodule_search_locations:
-            candidates.append(Path(list(found.submodule_search_locations)[0]) / spec["file"])
-    if spec.get("path"):
-        base = Path(card.source).parent if not card.source.startswith("<") else Path.cwd()
-        candidates.append(base / spec["path"])
-    if os.environ.get(WEIGHTS_DIR_ENV) and spec.get("file"):
-        candidates.append(Path(os.environ[WEIGHTS_DIR_ENV]) / spec["file"])
-    for path in candidates:
-        if path.is_file():
-            return _verified(path, card, verify)
-    if spec.get("url"):
-        return _verified(download(spec["url"], spec.get("sha256")), card, verify)
-    if spec.get("package"):
-        raise ModelError(
-            f"model {card.id!r} is shipped by the Python package {spec['package']!r}, which is not installed; "
-            f"run: pip install {spec['package'].replace('_', '-')} (or set ${WEIGHTS_DIR_ENV} to a folder "
-            f"holding {spec['file']})"
-        )
-    raise ModelError(_weights_help(card))
-
-
-def _verified(path: Path, card: ModelCard, verify: bool) -> Path:
-    expected = card.weights.get("sha256")
-    if verify and expected:
-        actual = sha256_file(path)
-        if actual != expected:
-            raise ModelError(
-                f"weights file {path} does not match the sha256 in model card {card.id!r} "
-                f"(expected {expected}, got {actual})"
-            )
-    return path
+    return Path(os.environ.get(WEIGHTS_DIR_ENV) or cache_dir() / "weights")

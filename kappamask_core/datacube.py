@@ -35,7 +35,7 @@ def _model_level(model: str) -> str | None:
     return card.levels[0] if len(card.levels) == 1 else None
 
 
-def classify_datacube(cube, *, model: str = "default", level: str | None = None, units: str = "dn",
+def classify_datacube(cube, *, model: str = "auto", level: str | None = None, units: str = "dn",
                       offset: float = 0.0, output: str = "classes", encoding: str = "kappamask",
                       weights: str | None = None, options: ClassifyOptions | None = None):
     """(t?, bands, y, x) cube -> (t?, bands, y, x) cube whose bands are ``kappamask`` or one score per class."""
@@ -55,9 +55,9 @@ def classify_datacube(cube, *, model: str = "default", level: str | None = None,
     steps = [cube.isel({time_dim: i}) for i in range(cube.sizes[time_dim])] if time_dim else [cube]
     # bands and level first: a user who loaded the wrong bands should hear that before anything about weights
     products = [from_dataarray(step, level=level, units=units) for step in steps]
-    card = resolve_card(str(model), level)
+    card = resolve_card(str(model), level, products[0].bands)
     check_compatible(products[0], card)
-    runner = None if card.scheme else cached_runner(str(model), level, weights, options.device, options.threads,
+    runner = None if card.scheme else cached_runner(card.source, weights, options.device, options.threads,
                                                      options.batch_size, options.fp16)  # lookup cards need no session
     results = []
     for step, product in zip(steps, products):

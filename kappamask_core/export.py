@@ -1,24 +1,22 @@
-"""Export a KappaMask network (PyTorch, optional extra ``train``) to ONNX with its model card.
+"""Export a KappaMask network trained in PyTorch (optional extra ``train``) to ONNX with its model card.
 
-The card starts from the built-in card of the same version and level (bands,
-the official min-max scaling, six outputs, 512 px tiles, 32 px overlap) and
-points at the exported file by relative path and sha256. Without weights the
-network is random-initialised and the card says so in its id, name and
-description, and sets ``trained`` to false: such a file is for timing and
-tests only.
+The PyTorch weights are read by role (:func:`kappamask_core.networks.to_roles`)
+and written by the same ONNX graph builder that imports the official Keras
+files, so every KappaMask ONNX model of this package has one graph
+definition. The card starts from the built-in card of the same version and
+level (bands, the official min-max scaling, six outputs, 512 px tiles, 32 px
+overlap). Without weights the network is random-initialised, and the card
+says so in its id, name and description and sets ``trained`` to false: such
+a file is for timing and tests only.
 """
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
-from .cards import builtin_card, card_from_dict, sha256_file
+from .cards import builtin_card, sha256_file
 from .errors import ModelError
-
-ARCH_ALIASES = {"v2": "deeplabv3plus", "kappamask-v2": "deeplabv3plus", "deeplabv3plus": "deeplabv3plus",
-                "v1": "unet", "kappamask-v1": "unet", "unet": "unet"}
-OPSET = 17
+from .keras_weights import ARCH_ALIASES
 
 
 def export(arch: str, level: str, output, weights=None, seed: int = 0) -> tuple[Path, Path]:
@@ -28,14 +26,12 @@ def export(arch: str, level: str, output, weights=None, seed: int = 0) -> tuple[
     except ImportError:
         raise ModelError("exporting networks needs PyTorch: pip install 'kappamask[train]'") from None
     from . import networks
-    from .writers import atomic_path
+    from .weights import write_network
 
     if arch not in ARCH_ALIASES:
         raise ModelError(f"unknown architecture {arch!r}; choose one of {', '.join(ARCH_ALIASES)}")
     arch = ARCH_ALIASES[arch]
-    level = level.upper()
-    version = networks.VERSION_OF[arch]
-    base = builtin_card(f"kappamask-{version}-{level.lower()}")
+    base = builtin_card(f"{arch}-{level.lower()}")
     torch.manual_seed(seed)
     model = networks.build(arch, len(base.bands)).eval()
     if weights is not None:
@@ -45,28 +41,15 @@ def export(arch: str, level: str, output, weights=None, seed: int = 0) -> tuple[
         except Exception as exc:
             raise ModelError(f"cannot load PyTorch weights {weights} into {arch}: {exc}") from None
     output = Path(output)
-    tile = base.tile_size
-    with atomic_path(output) as tmp:
-        torch.onnx.export(model, (torch.zeros(1, len(base.bands), tile, tile),), tmp, dynamo=False,
-                          opset_version=OPSET, input_names=["input"], output_names=["probabilities"],
-                          dynamic_axes={"input": {0: "batch"}, "probabilities": {0: "batch"}})
-    card = json.loads(json.dumps(base.raw))
     trained = weights is not None
-    card["id"] = f"{base.id}-export" if trained else f"{base.id}-random"
-    card["trained"] = trained
-    card["architecture"] = f"{base.architecture}; PyTorch definition in kappamask_core.networks, ONNX opset {OPSET}"
-    card["framework"] = "ONNX"
-    card["input"]["layout"] = "NCHW"
-    card["weights"] = {"file": output.name, "path": output.name, "sha256": sha256_file(output)}
     if trained:
-        card["name"] = f"{base.name} (exported from {Path(weights).name})"
+        card_id, name, note = f"{base.id}-export", f"{base.name} (exported from {Path(weights).name})", ""
+        provenance = {"weights_source": {"format": "pytorch-state-dict", "file": Path(weights).name,
+                                         "sha256": sha256_file(weights)}}
     else:
-        card["name"] = f"{base.name} - RANDOM WEIGHTS, NOT A TRAINED MODEL"
-        card["description"] = ("RANDOM-INITIALISED WEIGHTS: this network has the KappaMask architecture but was never "
-                               "trained. Its outputs are meaningless; use it for timing and tests only. "
-                               + card["description"])
-    card_from_dict(card, source=str(output))  # the card must validate like any other
-    card_path = output.with_suffix(".json")
-    with atomic_path(card_path) as tmp:
-        Path(tmp).write_text(json.dumps(card, indent=2) + "\n")
-    return output, card_path
+        card_id, name = f"{base.id}-random", f"{base.name} - RANDOM WEIGHTS, NOT A TRAINED MODEL"
+        note = ("RANDOM-INITIALISED WEIGHTS: this network has the KappaMask architecture but was never trained. "
+                "Its outputs are meaningless; use it for timing and tests only. ")
+        provenance = {"weights_source": {"format": "random", "seed": seed}}
+    return write_network(arch, base, networks.to_roles(model), output, output.with_suffix(".json"), card_id=card_id,
+                         name=name, note=note, trained=trained, provenance=provenance)

@@ -148,11 +148,19 @@ def _float16_model(path) -> bytes:
     return model.SerializeToString()
 
 
-@functools.lru_cache(maxsize=8)
-def cached_runner(model: str, level: str | None, weights: str | None, device: str = "auto",
-                  threads: int | None = None, batch_size: int | None = None, fp16: bool = False) -> OnnxRunner:
-    """One session per model and settings per process (openEO workers call the UDF many times)."""
-    from .cards import locate_weights, resolve_card
+def open_runner(card: ModelCard, weights=None, device: str = "auto", threads: int | None = None,
+                batch_size: int | None = None, fp16: bool = False) -> OnnxRunner:
+    """A session for ``card``: its weights are located (downloaded and converted where the card says how) first."""
+    from .weights import locate_model
 
-    card = resolve_card(model, level)
-    return OnnxRunner(locate_weights(card, weights), card, device, threads, batch_size, fp16)
+    card, path = locate_model(card, weights)
+    return OnnxRunner(path, card, device, threads, batch_size, fp16)
+
+
+@functools.lru_cache(maxsize=8)
+def cached_runner(card_path: str, weights: str | None, device: str = "auto", threads: int | None = None,
+                  batch_size: int | None = None, fp16: bool = False) -> OnnxRunner:
+    """One session per card file and settings per process (openEO workers call the UDF many times)."""
+    from .cards import load_card
+
+    return open_runner(load_card(card_path), weights, device, threads, batch_size, fp16)

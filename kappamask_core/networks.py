@@ -188,15 +188,94 @@ class UNet(nn.Module):
         return torch.sigmoid(self.head(self.to_two(x)))
 
 
-ARCHITECTURES = {"deeplabv3plus": DeepLabV3PlusXception, "unet": UNet}
-VERSION_OF = {"deeplabv3plus": "v2", "unet": "v1"}
-PUBLISHED_PARAMETERS = {"deeplabv3plus": "about 22 M", "unet": "about 40 M"}
+ARCHITECTURES = {"kappamask-v2": DeepLabV3PlusXception, "kappamask-v1": UNet}
 
 
 def build(arch: str, in_channels: int) -> nn.Module:
-    if arch not in ARCHITECTURES:
-        raise ValueError(f"unknown architecture {arch!r}; choose one of {', '.join(ARCHITECTURES)}")
-    return ARCHITECTURES[arch](in_channels)
+    from .keras_weights import ARCH_ALIASES
+
+    if arch not in ARCH_ALIASES:
+        raise ValueError(f"unknown architecture {arch!r}; choose one of {', '.join(ARCH_ALIASES)}")
+    return ARCHITECTURES[ARCH_ALIASES[arch]](in_channels)
+
+
+# ----------------------------------------------------------------------------- weights by role
+
+def _bn(prefix: str) -> list[str]:
+    return [f"{prefix}.weight", f"{prefix}.bias", f"{prefix}.running_mean", f"{prefix}.running_var"]
+
+
+def _v2_parameters() -> dict[str, list[str]]:
+    names: dict[str, list[str]] = {}
+
+    def conv_bn(role, module):  # Sequential(pad, conv, batch norm[, relu])
+        names[f"{role}.conv"] = [f"{module}.1.weight"]
+        names[f"{role}.bn"] = _bn(f"{module}.2")
+
+    def sep_bn(role, module):  # Sequential(pad, depthwise, pointwise, batch norm)
+        names[f"{role}.sep"] = [f"{module}.1.weight", f"{module}.2.weight"]
+        names[f"{role}.bn"] = _bn(f"{module}.3")
+
+    conv_bn("stem1", "stem1")
+    conv_bn("stem2", "stem2")
+    for i in range(3):
+        sep_bn(f"entry{i}.sep1", f"entry.{i}.sep1")
+        sep_bn(f"entry{i}.sep2", f"entry.{i}.sep2")
+        conv_bn(f"entry{i}.residual", f"entry.{i}.residual")
+    for b in range(8):
+        for j in range(3):
+            sep_bn(f"middle{b}.sep{j}", f"middle.{b}.seps.{j}")
+    sep_bn("exit1", "exit1")
+    sep_bn("exit2", "exit2")
+    conv_bn("aspp.pool", "aspp_pool")
+    names["aspp.pool.conv"].append("aspp_pool.1.bias")
+    for i, rate in enumerate((1, 6, 12, 18)):
+        conv_bn(f"aspp.rate{rate}", f"aspp.{i}")
+    conv_bn("aspp.project", "aspp_project")
+    conv_bn("skip", "skip")
+    conv_bn("decoder1", "decoder.0")
+    conv_bn("decoder2", "decoder.1")
+    names["head"] = ["head.weight", "head.bias"]
+    return names
+
+
+def _v1_parameters() -> dict[str, list[str]]:
+    names: dict[str, list[str]] = {}
+    for level in range(5):  # Sequential(conv, relu, conv, relu)
+        names[f"down{level}.conv1"] = [f"down.{level}.0.weight", f"down.{level}.0.bias"]
+        names[f"down{level}.conv2"] = [f"down.{level}.2.weight", f"down.{level}.2.bias"]
+    for i, level in enumerate(reversed(range(4))):
+        names[f"up{level}.conv"] = [f"up.{i}.conv.weight", f"up.{i}.conv.bias"]
+        names[f"up{level}.conv1"] = [f"merge.{i}.0.weight", f"merge.{i}.0.bias"]
+        names[f"up{level}.conv2"] = [f"merge.{i}.2.weight", f"merge.{i}.2.bias"]
+    names["to_two"] = ["to_two.0.weight", "to_two.0.bias"]
+    names["head"] = ["head.weight", "head.bias"]
+    return names
+
+
+PARAMETERS_BY_ROLE = {"kappamask-v2": _v2_parameters, "kappamask-v1": _v1_parameters}
+
+
+def arch_of(model: nn.Module) -> str:
+    return next(name for name, cls in ARCHITECTURES.items() if isinstance(model, cls))
+
+
+def load_roles(model: nn.Module, roles: dict) -> nn.Module:
+    """Fill ``model`` with weights by role (:func:`kappamask_core.keras_weights.to_roles`)."""
+    state = model.state_dict()
+    for role, names in PARAMETERS_BY_ROLE[arch_of(model)]().items():
+        for name, array in zip(names, roles[role], strict=True):
+            if tuple(state[name].shape) != array.shape:
+                raise ValueError(f"{role}: {name} has shape {tuple(state[name].shape)}, the weights {array.shape}")
+            state[name].copy_(torch.from_numpy(array))
+    return model
+
+
+def to_roles(model: nn.Module) -> dict:
+    """The model's weights by role, as numpy float32 arrays (the input of the ONNX graph builder)."""
+    state = model.state_dict()
+    return {role: tuple(state[n].detach().cpu().numpy().astype("float32") for n in names)
+            for role, names in PARAMETERS_BY_ROLE[arch_of(model)]().items()}
 
 
 def parameter_count(model: nn.Module) -> int:

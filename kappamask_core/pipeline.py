@@ -20,12 +20,12 @@ from dataclasses import dataclass, field, replace
 import numpy as np
 
 from . import resample, scale
-from .cards import ModelCard, locate_weights, resolve_card
+from .cards import ModelCard, resolve_card
 from .classes import CLASSES, MISSING
 from .errors import InputError
 from .gdal import cache_env
 from .grid import Grid, TileLayout
-from .infer import OnnxRunner
+from .infer import OnnxRunner, open_runner
 from .readers import Product, open_product
 from .stitch import RowStitcher
 
@@ -132,9 +132,12 @@ def check_compatible(product: Product, card: ModelCard) -> None:
 
 
 def make_runner(card: ModelCard, weights, options: ClassifyOptions) -> OnnxRunner:
-    """An ONNX Runtime session for ``card`` with the options' device, threads, batch size and precision."""
-    return OnnxRunner(locate_weights(card, weights), card, options.device, options.threads, options.batch_size,
-                      options.fp16)
+    """An ONNX Runtime session for ``card`` with the options' device, threads, batch size and precision.
+
+    The runner's card is the one to record: for a KappaMask card whose weights were
+    just downloaded, it is the converted model's card.
+    """
+    return open_runner(card, weights, options.device, options.threads, options.batch_size, options.fp16)
 
 
 def read_bands(product: Product, names, workers: int = 2) -> dict[str, np.ndarray]:
@@ -229,7 +232,7 @@ class _StripMaker:
 
 def run(
     source,
-    model="default",
+    model="auto",
     *,
     level: str | None = None,
     units: str = "dn",
@@ -242,12 +245,14 @@ def run(
     timings: dict[str, float] = {}
     started = time.perf_counter()
     product = open_product(source, level=level, units=units)
-    card = runner.card if runner is not None else resolve_card(model, product.level or level)
+    card = runner.card if runner is not None else resolve_card(model, product.level or level, product.bands)
     check_compatible(product, card)
     if card.scheme is not None:
         return _run_lookup(product, card, options, started)
     if runner is None:
         runner = make_runner(card, weights, options)
+    card = runner.card
+    log.info("%s: model %s (%s)", product.id, card.id, card.name)
 
     grid = product.grid
     factor = max(1, round(card.resolution / grid.resolution))
@@ -380,13 +385,15 @@ def _preview(product: Product) -> np.ndarray | None:
     return np.dstack(channels)
 
 
-def classify(source, model="default", *, level=None, units="dn", weights=None, options=None, **overrides):
+def classify(source, model="auto", *, level=None, units="dn", weights=None, options=None, **overrides):
     """Classify a Sentinel-2 product into the five KappaMask classes.
 
     source: SAFE folder or .zip, folder of band files, STAC item (path or
         pystac.Item) or xarray.DataArray with a 'bands' dimension.
-    model: 'default', a built-in id (``kappamask models list``), an alias
-        such as 'kappamask-v2', or a model card .json path.
+    model: 'auto' (KappaMask v2 where its weights are installed or can be
+        downloaded, else the bundled offline model, with a warning),
+        'default' (the bundled offline model), a built-in id (``kappamask
+        models list``), an alias such as 'kappamask-v2', or a card .json path.
     level: 'L1C' or 'L2A' where the input does not say.
     units: 'dn' or 'reflectance' (xarray input).
     weights: ONNX file (path or URL) for cards that do not bundle one.

@@ -20,10 +20,7 @@ from .gdal import cache_env
 from .grid import Grid
 
 
-@contextlib.contextmanager
-def atomic_path(final: str | os.PathLike):
-    """Yield a temporary path beside ``final``; rename it into place on success."""
-    final = Path(final)
+def _temp_beside(final: Path) -> str:
     try:
         final.parent.mkdir(parents=True, exist_ok=True)
         fd, tmp = tempfile.mkstemp(dir=final.parent, prefix=f".{final.name}.", suffix=".part")
@@ -33,12 +30,42 @@ def atomic_path(final: str | os.PathLike):
         os.chmod(tmp, 0o666 & ~umask)  # mkstemp creates 0600; outputs are ordinary files
     except OSError as exc:
         raise OutputError(f"cannot write to {final.parent}: {exc}") from None
+    return tmp
+
+
+@contextlib.contextmanager
+def atomic_files(*finals: str | os.PathLike):
+    """Yield a temporary path beside each final path; when the block succeeds, rename them all into place.
+
+    If the block fails, or a rename fails, none of the files is left under its
+    final name, and no temporary file is left either.
+    """
+    finals = [Path(f) for f in finals]
+    temps: list[str] = []
     try:
-        yield tmp
-        os.replace(tmp, final)
+        for final in finals:
+            temps.append(_temp_beside(final))
+        yield temps
+        renamed = []
+        try:
+            for tmp, final in zip(temps, finals):
+                os.replace(tmp, final)
+                renamed.append(final)
+        except OSError as exc:
+            for final in renamed:
+                final.unlink(missing_ok=True)
+            raise OutputError(f"cannot move {final.name} into place in {final.parent}: {exc}") from None
     finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
+        for tmp in temps:
+            if os.path.exists(tmp):
+                os.unlink(tmp)
+
+
+@contextlib.contextmanager
+def atomic_path(final: str | os.PathLike):
+    """Yield a temporary path beside ``final``; rename it into place on success."""
+    with atomic_files(final) as (tmp,):
+        yield tmp
 
 
 def _write_cog(path, data: np.ndarray, grid: Grid, *, nodata=None, colormap=None, resampling="nearest",
@@ -71,8 +98,8 @@ def _write_cog(path, data: np.ndarray, grid: Grid, *, nodata=None, colormap=None
     return Path(path)
 
 
-def write_cog(path, classes: np.ndarray, grid: Grid, encoding: str = "kappamask") -> Path:
-    """Write a uint8 class map as a COG with the class palette and mode overviews."""
+def write_cog(path, classes: np.ndarray, grid: Grid, encoding: str = "kappamask", tags: dict | None = None) -> Path:
+    """Write a uint8 class map as a COG with the class palette and mode overviews (``tags``: e.g. the model)."""
     if encoding not in ENCODINGS:
         raise OutputError(f"unknown encoding {encoding!r}; choose one of {sorted(ENCODINGS)}")
     # The paper's encoding marks missing (0) as nodata; km_predict files carry no nodata tag.
@@ -80,7 +107,7 @@ def write_cog(path, classes: np.ndarray, grid: Grid, encoding: str = "kappamask"
     codes = ENCODINGS[encoding]
     return _write_cog(
         path, encode(classes, encoding)[None], grid, nodata=nodata, colormap=palette(encoding), resampling="mode",
-        tags={"encoding": encoding, **{f"class_{codes[c.value]}": c.name for c in CLASSES}},
+        tags={"encoding": encoding, **{f"class_{codes[c.value]}": c.name for c in CLASSES}, **(tags or {})},
     )
 
 

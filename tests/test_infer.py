@@ -56,7 +56,8 @@ def test_weights_from_a_url_are_downloaded_cached_and_checksummed(identity, tmp_
     from functools import partial
     from http.server import SimpleHTTPRequestHandler, ThreadingHTTPServer
 
-    from kappamask_core.cards import card_from_dict, locate_weights, sha256_file
+    from kappamask_core.cards import card_from_dict, sha256_file
+    from kappamask_core.weights import OFFLINE_ENV, locate_weights
 
     path, card = identity
 
@@ -69,6 +70,7 @@ def test_weights_from_a_url_are_downloaded_cached_and_checksummed(identity, tmp_
     thread.start()
     try:
         monkeypatch.setenv("KAPPAMASK_CACHE", str(tmp_path / "cache"))
+        monkeypatch.delenv(OFFLINE_ENV)
         url = f"http://127.0.0.1:{server.server_address[1]}/identity.onnx"
         raw = json.loads(json.dumps(card.raw))
         raw["weights"] = {"file": "identity.onnx", "url": url, "sha256": sha256_file(path)}

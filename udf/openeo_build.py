@@ -9,7 +9,8 @@ import json
 import zipfile
 from pathlib import Path
 
-from kappamask_core.cards import locate_weights, resolve_card, sha256_file
+from kappamask_core.cards import ALIASES, resolve_card, sha256_file
+from kappamask_core.weights import locate_model
 
 UDF_FILE = Path(__file__).with_name("kappamask_udf.py")
 CHUNK, OVERLAP = 448, 32  # apply_neighborhood: the UDF sees 448 + 2 x 32 = 512 px
@@ -123,6 +124,8 @@ def write_templates(outdir: Path, model: str = "default", archive_url: str = ARC
 def build_archive(out: Path, models=("ukis-csmask-6b-l1c", "ukis-csmask-6b-l2a"), weights=None) -> tuple[Path, int, str]:
     """Zip kappamask_core (code and cards, no demo data) and the model files into ``out``.
 
+    ``models`` are card ids, card paths or aliases (``kappamask-v2`` adds the L1C
+    and the L2A network).
     The archive holds no numpy, xarray or other packages the backends already
     provide; onnxruntime must be present on the backend (see the README).
     """
@@ -137,8 +140,9 @@ def build_archive(out: Path, models=("ukis-csmask-6b-l1c", "ukis-csmask-6b-l2a")
                 if path.is_file() and "__pycache__" not in rel.parts and "demo_data" not in rel.parts:
                     zf.write(path, rel.as_posix())
             for model in models:
-                card = resolve_card(model)
-                weights_file = locate_weights(card, weights)
-                zf.write(weights_file, f"models/{card.weights.get('file') or weights_file.name}")
-                zf.writestr(f"models/{card.id}.json", json.dumps(card.raw, indent=2))
+                for card_id in ALIASES[model].values() if model in ALIASES else [model]:
+                    # KappaMask cards without local weights are downloaded and converted here
+                    card, weights_file = locate_model(resolve_card(card_id), weights)
+                    zf.write(weights_file, f"models/{card.weights.get('file') or weights_file.name}")
+                    zf.writestr(f"models/{card.id}.json", json.dumps(card.raw, indent=2))
     return Path(out), Path(out).stat().st_size, sha256_file(out)

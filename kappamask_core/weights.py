@@ -1,0 +1,376 @@
+"""Model weights: where they are, how KappaMask's official weights get there, and which model ``auto`` runs.
+
+* **Finding** (:func:`locate_model`): an explicit file or URL, the Python
+  package that ships the file, a path relative to the card, the user's weights
+  folder (:func:`kappamask_core.cards.weights_dir`), the card's URL; every file
+  is checked against the card's sha256.
+* **Importing** (:func:`import_keras`): an official Keras HDF5 file becomes an
+  ONNX model plus its card, with numpy, h5py and onnx only
+  (:mod:`~kappamask_core.keras_weights`, :mod:`~kappamask_core.onnx_graphs`).
+* **Downloading** (:func:`fetch_official`): a KappaMask card names the official
+  file; without local weights it is downloaded (to a temporary name, with a
+  progress bar), converted, and cached in the weights folder. The downloaded
+  file's sha256 is recorded on first use and every later download of the same
+  file must match it (or the card's pinned sha256). ``KAPPAMASK_OFFLINE=1``
+  forbids any network access; ``KAPPAMASK_WEIGHTS_MIRROR`` names a mirror.
+* **auto** (:func:`choose_auto`): KappaMask v2 where its weights can be had,
+  otherwise the bundled offline model, said in one warning line.
+"""
+
+from __future__ import annotations
+
+import copy
+import hashlib
+import http.client
+import json
+import logging
+import os
+import sys
+import tempfile
+import urllib.request
+from datetime import datetime, timezone
+from pathlib import Path
+
+from .cards import (ALIASES, ModelCard, builtin_card, cache_dir, card_from_dict, installed_card, load_card,
+                    sha256_file, weights_dir)
+from .errors import ModelError
+
+log = logging.getLogger(__name__)
+
+OFFLINE_ENV = "KAPPAMASK_OFFLINE"
+MIRROR_ENV = "KAPPAMASK_WEIGHTS_MIRROR"
+TRUST_FILE = "downloads.json"  # sha256 of each official file on first use
+TIMEOUT_S = 10  # per network operation: an unreachable source fails within seconds
+AUTO_FIRST_CHOICE = "kappamask-v2"
+FALLBACK = "default"
+
+
+def offline() -> bool:
+    return os.environ.get(OFFLINE_ENV, "").strip().lower() not in ("", "0", "false", "no")
+
+
+# ----------------------------------------------------------------------------- finding
+
+def locate_model(card: ModelCard, weights=None, fetch: bool = True) -> tuple[ModelCard, Path]:
+    """The card and its ONNX file, checked against the card's sha256.
+
+    Where to look, in order: ``weights`` (a path or an http(s) URL), the
+    installed Python package that ships the file, the card's ``path``
+    relative to the card, the user's weights folder, the card's ``url``
+    (downloaded once into the cache), and, for KappaMask cards, the official
+    Keras file (downloaded and converted when ``fetch``; the card returned is
+    then the converted model's).
+    """
+    spec = card.weights
+    if weights is not None:
+        text = str(weights)
+        path = download(text, spec.get("sha256")) if text.startswith(("http://", "https://")) else Path(weights)
+        if not path.is_file():
+            raise ModelError(f"weights file {weights} does not exist")
+        return card, _verified(path, card)
+    for path in _candidates(card):
+        if path.is_file():
+            return card, _verified(path, card)
+    if spec.get("url"):
+        return card, _verified(download(spec["url"], spec.get("sha256")), card)
+    if spec.get("source") and fetch:
+        imported = fetch_official(card)
+        return imported, _verified(next(p for p in _candidates(imported) if p.is_file()), imported)
+    if spec.get("package"):
+        raise ModelError(
+            f"model {card.id!r} is shipped by the Python package {spec['package']!r}, which is not installed; "
+            f"run: pip install {spec['package'].replace('_', '-')} (or put {spec['file']} into {weights_dir()})"
+        )
+    raise ModelError(
+        f"model {card.id!r} needs its ONNX weights file ({spec.get('file')}), which is not installed. "
+        f"{spec.get('help', '')} Pass it with --weights FILE (Python: weights=...), or put it into {weights_dir()} "
+        f"(set by $KAPPAMASK_WEIGHTS_DIR)."
+    )
+
+
+def locate_weights(card: ModelCard, weights=None) -> Path:
+    return locate_model(card, weights)[1]
+
+
+def _candidates(card: ModelCard) -> list[Path]:
+    import importlib.util
+
+    spec, found = card.weights, []
+    if spec.get("package"):
+        package = importlib.util.find_spec(spec["package"])
+        if package is not None and package.submodule_search_locations:
+            found.append(Path(list(package.submodule_search_locations)[0]) / spec["file"])
+    if spec.get("path"):
+        base = Path(card.source).parent if not card.source.startswith("<") else Path.cwd()
+        found.append(base / spec["path"])
+    if spec.get("file"):
+        found.append(weights_dir() / spec["file"])
+    return found
+
+
+def _verified(path: Path, card: ModelCard) -> Path:
+    expected = card.weights.get("sha256")
+    if expected:
+        actual = sha256_file(path)
+        if actual != expected:
+            raise ModelError(
+                f"weights file {path} does not match the sha256 in model card {card.id!r} "
+                f"(expected {expected}, got {actual})"
+            )
+    return path
+
+
+def weights_status(card: ModelCard) -> str:
+    """'ready', 'downloadable' (fetched on first use) or 'missing', without any network access."""
+    if card.scheme is not None:
+        return "ready"  # lookup models read a band the product carries
+    if any(p.is_file() for p in _candidates(card)):
+        return "ready"
+    if (card.weights.get("source") or card.weights.get("url")) and not offline():
+        return "downloadable"
+    return "missing"
+
+
+# ----------------------------------------------------------------------------- downloading
+
+def download(url: str, sha256: str | None = None) -> Path:
+    """Fetch a model file into the cache (atomically) and check its sha256."""
+    target = cache_dir() / Path(url.split("?")[0]).name
+    if target.is_file() and (sha256 is None or sha256_file(target) == sha256):
+        return target
+    tmp, digest = _fetch(url, target.parent, f"model file {target.name}",
+                         "Download that file elsewhere and pass it with --weights.")
+    try:
+        if sha256 and digest != sha256:
+            raise ModelError(f"model downloaded from {url} does not match the sha256 {sha256} (got {digest})")
+        os.replace(tmp, target)
+    finally:
+        tmp.unlink(missing_ok=True)
+    return target
+
+
+def _fetch(url: str, folder: Path, what: str, offline_hint: str) -> tuple[Path, str]:
+    """Download ``url`` into a temporary file in ``folder``; return it and its sha256. Nothing is left on failure."""
+    if offline():
+        raise ModelError(f"{what} is not installed and network access is off ({OFFLINE_ENV}=1); it comes from {url}. "
+                         f"{offline_hint}")
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        fd, name = tempfile.mkstemp(dir=folder, prefix=".download-", suffix=".part")
+    except OSError as exc:
+        raise ModelError(f"cannot write to the weights folder {folder}: {exc}") from None
+    tmp, digest, done = Path(name), hashlib.sha256(), 0
+    try:
+        with os.fdopen(fd, "wb") as out, urllib.request.urlopen(url, timeout=TIMEOUT_S) as response:
+            total = int(response.headers.get("Content-Length") or 0) or None
+            log.info("downloading %s from %s%s", what, url, f" ({total / 1e6:.1f} MB)" if total else "")
+            bar = _progress(total, what)
+            while block := response.read(1 << 20):
+                out.write(block)
+                digest.update(block)
+                done += len(block)
+                if bar is not None:
+                    bar.update(len(block))
+            if bar is not None:
+                bar.close()
+        if total is not None and done != total:
+            raise ModelError(f"the download of {what} from {url} stopped after {done} of {total} bytes; nothing "
+                             f"was kept, try again. {offline_hint}")
+    except (OSError, http.client.HTTPException, ValueError) as exc:
+        tmp.unlink(missing_ok=True)
+        reason = getattr(exc, "reason", None) or exc
+        raise ModelError(f"cannot download {what} from {url} ({reason}). {offline_hint}") from None
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+    return tmp, digest.hexdigest()
+
+
+def _progress(total, what):
+    if not sys.stderr.isatty():
+        return None
+    from tqdm import tqdm
+
+    return tqdm(total=total, unit="B", unit_scale=True, desc=what[:40], leave=False)
+
+
+def official_url(card: ModelCard) -> str:
+    """The card's official source URL, or the same file name under ``$KAPPAMASK_WEIGHTS_MIRROR``."""
+    url = card.weights["source"]["url"]
+    mirror = os.environ.get(MIRROR_ENV, "").strip()
+    return f"{mirror.rstrip('/')}/{url.rsplit('/', 1)[-1]}" if mirror else url
+
+
+def fetch_official(card: ModelCard) -> ModelCard:
+    """Download the card's official Keras file, convert it, cache the ONNX model and card; return that card."""
+    source = card.weights["source"]
+    url = official_url(card)
+    file = url.rsplit("/", 1)[-1]
+    folder = weights_dir()
+    hint = (f"On a machine with network access, download that file, then run 'kappamask models import {file}' here "
+            f"(or set ${MIRROR_ENV} to a mirror that serves it).")
+    tmp, digest = _fetch(url, folder, f"the {card.name} weights file {file}", hint)
+    try:
+        _check_trust(file, url, digest, source.get("sha256"))
+        _, card_path = import_keras(tmp, arch=source["network"], level=card.levels[0], outdir=folder,
+                                    source={"file": file, "url": url, "sha256": digest})
+    finally:
+        tmp.unlink(missing_ok=True)
+    _record_trust(file, url, digest)
+    log.info("%s: converted from %s (sha256 %s) and cached in %s", card.id, file, digest, folder)
+    return load_card(card_path)
+
+
+def _trust_path() -> Path:
+    return weights_dir() / TRUST_FILE
+
+
+def _trusted() -> dict:
+    try:
+        return json.loads(_trust_path().read_text())
+    except FileNotFoundError:
+        return {}
+    except (OSError, ValueError) as exc:
+        raise ModelError(f"the download record {_trust_path()} cannot be read ({exc}); repair or delete it") from None
+
+
+def _check_trust(file: str, url: str, digest: str, pinned: str | None) -> None:
+    if pinned and digest != pinned:
+        raise ModelError(f"{file} downloaded from {url} has sha256 {digest}, but the model card pins {pinned}; "
+                         "the file was not used")
+    seen = _trusted().get(file)
+    if seen and seen["sha256"] != digest:
+        raise ModelError(
+            f"{file} downloaded from {url} has sha256 {digest}, but when it was first used ({seen['first_used']}, "
+            f"from {seen['url']}) it had {seen['sha256']}: the file changed at the source or on the way, and was not "
+            f"used. If the change is expected, remove its entry from {_trust_path()}."
+        )
+
+
+def _record_trust(file: str, url: str, digest: str) -> None:
+    from .writers import atomic_path
+
+    record = _trusted()
+    if file in record:
+        return
+    record[file] = {"sha256": digest, "url": url, "first_used": datetime.now(timezone.utc).isoformat(timespec="seconds")}
+    with atomic_path(_trust_path()) as tmp:
+        Path(tmp).write_text(json.dumps(record, indent=2) + "\n")
+
+
+# ----------------------------------------------------------------------------- importing
+
+def _detect_level(arch: str, channels: int, level: str | None, path) -> str:
+    fits = [lvl for lvl in ("L1C", "L2A") if len(builtin_card(f"{arch}-{lvl.lower()}").bands) == channels]
+    if not fits:
+        sizes = {lvl: len(builtin_card(f"{arch}-{lvl.lower()}").bands) for lvl in ("L1C", "L2A")}
+        raise ModelError(f"{path}: the network takes {channels} input features, but {arch} takes "
+                         + " or ".join(f"{n} ({lvl})" for lvl, n in sizes.items()))
+    if level:
+        level = level.upper()
+        if level not in fits:
+            raise ModelError(f"{path}: the network takes {channels} input features, which is {'/'.join(fits)}, "
+                             f"not {level}")
+        return level
+    if len(fits) == 1:
+        return fits[0]
+    named = [lvl for lvl in fits if lvl.lower() in Path(path).name.lower()]
+    if len(named) == 1:
+        return named[0]
+    raise ModelError(f"{path}: cannot tell whether this is the L1C or the L2A network ({arch} takes {channels} "
+                     "input features for both, and the file name does not say); pass --level L1C or --level L2A")
+
+
+def import_keras(path, arch: str | None = None, level: str | None = None, outdir=None, trained: bool = True,
+                 source: dict | None = None) -> tuple[Path, Path]:
+    """Convert an official-format Keras HDF5 file into an ONNX model and its card; return both paths.
+
+    ``arch`` (kappamask-v2 or kappamask-v1) and ``level`` are detected from the
+    file where not given. Without ``outdir`` both go into the user's weights
+    folder, where ``--model kappamask-v2`` (or v1) finds them. ``trained=False``
+    marks test files with untrained weights in the card. ``source`` describes
+    the original file (name, url, sha256) when ``path`` is a temporary copy.
+    """
+    from .keras_weights import detect_architecture, read_keras_weights, to_roles
+
+    keras = read_keras_weights(path)
+    arch = detect_architecture(keras, arch)
+    level = _detect_level(arch, keras.input_channels, level, path)
+    base = builtin_card(f"{arch}-{level.lower()}")
+    source = dict(source or {"file": Path(path).name, "sha256": sha256_file(path)})
+    outdir = Path(outdir) if outdir else weights_dir()
+    provenance = {"weights_source": {"format": "keras-hdf5", **source}}
+    if trained:
+        name = f"{base.name} (weights from {source['file']})"
+        note = ""
+    else:
+        name = f"{base.name} - UNTRAINED WEIGHTS from {source['file']}, NOT A KAPPAMASK MODEL"
+        note = ("UNTRAINED WEIGHTS: the network has KappaMask's architecture but its weights were never trained, so "
+                "its classes mean nothing; use it for timing and tests only. ")
+    return write_network(arch, base, to_roles(keras, arch), outdir / base.weights["file"],
+                         outdir / f"{base.id}.json", card_id=base.id, name=name, note=note, trained=trained, provenance=provenance)
+
+
+def write_network(arch: str, base: ModelCard, roles: dict, onnx_path, card_path, *, card_id: str, name: str,
+                  note: str, trained: bool, provenance: dict) -> tuple[Path, Path]:
+    """Build the ONNX graph of ``arch`` from ``roles`` and write it with a card derived from ``base``, both or neither."""
+    import onnx
+
+    from . import __version__
+    from .onnx_graphs import OPSET, build
+    from .writers import atomic_files
+
+    onnx_path, card_path = Path(onnx_path), Path(card_path)
+    model = build(arch, roles, len(base.bands), base.tile_size, doc=name)
+    card = copy.deepcopy(base.raw)
+    card.update(id=card_id, name=name, trained=trained, framework="ONNX",
+                description=note + card["description"].split(" The weights are ")[0] + ".")
+    card["input"]["layout"] = "NCHW"
+    card["provenance"] = {**provenance, "converted_by": f"kappamask {__version__} (ONNX opset {OPSET})",
+                          "converted": datetime.now(timezone.utc).isoformat(timespec="seconds")}
+    with atomic_files(onnx_path, card_path) as (tmp_onnx, tmp_card):
+        onnx.save(model, tmp_onnx)
+        card["weights"] = {"file": onnx_path.name, "path": onnx_path.name, "sha256": sha256_file(tmp_onnx)}
+        card_from_dict(card, source=str(card_path))  # the card must validate like any other
+        Path(tmp_card).write_text(json.dumps(card, indent=2) + "\n")
+    return onnx_path, card_path
+
+
+# ----------------------------------------------------------------------------- auto
+
+_AUTO_CHOICES: dict = {}
+
+
+def choose_auto(level: str, bands=None) -> ModelCard:
+    """KappaMask v2 for ``level`` if its weights are installed or can be fetched and ``bands`` has its inputs;
+    otherwise the bundled offline model, with one warning line that says why and how to get KappaMask.
+
+    The choice is made once per process for each level, band set and setting.
+    """
+    key = (level, None if bands is None else tuple(sorted(bands)), offline(), str(weights_dir()),
+           os.environ.get(MIRROR_ENV))
+    if key not in _AUTO_CHOICES:
+        _AUTO_CHOICES[key] = _choose_auto(level, bands)
+    return _AUTO_CHOICES[key]
+
+
+def _choose_auto(level: str, bands) -> ModelCard:
+    kappamask = installed_card(ALIASES[AUTO_FIRST_CHOICE][level])
+    missing = [b for b in kappamask.bands if bands is not None and b not in bands]
+    if missing:
+        reason = f"the input lacks its band(s) {', '.join(missing)}"
+    else:
+        try:
+            card, _ = locate_model(kappamask)
+        except ModelError as exc:
+            reason = str(exc).rstrip(".")
+        else:
+            log.info("model auto: %s (%s)", card.id, card.name)
+            if not card.trained:
+                log.warning("model auto: the installed %s weights are marked untrained; its classes mean nothing",
+                            card.id)
+            return card
+    fallback = installed_card(ALIASES[FALLBACK][level])
+    log.warning("KappaMask v2 is not available: %s. Running the bundled offline model %s instead; it has no "
+                "semi-transparent cloud class, so class 3 will not appear.", reason, fallback.id)
+    return fallback
