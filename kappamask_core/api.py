@@ -1,17 +1,29 @@
-"""Batch use: classify inputs and write COG + quicklook (+ STAC) per product."""
+"""Batch use: classify inputs and write each product's files (COG, quicklook, scores, STAC item) together.
+
+A product's files appear together or not at all: they are written under
+temporary names and renamed into place only when every one of them is
+complete (:func:`kappamask_core.writers.atomic_files`). Every input is opened
+and the output folder checked before any classification starts, so a bad
+input or an unwritable folder costs seconds, not a product's run time.
+Files other than the COG and the quicklook (STAC items) come from output
+plugins (:mod:`kappamask_core.plugins`).
+"""
 
 from __future__ import annotations
 
 import logging
 import re
+import tempfile
 from pathlib import Path
 
+from . import plugins
 from .cards import resolve_card
-from .errors import InputError
+from .classes import ENCODINGS
+from .errors import InputError, OutputError
 from .infer import OnnxRunner
 from .pipeline import ClassifyOptions, make_runner, run
 from .readers import open_product
-from .writers import write_cog, write_quicklook
+from .writers import ScoresWriter, atomic_files, write_cog, write_quicklook
 
 log = logging.getLogger(__name__)
 
@@ -22,46 +34,78 @@ def safe_name(product_id: str) -> str:
     return re.sub(r"[^0-9A-Za-z._-]+", "_", product_id).strip("_") or "product"
 
 
+def output_folder(outdir) -> Path:
+    """The output folder, created and checked for writing before any work starts."""
+    if outdir is None or not str(outdir).strip():
+        raise OutputError("no output folder given (an empty path); name one with -o")
+    path = Path(outdir)
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+        with tempfile.NamedTemporaryFile(dir=path, prefix=".kappamask-write-test-"):
+            pass
+    except OSError as exc:
+        raise OutputError(f"cannot write to the output folder {path}: {exc.strerror or exc}") from None
+    return path
+
+
+def product_files(stem: str, scores: bool, outputs) -> dict[str, str]:
+    """Role -> file name of one product's outputs."""
+    names = {"cog": f"{stem}.tif", "quicklook": f"{stem}.png"}
+    if scores:
+        names["scores"] = f"{stem.removesuffix('_kappamask')}_scores.tif"
+    for output in outputs:
+        names.update(output.file_names(stem))
+    return names
+
+
 def classify_to_files(inputs, outdir, *, model="auto", weights=None, level=None, options=None,
                       encoding="kappamask", stac=True) -> list[dict]:
     """Classify each input and write ``<id>_kappamask.tif`` / ``.png`` (and STAC) into ``outdir``.
 
     One ONNX session is shared by all inputs that resolve to the same card.
-    Returns, per input, the paths written.
+    Returns, per input, the paths written. Stops at the first input that
+    fails; the products finished before it keep all their files.
     """
     options = options or ClassifyOptions()
-    outdir = Path(outdir)
+    if encoding not in ENCODINGS:
+        raise InputError(f"unknown encoding {encoding!r}; choose one of {', '.join(ENCODINGS)}")
+    outdir = output_folder(outdir)
+    inputs = list(inputs)
+    if not inputs:
+        raise InputError("no inputs given")
+    products = [open_product(source, level=level) for source in inputs]
+    stems = [f"{safe_name(p.id)}_kappamask" for p in products]
+    seen: dict[str, int] = {}
+    for i, stem in enumerate(stems):
+        if stem in seen:
+            raise InputError(f"inputs {inputs[seen[stem]]} and {inputs[i]} are the same product ({products[i].id}); "
+                             "give each product once")
+        seen[stem] = i
+    outputs = plugins.outputs(None if stac else ())
     runners: dict[str, OnnxRunner] = {}
-    results, written = [], []
-    for source in inputs:
-        product = open_product(source, level=level)
+    written = []
+    for source, product, stem in zip(inputs, products, stems):
         card = resolve_card(model, product.level or level, product.bands)
         if card.scheme is None and card.source not in runners:  # lookup cards (SCL) need no session
             runners[card.source] = make_runner(card, weights, options)
         runner = runners.get(card.source)
-        card = runner.card if runner is not None else card
-        result = run(product, card, options=options, runner=runner)
-        name = safe_name(product.id)
-        model_tags = {"model": card.id, "model_name": card.name, "model_trained": str(card.trained).lower()}
-        paths = {
-            "cog": write_cog(outdir / f"{name}_kappamask.tif", result.classes, result.grid, encoding, model_tags),
-            "quicklook": write_quicklook(outdir / f"{name}_kappamask.png", result.classes, result.preview,
-                                         f"{product.id}  model: {card.name}", card.predicts),
-        }
-        if options.scores:
-            from .writers import write_scores
-
-            paths["scores"] = write_scores(outdir / f"{name}_scores.tif", result.scores, result.grid)
+        finals = {role: outdir / name for role, name in product_files(stem, options.scores, outputs).items()}
+        with atomic_files(*finals.values()) as temp_list:
+            temps = dict(zip(finals, map(Path, temp_list)))
+            with ScoresWriter(temps.get("scores"), product.grid) as scores:
+                result = run(product, runner.card if runner else card, options=options, runner=runner,
+                             scores_sink=scores if options.scores else None)
+            card = result.card
+            tags = {"model": card.id, "model_name": card.name, "model_trained": str(card.trained).lower()}
+            write_cog(temps["cog"], result.classes, result.grid, encoding, tags)
+            write_quicklook(temps["quicklook"], result.classes, result.preview,
+                            f"{product.id}  model: {card.name}", card.predicts, result.preview_window)
+            for output in outputs:
+                output.write(result, finals, temps, source, encoding)
         pct = result.class_percentages()
         log.info("%s: %s (%.1f s)", product.id, ", ".join(f"{k} {v:.1f}%" for k, v in pct.items() if k != "missing"),
                  result.timings["total_s"])
-        results.append((result, paths, source))
-        written.append(paths)
-    if stac:
-        try:
-            from stac_ext.writer import write_stac
-        except ImportError as exc:  # pragma: no cover - stac_ext ships with the package
-            raise InputError(f"STAC output needs the stac_ext package: {exc}") from None
-        for paths, item_path in zip(written, write_stac(results, outdir, encoding=encoding)):
-            paths["stac_item"] = item_path
+        written.append(finals)
+    for output in outputs:
+        output.finish(written, outdir, encoding)
     return written

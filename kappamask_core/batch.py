@@ -12,15 +12,20 @@ import os
 from dataclasses import replace
 from pathlib import Path
 
-from .errors import InputError
+from . import plugins
+from .errors import InputError, KappaMaskError
 from .pipeline import ClassifyOptions
 
 
 def _classify_one(source, outdir, model, weights, level, options, encoding):
+    """One product in a worker; an error the user can fix comes back as a value, not as a remote traceback."""
     from .api import classify_to_files
 
-    return classify_to_files([source], outdir, model=model, weights=weights, level=level, options=options,
-                             encoding=encoding, stac=True)[0]
+    try:
+        return classify_to_files([source], outdir, model=model, weights=weights, level=level, options=options,
+                                 encoding=encoding, stac=True)[0]
+    except KappaMaskError as exc:
+        return exc
 
 
 def classify_many(inputs, outdir, *, model="auto", weights=None, level=None, options: ClassifyOptions | None = None,
@@ -46,11 +51,11 @@ def classify_many(inputs, outdir, *, model="auto", weights=None, level=None, opt
             written = list(dask.compute(*tasks, **compute))
     else:
         written = list(dask.compute(*tasks, **compute))
-    if len(written) > 1:
-        import pystac
-
-        from stac_ext.collection import write_collection
-
-        items = [pystac.Item.from_file(str(paths["stac_item"])) for paths in written]
-        write_collection(items, Path(outdir), encoding)
+    failed = [(src, result) for src, result in zip(inputs, written) if isinstance(result, KappaMaskError)]
+    if failed:  # the other products are complete; say what failed, as one line
+        first = failed[0][1]
+        more = f" ({len(failed) - 1} more input(s) failed too)" if len(failed) > 1 else ""
+        raise type(first)(f"{first}{more}")
+    for output in plugins.outputs():
+        output.finish(written, Path(outdir), encoding)
     return written

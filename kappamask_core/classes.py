@@ -72,3 +72,31 @@ def palette(encoding: str = "kappamask") -> dict[int, tuple[int, int, int, int]]
     mapping = ENCODINGS[encoding]
     transparent = MISSING if encoding == "kappamask" else None
     return {mapping[c.value]: (*c.rgb, 0 if c.value == transparent else 255) for c in CLASSES}
+
+
+def data_bounds(classes: np.ndarray, block: int = 1024) -> tuple[int, int, int, int] | None:
+    """(row0, row1, col0, col1) of the non-missing pixels, or None when there are none.
+
+    Computed in row blocks: a whole-map comparison would allocate a full-size boolean array.
+    """
+    row_any = np.zeros(classes.shape[0], bool)
+    col_any = np.zeros(classes.shape[1], bool)
+    for row in range(0, classes.shape[0], block):
+        valid = classes[row : row + block] != MISSING
+        row_any[row : row + block] = valid.any(axis=1)
+        col_any |= valid.any(axis=0)
+    rows, cols = np.flatnonzero(row_any), np.flatnonzero(col_any)
+    if rows.size == 0:
+        return None
+    return int(rows[0]), int(rows[-1]) + 1, int(cols[0]), int(cols[-1]) + 1
+
+
+def data_window(classes: np.ndarray) -> tuple[int, int, int, int]:
+    """The extent a picture of the map should show: the data's bounds plus a 2 % margin (everything if no data)."""
+    height, width = classes.shape
+    bounds = data_bounds(classes)
+    if bounds is None:
+        return 0, height, 0, width
+    r0, r1, c0, c1 = bounds
+    pad = max(2, max(r1 - r0, c1 - c0) // 50)
+    return max(0, r0 - pad), min(height, r1 + pad), max(0, c0 - pad), min(width, c1 + pad)

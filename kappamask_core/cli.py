@@ -10,11 +10,12 @@ import argparse
 import json
 import logging
 import os
+import signal
 import sys
 import time
 from pathlib import Path
 
-from . import __version__
+from . import __version__, plugins
 from .errors import KappaMaskError
 
 log = logging.getLogger("kappamask")
@@ -257,35 +258,43 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--level", choices=["L1C", "L2A"])
     p.set_defaults(func=cmd_models_show)
 
-    for register in _extensions():
+    for register in plugins.commands():  # sub-commands of the adapters (STAC, openEO)
         register(sub)
     return parser
 
 
-def _extensions():
-    """Sub-commands contributed by the adapters (STAC, openEO) when importable."""
-    found = []
-    for module, attr in (("stac_ext.cli", "register"), ("udf.cli", "register")):
-        try:
-            found.append(getattr(__import__(module, fromlist=[attr]), attr))
-        except ImportError:
-            continue
-    return found
+class Terminated(KeyboardInterrupt):
+    """SIGTERM, handled like Ctrl-C: every temporary file is removed on the way out."""
+
+
+def _raise_terminated(signum, frame):
+    raise Terminated()
 
 
 def main(argv=None) -> int:
     args = build_parser().parse_args(argv)
     logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO, format="%(levelname)s %(message)s",
                         stream=sys.stderr)
+    if not args.verbose:  # rasterio reports every GDAL message at INFO; the errors reach the user as one line
+        logging.getLogger("rasterio").setLevel(logging.WARNING)
+    try:
+        previous = signal.signal(signal.SIGTERM, _raise_terminated)
+    except ValueError:  # not the main thread: leave signals alone
+        previous = None
     try:
         _apply_network_options(args)
         return args.func(args)
     except KappaMaskError as exc:
         print(f"kappamask: error: {exc}", file=sys.stderr)
         return 2
-    except KeyboardInterrupt:
-        print("kappamask: interrupted; no partial outputs were left", file=sys.stderr)
-        return 130
+    except KeyboardInterrupt as exc:
+        what = "terminated" if isinstance(exc, Terminated) else "interrupted"
+        print(f"kappamask: {what}; products that were finished keep all their files, nothing partial was left",
+              file=sys.stderr)
+        return 143 if isinstance(exc, Terminated) else 130
+    finally:
+        if previous is not None:
+            signal.signal(signal.SIGTERM, previous)
 
 
 if __name__ == "__main__":  # pragma: no cover

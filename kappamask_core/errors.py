@@ -14,6 +14,10 @@ class InputError(KappaMaskError):
     """The input product, band files or array cannot be used."""
 
 
+class BandsError(InputError):
+    """The input's bands do not fit the model (missing bands, another product level)."""
+
+
 class ModelError(KappaMaskError):
     """The model card or the ONNX file is missing, invalid or inconsistent."""
 

@@ -92,8 +92,8 @@ def confusion(reference: np.ndarray, prediction: np.ndarray, reference_scheme: s
     if reference.shape != prediction.shape:
         raise InputError(f"reference {reference.shape} and prediction {prediction.shape} differ in shape")
     lut = merge_map(merges)
-    ref = lut[to_classes(reference, reference_scheme)]
-    pred = lut[to_classes(prediction, prediction_scheme)]
+    ref = lut[_classes(reference, reference_scheme, "reference")]
+    pred = lut[_classes(prediction, prediction_scheme, "prediction")]
     usable = (ref != MISSING) & (ref != UNDEFINED) & (pred != MISSING) & (pred != UNDEFINED)
     n = len(EVALUATED)
     idx = (ref[usable].astype(np.int64) - 1) * n + (pred[usable].astype(np.int64) - 1)
@@ -101,36 +101,57 @@ def confusion(reference: np.ndarray, prediction: np.ndarray, reference_scheme: s
     return cm, int((~usable).sum())
 
 
+def _classes(values: np.ndarray, scheme: str, what: str) -> np.ndarray:
+    if not (np.issubdtype(values.dtype, np.integer) or np.issubdtype(values.dtype, np.floating)):
+        raise InputError(f"the {what} holds {values.dtype} values, not class codes")
+    try:
+        return to_classes(values, scheme)
+    except ValueError as exc:
+        raise InputError(f"the {what} is not a class map: {exc}") from None
+
+
 def evaluate_arrays(pairs, reference_scheme="kappamask", prediction_scheme="kappamask", merges=None) -> Evaluation:
     """``pairs``: iterable of (name, reference array, prediction array)."""
     total = np.zeros((len(EVALUATED),) * 2, np.int64)
     excluded, names = 0, []
     for name, ref, pred in pairs:
-        cm, ex = confusion(np.asarray(ref), np.asarray(pred), reference_scheme, prediction_scheme, merges)
+        try:
+            cm, ex = confusion(np.asarray(ref), np.asarray(pred), reference_scheme, prediction_scheme, merges)
+        except InputError as exc:
+            raise InputError(f"{name}: {exc}") from None
         total += cm
         excluded += ex
         names.append(name)
     if not names:
         raise InputError("nothing to evaluate: no reference/prediction pairs")
+    if not total.sum():
+        raise InputError(f"no pixel was compared: all {excluded} pixels are missing or undefined in the reference or "
+                         "the prediction (check --reference-scheme and --prediction-scheme)")
     return Evaluation(total, tuple(c.name for c in EVALUATED), excluded, names)
 
 
 def read_class_map(path: Path) -> np.ndarray:
-    if path.suffix == ".npy":
-        return np.load(path)
-    if path.suffix == ".npz":
-        with np.load(path) as data:
-            return data[data.files[0]]
-    if path.suffix == ".nc":  # KappaSet sub-tile: its label variable
+    path = Path(path)
+    suffix = path.suffix.lower()
+    if suffix == ".nc":  # KappaSet sub-tile: its label variable
         from .kappaset import read_label
 
         return read_label(path)
-    import rasterio
-
     try:
+        if suffix == ".npy":
+            return np.load(path, allow_pickle=False)
+        if suffix == ".npz":
+            with np.load(path, allow_pickle=False) as data:
+                if not data.files:
+                    raise InputError(f"{path} holds no array")
+                return data[data.files[0]]
+        import rasterio
+
         with rasterio.open(path) as ds:
             return ds.read(1)
-    except Exception as exc:
+    except InputError:
+        raise
+    except Exception as exc:  # numpy and GDAL fail on damaged files in many ways
         raise InputError(f"cannot read class map {path}: {exc}") from None
 
 

@@ -7,6 +7,7 @@ under :func:`cache_env` instead. A user's own ``GDAL_CACHEMAX`` always wins.
 
 from __future__ import annotations
 
+import logging
 import os
 
 # For remote files; GDAL reads these from the environment, and a user's own values win.
@@ -35,3 +36,32 @@ def cache_env(mib: int, **options):
     if "GDAL_CACHEMAX" not in os.environ:
         options["GDAL_CACHEMAX"] = mib * 2**20  # rasterio hands an integer to GDAL as bytes
     return rasterio.Env(**options)
+
+
+def decoding_env():
+    """The settings every pixel read runs under: GDAL decodes in the calling thread.
+
+    With GDAL's own decoding threads (GDAL_NUM_THREADS), an error in a damaged
+    JPEG 2000 or GeoTIFF block is printed by the worker thread and the block
+    reads as zeros: a truncated band would become a wrong map. Decoding in the
+    calling thread makes every such error fail the read. The pipeline keeps
+    the cores busy by reading several bands at once instead.
+    """
+    import rasterio
+
+    return rasterio.Env(GDAL_NUM_THREADS="1")
+
+
+class _PaletteOverviewNotice(logging.Filter):
+    """Drops GDAL's notice about overviews of palette bands, which it gives even for 'mode' resampling.
+
+    Class maps get overviews by mode, which picks one of the existing class
+    values and never mixes colours, so the notice does not apply to them (the
+    tests check that every overview pixel is a class value).
+    """
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return "overviews on palette index raster bands" not in record.getMessage()
+
+
+logging.getLogger("rasterio._env").addFilter(_PaletteOverviewNotice())

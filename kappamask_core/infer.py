@@ -144,7 +144,11 @@ def _float16_model(path) -> bytes:
         from onnxconverter_common import float16
     except ImportError:
         raise ModelError("fp16 needs onnx and onnxconverter-common: pip install 'kappamask[gpu]'") from None
-    model = float16.convert_float_to_float16(onnx.load(str(path)), keep_io_types=True)
+    try:
+        model = float16.convert_float_to_float16(onnx.load(str(path)), keep_io_types=True)
+    except Exception as exc:  # the converter fails in many ways on graphs it cannot handle
+        raise ModelError(f"cannot run {path} in float16 ({exc}); --fp16 is for GPUs and for float32 models, "
+                         "run without it") from None
     return model.SerializeToString()
 
 

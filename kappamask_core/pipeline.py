@@ -21,11 +21,11 @@ import numpy as np
 
 from . import resample, scale
 from .cards import ModelCard, resolve_card
-from .classes import CLASSES, MISSING
-from .errors import InputError
+from .classes import CLASSES, MISSING, data_window
+from .errors import BandsError, InputError
 from .gdal import cache_env
 from .grid import Grid, TileLayout
-from .infer import OnnxRunner, open_runner
+from .infer import DEVICES, OnnxRunner, open_runner
 from .readers import Product, open_product
 from .stitch import RowStitcher
 
@@ -33,6 +33,7 @@ log = logging.getLogger(__name__)
 
 RGB_BANDS = ("B04", "B03", "B02")
 READ_THREADS = 2
+LOOKUP_ROWS = 1024  # rows of the 10 m grid per block of a lookup model (bounded memory)
 PREVIEW_SIZE = 1024
 
 
@@ -59,8 +60,16 @@ class ClassifyOptions:
         for name in ("overlap", "margin"):
             if getattr(self, name) is not None and getattr(self, name) < 0:
                 raise InputError(f"{name} must be zero or positive")
-        if self.batch_size is not None and self.batch_size < 1:
-            raise InputError("batch size must be at least 1")
+        if self.device not in DEVICES:
+            raise InputError(f"device must be one of {', '.join(DEVICES)}, not {self.device!r}")
+        for name in ("batch_size", "threads"):
+            value = getattr(self, name)
+            if value is not None and (isinstance(value, bool) or not isinstance(value, int) or value < 1):
+                raise InputError(f"{name.replace('_', ' ')} must be a whole number of at least 1, not {value!r}")
+        for name in ("overlap", "margin"):
+            value = getattr(self, name)
+            if value is not None and (isinstance(value, bool) or not isinstance(value, int)):
+                raise InputError(f"{name} must be a whole number of pixels, not {value!r}")
 
 
 @dataclass
@@ -72,7 +81,8 @@ class Classification:
     product: Product
     card: ModelCard
     scores: np.ndarray | None = None  # float32 (5, H, W) when requested
-    preview: np.ndarray | None = None  # uint8 (h, w, 3) true colour, small
+    preview: np.ndarray | None = None  # uint8 (h, w, 3) true colour of preview_window, small
+    preview_window: tuple[int, int, int, int] | None = None  # rows and columns of the grid the preview shows
     timings: dict = field(default_factory=dict)
     runtime: dict = field(default_factory=dict)
     _counts: np.ndarray | None = field(default=None, repr=False)
@@ -125,7 +135,7 @@ def check_compatible(product: Product, card: ModelCard) -> None:
             f"{product.source or product.id}: cannot tell whether this is L1C or L2A; pass the level (--level L1C|L2A)"
         )
     if product.level not in card.levels:
-        raise InputError(
+        raise BandsError(
             f"model {card.id!r} takes {'/'.join(card.levels)} products, but {product.id} is {product.level}"
         )
     product.require(card.bands)
@@ -187,8 +197,8 @@ def working_rows(product: Product, rows: dict, bands, units: str, factor: int, r
         values = resample.nearest_rows(block, product.bands[name].factor, r0, r1, width, n0)
         valid |= ~scale.invalid_mask(values)
         if floating:
-            has_nan |= np.isnan(values)
-    valid &= ~has_nan  # NaN in any band (openEO nodata) makes the pixel missing
+            has_nan |= ~np.isfinite(values)
+    valid &= ~has_nan  # NaN or an infinite value in any band (openEO nodata, broken data) makes the pixel missing
     if not valid.any():  # nothing to classify here: skip the resampling
         shape = (len(bands), -(-(r1 - r0) // factor), -(-width // factor))
         return np.zeros(shape, np.float32), valid
@@ -199,8 +209,11 @@ def working_rows(product: Product, rows: dict, bands, units: str, factor: int, r
         if factor == 1:
             values = resample.upsample_rows(block, band.factor, r0, r1, width, method, n0, band.shape[0])
         else:  # coarser working grid: area average, straight from the stored values
+            if np.issubdtype(block.dtype, np.floating):
+                block = np.nan_to_num(block, nan=0.0, posinf=0.0, neginf=0.0)
             values = resample.area_rows(block, band.factor, r0, r1, width, factor, n0)
-        np.nan_to_num(values, copy=False)  # NaN must not reach the model; those pixels are masked anyway
+        # NaN and infinities must not reach the model (they would spread to neighbours); those pixels are masked
+        np.nan_to_num(values, copy=False, nan=0.0, posinf=0.0, neginf=0.0)
         # unit conversion is linear, so it runs after the averaging, on the smaller array
         layers.append(scale.to_units(values, name, product, units))
     return np.stack(layers), valid
@@ -239,16 +252,25 @@ def run(
     weights=None,
     options: ClassifyOptions | None = None,
     runner: OnnxRunner | None = None,
+    scores_sink=None,
 ) -> Classification:
-    """Classify one product; see :func:`kappamask_core.classify` for the arguments."""
+    """Classify one product; see :func:`kappamask_core.classify` for the arguments.
+
+    With ``options.scores``, the per-class scores go to ``scores_sink`` (an
+    object with ``write(first_row, block)``, e.g. a
+    :class:`~kappamask_core.writers.ScoresWriter`) strip by strip, or, without
+    one, into ``Classification.scores`` in memory.
+    """
     options = options or ClassifyOptions()
     timings: dict[str, float] = {}
     started = time.perf_counter()
     product = open_product(source, level=level, units=units)
     card = runner.card if runner is not None else resolve_card(model, product.level or level, product.bands)
     check_compatible(product, card)
+    product.verify(set(card.bands) | set(RGB_BANDS))  # against manifest.safe, before any pixel is used
+    scores = (scores_sink or ScoresArray(product.grid)) if options.scores else None
     if card.scheme is not None:
-        return _run_lookup(product, card, options, started)
+        return _run_lookup(product, card, started, scores)
     if runner is None:
         runner = make_runner(card, weights, options)
     card = runner.card
@@ -262,11 +284,16 @@ def run(
     for name, value in (("overlap", overlap), ("margin", margin)):
         if value >= card.tile_size:
             raise InputError(f"{name} {value} must be smaller than the model's tile size {card.tile_size}")
+    if card.tile_size - overlap < card.tile_size / 4:
+        many = TileLayout(work.height, work.width, card.tile_size, overlap, margin)
+        raise InputError(f"overlap {overlap} leaves a stride of {card.tile_size - overlap} px, less than a quarter of "
+                         f"the model's {card.tile_size} px tiles: {len(many)} tiles instead of "
+                         f"{len(TileLayout(work.height, work.width, card.tile_size, card.overlap, margin))}; use an "
+                         f"overlap of at most {card.tile_size * 3 // 4}")
     layout = TileLayout(work.height, work.width, card.tile_size, overlap, margin)
 
     lut = card.class_lut()
     classes = np.zeros(grid.shape, dtype=np.uint8)
-    scores_out = np.zeros((len(CLASSES), *grid.shape), dtype=np.float32) if options.scores else None
     stitcher = RowStitcher(layout, len(card.outputs), options.stitch)
     row_starts, t, m = layout.row_starts(), layout.tile, layout.margin
     col_starts = [x0 + m for x0 in layout.col_starts()]  # in padded strip columns
@@ -300,12 +327,13 @@ def run(
             for i in range(len(col_starts)):
                 stitcher.add(i, scores_by_col.get(i))
             start, block = stitcher.finish_row()
-            _emit(start, block, factor, grid, valid, r0, lut, classes, scores_out)
+            _emit(start, block, factor, grid, valid, r0, lut, classes, scores)
             if progress is not None:
                 progress.update(len(col_starts))
     if progress is not None:
         progress.close()
-    preview = _preview(product)
+    window = data_window(classes)
+    preview = _preview(product, window)
     timings.update(prepare_s=make_strip.seconds, wait_s=wait_s, infer_s=infer_s,
                    total_s=time.perf_counter() - started)
     runtime = {
@@ -324,37 +352,68 @@ def run(
         grid=grid,
         product=product,
         card=card,
-        scores=scores_out,
+        scores=scores.array if isinstance(scores, ScoresArray) else None,
         preview=preview,
+        preview_window=window,
         timings=timings,
         runtime=runtime,
     )
 
 
-def _run_lookup(product: Product, card: ModelCard, options: ClassifyOptions, started: float) -> Classification:
-    """A mask the product already carries (e.g. Sen2Cor SCL): nearest to 10 m, then the class scheme."""
-    from .schemes import UNDEFINED, to_classes
+def _run_lookup(product: Product, card: ModelCard, started: float, scores) -> Classification:
+    """A mask the product already carries (e.g. Sen2Cor SCL): nearest to 10 m, then the class scheme, in row blocks."""
+    from .schemes import UNDEFINED, lookup_table
 
     t0 = time.perf_counter()
-    native = read_bands(product, card.bands)
     band = card.bands[0]
     grid = product.grid
-    values = resample.nearest_rows(native[band], product.bands[band].factor, 0, grid.height, grid.width)
-    classes = to_classes(values, card.scheme)
-    classes[classes == UNDEFINED] = MISSING  # the five-class map has no 'undefined'
+    native = read_bands(product, card.bands)[band]
+    lut = lookup_table(card.scheme)
+    lut[lut == UNDEFINED] = MISSING  # the five-class map has no 'undefined'
+    codes = _class_codes(native, f"{product.source}: band {band}")
+    classes = np.empty(grid.shape, np.uint8)
+    for a in range(0, grid.height, LOOKUP_ROWS):
+        b = min(a + LOOKUP_ROWS, grid.height)
+        rows = lut[resample.nearest_rows(codes, product.bands[band].factor, a, b, grid.width)]
+        classes[a:b] = rows
+        if scores is not None:
+            scores.write(a, np.stack([(rows == c.value).astype(np.float32) for c in CLASSES]))
     elapsed = time.perf_counter() - t0
-    scores = None
-    if options.scores:
-        scores = np.stack([(classes == c.value).astype(np.float32) for c in CLASSES])
     return Classification(
-        classes=classes, grid=grid, product=product, card=card, scores=scores, preview=_preview(product),
+        classes=classes, grid=grid, product=product, card=card,
+        scores=scores.array if isinstance(scores, ScoresArray) else None,
+        preview=_preview(product, data_window(classes)), preview_window=data_window(classes),
         timings={"read_s": elapsed, "infer_s": 0.0, "total_s": time.perf_counter() - started},
         runtime={"device": "cpu", "method": f"lookup ({card.scheme})", "resampling": "nearest",
                  "working_resolution": 10, "stitch": None, "overlap": None},
     )
 
 
-def _emit(start, block, factor, grid, valid, r0, lut, classes, scores_out):
+def _class_codes(values: np.ndarray, what: str) -> np.ndarray:
+    """A band of class codes as uint16; NaN (openEO nodata) becomes 0, which every scheme reads as no data."""
+    if np.issubdtype(values.dtype, np.floating):
+        finite = np.isfinite(values)
+        if not np.array_equal(values[finite], np.round(values[finite])):
+            raise InputError(f"{what} holds fractional values, not class codes")
+        values = np.where(finite, values, 0)
+    elif not np.issubdtype(values.dtype, np.integer):
+        raise InputError(f"{what} holds {values.dtype} values, not class codes")
+    if values.size and (values.min() < 0 or values.max() > 65535):
+        raise InputError(f"{what} holds values from {values.min()} to {values.max()}, not class codes")
+    return values.astype(np.uint16, copy=False)
+
+
+class ScoresArray:
+    """Per-class scores kept in memory (the Python API's ``scores=True``)."""
+
+    def __init__(self, grid: Grid):
+        self.array = np.zeros((len(CLASSES), *grid.shape), dtype=np.float32)
+
+    def write(self, row: int, block: np.ndarray) -> None:
+        self.array[:, row : row + block.shape[1]] = block
+
+
+def _emit(start, block, factor, grid, valid, r0, lut, classes, scores):
     """Write finished working-grid rows into the 10 m outputs."""
     a, b = start * factor, min((start + block.shape[1]) * factor, grid.height)
     if a >= b:
@@ -364,24 +423,28 @@ def _emit(start, block, factor, grid, valid, r0, lut, classes, scores_out):
     out = resample.replicate(lut[np.argmax(block, axis=0)], factor, b - a, grid.width)
     out[~mask] = MISSING
     classes[a:b] = out
-    if scores_out is not None:
+    if scores is not None:
         fine = resample.replicate(block, factor, b - a, grid.width)
+        five = np.zeros((len(CLASSES), b - a, grid.width), np.float32)
         for channel, value in enumerate(lut):
-            scores_out[value, a:b] += fine[channel]
-        scores_out[:, a:b][:, ~mask] = 0
+            five[value] += fine[channel]
+        five[:, ~mask] = 0
+        scores.write(a, five)
 
 
-def _preview(product: Product) -> np.ndarray | None:
-    """A small true-colour image (reflectance 0..0.3 stretched to 0..255), from a decimated read."""
+def _preview(product: Product, window: tuple[int, int, int, int]) -> np.ndarray | None:
+    """A small true-colour image of ``window`` (reflectance 0..0.3 stretched to 0..255), from a decimated read."""
     if not all(b in product.bands for b in RGB_BANDS):
         return None
-    step = max(1, math.ceil(max(product.grid.shape) / PREVIEW_SIZE))
-    shape = (max(1, product.grid.height // step), max(1, product.grid.width // step))
+    height, width = window[1] - window[0], window[3] - window[2]
+    step = max(1, math.ceil(max(height, width) / PREVIEW_SIZE))
+    shape = (max(1, height // step), max(1, width // step))
     channels = []
     for name in RGB_BANDS:
-        values = product.bands[name].read_decimated(shape)
+        values = product.bands[name].read_decimated(shape, window)
         refl = scale.to_units(values, name, product, "reflectance")
-        channels.append(np.clip(np.nan_to_num(refl) / 0.3 * 255, 0, 255).astype(np.uint8))
+        channels.append(np.clip(np.nan_to_num(refl, nan=0.0, posinf=0.0, neginf=0.0) / 0.3 * 255, 0, 255)
+                        .astype(np.uint8))
     return np.dstack(channels)
 
 

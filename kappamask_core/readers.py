@@ -10,6 +10,9 @@ reads it in row windows, strip by strip (:meth:`FileBand.open`), and
 
 from __future__ import annotations
 
+import contextlib
+import functools
+import hashlib
 import math
 import os
 import re
@@ -23,9 +26,10 @@ from typing import Any
 import numpy as np
 from affine import Affine
 
+from . import plugins
 from .bands import BAND_BY_NAME, BAND_ID, DEFAULT_QUANTIFICATION, normalise_band_name
-from .errors import InputError
-from .gdal import open_raster
+from .errors import BandsError, InputError
+from .gdal import decoding_env, open_raster
 from .grid import Grid
 
 BAND_FILE_RE = re.compile(r"_(B\d{2}|B8A|AOT|WVP|SCL)(?:_(\d{2})m)?\.(jp2|tif|tiff)$", re.IGNORECASE)
@@ -33,10 +37,33 @@ DATETIME_RE = re.compile(r"(\d{8}T\d{6})")
 
 
 class FileBand:
-    """One band stored in a raster file (local path or GDAL path such as /vsizip/)."""
+    """One band stored in a raster file (local path or GDAL path such as /vsizip/).
+
+    ``checksum`` is what the product's manifest says of the file: (size, MD5,
+    a function that opens the file's bytes), or None where there is no manifest.
+    """
 
     def __init__(self, name: str, path: str, factor: int, shape: tuple[int, int], dtype: str):
         self.name, self.path, self.factor, self.shape, self.dtype = name, path, factor, shape, dtype
+        self.checksum: tuple[int, str, Any] | None = None
+
+    def verify(self, source: str) -> None:
+        """Compare the file with its manifest entry: a damaged JPEG 2000 can decode into wrong pixels silently."""
+        if self.checksum is None:
+            return
+        size, md5, open_bytes = self.checksum
+        digest, length = hashlib.md5(usedforsecurity=False), 0
+        try:
+            with open_bytes() as fh:
+                while block := fh.read(1 << 20):
+                    digest.update(block)
+                    length += len(block)
+        except (OSError, zipfile.BadZipFile) as exc:
+            raise InputError(f"{source}: cannot read band {self.name} ({self.path}): {exc}") from None
+        if length != size or digest.hexdigest() != md5:
+            raise InputError(f"{source}: band {self.name} ({Path(self.path).name}) does not match the product's "
+                             f"manifest.safe ({length} bytes, MD5 {digest.hexdigest()}; the manifest says {size} bytes, "
+                             f"MD5 {md5}): the file is damaged or was changed")
 
     def read(self) -> np.ndarray:
         with self.open() as rows:
@@ -45,15 +72,23 @@ class FileBand:
     def open(self) -> "FileRows":
         return FileRows(self)
 
-    def read_decimated(self, shape: tuple[int, int]) -> np.ndarray:
-        """The whole band shrunk to ``shape`` (JP2 and COG decode a lower resolution level)."""
-        from rasterio.enums import Resampling
+    def read_decimated(self, shape: tuple[int, int], window=None) -> np.ndarray:
+        """The band, or ``window`` of it (row0, row1, col0, col1 on the 10 m grid), shrunk to ``shape``.
 
+        JP2 and COG decode a lower resolution level for this.
+        """
+        from rasterio.enums import Resampling
+        from rasterio.windows import Window
+
+        f = self.factor
+        region = None if window is None else Window.from_slices(
+            (window[0] // f, max(window[0] // f + 1, -(-window[1] // f))),
+            (window[2] // f, max(window[2] // f + 1, -(-window[3] // f))))
         try:
-            with open_raster(self.path) as ds:
-                return ds.read(1, out_shape=shape, resampling=Resampling.nearest)
+            with decoding_env(), open_raster(self.path) as ds:
+                return ds.read(1, window=region, out_shape=shape, resampling=Resampling.nearest)
         except Exception as exc:
-            raise InputError(f"cannot read band {self.name} from {self.path}: {exc}") from None
+            raise InputError(f"cannot read band {self.name} from {self.path}: {_gdal_message(exc)}") from None
 
 
 class FileRows:
@@ -70,9 +105,11 @@ class FileRows:
         from rasterio.windows import Window
 
         try:
-            return self.dataset.read(1, window=Window(0, row0, self.band.shape[1], row1 - row0))
+            with decoding_env():
+                return self.dataset.read(1, window=Window(0, row0, self.band.shape[1], row1 - row0))
         except Exception as exc:  # GDAL errors for truncated or corrupt files come in many types
-            raise InputError(f"cannot read band {self.band.name} from {self.band.path}: {exc}") from None
+            raise InputError(f"cannot read band {self.band.name} from {self.band.path} (rows {row0} to {row1}): "
+                             f"{_gdal_message(exc)}; the file is damaged") from None
 
     def close(self):
         self.dataset.close()
@@ -82,6 +119,13 @@ class FileRows:
 
     def __exit__(self, *exc):
         self.close()
+
+
+def _gdal_message(exc: BaseException) -> str:
+    """GDAL's own words: rasterio puts them in the exception's cause ('Read failed. See previous exception')."""
+    cause = exc.__cause__ or exc.__context__
+    text = str(cause).strip() if cause is not None and str(cause).strip() else str(exc)
+    return " ".join(text.split()).rstrip(".")
 
 
 class ArrayBand:
@@ -102,9 +146,10 @@ class ArrayBand:
     def read_rows(self, row0: int, row1: int) -> np.ndarray:
         return self.array[row0:row1]
 
-    def read_decimated(self, shape: tuple[int, int]) -> np.ndarray:
-        sy, sx = -(-self.shape[0] // shape[0]), -(-self.shape[1] // shape[1])
-        return self.array[::sy, ::sx]
+    def read_decimated(self, shape: tuple[int, int], window=None) -> np.ndarray:
+        array = self.array if window is None else self.array[window[0] : window[1], window[2] : window[3]]
+        sy, sx = -(-array.shape[0] // shape[0]), -(-array.shape[1] // shape[1])
+        return array[::sy, ::sx]
 
     def close(self):
         pass
@@ -138,11 +183,18 @@ class Product:
     source: str = ""
     extra: dict = field(default_factory=dict)
 
+    def verify(self, names) -> None:
+        """Check the named bands' files against the product's manifest, where it has one."""
+        for name in names:
+            band = self.bands.get(name)
+            if isinstance(band, FileBand):
+                band.verify(self.source or self.id)
+
     def require(self, names) -> None:
         missing = [n for n in names if n not in self.bands]
         if missing:
             have = ", ".join(sorted(self.bands)) or "none"
-            raise InputError(f"{self.source or self.id}: missing band(s) {', '.join(missing)} (found: {have})")
+            raise BandsError(f"{self.source or self.id}: missing band(s) {', '.join(missing)} (found: {have})")
 
 
 # --------------------------------------------------------------------------- metadata
@@ -152,12 +204,33 @@ def _local(tag: str) -> str:
 
 
 def parse_product_metadata(xml_bytes: bytes, source: str) -> dict:
-    """Level, baseline, time, platform, quantification and offsets from MTD_MSIL1C/2A.xml."""
+    """Level, baseline, time, platform, quantification and offsets from MTD_MSIL1C/2A.xml.
+
+    Values that cannot be right (a quantification that is not a positive number,
+    an offset that is not a number, a band id outside 0..12, a start time that
+    is not a time) stop the run: scaling with them would give a wrong map.
+    """
     try:
         root = ET.fromstring(xml_bytes)
     except ET.ParseError as exc:
         raise InputError(f"{source}: product metadata is not valid XML ({exc})") from None
     meta: dict[str, Any] = {"offsets": {}, "quantification": dict(DEFAULT_QUANTIFICATION)}
+
+    def number(tag: str, text: str) -> float:
+        try:
+            value = float(text)
+        except ValueError:
+            raise InputError(f"{source}: product metadata {tag} is {text!r}, not a number") from None
+        if not math.isfinite(value):
+            raise InputError(f"{source}: product metadata {tag} is {text!r}, not a finite number")
+        return value
+
+    def positive(tag: str, text: str) -> float:
+        value = number(tag, text)
+        if value <= 0:
+            raise InputError(f"{source}: product metadata {tag} is {text!r}; a quantification value must be positive")
+        return value
+
     for el in root.iter():
         tag, text = _local(el.tag), (el.text or "").strip()
         if tag == "PRODUCT_TYPE":
@@ -165,22 +238,40 @@ def parse_product_metadata(xml_bytes: bytes, source: str) -> dict:
         elif tag == "PROCESSING_BASELINE":
             meta["baseline"] = text
         elif tag == "PRODUCT_START_TIME":
-            meta["datetime"] = datetime.fromisoformat(text.replace("Z", "+00:00"))
+            try:
+                meta["datetime"] = datetime.fromisoformat(text.replace("Z", "+00:00"))
+            except ValueError:
+                raise InputError(f"{source}: product metadata PRODUCT_START_TIME is {text!r}, not a time") from None
         elif tag == "SPACECRAFT_NAME":
             meta["platform"] = text.lower()
         elif tag == "PRODUCT_URI":
             meta["id"] = text.removesuffix(".SAFE")
         elif tag in ("QUANTIFICATION_VALUE", "BOA_QUANTIFICATION_VALUE"):
-            meta["quantification"]["band"] = float(text)
+            meta["quantification"]["band"] = positive(tag, text)
         elif tag == "AOT_QUANTIFICATION_VALUE":
-            meta["quantification"]["AOT"] = float(text)
+            meta["quantification"]["AOT"] = positive(tag, text)
         elif tag == "WVP_QUANTIFICATION_VALUE":
-            meta["quantification"]["WVP"] = float(text)
+            meta["quantification"]["WVP"] = positive(tag, text)
         elif tag in ("RADIO_ADD_OFFSET", "BOA_ADD_OFFSET"):
-            band_id = int(el.attrib["band_id"])
-            name = next(n for n, i in BAND_ID.items() if i == band_id)
-            meta["offsets"][name] = float(text)
+            band_id = el.attrib.get("band_id", "")
+            names = [n for n, i in BAND_ID.items() if str(i) == band_id.strip()]
+            if not names:
+                raise InputError(f"{source}: product metadata {tag} has band_id {band_id!r}; band ids are 0 to "
+                                 f"{len(BAND_ID) - 1}")
+            meta["offsets"][names[0]] = number(tag, text)
     return meta
+
+
+def parse_baseline(text) -> tuple[int, int]:
+    """A processing baseline such as '04.00', '4.0' or 'N0400' as (major, minor); anything else is an error."""
+    m = re.fullmatch(r"\s*N?(\d{1,2})\.?(\d{2})\s*|\s*(\d{1,2})\.(\d{1,2})\s*", str(text))
+    if not m:
+        raise InputError(f"processing baseline {text!r} is not a version such as 04.00")
+    major, minor = (m.group(1), m.group(2)) if m.group(1) else (m.group(3), m.group(4))
+    return int(major), int(minor)
+
+
+OFFSET_BASELINE = (4, 0)  # from processing baseline 04.00 on, DN carry a -1000 offset
 
 
 def _datetime_from_name(name: str) -> datetime | None:
@@ -204,8 +295,12 @@ def _pick_band_files(paths) -> dict[str, str]:
     return {name: path for name, (_, path) in chosen.items()}
 
 
-def _open_band_files(files: dict[str, str], source: str) -> tuple[Grid, dict[str, FileBand]]:
-    """Open headers only; derive the 10 m grid and each band's factor."""
+def open_band_files(files: dict[str, str], source: str) -> tuple[Grid, dict[str, FileBand]]:
+    """Open band headers only; derive the 10 m grid and each band's factor.
+
+    The grid is the one most bands agree on, so that a damaged band (cropped,
+    shifted, resampled) is the one named in the error, whatever its resolution.
+    """
     headers = {}
     for name, path in files.items():
         try:
@@ -213,31 +308,68 @@ def _open_band_files(files: dict[str, str], source: str) -> tuple[Grid, dict[str
                 headers[name] = (ds.shape, ds.transform, ds.crs, ds.dtypes[0])
         except Exception as exc:
             raise InputError(f"{source}: cannot open band {name} ({path}): {exc}") from None
-    base_res = 10.0
-    ref_name = min(headers, key=lambda n: abs(headers[n][1].a))
+    factors = {}
+    for name, (shape, transform, crs, _) in headers.items():
+        factors[name] = max(1, round(abs(transform.a) / 10.0)) if crs is not None else BAND_BY_NAME[name].factor
+        # a band coarser than it exists (a 10 m band in 20 m pixels) is misnamed, e.g. swapped with another band;
+        # only a resolution the file name states (B02_20m) allows it
+        named = BAND_FILE_RE.search(str(files[name]))
+        allowed = max(BAND_BY_NAME[name].resolution, int(named.group(2)) if named and named.group(2) else 0)
+        if crs is not None and abs(transform.a) > allowed * 1.01:
+            raise InputError(f"{source}: band {name} ({Path(str(files[name])).name}) has {abs(transform.a):g} m "
+                             f"pixels, but {name} is a {BAND_BY_NAME[name].resolution} m band; the file is misnamed "
+                             "or resampled")
+
+    def fits(name, size, origin):
+        (h, w), transform, crs = headers[name][0], headers[name][1], headers[name][2]
+        f = factors[name]
+        same_origin = crs is None or origin is None or (abs(transform.c - origin[0]) < 1 and
+                                                         abs(transform.f - origin[1]) < 1)
+        return (math.ceil(size[0] / f), math.ceil(size[1] / f)) == (h, w) and same_origin
+
+    candidates = []
+    for name in sorted(headers, key=lambda n: factors[n]):  # finest bands first: their size is exact
+        (h, w), transform = headers[name][0], headers[name][1]
+        size = (h * factors[name], w * factors[name])
+        origin = (transform.c, transform.f) if headers[name][2] is not None else None
+        agree = [n for n in headers if fits(n, size, origin)]
+        candidates.append((len(agree), -factors[name], name, size, origin))
+    _, _, ref_name, size, _ = max(candidates, key=lambda c: (c[0], c[1]))
     shape, transform, crs, _ = headers[ref_name]
-    factor = max(1, round(abs(transform.a) / base_res)) if crs is not None else BAND_BY_NAME[ref_name].factor
-    grid = Grid(shape[0] * factor, shape[1] * factor, transform @ Affine.scale(1 / factor), crs)
+    f = factors[ref_name]
+    grid = Grid(size[0], size[1], transform @ Affine.scale(1 / f), crs)
     bands = {}
     for name, (bshape, btransform, bcrs, dtype) in headers.items():
-        f = max(1, round(abs(btransform.a) / grid.resolution)) if bcrs is not None else BAND_BY_NAME[name].factor
-        if (math.ceil(grid.height / f), math.ceil(grid.width / f)) != tuple(bshape):
+        if not fits(name, size, (grid.transform.c, grid.transform.f) if crs is not None else None):
             raise InputError(
-                f"{source}: band {name} has shape {bshape}, which does not fit the {grid.height} x {grid.width} "
-                f"10 m grid at {f * 10} m"
+                f"{source}: band {name} has shape {bshape} at {factors[name] * 10} m, which does not fit the "
+                f"{grid.height} x {grid.width} 10 m grid of the other bands; the file is damaged or from another product"
             )
         if not np.issubdtype(np.dtype(dtype), np.integer):
             raise InputError(f"{source}: band {name} has data type {dtype}; Sentinel-2 DN must be integers")
-        bands[name] = FileBand(name, files[name], f, bshape, dtype)
+        bands[name] = FileBand(name, files[name], factors[name], bshape, dtype)
     return grid, bands
 
 
-def _infer_level(names, text: str) -> str | None:
-    if "MSIL2A" in text.upper() or {"AOT", "WVP", "SCL"} & set(names):
+def level_evidence(names, text: str = "") -> str | None:
+    """The level a product's own bands and names say it is, or None when they do not say."""
+    upper = text.upper()
+    if "MSIL2A" in upper or {"AOT", "WVP", "SCL"} & set(names):
         return "L2A"
-    if "MSIL1C" in text.upper() or "B10" in names:
+    if "MSIL1C" in upper or "B10" in names:
         return "L1C"
     return None
+
+
+def check_level(level: str | None, names, text: str, source: str) -> str | None:
+    """The product's level: its own evidence, checked against ``level`` when one is given."""
+    evidence = level_evidence(names, text)
+    if level and evidence and level != evidence:
+        why = ("its file names say MSIL2A" if "MSIL2A" in text.upper() else "its file names say MSIL1C"
+               if "MSIL1C" in text.upper() else "it has B10, which only L1C products carry" if evidence == "L1C"
+               else "it has AOT, WVP or SCL, which only L2A products carry")
+        raise BandsError(f"{source}: level {level} was requested, but the product is {evidence} ({why})")
+    return evidence or level
 
 
 def open_band_folder(folder: str | os.PathLike, level: str | None = None) -> Product:
@@ -248,13 +380,13 @@ def open_band_folder(folder: str | os.PathLike, level: str | None = None) -> Pro
         raise InputError(
             f"{folder}: no Sentinel-2 band files found (expected names like *_B02.jp2, *_B02_10m.jp2 or *_B8A.tif)"
         )
-    grid, bands = _open_band_files(files, str(folder))
+    grid, bands = open_band_files(files, str(folder))
     stems = [Path(p).name for p in files.values()]
     prefixes = {BAND_FILE_RE.split(stem)[0] for stem in stems}
     prefix = prefixes.pop() if len(prefixes) == 1 else folder.name
     return Product(
         id=prefix,
-        level=level or _infer_level(bands, " ".join(stems)),
+        level=check_level(level, bands, " ".join(stems), str(folder)),
         grid=grid,
         bands=bands,
         datetime=_datetime_from_name(prefix),
@@ -262,16 +394,54 @@ def open_band_folder(folder: str | os.PathLike, level: str | None = None) -> Pro
     )
 
 
-def _safe_from_listing(names: list[str], read_member, gdal_path, source: str, level: str | None) -> Product:
+def parse_manifest(xml_bytes: bytes, source: str) -> dict[str, tuple[int, str]]:
+    """{path relative to the product: (size, MD5)} from a SAFE's manifest.safe."""
+    try:
+        root = ET.fromstring(xml_bytes)
+    except ET.ParseError as exc:
+        raise InputError(f"{source}: manifest.safe is not valid XML ({exc}); the product is damaged") from None
+    entries = {}
+    for stream in root.iter():
+        if _local(stream.tag) != "byteStream":
+            continue
+        href = md5 = None
+        for child in stream:
+            if _local(child.tag) == "fileLocation":
+                href = child.attrib.get("href", "")
+            elif _local(child.tag) == "checksum" and child.attrib.get("checksumName", "").upper() == "MD5":
+                md5 = (child.text or "").strip().lower()
+        size = stream.attrib.get("size", "")
+        if href and md5 and size.isdigit():
+            entries[href.removeprefix("./")] = (int(size), md5)
+    return entries
+
+
+def _safe_from_listing(names: list[str], read_member, gdal_path, source: str, level: str | None,
+                       open_member=None) -> Product:
     mtd = [n for n in names if re.search(r"(^|/)MTD_MSIL(1C|2A)\.xml$", n)]
     if not mtd:
-        raise InputError(f"{source}: no MTD_MSIL1C.xml or MTD_MSIL2A.xml found; is this a Sentinel-2 SAFE product?")
+        raise InputError(f"{source}: no MTD_MSIL1C.xml or MTD_MSIL2A.xml found; a SAFE product needs its metadata "
+                         "file (is this a Sentinel-2 SAFE product, and is it complete?)")
+    roots = sorted({n.rpartition("/")[0] for n in mtd})
+    if len(roots) > 1:
+        raise InputError(f"{source}: holds {len(roots)} Sentinel-2 products ({', '.join(r or '.' for r in roots)}); "
+                         "give one product at a time")
     meta = parse_product_metadata(read_member(mtd[0]), source)
-    images = [n for n in names if "/IMG_DATA/" in n.replace("\\", "/")]
-    files = _pick_band_files(gdal_path(n) for n in images)
+    prefix = f"{roots[0]}/" if roots[0] else ""
+    images = [n for n in names if n.startswith(prefix) and "/IMG_DATA/" in n.replace("\\", "/")]
+    member_of = {gdal_path(n): n for n in images}
+    files = _pick_band_files(member_of)
     if not files:
         raise InputError(f"{source}: the SAFE product has no band files under GRANULE/*/IMG_DATA")
-    grid, bands = _open_band_files(files, source)
+    grid, bands = open_band_files(files, source)
+    manifest = f"{prefix}manifest.safe"
+    if open_member is not None and manifest in names:
+        checksums = parse_manifest(read_member(manifest), source)
+        for band in bands.values():
+            member = member_of[band.path]
+            entry = checksums.get(member.removeprefix(prefix))
+            if entry is not None:
+                band.checksum = (*entry, functools.partial(open_member, member))
     product_level = meta.get("level")
     if level and product_level and level != product_level:
         raise InputError(f"{source}: the product is {product_level}, but level {level} was requested")
@@ -293,7 +463,8 @@ def open_safe(path: str | os.PathLike, level: str | None = None) -> Product:
     path = Path(path)
     names = [str(p.relative_to(path)).replace(os.sep, "/") for p in path.rglob("*") if p.is_file()]
     return _safe_from_listing(
-        names, lambda n: (path / n).read_bytes(), lambda n: str(path / n), str(path), level
+        names, lambda n: (path / n).read_bytes(), lambda n: str(path / n), str(path), level,
+        lambda n: open(path / n, "rb"),
     )
 
 
@@ -306,8 +477,16 @@ def open_safe_zip(path: str | os.PathLike, level: str | None = None) -> Product:
     with archive:
         names = [n for n in archive.namelist() if not n.endswith("/")]
         return _safe_from_listing(
-            names, archive.read, lambda n: f"/vsizip/{path.resolve()}/{n}", str(path), level
+            names, archive.read, lambda n: f"/vsizip/{path.resolve()}/{n}", str(path), level,
+            functools.partial(_zip_member, path),
         )
+
+
+@contextlib.contextmanager
+def _zip_member(archive: Path, name: str):
+    """A member of a zip archive as a binary file (zipfile also checks each member's CRC on reading)."""
+    with zipfile.ZipFile(archive) as zf, zf.open(name) as fh:
+        yield fh
 
 
 # --------------------------------------------------------------------------- xarray
@@ -349,21 +528,53 @@ def from_dataarray(da, level: str | None = None, units: str = "dn", product_id: 
         except KeyError:
             continue  # other bands (masks, indices) are not ours to use
         bands[name] = ArrayBand(name, np.asarray(da.sel(bands=label).transpose("y", "x").values))
+    source = f"xarray.DataArray {product_id}"
+    _check_units(bands, units, source)
     crs = da.attrs.get("crs")
     if crs is None and "spatial_ref" in da.coords:
         crs = da["spatial_ref"].attrs.get("crs_wkt")
     if crs is not None:
         from rasterio.crs import CRS
+        from rasterio.errors import CRSError
 
-        crs = CRS.from_user_input(crs)
+        try:
+            crs = CRS.from_user_input(crs)
+        except CRSError as exc:
+            raise InputError(f"{source}: its CRS {str(crs)[:80]!r} is not understood ({exc})") from None
     return Product(
         id=product_id,
-        level=level,
+        level=check_level(level, bands, "", source),
         grid=_grid_from_coords(da, crs),
         bands=bands,
         units=units,
-        source=f"xarray.DataArray {product_id}",
+        source=source,
     )
+
+
+# The largest valid value tells DN (thousands) from reflectance (about 0 to 1.5; at most 6.5535).
+DN_AT_LEAST, REFLECTANCE_AT_MOST = 10.0, 100.0
+
+
+def _check_units(bands: dict, units: str, source: str) -> None:
+    """Refuse values whose range contradicts ``units``: a map made from them would be silently wrong."""
+    peak = None
+    for band in bands.values():
+        if band.name in ("SCL",):
+            continue
+        values = band.array
+        if np.issubdtype(values.dtype, np.floating):
+            values = values[np.isfinite(values)]
+        values = values[values != 0]
+        if values.size:
+            peak = max(peak or 0.0, float(np.abs(values).max()))
+    if peak is None:
+        return  # no data at all: nothing to tell, every pixel comes out missing
+    if units == "dn" and peak < DN_AT_LEAST:
+        raise InputError(f"{source}: the largest value is {peak:.3g}, which is reflectance, not DN (Sentinel-2 DN "
+                         "are in the thousands); pass units='reflectance' (UDF context: \"units\")")
+    if units == "reflectance" and peak > REFLECTANCE_AT_MOST:
+        raise InputError(f"{source}: the largest value is {peak:.6g}, which is DN, not reflectance; pass units='dn' "
+                         "(UDF context: \"units\")")
 
 
 # --------------------------------------------------------------------------- dispatch
@@ -383,26 +594,28 @@ def open_product(source, level: str | None = None, units: str = "dn") -> Product
             return from_dataarray(source, level, units)
     except ImportError:  # pragma: no cover - xarray is a dependency
         pass
-    if type(source).__name__ == "Item":  # pystac.Item, without importing pystac here
-        from stac_ext.reader import open_item
-
-        return open_item(source, level)
+    for reader in plugins.readers():  # other formats (STAC items) come from adapters
+        if reader.accepts(source):
+            return reader.open(source, level)
+    if not isinstance(source, (str, os.PathLike)):
+        raise InputError(f"cannot classify a {type(source).__name__}; give a path, an xarray.DataArray or a STAC item")
     path = Path(source)
-    if str(source).endswith(".json"):
-        from stac_ext.reader import open_item
-
-        return open_item(str(source), level)
+    if not str(source).strip():
+        raise InputError("the input path is empty")
     if not path.exists():
         raise InputError(f"{source}: no such file or folder")
     if path.is_file():
         if path.suffix.lower() == ".zip":
             return open_safe_zip(path, level)
         raise InputError(f"{source}: unsupported input file; give a SAFE folder or .zip, a band folder or a STAC item")
-    if any(path.glob("MTD_MSIL*.xml")):
+    if any(path.glob("MTD_MSIL*.xml")) or path.suffix.upper() == ".SAFE" or (path / "GRANULE").is_dir():
         return open_safe(path, level)
     safes = sorted(path.glob("*.SAFE"))
     if len(safes) == 1:
         return open_safe(safes[0], level)
+    if len(safes) > 1:
+        raise InputError(f"{source}: holds {len(safes)} SAFE products ({', '.join(p.name for p in safes[:3])}"
+                         f"{', ...' if len(safes) > 3 else ''}); give each product as an input of its own")
     if not any(path.iterdir()):
         raise InputError(f"{source}: the folder is empty")
     return open_band_folder(path, level)

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .classes import CLASSES, ENCODINGS, encode, palette
+from .classes import CLASSES, ENCODINGS, data_window, encode, palette
 from .errors import OutputError
 from .gdal import cache_env
 from .grid import Grid
@@ -46,15 +46,18 @@ def atomic_files(*finals: str | os.PathLike):
         for final in finals:
             temps.append(_temp_beside(final))
         yield temps
-        renamed = []
+        started = 0
         try:
             for tmp, final in zip(temps, finals):
+                started += 1
                 os.replace(tmp, final)
-                renamed.append(final)
-        except OSError as exc:
-            for final in renamed:
-                final.unlink(missing_ok=True)
-            raise OutputError(f"cannot move {final.name} into place in {final.parent}: {exc}") from None
+        except BaseException as exc:  # a failed rename, or Ctrl-C / SIGTERM between two renames: none stays
+            for tmp, final in list(zip(temps, finals))[:started]:
+                if not os.path.exists(tmp):  # it was moved into place (perhaps just before the interruption)
+                    final.unlink(missing_ok=True)
+            if isinstance(exc, OSError):
+                raise OutputError(f"cannot move {final.name} into place in {final.parent}: {exc}") from None
+            raise
     finally:
         for tmp in temps:
             if os.path.exists(tmp):
@@ -68,53 +71,100 @@ def atomic_path(final: str | os.PathLike):
         yield tmp
 
 
-def _write_cog(path, data: np.ndarray, grid: Grid, *, nodata=None, colormap=None, resampling="nearest",
-               tags=None, band_tags=None) -> Path:
-    """Write a (bands, height, width) array as a COG (deflate, 512 px blocks, overviews)."""
-    from rasterio.io import MemoryFile
-    from rio_cogeo.cogeo import cog_translate
+def _cog_profile() -> dict:
     from rio_cogeo.profiles import cog_profiles
 
-    profile = {
-        "driver": "GTiff", "height": grid.height, "width": grid.width, "count": data.shape[0],
-        "dtype": data.dtype.name, "transform": grid.transform, "nodata": nodata,
-    }
-    if grid.crs is not None:
-        profile["crs"] = grid.crs
-    out_profile = cog_profiles.get("deflate")
-    out_profile.update({"blockxsize": 512, "blockysize": 512, "NUM_THREADS": "ALL_CPUS"})  # parallel compression
+    profile = cog_profiles.get("deflate")
+    profile.update({"blockxsize": 512, "blockysize": 512, "NUM_THREADS": "ALL_CPUS"})  # parallel compression
+    return profile
+
+
+def _translate(src, path, *, nodata, resampling) -> Path:
+    """Write the open dataset ``src`` to ``path`` as a COG (deflate, 512 px blocks, overviews), atomically."""
+    from rio_cogeo.cogeo import cog_translate
+
     with atomic_path(path) as tmp, cache_env(256, GDAL_TIFF_INTERNAL_MASK=True):
-        with MemoryFile() as memfile:
-            with memfile.open(**profile) as mem:
-                if colormap:  # before the pixels: GDAL fixes the photometric tag at the first write
-                    mem.write_colormap(1, colormap)
-                mem.write(data)
-                mem.update_tags(**(tags or {}))
-                for i, btags in enumerate(band_tags or [], start=1):
-                    mem.update_tags(i, **btags)
-            with memfile.open() as src:
-                cog_translate(src, tmp, out_profile, overview_resampling=resampling, nodata=nodata, quiet=True,
-                              in_memory=False, use_cog_driver=False)
+        cog_translate(src, tmp, _cog_profile(), overview_resampling=resampling, nodata=nodata, quiet=True,
+                      in_memory=False, use_cog_driver=False, forward_band_tags=True)
     return Path(path)
 
 
 def write_cog(path, classes: np.ndarray, grid: Grid, encoding: str = "kappamask", tags: dict | None = None) -> Path:
     """Write a uint8 class map as a COG with the class palette and mode overviews (``tags``: e.g. the model)."""
+    from rasterio.io import MemoryFile
+
     if encoding not in ENCODINGS:
         raise OutputError(f"unknown encoding {encoding!r}; choose one of {sorted(ENCODINGS)}")
     # The paper's encoding marks missing (0) as nodata; km_predict files carry no nodata tag.
     nodata = 0 if encoding == "kappamask" else None
     codes = ENCODINGS[encoding]
-    return _write_cog(
-        path, encode(classes, encoding)[None], grid, nodata=nodata, colormap=palette(encoding), resampling="mode",
-        tags={"encoding": encoding, **{f"class_{codes[c.value]}": c.name for c in CLASSES}, **(tags or {})},
-    )
+    profile = {"driver": "GTiff", "height": grid.height, "width": grid.width, "count": 1, "dtype": "uint8",
+               "transform": grid.transform, "nodata": nodata, **({"crs": grid.crs} if grid.crs is not None else {})}
+    with MemoryFile() as memfile:
+        with memfile.open(**profile) as mem:
+            mem.write_colormap(1, palette(encoding))  # before the pixels: GDAL fixes the photometric tag then
+            mem.write(encode(classes, encoding)[None])
+            mem.update_tags(encoding=encoding, **{f"class_{codes[c.value]}": c.name for c in CLASSES}, **(tags or {}))
+        with memfile.open() as src:
+            return _translate(src, path, nodata=nodata, resampling="mode")
+
+
+class ScoresWriter:
+    """Per-class scores (float32, one band per class) streamed to disk in row blocks, then made a COG.
+
+    Memory stays one strip whatever the product size: rows go into a tiled
+    GeoTIFF beside ``path`` while the product streams, which becomes the COG
+    when the block ends without an error and is deleted in every case. With
+    ``path`` None the writer does nothing (scores were not asked for).
+    """
+
+    def __init__(self, path, grid: Grid):
+        self.path = None if path is None else Path(path)
+        self.grid = grid
+        self._strips: Path | None = None
+        self._dataset = None
+
+    def __enter__(self) -> "ScoresWriter":
+        if self.path is None:
+            return self
+        import rasterio
+
+        self._strips = Path(_temp_beside(self.path.with_name(self.path.name + ".strips")))
+        grid = self.grid
+        self._dataset = rasterio.open(
+            self._strips, "w", driver="GTiff", height=grid.height, width=grid.width, count=len(CLASSES),
+            dtype="float32", transform=grid.transform, tiled=True, blockxsize=512, blockysize=512,
+            compress="deflate", zlevel=1, predictor=3, **({"crs": grid.crs} if grid.crs is not None else {}))
+        for c in CLASSES:
+            self._dataset.update_tags(c.value + 1, **{"class": c.name})
+            self._dataset.set_band_description(c.value + 1, c.name)
+        return self
+
+    def write(self, row: int, block: np.ndarray) -> None:
+        """Rows ``row`` .. ``row + block.shape[1]`` of the (classes, rows, width) scores."""
+        from rasterio.windows import Window
+
+        self._dataset.write(block.astype(np.float32, copy=False), window=Window(0, row, block.shape[2], block.shape[1]))
+
+    def __exit__(self, exc_type, *exc) -> None:
+        try:
+            if self._dataset is not None:
+                self._dataset.close()
+                if exc_type is None:
+                    import rasterio
+
+                    with cache_env(256), rasterio.open(self._strips) as src:
+                        _translate(src, self.path, nodata=None, resampling="average")
+        finally:
+            if self._strips is not None:
+                self._strips.unlink(missing_ok=True)
 
 
 def write_scores(path, scores: np.ndarray, grid: Grid) -> Path:
-    """Write the per-class scores (5, H, W) float32 as a COG, one band per class."""
-    return _write_cog(path, scores.astype(np.float32), grid, resampling="average",
-                      band_tags=[{"class": c.name} for c in CLASSES])
+    """Write in-memory per-class scores (5, H, W) as a COG, one band per class."""
+    with ScoresWriter(path, grid) as writer:
+        writer.write(0, scores)
+    return Path(path)
 
 
 def class_image(classes: np.ndarray, size: tuple[int, int] | None = None) -> np.ndarray:
@@ -129,35 +179,50 @@ def class_image(classes: np.ndarray, size: tuple[int, int] | None = None) -> np.
     return lut[classes]
 
 
+QUICKLOOK_SIDE = 1024  # longest side of each panel (px)
+QUICKLOOK_MIN_SIDE = 256  # small inputs are enlarged to this, so the legend fits and pixels can be seen
+
+
 def write_quicklook(path, classes: np.ndarray, preview: np.ndarray | None, title: str = "",
-                    predicts: tuple[str, ...] | None = None) -> Path:
+                    predicts: tuple[str, ...] | None = None, window: tuple[int, int, int, int] | None = None) -> Path:
     """PNG: true colour beside the class map, with a legend of the five classes.
 
-    Classes outside ``predicts`` (the model's possible outputs) are marked in the legend.
+    Both panels show ``window`` (row0, row1, col0, col1 of the map; default: the
+    extent of the data plus a margin, :func:`~kappamask_core.classes.data_window`),
+    so a product whose data is a sliver of its tile is not lost in black;
+    ``preview`` is the true colour of that window at any size. Classes outside
+    ``predicts`` (the model's possible outputs) are marked in the legend.
     """
     from PIL import Image, ImageDraw
 
-    max_side = 1024
-    step = max(1, int(np.ceil(max(classes.shape) / max_side)))
-    class_rgb = class_image(classes[::step, ::step])
-    h, w = class_rgb.shape[:2]
-    panels = [class_rgb]
+    r0, r1, c0, c1 = window or data_window(classes)
+    step = max(1, int(np.ceil(max(r1 - r0, c1 - c0) / QUICKLOOK_SIDE)))
+    panel = Image.fromarray(class_image(classes[r0:r1:step, c0:c1:step]))
+    scale = max(1.0, QUICKLOOK_MIN_SIDE / max(panel.size))
+    size = (round(panel.size[0] * scale), round(panel.size[1] * scale))
+    panels = [panel.resize(size, Image.NEAREST)]
     if preview is not None:
-        panels.insert(0, np.asarray(Image.fromarray(preview).resize((w, h), Image.BILINEAR)))
+        panels.insert(0, Image.fromarray(np.ascontiguousarray(preview)).resize(size, Image.BILINEAR))
+    labels = []
+    for c in CLASSES:
+        absent = predicts is not None and c.name not in predicts and c.value != 0
+        labels.append((c, f"{c.value} {c.title}" + ("  (not predicted by this model)" if absent else ""), absent))
+    probe = ImageDraw.Draw(Image.new("RGB", (1, 1)))
+    text_width = max([probe.textlength(title)] + [30 + probe.textlength(text) for _, text, _ in labels]) + 12
     gap, legend_h = 8, 28 + 20 * len(CLASSES)
-    canvas = Image.new("RGB", (len(panels) * w + (len(panels) - 1) * gap, h + legend_h), (32, 32, 32))
-    for i, panel in enumerate(panels):
-        canvas.paste(Image.fromarray(panel), (i * (w + gap), 0))
+    w, h = size
+    canvas = Image.new("RGB", (max(len(panels) * w + (len(panels) - 1) * gap, int(text_width)), h + legend_h),
+                       (32, 32, 32))
+    for i, image in enumerate(panels):
+        canvas.paste(image, (i * (w + gap), 0))
     draw = ImageDraw.Draw(canvas)
     y = h + 6
     if title:
         draw.text((6, y), title, fill=(230, 230, 230))
-    for c in CLASSES:
+    for c, text, absent in labels:
         y += 20
         draw.rectangle([6, y, 22, y + 14], fill=c.rgb, outline=(200, 200, 200))
-        absent = predicts is not None and c.name not in predicts and c.value != 0
-        label = f"{c.value} {c.title}" + ("  (not predicted by this model)" if absent else "")
-        draw.text((30, y + 1), label, fill=(150, 150, 150) if absent else (230, 230, 230))
+        draw.text((30, y + 1), text, fill=(150, 150, 150) if absent else (230, 230, 230))
     with atomic_path(path) as tmp:
         canvas.save(tmp, format="PNG")
     return Path(path)

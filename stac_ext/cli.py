@@ -4,12 +4,17 @@ from __future__ import annotations
 
 
 def cmd_validate(args) -> int:
+    from pathlib import Path
+
+    from kappamask_core.errors import InputError
+
     from .validate import validate_path
 
+    if not Path(args.path).exists():
+        raise InputError(f"{args.path}: no such file or folder")
     report = validate_path(args.path)
     if not report:
-        print(f"{args.path}: no STAC JSON found")
-        return 2
+        raise InputError(f"{args.path}: no STAC JSON found")
     bad = 0
     for path, errors in report.items():
         print(f"{'OK     ' if not errors else 'INVALID'} {path}")

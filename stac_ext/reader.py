@@ -12,6 +12,7 @@ the processing baseline.
 from __future__ import annotations
 
 import json
+import math
 import re
 from datetime import datetime
 from pathlib import Path
@@ -19,7 +20,8 @@ from urllib.parse import urljoin
 
 from kappamask_core.bands import BAND_BY_NAME, normalise_band_name
 from kappamask_core.errors import InputError
-from kappamask_core.readers import Product, _open_band_files, parse_product_metadata
+from kappamask_core.readers import (OFFSET_BASELINE, Product, check_level, open_band_files, parse_baseline,
+                                    parse_product_metadata)
 
 RESOLUTION_SUFFIX = re.compile(r"^(.*?)[_-](\d{2})m$", re.IGNORECASE)
 METADATA_KEYS = ("product_metadata", "product-metadata", "metadata", "MTD_MSIL1C", "MTD_MSIL2A", "mtd")
@@ -71,39 +73,43 @@ def _load(source):
             with urllib.request.urlopen(path, timeout=60) as response:
                 return json.loads(response.read()), path
         return json.loads(Path(path).read_text()), str(Path(path).resolve())
-    except (OSError, json.JSONDecodeError) as exc:
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
         raise InputError(f"cannot read STAC item {path}: {exc}") from None
 
 
 def open_item(source, level: str | None = None) -> Product:
     data, self_href = _load(source)
+    if not isinstance(data, dict):
+        raise InputError(f"{self_href or source}: not a STAC item (the JSON is a {type(data).__name__}, not an object)")
     if data.get("type") != "Feature":
         raise InputError(f"{self_href or source}: not a STAC item (type {data.get('type')!r})")
-    props, assets = data.get("properties", {}), data.get("assets", {})
+    props, assets = data.get("properties"), data.get("assets")
+    if not isinstance(props, dict) or not isinstance(assets, dict):
+        raise InputError(f"{self_href or source}: a STAC item needs 'properties' and 'assets' objects")
     item_id = data.get("id", "item")
     chosen: dict[str, tuple[int, str, dict]] = {}
     for key, asset in assets.items():
         if key.lower().endswith("-jp2") and key[:-4] in assets:
             continue  # Earth Search lists each band twice: prefer the COG
         found = _band_of(key)
-        if found is None or "href" not in asset:
+        if found is None or not isinstance(asset, dict) or not isinstance(asset.get("href"), str):
             continue
         name, res = found
         if name not in chosen or res < chosen[name][0]:
             chosen[name] = (res, gdal_path(asset["href"], self_href), asset)
     if not chosen:
         raise InputError(f"STAC item {item_id}: no Sentinel-2 band assets (keys such as B02, blue, B02_10m)")
-    grid, bands = _open_band_files({n: p for n, (_, p, _) in chosen.items()}, f"STAC item {item_id}")
+    grid, bands = open_band_files({n: p for n, (_, p, _) in chosen.items()}, f"STAC item {item_id}")
     item_level = _level(props, data.get("collection"))
     if level and item_level and level != item_level:
         raise InputError(f"STAC item {item_id} is {item_level}, but level {level} was requested")
     product = Product(
-        id=item_id,
-        level=item_level or level,
+        id=str(item_id),
+        level=check_level(item_level or level, bands, "", f"STAC item {item_id}"),
         grid=grid,
         bands=bands,
         baseline=props.get("s2:processing_baseline"),
-        datetime=datetime.fromisoformat(props["datetime"].replace("Z", "+00:00")) if props.get("datetime") else None,
+        datetime=_datetime(props.get("datetime"), item_id),
         platform=props.get("platform"),
         source=f"STAC item {item_id}",
         extra={"stac_href": self_href},
@@ -112,15 +118,30 @@ def open_item(source, level: str | None = None) -> Product:
     return product
 
 
+def _datetime(value, item_id) -> datetime | None:
+    if value is None:
+        return None
+    try:
+        return datetime.fromisoformat(str(value).replace("Z", "+00:00"))
+    except ValueError:
+        raise InputError(f"STAC item {item_id}: datetime {value!r} is not a time") from None
+
+
 def _scaling(product: Product, props: dict, assets: dict, band_assets: dict, base) -> None:
     """Fill offsets and quantification: raster:bands, then a metadata asset, then the baseline rule."""
     from_raster = False
     for name, asset in band_assets.items():
-        rb = (asset.get("raster:bands") or [{}])[0]
-        if "scale" in rb and rb["scale"]:
+        rb = asset.get("raster:bands") or [{}]
+        rb = rb[0] if isinstance(rb, list) and rb and isinstance(rb[0], dict) else {}
+        if "scale" in rb:
+            scale, offset = rb["scale"], rb.get("offset", 0.0)
+            if not all(isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
+                       for v in (scale, offset)) or scale <= 0:
+                raise InputError(f"{product.source}: asset {name} has raster:bands scale {scale!r} and offset "
+                                 f"{offset!r}; the scale must be a positive number and the offset a number")
             key = BAND_BY_NAME[name].quantification_key
-            product.quantification[key] = round(1.0 / rb["scale"], 6)
-            product.offsets[name] = rb.get("offset", 0.0) / rb["scale"]
+            product.quantification[key] = round(1.0 / scale, 6)
+            product.offsets[name] = offset / scale
             from_raster = True
     if from_raster:
         return
@@ -133,9 +154,16 @@ def _scaling(product: Product, props: dict, assets: dict, band_assets: dict, bas
             product.offsets, product.quantification = meta["offsets"], meta["quantification"]
             product.baseline = product.baseline or meta.get("baseline")
             return
-    baseline = str(product.baseline or "0")
+    if product.baseline is None:
+        return  # no baseline, no offset: the item says nothing else
+    try:
+        baseline = parse_baseline(product.baseline)
+    except InputError as exc:
+        raise InputError(f"{product.source}: s2:processing_baseline: {exc}") from None
     applied = props.get("earthsearch:boa_offset_applied", False)
-    if baseline >= "04.00" and not applied:
+    if not isinstance(applied, bool):
+        raise InputError(f"{product.source}: earthsearch:boa_offset_applied is {applied!r}, not true or false")
+    if baseline >= OFFSET_BASELINE and not applied:
         product.offsets = {b: -1000.0 for b in product.bands if BAND_BY_NAME[b].quantification_key == "band"}
 
 
@@ -149,3 +177,22 @@ def _read_bytes(href: str, base) -> bytes:
     if path.startswith("/vsi"):
         raise OSError(f"cannot fetch {href} without credentials")
     return Path(path).read_bytes()
+
+
+class StacItemReader:
+    """The ``kappamask.readers`` plugin: STAC items (a pystac.Item, a .json path or an http(s) URL to one)."""
+
+    name = "stac-item"
+
+    @staticmethod
+    def accepts(source) -> bool:
+        if type(source).__name__ == "Item" and type(source).__module__.startswith("pystac"):
+            return True
+        return isinstance(source, (str, Path)) and str(source).lower().endswith(".json")
+
+    @staticmethod
+    def open(source, level=None) -> Product:
+        return open_item(source, level)
+
+
+STAC_READER = StacItemReader()

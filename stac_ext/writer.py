@@ -14,7 +14,7 @@ import numpy as np
 
 from kappamask_core import __version__
 from kappamask_core.cards import sha256_file
-from kappamask_core.classes import CLASSES, ENCODINGS, MISSING
+from kappamask_core.classes import CLASSES, ENCODINGS, MISSING, data_bounds
 
 COG_MEDIA_TYPE = "image/tiff; application=geotiff; profile=cloud-optimized"
 EXTENSIONS = {
@@ -31,17 +31,8 @@ def footprint(classes: np.ndarray, grid) -> tuple[dict, list[float]]:
     """WGS84 polygon and bbox of the valid-data extent (bounding box of non-missing pixels)."""
     from rasterio.warp import transform_geom
 
-    # in row blocks: a whole-map comparison would allocate a full-size boolean array twice
-    row_any = np.zeros(classes.shape[0], bool)
-    col_any = np.zeros(classes.shape[1], bool)
-    for row in range(0, classes.shape[0], 1024):
-        valid = classes[row : row + 1024] != MISSING
-        row_any[row : row + 1024] = valid.any(axis=1)
-        col_any |= valid.any(axis=0)
-    rows, cols = np.flatnonzero(row_any), np.flatnonzero(col_any)
-    if rows.size == 0:
-        rows, cols = np.array([0, classes.shape[0] - 1]), np.array([0, classes.shape[1] - 1])
-    r0, r1, c0, c1 = rows[0], rows[-1] + 1, cols[0], cols[-1] + 1
+    bounds = data_bounds(classes)
+    r0, r1, c0, c1 = bounds if bounds is not None else (0, classes.shape[0], 0, classes.shape[1])
     # densify the edges so the reprojected polygon follows the curved UTM edges
     n = 16
     ring = [(c0 + (c1 - c0) * i / n, r0) for i in range(n)] + [(c1, r0 + (r1 - r0) * i / n) for i in range(n)]
@@ -83,8 +74,12 @@ def _file_info(path: Path) -> dict:
     return {"file:size": path.stat().st_size, "file:checksum": "1220" + sha256_file(path)}
 
 
-def build_item(classification, paths: dict, source, encoding: str = "kappamask"):
+def build_item(classification, paths: dict, source, encoding: str = "kappamask", files: dict | None = None):
+    """The STAC item of one product. ``paths``: each output's final path (hrefs);
+    ``files``: where each output's bytes are now (for sizes and checksums), default ``paths``."""
     import pystac
+
+    files = files or paths
 
     product, card, grid = classification.product, classification.card, classification.grid
     geom, bbox = footprint(classification.classes, grid)
@@ -116,7 +111,7 @@ def build_item(classification, paths: dict, source, encoding: str = "kappamask")
         ),
         "processing:level": "L3",
     })
-    if product.platform:
+    if isinstance(product.platform, str) and product.platform:
         props["platform"] = product.platform
         props["constellation"] = "sentinel-2"
         props["instruments"] = ["msi"]
@@ -136,22 +131,24 @@ def build_item(classification, paths: dict, source, encoding: str = "kappamask")
         href=cog.name, media_type=COG_MEDIA_TYPE, roles=["data"], title="Cloud and cloud-shadow classes",
         extra_fields={
             "classification:classes": classes,
-            "raster:bands": [{"data_type": "uint8", "nodata": 0 if encoding == "kappamask" else None,
+            # km_predict files have no nodata value: the key is left out (null is not valid raster:bands)
+            "raster:bands": [{"data_type": "uint8", **({"nodata": 0} if encoding == "kappamask" else {}),
                               "sampling": "area", "spatial_resolution": grid.resolution}],
             "kappamask:encoding": encoding,
-            **_file_info(cog),
+            **_file_info(Path(files["cog"])),
         },
     ))
     png = Path(paths["quicklook"])
     item.add_asset("quicklook", pystac.Asset(href=png.name, media_type="image/png", roles=["overview"],
-                                             title="True colour and classes", extra_fields=_file_info(png)))
+                                             title="True colour and classes",
+                                             extra_fields=_file_info(Path(files["quicklook"]))))
     if paths.get("scores"):
         scores = Path(paths["scores"])
         item.add_asset("scores", pystac.Asset(
             href=scores.name, media_type=COG_MEDIA_TYPE, roles=["data"], title="Class scores (0..1), one band per class",
             extra_fields={"raster:bands": [{"data_type": "float32", "name": c.name, "sampling": "area",
                                             "spatial_resolution": grid.resolution} for c in CLASSES],
-                          **_file_info(scores)},
+                          **_file_info(Path(files["scores"]))},
         ))
     _provenance(item, product, source)
     return item
@@ -183,18 +180,36 @@ def write_json_atomic(path: Path, data: dict) -> Path:
     return path
 
 
-def write_stac(results, outdir, encoding: str = "kappamask") -> list[Path]:
-    """Write one item per (classification, paths, source); a collection when there are several."""
-    outdir = Path(outdir)
-    items = [build_item(result, paths, source, encoding) for result, paths, source in results]
-    written = []
-    for item in items:
-        path = outdir / f"{item.id}.json"
-        item.set_self_href(None)
-        write_json_atomic(path, item.to_dict(include_self_link=False, transform_hrefs=False))
-        written.append(path)
-    if len(items) > 1:
+def item_dict(item) -> dict:
+    item.set_self_href(None)
+    return item.to_dict(include_self_link=False, transform_hrefs=False)
+
+
+class StacItemOutput:
+    """The ``kappamask.outputs`` plugin: a STAC item beside each product's COG, a collection over a run."""
+
+    name = "stac"
+
+    @staticmethod
+    def file_names(stem: str) -> dict[str, str]:
+        return {"stac_item": f"{stem}.json"}
+
+    @staticmethod
+    def write(result, finals: dict, temps: dict, source, encoding: str) -> None:
+        item = build_item(result, finals, source, encoding, files=temps)
+        Path(temps["stac_item"]).write_text(json.dumps(item_dict(item), indent=2) + "\n")
+
+    @staticmethod
+    def finish(written: list[dict], outdir, encoding: str) -> None:
+        """A collection and catalogue root when the run made several items."""
+        import pystac
+
         from .collection import write_collection
 
-        write_collection(items, outdir, encoding)
-    return written
+        if len(written) > 1:
+            items = [pystac.Item.from_file(str(paths["stac_item"])) for paths in written]
+            write_collection(items, Path(outdir), encoding)
+
+
+STAC_OUTPUT = StacItemOutput()
+

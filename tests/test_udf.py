@@ -148,8 +148,8 @@ print(sorted(set(np.unique(out.get_datacube_list()[0].get_array().values).tolist
 
 @pytest.mark.parametrize("context,message", [
     ({"model": "no-such-model"}, "unknown model 'no-such-model'"),
-    ({"level": "L2A", "model": "ukis-csmask-6b-l1c"}, "takes L1C products"),
-    ({"model": "kappamask-v2", "level": "L2A"}, "missing band(s) AOT"),
+    ({"level": "L2A", "model": "ukis-csmask-6b-l1c"}, "level L2A was requested, but the product is L1C"),
+    ({"model": "ukis-csmask-6b-l2a"}, "but the product is L1C (it has B10"),
     ({"model": "kappamask-v2"}, "network access is off"),
     ({"modle": "default"}, "unknown context key"),
     ({"units": "percent"}, "units must be"),

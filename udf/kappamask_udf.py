@@ -55,7 +55,26 @@ def _use_dependency_archive(folder):
     return None
 
 
+def _number(context, key, whole=False, minimum=None):
+    """A numeric context value, or None when absent; anything else is an error that names the key."""
+    value = context.get(key)
+    if value is None:
+        return None
+    kind = "a whole number" if whole else "a number"
+    try:
+        number = float(value)
+        if whole and number != int(number):
+            raise ValueError
+    except (TypeError, ValueError, OverflowError):
+        raise ValueError(f"KappaMask UDF: context {key!r} must be {kind}, not {value!r}") from None
+    if minimum is not None and number < minimum:
+        raise ValueError(f"KappaMask UDF: context {key!r} must be at least {minimum}, not {value!r}")
+    return int(number) if whole else number
+
+
 def apply_datacube(cube: xarray.DataArray, context: dict) -> xarray.DataArray:
+    if context is not None and not isinstance(context, dict):
+        raise ValueError(f"KappaMask UDF: the context must be an object (dict), not {type(context).__name__}")
     context = dict(context or {})
     unknown = sorted(set(context) - set(CONTEXT_KEYS))
     if unknown:
@@ -63,35 +82,39 @@ def apply_datacube(cube: xarray.DataArray, context: dict) -> xarray.DataArray:
     _use_dependency_archive(context.get("dependency_folder", DEFAULT_DEPENDENCY_FOLDER))
     try:
         from kappamask_core.datacube import classify_datacube
-        from kappamask_core.errors import KappaMaskError
+        from kappamask_core.errors import BandsError, KappaMaskError
         from kappamask_core.pipeline import ClassifyOptions
     except ImportError as exc:
         raise ImportError(
             "KappaMask UDF: kappamask_core is not available. Add the archive built by 'kappamask openeo package' "
             "to the job option 'udf-dependency-archives' (as '<url>#kappamask_deps'), or install the package."
         ) from exc
+    overlap, margin = _number(context, "overlap", True, 0), _number(context, "margin", True, 0)
+    batch_size, offset = _number(context, "batch_size", True, 1), _number(context, "offset") or 0.0
     try:
         options = ClassifyOptions(
             stitch=context.get("stitch", "crop"),
-            overlap=context.get("overlap"),
-            margin=context.get("margin"),
+            overlap=overlap,
+            margin=margin,
             device=context.get("device", "auto"),
-            batch_size=int(context["batch_size"]) if context.get("batch_size") else None,
+            batch_size=batch_size,
         )
         return classify_datacube(
             cube,
             model=context.get("model", "auto"),
             level=context.get("level"),
             units=context.get("units", "dn"),
-            offset=float(context.get("offset", 0.0)),
+            offset=offset,
             output=context.get("output", "classes"),
             encoding=context.get("encoding", "kappamask"),
             weights=context.get("weights"),
             options=options,
         )
-    except KappaMaskError as exc:
+    except BandsError as exc:  # the cube and the model do not fit: the bands loaded are what to change
         bands = [str(b) for b in cube["bands"].values] if "bands" in cube.coords else []
         raise ValueError(
             f"KappaMask UDF: {str(exc).rstrip('.')}. The cube has bands {bands}; change load_collection(bands=...) "
-            f"or the UDF context (model, level, units)."
+            f"or the UDF context (model, level)."
         ) from None
+    except KappaMaskError as exc:
+        raise ValueError(f"KappaMask UDF: {exc}") from None
