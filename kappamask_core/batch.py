@@ -1,9 +1,13 @@
 """Many products at once with Dask: one task per product (extra ``dask``).
 
 Each task runs :func:`kappamask_core.api.classify_to_files` on one input, so
-every output is written atomically exactly as in a sequential run. ONNX
-Runtime threads are divided between the workers so they do not oversubscribe
-the cores. The STAC collection over all items is written at the end.
+every output is written atomically exactly as in a sequential run, and a
+product whose outputs already exist, made with the same settings, is skipped:
+a batch that was interrupted is resumed by running it again. Locally, ONNX
+Runtime threads are divided between the worker processes; with ``scheduler``
+set to the address of a Dask distributed scheduler (``tcp://host:8786``) the
+products run on that cluster, whose workers must see the inputs and the
+output folder. The STAC collection over all items is written at the end.
 """
 
 from __future__ import annotations
@@ -13,44 +17,72 @@ from dataclasses import replace
 from pathlib import Path
 
 from . import plugins
+
+LOCAL_SCHEDULERS = ("processes", "threads", "sync")
+
+
+def _on_cluster(tasks, address) -> list:
+    """Run the tasks on an existing Dask distributed cluster (``address`` or a ``distributed.Client``)."""
+    try:
+        from distributed import Client
+    except ImportError:
+        raise InputError("running on a Dask cluster needs distributed: pip install 'kappamask[dask]'") from None
+    if isinstance(address, Client):
+        return list(address.gather(address.compute(tasks)))
+    try:
+        client = Client(str(address), timeout="10s", set_as_default=False)
+    except (OSError, TimeoutError) as exc:
+        raise InputError(f"cannot reach the Dask scheduler at {address}: {exc}") from None
+    with client:
+        return list(client.gather(client.compute(tasks)))
 from .errors import InputError, KappaMaskError
 from .pipeline import ClassifyOptions
 
 
-def _classify_one(source, outdir, model, weights, level, options, encoding):
+def _classify_one(source, outdir, model, weights, level, options, encoding, usable=False, force=False):
     """One product in a worker; an error the user can fix comes back as a value, not as a remote traceback."""
     from .api import classify_to_files
 
     try:
         return classify_to_files([source], outdir, model=model, weights=weights, level=level, options=options,
-                                 encoding=encoding, stac=True)[0]
+                                 encoding=encoding, stac=True, usable=usable, force=force, finish=False)[0]
     except KappaMaskError as exc:
         return exc
 
 
 def classify_many(inputs, outdir, *, model="auto", weights=None, level=None, options: ClassifyOptions | None = None,
-                  encoding: str = "kappamask", workers: int = 2, scheduler: str = "processes",
-                  progress: bool = True) -> list[dict]:
-    """Classify ``inputs`` in parallel with Dask; returns the paths written per input, in input order."""
+                  encoding: str = "kappamask", workers: int = 2, scheduler="processes",
+                  progress: bool = True, usable: bool = False, force: bool = False) -> list[dict]:
+    """Classify ``inputs`` in parallel with Dask; returns the paths written per input, in input order.
+
+    ``scheduler``: "processes", "threads" or "sync" (local), or the address of a Dask distributed scheduler.
+    """
     try:
         import dask
     except ImportError:
         raise InputError("parallel runs need Dask: pip install 'kappamask[dask]'") from None
+    from .api import output_folder
+
     inputs = [str(i) for i in inputs]
+    outdir = output_folder(outdir)
     options = options or ClassifyOptions()
-    if options.threads is None:
+    local = scheduler in LOCAL_SCHEDULERS
+    if options.threads is None and local:
         options = replace(options, threads=max(1, (os.cpu_count() or 1) // max(1, workers)))
     options = replace(options, progress=False)  # one bar for the whole batch instead
-    tasks = [dask.delayed(_classify_one)(src, str(outdir), model, weights, level, options, encoding)
+    tasks = [dask.delayed(_classify_one)(src, str(outdir), model, weights, level, options, encoding, usable, force)
              for src in inputs]
-    compute = dict(scheduler=scheduler, num_workers=workers)
-    if progress and scheduler in ("processes", "threads", "sync"):
-        from dask.diagnostics import ProgressBar
+    if local:
+        compute = dict(scheduler=scheduler, num_workers=workers)
+        if progress:
+            from dask.diagnostics import ProgressBar
 
-        with ProgressBar(out=__import__("sys").stderr):
+            with ProgressBar(out=__import__("sys").stderr):
+                written = list(dask.compute(*tasks, **compute))
+        else:
             written = list(dask.compute(*tasks, **compute))
     else:
-        written = list(dask.compute(*tasks, **compute))
+        written = _on_cluster(tasks, scheduler)
     failed = [(src, result) for src, result in zip(inputs, written) if isinstance(result, KappaMaskError)]
     if failed:  # the other products are complete; say what failed, as one line
         first = failed[0][1]

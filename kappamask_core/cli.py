@@ -36,10 +36,18 @@ def _add_run_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--device", choices=["auto", "cpu", "cuda", "tensorrt"], default="auto")
     p.add_argument("--resampling", choices=["bilinear", "nearest"], default="bilinear",
                    help="upsampling of 20/60 m bands on a 10 m working grid (coarser grids use area averages)")
+    p.add_argument("--decode", choices=["reduced", "full"], default="reduced",
+                   help="for models with a working grid coarser than 10 m: decode bands at the JPEG 2000 / COG "
+                        "reduced resolution closest to it (reduced, faster) or at full resolution")
     p.add_argument("--fp16", action="store_true", help="run the model in float16 (GPUs; needs the gpu extra)")
     p.add_argument("--encoding", choices=["kappamask", "km_predict"], default="kappamask",
                    help="class values in the GeoTIFF: kappamask (0 missing .. 4 cloud) or km_predict (1..4, 5 missing)")
     p.add_argument("--scores", action="store_true", help="also write per-class scores (STAC asset)")
+    p.add_argument("--buffer", metavar="CLASS=METRES,...",
+                   help="grow classes after stitching, e.g. cloud=300,shadow=100 (cloud, semi_transparent_cloud, "
+                        "shadow); a buffer never covers missing pixels or a stronger class")
+    p.add_argument("--usable", action="store_true",
+                   help="also write the usable-pixel mask <id>_usable.tif: 1 clear after buffering, 0 not, 255 missing")
     p.add_argument("--no-stac", action="store_true", help="do not write STAC items")
     p.add_argument("--no-progress", action="store_true")
 
@@ -66,7 +74,8 @@ def _options(args):
 
     return ClassifyOptions(
         overlap=args.overlap, margin=args.margin, stitch=args.stitch, batch_size=args.batch_size,
-        device=args.device, threads=args.threads, resampling=args.resampling, scores=args.scores, fp16=args.fp16,
+        device=args.device, threads=args.threads, resampling=args.resampling, decode=args.decode,
+        scores=args.scores, fp16=args.fp16, buffers=args.buffer,
         progress=not args.no_progress and sys.stderr.isatty(),
     )
 
@@ -74,18 +83,21 @@ def _options(args):
 def cmd_classify(args) -> int:
     from .api import classify_to_files
 
-    if getattr(args, "workers", 1) > 1 and len(args.inputs) > 1:
+    scheduler = getattr(args, "scheduler", None)
+    if scheduler or (getattr(args, "workers", 1) > 1 and len(args.inputs) > 1):
         from .batch import classify_many
 
         if args.no_stac:
-            log.warning("--workers always writes STAC items")
+            log.warning("--workers and --scheduler always write STAC items")
         outputs = classify_many(args.inputs, args.output, model=args.model, weights=args.weights, level=args.level,
                                 options=_options(args), encoding=args.encoding, workers=args.workers,
-                                progress=not args.no_progress)
+                                progress=not args.no_progress, usable=args.usable, force=args.force,
+                                scheduler=scheduler or "processes")
     else:
         outputs = classify_to_files(
             args.inputs, args.output, model=args.model, weights=args.weights, level=args.level,
-            options=_options(args), encoding=args.encoding, stac=not args.no_stac,
+            options=_options(args), encoding=args.encoding, stac=not args.no_stac, usable=args.usable,
+            force=getattr(args, "force", False),
         )
     for out in outputs:
         print(json.dumps({k: str(v) for k, v in out.items()}))
@@ -199,6 +211,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("inputs", nargs="+", help="SAFE folder or .zip, band folder, or STAC item .json")
     p.add_argument("-o", "--output", required=True, help="output folder")
     p.add_argument("--workers", type=int, default=1, help="products classified in parallel (Dask processes)")
+    p.add_argument("--scheduler", metavar="ADDRESS",
+                   help="run the products on an existing Dask distributed cluster, e.g. tcp://10.0.0.5:8786 (its "
+                        "workers must see the inputs and the output folder)")
+    p.add_argument("--force", action="store_true",
+                   help="classify again products whose outputs exist (by default they are skipped when complete and "
+                        "made with the same model and settings)")
     _add_run_options(p)
     p.set_defaults(func=cmd_classify)
 

@@ -8,6 +8,7 @@ is cached per process.
 from __future__ import annotations
 
 from .bands import BAND_BY_NAME
+from .buffers import usable_mask
 from .classes import CLASSES, encode
 from .errors import InputError
 from .cards import resolve_card
@@ -15,7 +16,13 @@ from .infer import cached_runner
 from .pipeline import ClassifyOptions, check_compatible, run
 from .readers import from_dataarray
 
-OUTPUTS = ("classes", "scores")
+# The band labels of each output: the UDF's apply_metadata renames the cube's bands to these
+OUTPUT_BANDS = {
+    "classes": ("kappamask",),  # the class values (0 missing .. 4 cloud, or the km_predict encoding)
+    "scores": tuple(c.name for c in CLASSES),  # one score band per class
+    "usable": ("usable",),  # 1 clear after buffering, 0 not, 255 missing
+}
+OUTPUTS = tuple(OUTPUT_BANDS)
 
 
 def infer_level(band_names) -> str:
@@ -38,7 +45,11 @@ def _model_level(model: str) -> str | None:
 def classify_datacube(cube, *, model: str = "auto", level: str | None = None, units: str = "dn",
                       offset: float = 0.0, output: str = "classes", encoding: str = "kappamask",
                       weights: str | None = None, options: ClassifyOptions | None = None):
-    """(t?, bands, y, x) cube -> (t?, bands, y, x) cube whose bands are ``kappamask`` or one score per class."""
+    """(t?, bands, y, x) cube -> (t?, bands, y, x) cube whose bands are :data:`OUTPUT_BANDS` ``[output]``.
+
+    Buffers (``options.buffers``) are exact within a chunk's core as long as they
+    are no wider than the chunk's overlap (32 px = 320 m in the templates).
+    """
     import xarray as xr
 
     if output not in OUTPUTS:
@@ -66,10 +77,11 @@ def classify_datacube(cube, *, model: str = "auto", level: str | None = None, un
         result = run(product, card, options=options, runner=runner)
         if output == "classes":
             values = encode(result.classes, encoding)[None]
-            labels = ["kappamask"]
+        elif output == "usable":
+            values = usable_mask(result.classes)[None]
         else:
             values = result.scores
-            labels = [c.name for c in CLASSES]
+        labels = list(OUTPUT_BANDS[output])
         results.append(xr.DataArray(values, dims=("bands", "y", "x"),
                                     coords={"bands": labels, "y": step["y"], "x": step["x"]} if "x" in step.coords
                                     else {"bands": labels}))

@@ -20,19 +20,27 @@ REMOTE_OPTIONS = {
 REMOTE_PREFIXES = ("/vsicurl/", "/vsis3/", "/vsigs/", "/vsiaz/")
 
 
-def open_raster(path: str):
+def open_raster(path: str, overview_level: int | None = None):
+    """Open a raster for reading; ``overview_level`` opens that reduced resolution level instead."""
     import rasterio
 
     if path.startswith(REMOTE_PREFIXES):
         for key, value in REMOTE_OPTIONS.items():
             os.environ.setdefault(key, value)
-    return rasterio.open(path)
+    return rasterio.open(path) if overview_level is None else rasterio.open(path, overview_level=overview_level)
 
 
 def cache_env(mib: int, **options):
-    """A rasterio.Env with the block cache bounded to ``mib`` MiB (unless GDAL_CACHEMAX is set) and ``options``."""
-    import rasterio
+    """A rasterio.Env with the block cache bounded to ``mib`` MiB (unless GDAL_CACHEMAX is set) and ``options``.
 
+    Without rasterio (an openEO UDF runtime, where the data arrive as arrays) there is nothing to bound.
+    """
+    try:
+        import rasterio
+    except ImportError:
+        import contextlib
+
+        return contextlib.nullcontext()
     if "GDAL_CACHEMAX" not in os.environ:
         options["GDAL_CACHEMAX"] = mib * 2**20  # rasterio hands an integer to GDAL as bytes
     return rasterio.Env(**options)

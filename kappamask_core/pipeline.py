@@ -20,6 +20,7 @@ from dataclasses import dataclass, field, replace
 import numpy as np
 
 from . import resample, scale
+from .buffers import buffer_classes, parse_buffers
 from .cards import ModelCard, resolve_card
 from .classes import CLASSES, MISSING, data_window
 from .errors import BandsError, InputError
@@ -32,7 +33,9 @@ from .stitch import RowStitcher
 log = logging.getLogger(__name__)
 
 RGB_BANDS = ("B04", "B03", "B02")
+DECODES = ("reduced", "full")
 READ_THREADS = 2
+BLOCK_CACHE_MIB = 384
 LOOKUP_ROWS = 1024  # rows of the 10 m grid per block of a lookup model (bounded memory)
 PREVIEW_SIZE = 1024
 
@@ -49,14 +52,19 @@ class ClassifyOptions:
     threads: int | None = None  # ONNX Runtime intra-op threads; None = all cores
     fp16: bool = False  # run the model in float16 (GPUs; needs the gpu extra)
     resampling: str = "bilinear"  # 20/60 m bands on a 10 m working grid; coarser grids use area averages
+    decode: str = "reduced"  # coarser working grid: decode bands at a reduced resolution level ("full": never)
+    buffers: tuple = ()  # grow classes by metres after stitching: "cloud=300,shadow=100", a dict, or pairs
     scores: bool = False  # also return per-class scores (float32, 5 x H x W)
     progress: bool = False  # tqdm progress bar on stderr
 
     def __post_init__(self):
+        object.__setattr__(self, "buffers", parse_buffers(self.buffers))  # one hashable form for every spelling
         if self.stitch not in ("crop", "blend"):
             raise InputError(f"stitch must be 'crop' or 'blend', not {self.stitch!r}")
         if self.resampling not in resample.METHODS:
             raise InputError(f"resampling must be one of {resample.METHODS}, not {self.resampling!r}")
+        if self.decode not in DECODES:
+            raise InputError(f"decode must be one of {DECODES}, not {self.decode!r}")
         for name in ("overlap", "margin"):
             if getattr(self, name) is not None and getattr(self, name) < 0:
                 raise InputError(f"{name} must be zero or positive")
@@ -170,8 +178,9 @@ def open_rows(product: Product, names):
         yield {name: stack.enter_context(product.bands[name].open()) for name in names}
 
 
-def working_rows(product: Product, rows: dict, bands, units: str, factor: int, r0: int, r1: int, method: str):
-    """Bands on the working grid for 10 m rows [r0, r1), in ``units``.
+def working_rows(product: Product, rows: dict, bands, units: str, factor: int, r0: int, r1: int, method: str,
+                 out: np.ndarray | None = None):
+    """Bands on the working grid for 10 m rows [r0, r1), in ``units`` (written into ``out`` when given).
 
     ``rows`` maps band names to open row readers (:func:`open_rows`); each band
     is read only over the native rows these 10 m rows need.
@@ -189,21 +198,26 @@ def working_rows(product: Product, rows: dict, bands, units: str, factor: int, r
     # two bands decode at once (GDAL releases the GIL); each band file is read by one thread at a time
     with ThreadPoolExecutor(max_workers=READ_THREADS) as pool:
         blocks = dict(zip(bands, pool.map(read, bands)))
+    # A band decoded from a reduced resolution level blurs its nodata edge (a half-empty 2 x 2 block is not 0):
+    # where bands are read exactly, only they decide which pixels have data
+    exact = [n for n in bands if getattr(product.bands[n], "overview_level", None) is None] or list(bands)
     for name in bands:
         block, n0 = blocks[name]
         floating = np.issubdtype(block.dtype, np.floating)
-        if valid.all() and not floating:
+        if name not in exact or (valid.all() and not floating):
             continue  # every pixel already has data; integer bands cannot add NaN
         values = resample.nearest_rows(block, product.bands[name].factor, r0, r1, width, n0)
         valid |= ~scale.invalid_mask(values)
         if floating:
             has_nan |= ~np.isfinite(values)
     valid &= ~has_nan  # NaN or an infinite value in any band (openEO nodata, broken data) makes the pixel missing
+    shape = (len(bands), -(-(r1 - r0) // factor), -(-width // factor))
+    if out is None:
+        out = np.empty(shape, np.float32)
     if not valid.any():  # nothing to classify here: skip the resampling
-        shape = (len(bands), -(-(r1 - r0) // factor), -(-width // factor))
-        return np.zeros(shape, np.float32), valid
-    layers = []
-    for name in bands:
+        out[...] = 0
+        return out, valid
+    for i, name in enumerate(bands):
         band = product.bands[name]
         block, n0 = blocks[name]
         if factor == 1:
@@ -215,8 +229,8 @@ def working_rows(product: Product, rows: dict, bands, units: str, factor: int, r
         # NaN and infinities must not reach the model (they would spread to neighbours); those pixels are masked
         np.nan_to_num(values, copy=False, nan=0.0, posinf=0.0, neginf=0.0)
         # unit conversion is linear, so it runs after the averaging, on the smaller array
-        layers.append(scale.to_units(values, name, product, units))
-    return np.stack(layers), valid
+        out[i] = scale.to_units(values, name, product, units)
+    return out, valid
 
 
 class _StripMaker:
@@ -233,11 +247,18 @@ class _StripMaker:
         started = time.perf_counter()
         top, bottom = max(y0, 0), min(y0 + t, layout.height)
         r0, r1 = top * f, min(bottom * f, grid.height)
-        stack, valid = working_rows(self.product, self.rows, card.bands, card.units, f, r0, r1, self.method)
-        stack = scale.apply_value_scaling(stack, card.value_scaling, card.clip_min)
-        rows_pad = (top - y0, t - (top - y0) - stack.shape[1])
+        height = -(-(r1 - r0) // f)
+        rows_pad = (top - y0, t - (top - y0) - height)
         cols_pad = layout.padding(layout.width)
-        stack = np.pad(stack, ((0, 0), rows_pad, cols_pad), mode=card.pad_mode)
+        # the padded strip is allocated once and filled in place: a strip of KappaMask's 13 bands is 290 MB
+        strip = np.zeros((len(card.bands), t, cols_pad[0] + layout.width + cols_pad[1]), np.float32)
+        inner = strip[:, rows_pad[0] : rows_pad[0] + height, cols_pad[0] : cols_pad[0] + layout.width]
+        _, valid = working_rows(self.product, self.rows, card.bands, card.units, f, r0, r1, self.method, inner)
+        scale.apply_value_scaling(inner, card.value_scaling, card.clip_min)
+        if card.pad_mode == "constant":
+            stack = strip  # zeros around the data, as allocated
+        else:
+            stack = np.pad(inner, ((0, 0), rows_pad, cols_pad), mode=card.pad_mode)
         valid_work = np.pad(resample.block_mean(valid.astype(np.float32), f) > 0, (rows_pad, cols_pad))
         self.seconds += time.perf_counter() - started
         return stack, valid, valid_work, r0
@@ -270,7 +291,7 @@ def run(
     product.verify(set(card.bands) | set(RGB_BANDS))  # against manifest.safe, before any pixel is used
     scores = (scores_sink or ScoresArray(product.grid)) if options.scores else None
     if card.scheme is not None:
-        return _run_lookup(product, card, started, scores)
+        return _run_lookup(product, card, started, scores, options.buffers)
     if runner is None:
         runner = make_runner(card, weights, options)
     card = runner.card
@@ -291,6 +312,7 @@ def run(
                          f"{len(TileLayout(work.height, work.width, card.tile_size, card.overlap, margin))}; use an "
                          f"overlap of at most {card.tile_size * 3 // 4}")
     layout = TileLayout(work.height, work.width, card.tile_size, overlap, margin)
+    reading = _reading_product(product, card.bands, factor, options.decode)
 
     lut = card.class_lut()
     classes = np.zeros(grid.shape, dtype=np.uint8)
@@ -306,10 +328,10 @@ def run(
     infer_s = 0.0
     skipped = 0
     wait_s = 0.0
-    # 512 MiB of block cache holds two block rows of every band of a full product: what consecutive strips
-    # share, so no block is decoded twice
-    with cache_env(512), open_rows(product, card.bands) as rows, ThreadPoolExecutor(max_workers=1) as prefetch:
-        make_strip = _StripMaker(product, card, rows, factor, layout, options.resampling)
+    # consecutive strips share JPEG 2000 block rows (1024 px): the cache must hold two block rows of every band
+    # read, so that no block is decoded twice; for all 13 bands of a full product that is 336 MiB
+    with cache_env(BLOCK_CACHE_MIB), open_rows(reading, card.bands) as rows, ThreadPoolExecutor(max_workers=1) as prefetch:
+        make_strip = _StripMaker(reading, card, rows, factor, layout, options.resampling)
         pending = prefetch.submit(make_strip, row_starts[0])
         for r in range(len(row_starts)):
             t1 = time.perf_counter()
@@ -319,22 +341,26 @@ def run(
                 pending = prefetch.submit(make_strip, row_starts[r + 1])
             keep = [i for i, x0 in enumerate(col_starts) if valid_work[:, x0 : x0 + t].any()]
             skipped += len(col_starts) - len(keep)
-            if keep:
+            for i in set(range(len(col_starts))) - set(keep):
+                stitcher.add(i, None)  # no valid input pixel: not sent to the model
+            # one batch at a time: a whole strip of tiles and their scores would double the memory for nothing
+            for b in range(0, len(keep), runner.batch_size):
+                batch = keep[b : b + runner.batch_size]
                 t1 = time.perf_counter()
-                probs = runner.run(np.stack([stack[:, :, col_starts[i] : col_starts[i] + t] for i in keep]))
+                probs = runner.run(np.stack([stack[:, :, col_starts[i] : col_starts[i] + t] for i in batch]))
                 infer_s += time.perf_counter() - t1
-            scores_by_col = dict(zip(keep, probs)) if keep else {}
-            for i in range(len(col_starts)):
-                stitcher.add(i, scores_by_col.get(i))
+                for i, tile_scores in zip(batch, probs):
+                    stitcher.add(i, tile_scores)
             start, block = stitcher.finish_row()
             _emit(start, block, factor, grid, valid, r0, lut, classes, scores)
             if progress is not None:
                 progress.update(len(col_starts))
     if progress is not None:
         progress.close()
+    classes, buffer_s = _buffered(classes, options.buffers, grid)
     window = data_window(classes)
     preview = _preview(product, window)
-    timings.update(prepare_s=make_strip.seconds, wait_s=wait_s, infer_s=infer_s,
+    timings.update(prepare_s=make_strip.seconds, wait_s=wait_s, infer_s=infer_s, buffer_s=buffer_s,
                    total_s=time.perf_counter() - started)
     runtime = {
         "providers": runner.session.get_providers(),
@@ -346,6 +372,8 @@ def run(
         "stitch": options.stitch,
         "resampling": options.resampling,
         "working_resolution": card.resolution,
+        "decoded_resolution": {name: reading.bands[name].factor * 10 for name in card.bands},
+        **({"buffers_m": dict(options.buffers)} if options.buffers else {}),
     }
     return Classification(
         classes=classes,
@@ -360,7 +388,27 @@ def run(
     )
 
 
-def _run_lookup(product: Product, card: ModelCard, started: float, scores) -> Classification:
+def _buffered(classes: np.ndarray, buffers, grid: Grid) -> tuple[np.ndarray, float]:
+    if not buffers:
+        return classes, 0.0
+    started = time.perf_counter()
+    return buffer_classes(classes, buffers, grid.resolution), time.perf_counter() - started
+
+
+def _reading_product(product: Product, names, factor: int, decode: str) -> Product:
+    """The product as the run reads it: with ``decode="reduced"``, bands finer than the working grid come from
+    their reduced resolution level closest to it (10 m bands at 20 m for a 30 m grid); the area average onto
+    the working grid then weights them as any native 20 m band."""
+    if decode != "reduced" or factor == 1:
+        return product
+    bands = dict(product.bands)
+    for name in names:
+        if hasattr(bands[name], "reduced"):
+            bands[name] = bands[name].reduced(factor)
+    return replace(product, bands=bands)
+
+
+def _run_lookup(product: Product, card: ModelCard, started: float, scores, buffers=()) -> Classification:
     """A mask the product already carries (e.g. Sen2Cor SCL): nearest to 10 m, then the class scheme, in row blocks."""
     from .schemes import UNDEFINED, lookup_table
 
@@ -378,6 +426,7 @@ def _run_lookup(product: Product, card: ModelCard, started: float, scores) -> Cl
         classes[a:b] = rows
         if scores is not None:
             scores.write(a, np.stack([(rows == c.value).astype(np.float32) for c in CLASSES]))
+    classes, buffer_s = _buffered(classes, buffers, grid)
     elapsed = time.perf_counter() - t0
     return Classification(
         classes=classes, grid=grid, product=product, card=card,
@@ -385,7 +434,8 @@ def _run_lookup(product: Product, card: ModelCard, started: float, scores) -> Cl
         preview=_preview(product, data_window(classes)), preview_window=data_window(classes),
         timings={"read_s": elapsed, "infer_s": 0.0, "total_s": time.perf_counter() - started},
         runtime={"device": "cpu", "method": f"lookup ({card.scheme})", "resampling": "nearest",
-                 "working_resolution": 10, "stitch": None, "overlap": None},
+                 "working_resolution": 10, "stitch": None, "overlap": None,
+                 **({"buffers_m": dict(buffers)} if buffers else {})},
     )
 
 

@@ -43,9 +43,37 @@ class FileBand:
     a function that opens the file's bytes), or None where there is no manifest.
     """
 
-    def __init__(self, name: str, path: str, factor: int, shape: tuple[int, int], dtype: str):
+    def __init__(self, name: str, path: str, factor: int, shape: tuple[int, int], dtype: str,
+                 overview_level: int | None = None):
         self.name, self.path, self.factor, self.shape, self.dtype = name, path, factor, shape, dtype
+        self.overview_level = overview_level  # read a reduced resolution level (JPEG 2000 / COG overviews)
         self.checksum: tuple[int, str, Any] | None = None
+
+    def reduced(self, coarsest_factor: int) -> "FileBand":
+        """The band read from its reduced resolution level closest to, but not coarser than, ``coarsest_factor``.
+
+        A JPEG 2000 codestream holds each halving of the resolution as a wavelet level that decodes without the
+        finer levels, several times faster than a full decode; COGs hold overviews. Returns ``self`` where no
+        such level fits or the file has none.
+        """
+        halvings = 0
+        while self.factor * 2 ** (halvings + 1) <= coarsest_factor:
+            halvings += 1
+        if halvings == 0 or self.overview_level is not None:
+            return self
+        try:
+            with open_raster(self.path) as ds:
+                overviews = ds.overviews(1)
+        except Exception as exc:
+            raise InputError(f"cannot open band {self.name} ({self.path}): {exc}") from None
+        level = next((i for i, o in reversed(list(enumerate(overviews))) if o <= 2 ** halvings), None)
+        if level is None:
+            return self
+        scale = overviews[level]
+        band = FileBand(self.name, self.path, self.factor * scale,
+                        (-(-self.shape[0] // scale), -(-self.shape[1] // scale)), self.dtype, level)
+        band.checksum = self.checksum
+        return band
 
     def verify(self, source: str) -> None:
         """Compare the file with its manifest entry: a damaged JPEG 2000 can decode into wrong pixels silently."""
@@ -97,7 +125,9 @@ class FileRows:
     def __init__(self, band: FileBand):
         self.band = band
         try:
-            self.dataset = open_raster(band.path)
+            self.dataset = open_raster(band.path, band.overview_level)
+            if self.dataset.shape != tuple(band.shape):
+                raise ValueError(f"expected {band.shape} pixels at this resolution level, found {self.dataset.shape}")
         except Exception as exc:
             raise InputError(f"cannot read band {band.name} from {band.path}: {exc}") from None
 

@@ -109,6 +109,25 @@ def write_cog(path, classes: np.ndarray, grid: Grid, encoding: str = "kappamask"
             return _translate(src, path, nodata=nodata, resampling="mode")
 
 
+def write_usable(path, classes: np.ndarray, grid: Grid) -> Path:
+    """The usable-pixel mask as a COG: 1 clear (after buffering), 0 not clear, 255 missing (nodata)."""
+    from rasterio.io import MemoryFile
+
+    from .buffers import NOT_USABLE, USABLE, USABLE_MISSING, usable_mask
+
+    colours = {USABLE: CLASSES[1].rgb, NOT_USABLE: CLASSES[2].rgb, USABLE_MISSING: CLASSES[0].rgb}
+    profile = {"driver": "GTiff", "height": grid.height, "width": grid.width, "count": 1, "dtype": "uint8",
+               "transform": grid.transform, "nodata": USABLE_MISSING,
+               **({"crs": grid.crs} if grid.crs is not None else {})}
+    with MemoryFile() as memfile:
+        with memfile.open(**profile) as mem:
+            mem.write_colormap(1, {v: (*rgb, 0 if v == USABLE_MISSING else 255) for v, rgb in colours.items()})
+            mem.write(usable_mask(classes)[None])
+            mem.update_tags(values="1 usable (clear), 0 not usable, 255 missing")
+        with memfile.open() as src:
+            return _translate(src, path, nodata=USABLE_MISSING, resampling="mode")
+
+
 class ScoresWriter:
     """Per-class scores (float32, one band per class) streamed to disk in row blocks, then made a COG.
 

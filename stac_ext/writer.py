@@ -89,6 +89,7 @@ def build_item(classification, paths: dict, source, encoding: str = "kappamask",
         when = datetime.now(timezone.utc)
         props["kappamask:datetime_source"] = "processing time (the input carries no acquisition time)"
     classes = class_objects(classification, encoding)
+    buffers = classification.runtime.get("buffers_m") or {}
     pct = {c["name"]: c.get("percentage", 0.0) for c in classes}
     props.update({
         "eo:cloud_cover": round(pct["cloud"] + pct["semi_transparent_cloud"], 4),
@@ -103,11 +104,15 @@ def build_item(classification, paths: dict, source, encoding: str = "kappamask",
             **({"weights_sha256": card.weights["sha256"]} if card.weights.get("sha256") else {}),
             **({"provenance": card.provenance} if card.provenance else {}),
         },
-        "kappamask:runtime": {k: v for k, v in classification.runtime.items()},
+        "kappamask:runtime": {k: v for k, v in classification.runtime.items() if k != "settings_sha256"},
+        **({"kappamask:settings": classification.runtime["settings_sha256"]}
+           if "settings_sha256" in classification.runtime else {}),
         "processing:software": {"kappamask": __version__, "onnxruntime": _version("onnxruntime")},
         "processing:lineage": (
             f"Classified with model {card.id} ({card.name}) at {card.resolution} m working resolution; "
-            f"stitch {classification.runtime.get('stitch')}, overlap {classification.runtime.get('overlap')} px."
+            f"stitch {classification.runtime.get('stitch')}, overlap {classification.runtime.get('overlap')} px"
+            + (f"; classes buffered by {', '.join(f'{k} {v:g} m' for k, v in buffers.items())}" if buffers else "")
+            + "."
         ),
         "processing:level": "L3",
     })
@@ -149,6 +154,22 @@ def build_item(classification, paths: dict, source, encoding: str = "kappamask",
             extra_fields={"raster:bands": [{"data_type": "float32", "name": c.name, "sampling": "area",
                                             "spatial_resolution": grid.resolution} for c in CLASSES],
                           **_file_info(Path(files["scores"]))},
+        ))
+    if paths.get("usable"):
+        from kappamask_core.buffers import NOT_USABLE, USABLE, USABLE_MISSING
+
+        usable = Path(paths["usable"])
+        item.add_asset("usable", pystac.Asset(
+            href=usable.name, media_type=COG_MEDIA_TYPE, roles=["data"], title="Usable pixels (clear after buffering)",
+            extra_fields={
+                "classification:classes": [
+                    {"value": USABLE, "name": "usable", "description": "clear after buffering"},
+                    {"value": NOT_USABLE, "name": "not_usable", "description": "cloud, semi-transparent cloud or "
+                                                                                "cloud shadow, buffers included"},
+                    {"value": USABLE_MISSING, "name": "missing", "description": "no data", "nodata": True}],
+                "raster:bands": [{"data_type": "uint8", "nodata": USABLE_MISSING, "sampling": "area",
+                                  "spatial_resolution": grid.resolution}],
+                **_file_info(Path(files["usable"]))},
         ))
     _provenance(item, product, source)
     return item

@@ -159,7 +159,7 @@ def make_variants(root: Path, rng: random.Random) -> list[tuple[str, object, boo
         base.mkdir()
         archive = base / f"{T56_NAME}.zip"
         with zipfile.ZipFile(archive, "w") as zf:
-            roots = [f"{T56_NAME}.SAFE"] + ([f"S2B_MSIL2A_20190301T001631_N0211_R116_T56LMM_20190301T0.SAFE"]
+            roots = [f"{T56_NAME}.SAFE"] + (["S2B_MSIL2A_20190301T001631_N0211_R116_T56LMM_20190301T0.SAFE"]
                                             if what == "two_products" else [])
             for name in roots:
                 for p in (t56 / f"{T56_NAME}.SAFE").rglob("*"):
