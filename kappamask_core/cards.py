@@ -18,8 +18,6 @@ import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import jsonschema
-
 from .bands import BAND_BY_NAME
 from .classes import CLASS_BY_NAME
 from .errors import ModelError
@@ -113,7 +111,12 @@ def _schema() -> dict:
 def card_from_dict(data: dict, source: str = "<dict>") -> ModelCard:
     """Validate a card dictionary (schema, then consistency) and build the card."""
     try:
-        jsonschema.validate(data, _schema())
+        import jsonschema
+    except ImportError:  # openEO UDF runtimes lack it: the consistency checks below still run
+        jsonschema = None
+    try:
+        if jsonschema is not None:
+            jsonschema.validate(data, _schema())
     except jsonschema.ValidationError as exc:
         where = "/".join(str(p) for p in exc.absolute_path) or "(top level)"
         raise ModelError(f"model card {source} is invalid at {where}: {exc.message}") from None

@@ -4,6 +4,7 @@ import os
 import subprocess
 import sys
 import zipfile
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -111,7 +112,41 @@ def test_apply_neighborhood_emulation_with_the_default_model(cube, direct):
     assert agreement > 0.9
 
 
-def test_udf_runs_from_dependency_archive(tmp_path):
+# What a UDF runtime plus the two dependency archives (ours, and the openEO ONNX one) provide: numpy, xarray
+# and onnxruntime with what they need. Everything else the UDF path imports must come from our archive.
+UDF_RUNTIME = ("numpy", "xarray", "onnxruntime")
+
+
+def runtime_site(folder: Path) -> Path:
+    """A site folder with only the UDF runtime's distributions (and their requirements), as symbolic links."""
+    from importlib.metadata import PackageNotFoundError, distribution
+
+    from packaging.requirements import Requirement
+
+    folder.mkdir()
+    todo, seen = list(UDF_RUNTIME), set()
+    while todo:
+        name = todo.pop().lower().replace("_", "-")
+        if name in seen:
+            continue
+        seen.add(name)
+        try:
+            dist = distribution(name)
+        except PackageNotFoundError:
+            continue
+        for req in dist.requires or []:
+            requirement = Requirement(req)
+            if requirement.marker is None or requirement.marker.evaluate({"extra": ""}):
+                todo.append(requirement.name)
+        tops = {Path(str(f)).parts[0] for f in dist.files or [] if not str(f).startswith("..")}
+        for top in tops:
+            source = Path(dist.locate_file(top))
+            if source.exists() and not (folder / top).exists() and top != "__pycache__":
+                (folder / top).symlink_to(source)
+    return folder
+
+
+def test_udf_runs_from_dependency_archive_with_only_the_runtime_packages(tmp_path):
     from kappamask_core.cli import main
 
     archive = tmp_path / "deps.zip"
@@ -119,30 +154,33 @@ def test_udf_runs_from_dependency_archive(tmp_path):
     with zipfile.ZipFile(archive) as zf:
         names = zf.namelist()
         assert "kappamask_core/pipeline.py" in names and "models/model_4b_l1c.onnx" in names
+        assert "affine/__init__.py" in names
         assert not any(n.startswith(("numpy/", "xarray/", "kappamask_core/demo_data")) for n in names)
         zf.extractall(tmp_path / "work" / "kappamask_deps")
+    deps = (tmp_path / "work" / "kappamask_deps").resolve()
+    site = runtime_site(tmp_path / "runtime")
     script = f"""
 import sys
-sys.path = [p for p in sys.path if p not in ('', {str(ROOT)!r})]
+sys.path = [p for p in sys.path if p] + [{str(site)!r}]  # -S: the standard library only, then the runtime
 import numpy as np, xarray as xr
-from openeo.udf import UdfData, XarrayDataCube, run_udf_code
 rng = np.random.default_rng(0)
 cube = xr.DataArray(rng.integers(1, 3000, (1, 4, 64, 64)).astype(float), dims=("t", "bands", "y", "x"),
                     coords={{"bands": ["B02", "B03", "B04", "B08"]}})
-out = run_udf_code(open({str(UDF_PATH)!r}).read(),
-                   UdfData(datacube_list=[XarrayDataCube(cube)], user_context={{"model": "ukis-csmask-4b-l1c"}}))
-import kappamask_core, os
+namespace = {{"__file__": {str(UDF_PATH)!r}}}
+exec(compile(open({str(UDF_PATH)!r}).read(), "kappamask_udf.py", "exec"), namespace)
+out = namespace["apply_datacube"](cube, {{"model": "ukis-csmask-4b-l1c"}})
+import kappamask_core, affine, os
 print(kappamask_core.__file__)
+print(affine.__file__)
 print(os.environ["KAPPAMASK_WEIGHTS_DIR"])
-print(sorted(set(np.unique(out.get_datacube_list()[0].get_array().values).tolist())))
+print(sorted(set(np.unique(out.values).tolist())))
 """
     env = {k: v for k, v in os.environ.items() if k not in ("PYTHONPATH", "KAPPAMASK_WEIGHTS_DIR")}
-    proc = subprocess.run([sys.executable, "-c", script], cwd=tmp_path / "work", capture_output=True, text=True,
-                          env=env, timeout=300)
+    proc = subprocess.run([sys.executable, "-S", "-c", script], cwd=tmp_path / "work", capture_output=True,
+                          text=True, env=env, timeout=300)
     assert proc.returncode == 0, proc.stderr
-    core_file, weights_dir, values = proc.stdout.strip().splitlines()
-    deps = str((tmp_path / "work" / "kappamask_deps").resolve())
-    assert core_file.startswith(deps) and weights_dir.startswith(deps)
+    core_file, affine_file, weights_dir, values = proc.stdout.strip().splitlines()
+    assert all(path.startswith(str(deps)) for path in (core_file, affine_file, weights_dir))
     assert set(eval(values)) <= {1, 2, 4}
 
 

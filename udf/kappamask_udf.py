@@ -5,7 +5,9 @@ so each call sees 512 x 512 px) or ``apply_dimension``/``apply`` on small cubes.
 The cube has dimensions among (t, bands, y, x), bands named as the backend
 names them (B01..B12, B8A, AOT, WVP, ...). It returns the same t/y/x with one
 band ``kappamask`` (0 missing, 1 clear, 2 cloud shadow, 3 semi-transparent
-cloud, 4 cloud), or one score band per class.
+cloud, 4 cloud), one band ``usable`` (1 clear after buffering, 0 not, 255
+missing), or one score band per class; ``apply_metadata`` tells the backend
+these band names.
 
 Context keys (all optional):
   model        "auto", "default", a model id, alias or card path   (default "auto": KappaMask v2 when the
@@ -15,7 +17,9 @@ Context keys (all optional):
   level        "L1C" or "L2A"                          (default: L1C if the cube has B10, else L2A)
   units        "dn" or "reflectance"                   (default "dn")
   offset       DN offset of the input, e.g. -1000 for baseline 04.00 DN not harmonised by the backend
-  output       "classes" or "scores"                   (default "classes")
+  output       "classes", "usable" or "scores"         (default "classes")
+  buffer       grow classes by metres after stitching, e.g. "cloud=300,shadow=100" or {"cloud": 300};
+               exact up to the chunk overlap (32 px = 320 m with the templates)
   encoding     "kappamask" or "km_predict"             (default "kappamask")
   stitch       "crop" or "blend"                       (default "crop")
   overlap      tile overlap in working pixels          (default: the model card's)
@@ -36,9 +40,14 @@ from pathlib import Path
 
 import xarray
 
+try:  # the openEO runtime provides it; the UDF works without it where no backend asks for metadata
+    from openeo.metadata import CubeMetadata
+except ImportError:  # pragma: no cover
+    CubeMetadata = object
+
 DEFAULT_DEPENDENCY_FOLDER = "kappamask_deps"
 CONTEXT_KEYS = ("model", "weights", "level", "units", "offset", "output", "encoding", "stitch", "overlap", "margin",
-                "device", "batch_size", "dependency_folder")
+                "device", "batch_size", "buffer", "dependency_folder")
 
 
 def _use_dependency_archive(folder):
@@ -72,6 +81,21 @@ def _number(context, key, whole=False, minimum=None):
     return int(number) if whole else number
 
 
+def apply_metadata(metadata: CubeMetadata, context: dict) -> CubeMetadata:
+    """The backend's view of the result: the bands become the output's bands (``kappamask``, ``usable`` or one
+    per class), so that later processes can select them by label."""
+    context = context if isinstance(context, dict) else {}
+    output = context.get("output", "classes")
+    _use_dependency_archive(context.get("dependency_folder", DEFAULT_DEPENDENCY_FOLDER))
+    try:
+        from kappamask_core.datacube import OUTPUT_BANDS
+    except ImportError:  # the dependency archive may be missing where the backend evaluates metadata
+        OUTPUT_BANDS = {"classes": ("kappamask",), "usable": ("usable",)}
+    if output not in OUTPUT_BANDS:
+        raise ValueError(f"KappaMask UDF: context 'output' must be one of {sorted(OUTPUT_BANDS)}, not {output!r}")
+    return metadata.rename_labels(dimension="bands", target=list(OUTPUT_BANDS[output]))
+
+
 def apply_datacube(cube: xarray.DataArray, context: dict) -> xarray.DataArray:
     if context is not None and not isinstance(context, dict):
         raise ValueError(f"KappaMask UDF: the context must be an object (dict), not {type(context).__name__}")
@@ -98,6 +122,7 @@ def apply_datacube(cube: xarray.DataArray, context: dict) -> xarray.DataArray:
             margin=margin,
             device=context.get("device", "auto"),
             batch_size=batch_size,
+            buffers=context.get("buffer"),
         )
         return classify_datacube(
             cube,

@@ -10,6 +10,8 @@ import zipfile
 from pathlib import Path
 
 from kappamask_core.cards import ALIASES, resolve_card, sha256_file
+from kappamask_core.datacube import OUTPUT_BANDS
+from kappamask_core.errors import OutputError
 from kappamask_core.weights import locate_model
 
 UDF_FILE = Path(__file__).with_name("kappamask_udf.py")
@@ -17,6 +19,10 @@ CHUNK, OVERLAP = 448, 32  # apply_neighborhood: the UDF sees 448 + 2 x 32 = 512 
 DEPENDENCY_FOLDER = "kappamask_deps"
 ARCHIVE_PLACEHOLDER = "https://YOUR-HOST/kappamask_udf_deps.zip"
 COLLECTIONS = {"L1C": "SENTINEL2_L1C", "L2A": "SENTINEL2_L2A"}
+# pure-Python packages the UDF path imports that openEO UDF runtimes do not promise: affine (BSD-3-Clause) and
+# the attrs distribution it needs (packages attrs and attr, MIT)
+BUNDLED = ("affine", "attrs", "attr")
+UDF_PYTHON = "3.11"  # the runtime the dependency archive is built for (the ONNX Runtime archive too)
 
 
 def job_options(archive_url: str) -> dict:
@@ -28,38 +34,55 @@ def job_options(archive_url: str) -> dict:
     }
 
 
-def _parameters():
+# Both collections arrive on Copernicus Data Space as integer DN with the baseline-04.00 offset already applied
+# (openeo-geopyspark-driver issues 1051 and 1212: values from 2022 on match the pre-04.00 scale), so the UDF
+# takes offset 0. After that harmonisation a 0 in one band can be valid data (a dark pixel); the UDF counts a
+# pixel as missing only where every band is 0 or any band is nodata (NaN), never for a single 0.
+CDSE_OFFSET = 0
+OPTION_KEYS = ("model", "stitch", "offset", "output", "buffer", "encoding")
+
+
+def _options_parameter(card, output: str):
+    """The UDP's one 'options' parameter: it becomes the UDF context as a whole.
+
+    openEO callbacks see only their own parameters (data, context); a UDP parameter referenced inside the UDF
+    context is resolved by some backends and not by others. Passing one object parameter through
+    apply_neighborhood's context, and the callback's context into run_udf, is portable.
+    """
     from openeo.api.process import Parameter
 
-    return {
-        "spatial_extent": Parameter.bounding_box("spatial_extent", description="Area to classify (bounding box)."),
-        "temporal_extent": Parameter.temporal_interval("temporal_extent", description="Time interval to classify."),
-        "stitch": Parameter.string("stitch", default="crop", values=["crop", "blend"],
-                                   description="How overlapping model tiles are merged inside each chunk: "
-                                               "'crop' keeps tile centres (KappaMask), 'blend' ramps weights."),
-        "offset": Parameter.number("offset", default=0,
-                                   description="DN offset of the delivered bands: 0 when the backend harmonises "
-                                               "baseline 04.00 data (the usual case), -1000 when it does not."),
-        "output": Parameter.string("output", default="classes", values=["classes", "scores"],
-                                   description="'classes': one band 'kappamask' (0 missing, 1 clear, 2 cloud "
-                                               "shadow, 3 semi-transparent cloud, 4 cloud); 'scores': one band "
-                                               "per class."),
-    }
+    default = {"model": card.id, "stitch": "crop", "offset": CDSE_OFFSET, "output": output}
+    return Parameter.object(
+        "options", default=default,
+        description=(
+            "The KappaMask UDF context (all keys optional): model (default " + card.id + "; 'auto' picks KappaMask "
+            "v2 when the archive holds it), stitch ('crop' keeps tile centres as KappaMask does, 'blend' ramps "
+            "weights), offset (DN offset of the delivered bands: 0 on Copernicus Data Space, which harmonises "
+            "baseline 04.00 data; -1000 for unharmonised DN), output ('classes': one band 'kappamask' with 0 "
+            "missing, 1 clear, 2 cloud shadow, 3 semi-transparent cloud, 4 cloud; 'usable': 1 clear after "
+            "buffering, 0 not, 255 missing; 'scores': one band per class), buffer (metres by class, e.g. "
+            "{\"cloud\": 300, \"cloud_shadow\": 100}; exact up to 320 m), encoding ('kappamask' or "
+            "'km_predict'). An object given here replaces the default as a whole."))
 
 
-def _classes_cube(level: str, card, params, output):
+def _extent_parameters():
+    from openeo.api.process import Parameter
+
+    return [Parameter.bounding_box("spatial_extent", description="Area to classify (bounding box)."),
+            Parameter.temporal_interval("temporal_extent", description="Time interval to classify.")]
+
+
+def _classes_cube(level: str, card, spatial_extent, temporal_extent, options):
     import openeo
     from openeo.rest.datacube import DataCube
 
-    cube = DataCube.load_collection(COLLECTIONS[level], connection=None, spatial_extent=params["spatial_extent"],
-                                    temporal_extent=params["temporal_extent"], bands=list(card.bands),
-                                    fetch_metadata=False)
-    context = {"model": card.id, "level": level, "units": "dn", "stitch": params["stitch"],
-               "offset": params["offset"], "output": output}
-    udf = openeo.UDF(UDF_FILE.read_text(), runtime="Python", context=context)
+    cube = DataCube.load_collection(COLLECTIONS[level], connection=None, spatial_extent=spatial_extent,
+                                    temporal_extent=temporal_extent, bands=list(card.bands), fetch_metadata=False)
+    udf = openeo.UDF(UDF_FILE.read_text(), runtime="Python", version=UDF_PYTHON,
+                     context={"from_parameter": "context"})
     size = [{"dimension": d, "value": CHUNK, "unit": "px"} for d in ("x", "y")]
     overlap = [{"dimension": d, "value": OVERLAP, "unit": "px"} for d in ("x", "y")]
-    return cube.apply_neighborhood(udf, size=size, overlap=overlap)
+    return cube.apply_neighborhood(udf, size=size, overlap=overlap, context=options)
 
 
 def build_templates(model: str = "default", archive_url: str = ARCHIVE_PLACEHOLDER) -> dict[str, dict]:
@@ -69,12 +92,12 @@ def build_templates(model: str = "default", archive_url: str = ARCHIVE_PLACEHOLD
     from openeo.rest.udp import build_process_dict
 
     templates = {}
-    params = _parameters()
+    spatial_extent, temporal_extent = _extent_parameters()
     returns = {"description": "A raster data cube.", "schema": {"type": "object", "subtype": "datacube"}}
     for level in ("L1C", "L2A"):
         card = resolve_card(model, level)
-        output = params["output"]
-        cube = _classes_cube(level, card, params, output)
+        options = _options_parameter(card, "classes")
+        cube = _classes_cube(level, card, spatial_extent, temporal_extent, options)
         pid = f"kappamask_{level.lower()}"
         templates[pid] = build_process_dict(
             cube, process_id=pid,
@@ -82,26 +105,29 @@ def build_templates(model: str = "default", archive_url: str = ARCHIVE_PLACEHOLD
             description=(f"Loads {COLLECTIONS[level]} with the bands of model {card.id} "
                          f"({', '.join(card.bands)}) and classifies them with the KappaMask UDF in "
                          f"{CHUNK} px chunks with {OVERLAP} px overlap. Model: {card.name}. {card.description}"),
-            parameters=[params[k] for k in ("spatial_extent", "temporal_extent", "stitch", "offset", "output")],
+            parameters=[spatial_extent, temporal_extent, options],
             returns=returns, categories=["cubes", "cloud detection"],
             default_job_options=job_options(archive_url),
         )
     card = resolve_card(model, "L2A")
+    options = _options_parameter(card, "classes")
     bands = Parameter.array("bands", item_schema={"type": "string"},
                             default=["B02", "B03", "B04", "B08"],
                             description="Bands of SENTINEL2_L2A to return, masked.")
-    classes = _classes_cube("L2A", card, params, "classes")
-    data = DataCube.load_collection(COLLECTIONS["L2A"], connection=None, spatial_extent=params["spatial_extent"],
-                                    temporal_extent=params["temporal_extent"], bands=bands, fetch_metadata=False)
-    not_clear = classes.band("kappamask") != 1
+    classes = _classes_cube("L2A", card, spatial_extent, temporal_extent, options)
+    data = DataCube.load_collection(COLLECTIONS["L2A"], connection=None, spatial_extent=spatial_extent,
+                                    temporal_extent=temporal_extent, bands=bands, fetch_metadata=False)
+    # 1 is clear in the classes and usable in the usable mask, in every encoding: keep exactly those pixels
+    not_clear = classes.band(OUTPUT_BANDS["classes"][0]) != 1
     masked = data.mask(not_clear)
     templates["kappamask_mask"] = build_process_dict(
         masked, process_id="kappamask_mask",
         summary="Sentinel-2 L2A with every pixel that is not clear masked",
         description=(f"Classifies SENTINEL2_L2A with model {card.id} and returns the requested bands with "
                      "cloud, cloud shadow, semi-transparent cloud and missing pixels set to no-data, "
-                     "for example before computing NDVI on clear pixels only."),
-        parameters=[params["spatial_extent"], params["temporal_extent"], bands, params["stitch"], params["offset"]],
+                     "for example before computing NDVI on clear pixels only. Buffers around clouds and "
+                     "shadows (options.buffer) are masked as well."),
+        parameters=[spatial_extent, temporal_extent, bands, options],
         returns=returns, categories=["cubes", "cloud detection", "masks"],
         default_job_options=job_options(archive_url),
     )
@@ -126,19 +152,29 @@ def build_archive(out: Path, models=("ukis-csmask-6b-l1c", "ukis-csmask-6b-l2a")
 
     ``models`` are card ids, card paths or aliases (``kappamask-v2`` adds the L1C
     and the L2A network).
-    The archive holds no numpy, xarray or other packages the backends already
-    provide; onnxruntime must be present on the backend (see the README).
+    The archive holds no numpy, xarray or other packages the backends' UDF
+    runtime provides; it does hold the small pure-Python packages the UDF path
+    needs beyond them (:data:`BUNDLED`). onnxruntime must come from the backend or
+    the openEO ONNX dependency archive (see the README).
     """
+    import importlib.util
+
     import kappamask_core
     from kappamask_core.writers import atomic_path
 
-    core = Path(kappamask_core.__file__).parent
+    packages = [Path(kappamask_core.__file__).parent]
+    for name in BUNDLED:
+        spec = importlib.util.find_spec(name)
+        if spec is None or not spec.submodule_search_locations:
+            raise OutputError(f"the dependency archive needs the Python package {name!r}, which is not installed")
+        packages.append(Path(list(spec.submodule_search_locations)[0]))
     with atomic_path(out) as tmp:
         with zipfile.ZipFile(tmp, "w", compression=zipfile.ZIP_DEFLATED) as zf:
-            for path in sorted(core.rglob("*")):
-                rel = path.relative_to(core.parent)
-                if path.is_file() and "__pycache__" not in rel.parts and "demo_data" not in rel.parts:
-                    zf.write(path, rel.as_posix())
+            for package in packages:
+                for path in sorted(package.rglob("*")):
+                    rel = path.relative_to(package.parent)
+                    if path.is_file() and "__pycache__" not in rel.parts and "demo_data" not in rel.parts:
+                        zf.write(path, rel.as_posix())
             for model in models:
                 for card_id in ALIASES[model].values() if model in ALIASES else [model]:
                     # KappaMask cards without local weights are downloaded and converted here
