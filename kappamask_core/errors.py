@@ -24,3 +24,7 @@ class ModelError(KappaMaskError):
 
 class OutputError(KappaMaskError):
     """An output file cannot be written."""
+
+
+class TrainingError(KappaMaskError):
+    """Training cannot go on (the loss became NaN, the data cannot be split)."""

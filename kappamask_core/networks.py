@@ -192,11 +192,33 @@ ARCHITECTURES = {"kappamask-v2": DeepLabV3PlusXception, "kappamask-v1": UNet}
 
 
 def build(arch: str, in_channels: int) -> nn.Module:
+    """A network with the official code's initialisers (Keras': He normal where it asks for it, else Glorot
+    uniform; zero biases), so that training from scratch starts where the official training started."""
     from .keras_weights import ARCH_ALIASES
 
     if arch not in ARCH_ALIASES:
         raise ValueError(f"unknown architecture {arch!r}; choose one of {', '.join(ARCH_ALIASES)}")
-    return ARCHITECTURES[ARCH_ALIASES[arch]](in_channels)
+    model = ARCHITECTURES[ARCH_ALIASES[arch]](in_channels)
+    he_normal = set()
+    if isinstance(model, UNet):  # every convolution but the head is he_normal in the official U-Net
+        he_normal = {m for m in model.modules() if isinstance(m, nn.Conv2d) and m is not model.head}
+    else:  # the DeepLab head's convolution blocks are he_normal; the Xception backbone keeps Keras' default
+        for block in [model.aspp_pool, *model.aspp, model.aspp_project, model.skip, *model.decoder]:
+            he_normal |= {m for m in block.modules() if isinstance(m, nn.Conv2d)}
+    with torch.no_grad():
+        for m in model.modules():
+            if isinstance(m, nn.Conv2d):
+                fan_in = m.weight[0].numel()
+                fan_out = m.weight.shape[0] * m.weight[0, 0].numel()  # Keras: depthwise kernels count per group
+                if m in he_normal:
+                    nn.init.trunc_normal_(m.weight, std=(2.0 / fan_in) ** 0.5, a=-2 * (2.0 / fan_in) ** 0.5,
+                                          b=2 * (2.0 / fan_in) ** 0.5)
+                else:
+                    limit = (6.0 / (fan_in + fan_out)) ** 0.5
+                    nn.init.uniform_(m.weight, -limit, limit)
+                if m.bias is not None:
+                    nn.init.zeros_(m.bias)
+    return model
 
 
 # ----------------------------------------------------------------------------- weights by role

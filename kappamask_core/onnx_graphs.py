@@ -46,10 +46,11 @@ class GraphBuilder:
         self._count += 1
         return f"{prefix}_{self._count}"
 
-    def const(self, array: np.ndarray, prefix: str = "w") -> str:
+    def const(self, array: np.ndarray, prefix: str = "w", name: str | None = None) -> str:
+        """An initializer; weights are named ``<role>:<index>`` so that :func:`roles_from_onnx` can read them back."""
         from onnx import numpy_helper
 
-        name = self._name(prefix)
+        name = name or self._name(prefix)
         self.initializers.append(numpy_helper.from_array(np.ascontiguousarray(array), name))
         return name
 
@@ -61,16 +62,21 @@ class GraphBuilder:
     # ---------------------------------------------------------------- layers
 
     def conv(self, x: str, role: str, stride: int = 1, dilation: int = 1, pads=(0, 0, 0, 0), group: int = 1,
-             weight: np.ndarray | None = None) -> str:
-        arrays = self.weights[role] if weight is None else (weight,)
+             index: int | None = None) -> str:
+        """A convolution with the weights of ``role`` (or, with ``index``, only that array of it: separable parts)."""
+        arrays = self.weights[role] if index is None else (self.weights[role][index],)
+        first = 0 if index is None else index
         w = arrays[0]
-        inputs = [x, self.const(w)] + ([self.const(arrays[1], "b")] if len(arrays) > 1 else [])
+        inputs = [x, self.const(w, name=f"{role}:{first}")]
+        if len(arrays) > 1:
+            inputs.append(self.const(arrays[1], name=f"{role}:1"))
         return self.node("Conv", inputs, kernel_shape=list(w.shape[2:]), strides=[stride, stride],
                          dilations=[dilation, dilation], pads=list(pads), group=group)
 
     def bn(self, x: str, role: str) -> str:
         gamma, beta, mean, var = self.weights[role]
-        return self.node("BatchNormalization", [x] + [self.const(a, "bn") for a in (gamma, beta, mean, var)],
+        return self.node("BatchNormalization",
+                         [x] + [self.const(a, name=f"{role}:{i}") for i, a in enumerate((gamma, beta, mean, var))],
                          epsilon=BN_EPSILON)
 
     def relu(self, x: str) -> str:
@@ -118,9 +124,9 @@ def _v2(g: GraphBuilder, x: str, tile: int) -> str:
         return g.bn(g.conv(padded(t, kernel, stride, dilation), f"{role}.conv", stride, dilation), f"{role}.bn")
 
     def sep_bn(t, role):
-        depthwise, pointwise = g.weights[f"{role}.sep"]
-        t = g.conv(padded(t, 3), role, group=depthwise.shape[0], weight=depthwise)
-        return g.bn(g.conv(t, role, weight=pointwise), f"{role}.bn")
+        depthwise = g.weights[f"{role}.sep"][0]
+        t = g.conv(padded(t, 3), f"{role}.sep", group=depthwise.shape[0], index=0)
+        return g.bn(g.conv(t, f"{role}.sep", index=1), f"{role}.bn")
 
     x = g.relu(conv_bn(x, "stem1", 3, 2))
     size = -(-size // 2)
@@ -185,6 +191,20 @@ def _resize(g: GraphBuilder, x: str, factor: int, mode: str) -> str:
 
 
 BUILDERS = {"kappamask-v2": _v2, "kappamask-v1": _v1}
+
+
+def roles_from_onnx(path) -> dict:
+    """The weights by role of an ONNX model written by :func:`build` (e.g. imported official weights), to
+    continue training from them."""
+    import onnx
+    from onnx import numpy_helper
+
+    found: dict[str, dict[int, np.ndarray]] = {}
+    for tensor in onnx.load(str(path)).graph.initializer:
+        role, sep, index = tensor.name.rpartition(":")
+        if sep and index.isdigit():
+            found.setdefault(role, {})[int(index)] = numpy_helper.to_array(tensor)
+    return {role: tuple(arrays[i] for i in sorted(arrays)) for role, arrays in found.items()}
 
 
 def build(arch: str, weights: dict, channels: int, tile: int = 512, doc: str = ""):

@@ -19,6 +19,8 @@ UNDEFINED = 255  # in a class map: a pixel that no output class describes (exclu
 SCHEMES: dict[str, dict[int, int]] = {
     # the paper's encoding, as written by this package
     "kappamask": {0: MISSING, 1: CLEAR, 2: CLOUD_SHADOW, 3: SEMI_TRANSPARENT_CLOUD, 4: CLOUD},
+    # KappaSet sub-tiles ('Label', and the official test data's KML1C / KML2A): the network's output order
+    "kappaset": {0: UNDEFINED, 1: CLEAR, 2: CLOUD_SHADOW, 3: SEMI_TRANSPARENT_CLOUD, 4: CLOUD, 5: MISSING},
     # the official predictor's GeoTIFF: 0 is outside the product
     "km_predict": {0: MISSING, 1: CLEAR, 2: CLOUD_SHADOW, 3: SEMI_TRANSPARENT_CLOUD, 4: CLOUD, 5: MISSING},
     # Sen2Cor scene classification, paper Table 1: 0 no data, 1 saturated/defective, 2 dark area,

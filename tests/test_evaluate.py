@@ -53,13 +53,15 @@ def test_merge_semi_transparent_into_cloud():
     ("fmask", [0, 1, 2, 3, 4, 255], [CLEAR, CLEAR, CLOUD_SHADOW, CLEAR, CLOUD, MISSING]),
     ("s2cloudless", [0, 1], [CLEAR, CLOUD]),
     ("kappamask", range(5), [MISSING, CLEAR, CLOUD_SHADOW, SEMI_TRANSPARENT_CLOUD, CLOUD]),
+    ("kappaset", range(6), [UNDEFINED, CLEAR, CLOUD_SHADOW, SEMI_TRANSPARENT_CLOUD, CLOUD, MISSING]),
 ])
 def test_scheme_table(scheme, values, expected):
     np.testing.assert_array_equal(to_classes(np.array(list(values)), scheme), expected)
 
 
 def test_unlisted_values_are_undefined_and_nan_is_missing():
-    assert set(SCHEMES) == {"kappamask", "km_predict", "sen2cor-scl", "cloudsen12", "fmask", "s2cloudless"}
+    assert set(SCHEMES) == {"kappamask", "kappaset", "km_predict", "sen2cor-scl", "cloudsen12", "fmask",
+                            "s2cloudless"}
     np.testing.assert_array_equal(to_classes(np.array([12, -1, 99]), "sen2cor-scl"), [UNDEFINED] * 3)
     np.testing.assert_array_equal(to_classes(np.array([np.nan, 1.0]), "kappamask"), [MISSING, CLEAR])
     with pytest.raises(ValueError):

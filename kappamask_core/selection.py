@@ -1,0 +1,203 @@
+"""Active learning: which sub-tiles of a product to label next.
+
+The product is cut into non-overlapping 512 px sub-tiles at 10 m (22 x 22 = 484 on a full
+product; edge sub-tiles are zero-padded, as KappaSet's are). The model classifies the product
+(KappaMask cards with exactly this sub-tiling, so that each sub-tile is one model tile), and each
+sub-tile is scored by its **mean per-pixel entropy** of the five-class probabilities, in bits,
+over its valid pixels: 0 where the model is certain, more the less it can tell the classes apart. The n most uncertain sub-tiles are written in KappaSet format (the model's bands as
+DN / 65535 and the prediction as a pre-label in ``Label``, network output order), each with a PNG
+of the prediction half-transparent over true colour, and an index (CSV, and GeoJSON footprints
+with their scores).
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import logging
+from dataclasses import dataclass, replace
+from pathlib import Path
+
+import numpy as np
+
+from .classes import CLASSES, MISSING
+from .errors import InputError
+
+log = logging.getLogger(__name__)
+
+SUBTILE = 512
+MIN_VALID_SHARE = 0.05  # sub-tiles with less data than this are not proposed
+
+
+@dataclass
+class Candidate:
+    row: int
+    col: int
+    entropy: float
+    valid_share: float
+
+    @property
+    def name(self) -> str:
+        return f"r{self.row:02d}_c{self.col:02d}"
+
+
+class EntropySink:
+    """Receives the run's per-class scores strip by strip and keeps per-sub-tile entropy sums (little memory)."""
+
+    def __init__(self, height: int, width: int):
+        self.rows, self.cols = -(-height // SUBTILE), -(-width // SUBTILE)
+        self.sums = np.zeros((self.rows, self.cols))
+        self.counts = np.zeros((self.rows, self.cols))
+        self.width = width
+
+    def write(self, row: int, block: np.ndarray) -> None:
+        total = block.sum(axis=0)
+        valid = total > 0  # missing pixels carry zero scores
+        p = np.divide(block, total, out=np.zeros_like(block), where=valid)
+        with np.errstate(divide="ignore", invalid="ignore"):
+            entropy = -np.nansum(np.where(p > 0, p * np.log2(p), 0.0), axis=0)
+        rows = np.arange(row, row + block.shape[1]) // SUBTILE
+        cols = np.arange(self.width) // SUBTILE
+        for r in np.unique(rows):
+            sel = rows == r
+            e, v = entropy[sel], valid[sel]
+            np.add.at(self.sums[r], cols, np.where(v, e, 0.0).sum(axis=0))
+            np.add.at(self.counts[r], cols, v.sum(axis=0))
+
+    def candidates(self) -> list[Candidate]:
+        found = []
+        for r in range(self.rows):
+            for c in range(self.cols):
+                n = self.counts[r, c]
+                if n >= MIN_VALID_SHARE * SUBTILE * SUBTILE:
+                    found.append(Candidate(r, c, float(self.sums[r, c] / n), float(n / SUBTILE**2)))
+        return sorted(found, key=lambda k: (-k.entropy, k.row, k.col))
+
+
+def select(source, outdir, *, model="auto", n: int = 10, weights=None, level=None, options=None) -> list[dict]:
+    """Rank the product's sub-tiles by uncertainty and write the ``n`` most uncertain; return the index rows."""
+    from .cards import resolve_card
+    from .pipeline import ClassifyOptions, make_runner, open_rows, run, working_rows
+    from .readers import open_product
+    from .scale import apply_value_scaling
+    from .writers import atomic_files
+
+    if n < 1:
+        raise InputError("--n must be at least 1")
+    product = open_product(source, level=level)
+    card = resolve_card(model, product.level or level, product.bands)
+    if card.scheme is not None:
+        raise InputError(f"model {card.id} is a lookup of the product's own mask; select needs a network")
+    options = options or ClassifyOptions()
+    one_tile = card.tile_size == SUBTILE and card.resolution == 10  # KappaMask: one model tile per sub-tile
+    if one_tile:
+        options = replace(options, overlap=0, margin=0)
+    runner = make_runner(card, weights, options)
+    sink = EntropySink(*product.grid.shape)
+    result = run(product, runner.card, options=replace(options, scores=True), runner=runner, scores_sink=sink)
+    ranked = sink.candidates()
+    if not ranked:
+        raise InputError(f"{product.id}: no sub-tile holds enough data to be labelled")
+    chosen = ranked[:n]
+    outdir = Path(outdir)
+    index, features = [], []
+    code = _kappaset_codes()
+    with open_rows(product, runner.card.bands) as rows:
+        for rank, cand in enumerate(chosen, start=1):
+            r0, c0 = cand.row * SUBTILE, cand.col * SUBTILE
+            r1, c1 = min(r0 + SUBTILE, product.grid.height), min(c0 + SUBTILE, product.grid.width)
+            values, _ = working_rows(product, rows, runner.card.bands, "dn_fraction", 1, r0, r1, "bilinear")
+            bands = np.zeros((len(runner.card.bands), SUBTILE, SUBTILE), np.float32)
+            bands[:, : r1 - r0, : c1 - c0] = values[:, :, c0:c1]
+            if one_tile:  # the network's own argmax, which keeps 'undefined' apart from 'missing'
+                scaled = apply_value_scaling(bands.copy(), runner.card.value_scaling, runner.card.clip_min)
+                label = _channel_codes(runner.card)[runner.run(scaled[None])[0].argmax(axis=0)]
+            else:
+                label = np.full((SUBTILE, SUBTILE), code[MISSING], np.uint8)
+                label[: r1 - r0, : c1 - c0] = code[result.classes[r0:r1, c0:c1]]
+            stem = f"{_safe(product.id)}_{cand.name}"
+            with atomic_files(outdir / f"{stem}.nc", outdir / f"{stem}.png") as (nc, png):
+                _write_subtile(nc, runner.card.bands, bands, label, product, (r0, c0), rank, cand)
+                _write_overlay(png, product, result.classes, (r0, r1, c0, c1))
+            row = {"rank": rank, "subtile": stem, "row": cand.row, "col": cand.col, "entropy_bits":
+                   round(cand.entropy, 6), "valid_share": round(cand.valid_share, 4), "file": f"{stem}.nc",
+                   "overlay": f"{stem}.png"}
+            index.append(row)
+            features.append({"type": "Feature", "properties": row,
+                             "geometry": _footprint(product.grid, r0, r0 + SUBTILE, c0, c0 + SUBTILE)})
+    with atomic_files(outdir / "selection.csv", outdir / "selection.geojson") as (csv_tmp, geojson_tmp):
+        with open(csv_tmp, "w", newline="") as fh:
+            writer = csv.DictWriter(fh, list(index[0]))
+            writer.writeheader()
+            writer.writerows(index)
+        Path(geojson_tmp).write_text(json.dumps({"type": "FeatureCollection", "features": features}, indent=1))
+    log.info("%s: %d sub-tiles ranked by mean entropy; the %d most uncertain written to %s", product.id,
+             len(ranked), len(chosen), outdir)
+    return index
+
+
+def _kappaset_codes() -> np.ndarray:
+    """Five-class value -> KappaSet label (the network output order: 1 clear .. 4 cloud, 5 missing)."""
+    from .schemes import SCHEMES
+
+    table = np.zeros(256, np.uint8)
+    for code, value in SCHEMES["kappaset"].items():
+        if value < len(CLASSES):  # 'undefined' (code 0) is no five-class value
+            table[value] = code
+    return table
+
+
+def _channel_codes(card) -> np.ndarray:
+    """Output channel -> KappaSet label: its class's code, 0 for an undefined channel, 5 for a missing one."""
+    from .classes import CLASS_BY_NAME
+
+    codes = _kappaset_codes()
+    return np.array([0 if c.name.upper() == "UNDEFINED" else codes[CLASS_BY_NAME[c.maps_to].value]
+                     for c in sorted(card.outputs, key=lambda c: c.index)], np.uint8)
+
+
+def _safe(text: str) -> str:
+    import re
+
+    return re.sub(r"[^0-9A-Za-z._-]+", "_", text).strip("_") or "product"
+
+
+def _write_subtile(path, band_names, bands, label, product, origin, rank, cand) -> None:
+    import xarray as xr
+
+    ds = xr.Dataset({name: (("y", "x"), bands[i]) for i, name in enumerate(band_names)})
+    ds["Label"] = (("y", "x"), label)
+    ds.attrs.update(product=product.id, row_offset=int(origin[0]), col_offset=int(origin[1]), rank=int(rank),
+                    entropy_bits=float(cand.entropy), bands_units="DN / 65535",
+                    label="pre-label from the model (0 undefined, 1 clear, 2 cloud shadow, 3 semi-transparent "
+                          "cloud, 4 cloud, 5 missing); correct it and keep the variable name Label")
+    try:
+        ds.to_netcdf(path, engine="h5netcdf")
+    except ImportError:
+        raise InputError("writing KappaSet netCDF sub-tiles needs h5netcdf: pip install 'kappamask[kappaset]'") from None
+
+
+def _write_overlay(path, product, classes, window) -> None:
+    """The prediction half-transparent over true colour, as the papers' labellers saw it."""
+    from PIL import Image
+
+    from .pipeline import _preview
+    from .writers import class_image
+
+    r0, r1, c0, c1 = window
+    rgb = _preview(product, window)
+    labels = class_image(classes[r0:r1, c0:c1])
+    base = np.zeros_like(labels) if rgb is None else np.asarray(
+        Image.fromarray(rgb).resize((labels.shape[1], labels.shape[0]), Image.BILINEAR))
+    blended = (0.5 * base + 0.5 * labels).astype(np.uint8)
+    Image.fromarray(blended).save(path, format="PNG")
+
+
+def _footprint(grid, r0, r1, c0, c1) -> dict:
+    ring = [grid.transform @ (c, r) for c, r in ((c0, r0), (c1, r0), (c1, r1), (c0, r1), (c0, r0))]
+    geometry = {"type": "Polygon", "coordinates": [ring]}
+    if grid.crs is not None:
+        from rasterio.warp import transform_geom
+
+        geometry = transform_geom(grid.crs, "EPSG:4326", geometry)
+    return geometry
