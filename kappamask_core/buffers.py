@@ -117,6 +117,7 @@ def within_disk(source: np.ndarray, radius: float) -> np.ndarray:
 
 def usable_mask(classes: np.ndarray) -> np.ndarray:
     """1 where the (buffered) map is clear, 0 where it is not, 255 where it is missing."""
-    mask = np.where(classes == CLEAR, USABLE, NOT_USABLE).astype(np.uint8)
+    mask = np.full(classes.shape, NOT_USABLE, np.uint8)  # uint8 throughout: a full product is 120 MB per copy
+    mask[classes == CLEAR] = USABLE
     mask[classes == MISSING] = USABLE_MISSING
     return mask
