@@ -330,7 +330,8 @@ def run(
     wait_s = 0.0
     # consecutive strips share JPEG 2000 block rows (1024 px): the cache must hold two block rows of every band
     # read, so that no block is decoded twice; for all 13 bands of a full product that is 336 MiB
-    with cache_env(BLOCK_CACHE_MIB), open_rows(reading, card.bands) as rows, ThreadPoolExecutor(max_workers=1) as prefetch:
+    with (cache_env(BLOCK_CACHE_MIB), open_rows(reading, card.bands) as rows,
+          ThreadPoolExecutor(max_workers=1) as prefetch):
         make_strip = _StripMaker(reading, card, rows, factor, layout, options.resampling)
         pending = prefetch.submit(make_strip, row_starts[0])
         for r in range(len(row_starts)):

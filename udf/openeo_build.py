@@ -35,8 +35,9 @@ def job_options(archive_url: str) -> dict:
 
 
 # Both collections arrive on Copernicus Data Space as integer DN with the baseline-04.00 offset already applied
-# (openeo-geopyspark-driver issues 1051 and 1212: values from 2022 on match the pre-04.00 scale), so the UDF
-# takes offset 0. After that harmonisation a 0 in one band can be valid data (a dark pixel); the UDF counts a
+# (openeo-geopyspark-driver issues 1051 and 1212: values from 2022 on match the pre-04.00 scale; the Sentinel Hub
+# processing option behind both collections, harmonizeValues, defaults to true for S2L1C and S2L2A alike), so
+# the UDF takes offset 0. After that harmonisation a 0 in one band can be valid data (a dark pixel); the UDF counts a
 # pixel as missing only where every band is 0 or any band is nodata (NaN), never for a single 0.
 CDSE_OFFSET = 0
 OPTION_KEYS = ("model", "stitch", "offset", "output", "buffer", "encoding")
