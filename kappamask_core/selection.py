@@ -101,7 +101,7 @@ def select(source, outdir, *, model="auto", n: int = 10, weights=None, level=Non
     chosen = ranked[:n]
     outdir = Path(outdir)
     index, features = [], []
-    code = _kappaset_codes()
+    code = kappaset_codes()
     with open_rows(product, runner.card.bands) as rows:
         for rank, cand in enumerate(chosen, start=1):
             r0, c0 = cand.row * SUBTILE, cand.col * SUBTILE
@@ -136,7 +136,7 @@ def select(source, outdir, *, model="auto", n: int = 10, weights=None, level=Non
     return index
 
 
-def _kappaset_codes() -> np.ndarray:
+def kappaset_codes() -> np.ndarray:
     """Five-class value -> KappaSet label (the network output order: 1 clear .. 4 cloud, 5 missing)."""
     from .schemes import SCHEMES
 
@@ -151,7 +151,7 @@ def _channel_codes(card) -> np.ndarray:
     """Output channel -> KappaSet label: its class's code, 0 for an undefined channel, 5 for a missing one."""
     from .classes import CLASS_BY_NAME
 
-    codes = _kappaset_codes()
+    codes = kappaset_codes()
     return np.array([0 if c.name.upper() == "UNDEFINED" else codes[CLASS_BY_NAME[c.maps_to].value]
                      for c in sorted(card.outputs, key=lambda c: c.index)], np.uint8)
 
