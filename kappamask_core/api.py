@@ -19,7 +19,7 @@ import tempfile
 from pathlib import Path
 
 from . import plugins
-from .cards import resolve_card, sha256_file
+from .cards import resolve_card
 from .classes import ENCODINGS
 from .errors import InputError, OutputError
 from .infer import OnnxRunner
@@ -70,22 +70,13 @@ def settings_digest(card, options: ClassifyOptions, encoding: str, usable: bool)
     return hashlib.sha256(json.dumps(settings, sort_keys=True, default=str).encode()).hexdigest()
 
 
-def finished(finals: dict, digest: str) -> bool:
-    """True when a product's files all exist, match the checksums in its STAC item and were made with ``digest``."""
-    item_path = finals.get("stac_item")
-    if item_path is None or not all(Path(p).is_file() for p in finals.values()):
+def finished(finals: dict, digest: str, outputs) -> bool:
+    """True when all of a product's files exist and an output plugin vouches that they are whole and were made
+    with ``digest`` (the STAC item records both); without such a plugin nothing counts as finished."""
+    if not all(Path(p).is_file() for p in finals.values()):
         return False
-    try:
-        item = json.loads(Path(item_path).read_text())
-        if item["properties"].get("kappamask:settings") != digest:
-            return False
-        for asset in item["assets"].values():
-            path = Path(item_path).parent / asset["href"]
-            if path.stat().st_size != asset["file:size"] or "1220" + sha256_file(path) != asset["file:checksum"]:
-                return False
-    except (OSError, ValueError, KeyError, TypeError):
-        return False
-    return True
+    verdicts = [output.complete(finals, digest) for output in outputs if hasattr(output, "complete")]
+    return bool(verdicts) and all(verdicts)
 
 
 def classify_to_files(inputs, outdir, *, model="auto", weights=None, level=None, options=None,
@@ -125,7 +116,7 @@ def classify_to_files(inputs, outdir, *, model="auto", weights=None, level=None,
         runner = runners.get(card.source)
         finals = {role: outdir / name for role, name in product_files(stem, options.scores, outputs, usable).items()}
         digest = settings_digest(runner.card if runner else card, options, encoding, usable)
-        if not force and finished(finals, digest):
+        if not force and finished(finals, digest, outputs):
             log.info("%s: outputs exist and are complete, made with the same settings: skipped", product.id)
             written.append(finals)
             continue

@@ -12,11 +12,15 @@ output folder. The STAC collection over all items is written at the end.
 
 from __future__ import annotations
 
+import contextlib
 import os
+import sys
 from dataclasses import replace
 from pathlib import Path
 
 from . import plugins
+from .errors import InputError, KappaMaskError
+from .pipeline import ClassifyOptions
 
 LOCAL_SCHEDULERS = ("processes", "threads", "sync")
 
@@ -35,8 +39,6 @@ def _on_cluster(tasks, address) -> list:
         raise InputError(f"cannot reach the Dask scheduler at {address}: {exc}") from None
     with client:
         return list(client.gather(client.compute(tasks)))
-from .errors import InputError, KappaMaskError
-from .pipeline import ClassifyOptions
 
 
 def _classify_one(source, outdir, model, weights, level, options, encoding, usable=False, force=False):
@@ -73,14 +75,10 @@ def classify_many(inputs, outdir, *, model="auto", weights=None, level=None, opt
     tasks = [dask.delayed(_classify_one)(src, str(outdir), model, weights, level, options, encoding, usable, force)
              for src in inputs]
     if local:
-        compute = dict(scheduler=scheduler, num_workers=workers)
-        if progress:
-            from dask.diagnostics import ProgressBar
+        from dask.diagnostics import ProgressBar
 
-            with ProgressBar(out=__import__("sys").stderr):
-                written = list(dask.compute(*tasks, **compute))
-        else:
-            written = list(dask.compute(*tasks, **compute))
+        with ProgressBar(out=sys.stderr) if progress else contextlib.nullcontext():
+            written = list(dask.compute(*tasks, scheduler=scheduler, num_workers=workers))
     else:
         written = _on_cluster(tasks, scheduler)
     failed = [(src, result) for src, result in zip(inputs, written) if isinstance(result, KappaMaskError)]

@@ -25,6 +25,13 @@ NAMES = {"cloud": CLOUD, "semi_transparent_cloud": SEMI_TRANSPARENT_CLOUD, "clou
 BLOCK_ROWS = 1024
 
 USABLE, NOT_USABLE, USABLE_MISSING = 1, 0, 255  # values of the usable-pixel mask
+# the usable mask's class table (value, name, description, the five-class colour it is drawn in); the COG's
+# palette and tags and the STAC asset read it
+USABLE_CLASSES = (
+    (USABLE, "usable", "clear after buffering", CLEAR),
+    (NOT_USABLE, "not_usable", "cloud, semi-transparent cloud or cloud shadow, buffers included", CLOUD_SHADOW),
+    (USABLE_MISSING, "missing", "no data", MISSING),
+)
 
 
 def parse_buffers(spec) -> tuple[tuple[str, float], ...]:

@@ -16,21 +16,26 @@ from pathlib import Path
 
 from .cards import builtin_card, sha256_file
 from .errors import ModelError
-from .keras_weights import ARCH_ALIASES
+from .keras_weights import canonical_arch
+
+
+def torch_networks(purpose: str, error: type[Exception]):
+    """(torch, kappamask_core.networks), or ``error`` saying that ``purpose`` needs the train extra."""
+    try:
+        import torch
+    except ImportError:
+        raise error(f"{purpose} needs PyTorch: pip install 'kappamask[train]'") from None
+    from . import networks
+
+    return torch, networks
 
 
 def export(arch: str, level: str, output, weights=None, seed: int = 0) -> tuple[Path, Path]:
     """Write ``output`` (.onnx) and ``<output>.json`` (card); return both paths."""
-    try:
-        import torch
-    except ImportError:
-        raise ModelError("exporting networks needs PyTorch: pip install 'kappamask[train]'") from None
-    from . import networks
+    torch, networks = torch_networks("exporting networks", ModelError)
     from .weights import write_network
 
-    if arch not in ARCH_ALIASES:
-        raise ModelError(f"unknown architecture {arch!r}; choose one of {', '.join(ARCH_ALIASES)}")
-    arch = ARCH_ALIASES[arch]
+    arch = canonical_arch(arch, ModelError)
     base = builtin_card(f"{arch}-{level.lower()}")
     torch.manual_seed(seed)
     model = networks.build(arch, len(base.bands)).eval()

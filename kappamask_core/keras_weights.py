@@ -35,6 +35,13 @@ XCEPTION_MIDDLE_BLOCKS = 8
 UNET_FILTERS = (64, 128, 256, 512, 1024)
 
 
+def canonical_arch(arch: str, error: type[Exception] = ValueError) -> str:
+    """'kappamask-v2' or 'kappamask-v1' for any of their names, or ``error`` naming the choices."""
+    if arch not in ARCH_ALIASES:
+        raise error(f"unknown architecture {arch!r}; choose one of {', '.join(ARCH_ALIASES)}")
+    return ARCH_ALIASES[arch]
+
+
 @dataclass(frozen=True)
 class Slot:
     """One layer with weights: its role in the network and what Keras stores for it."""

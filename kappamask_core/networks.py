@@ -194,11 +194,9 @@ ARCHITECTURES = {"kappamask-v2": DeepLabV3PlusXception, "kappamask-v1": UNet}
 def build(arch: str, in_channels: int) -> nn.Module:
     """A network with the official code's initialisers (Keras': He normal where it asks for it, else Glorot
     uniform; zero biases), so that training from scratch starts where the official training started."""
-    from .keras_weights import ARCH_ALIASES
+    from .keras_weights import canonical_arch
 
-    if arch not in ARCH_ALIASES:
-        raise ValueError(f"unknown architecture {arch!r}; choose one of {', '.join(ARCH_ALIASES)}")
-    model = ARCHITECTURES[ARCH_ALIASES[arch]](in_channels)
+    model = ARCHITECTURES[canonical_arch(arch)](in_channels)
     he_normal = set()
     if isinstance(model, UNet):  # every convolution but the head is he_normal in the official U-Net
         he_normal = {m for m in model.modules() if isinstance(m, nn.Conv2d) and m is not model.head}

@@ -9,7 +9,9 @@ in its ``pyproject.toml``, objects in these groups, and the core loads them:
   with ``name``, ``file_names(stem) -> {role: file name}``,
   ``write(result, finals, temps, source, encoding)`` (write each role's
   file to its temporary path; ``finals`` are the names it will have) and
-  ``finish(written, outdir, encoding)`` after all products of a run.
+  ``finish(written, outdir, encoding)`` after all products of a run; optionally
+  ``complete(finals, digest) -> bool``: whether a product's existing files are
+  whole and were made with these settings, so that a rerun may skip it.
 * ``kappamask.commands``: command-line sub-commands, a ``register(subparsers)``
   function.
 

@@ -20,13 +20,16 @@ from pathlib import Path
 
 import numpy as np
 
-from .classes import CLASSES, MISSING
+from .classes import ENCODINGS, MISSING, encode
 from .errors import InputError
 
 log = logging.getLogger(__name__)
 
 SUBTILE = 512
 MIN_VALID_SHARE = 0.05  # sub-tiles with less data than this are not proposed
+# KappaSet's Label codes for the five classes are the official predictor's file values (1 clear .. 4 cloud,
+# 5 missing); KappaSet adds 0 for undefined, which no five-class map holds
+KAPPASET_ENCODING = "km_predict"
 
 
 @dataclass
@@ -101,7 +104,6 @@ def select(source, outdir, *, model="auto", n: int = 10, weights=None, level=Non
     chosen = ranked[:n]
     outdir = Path(outdir)
     index, features = [], []
-    code = kappaset_codes()
     with open_rows(product, runner.card.bands) as rows:
         for rank, cand in enumerate(chosen, start=1):
             r0, c0 = cand.row * SUBTILE, cand.col * SUBTILE
@@ -113,8 +115,8 @@ def select(source, outdir, *, model="auto", n: int = 10, weights=None, level=Non
                 scaled = apply_value_scaling(bands.copy(), runner.card.value_scaling, runner.card.clip_min)
                 label = _channel_codes(runner.card)[runner.run(scaled[None])[0].argmax(axis=0)]
             else:
-                label = np.full((SUBTILE, SUBTILE), code[MISSING], np.uint8)
-                label[: r1 - r0, : c1 - c0] = code[result.classes[r0:r1, c0:c1]]
+                label = np.full((SUBTILE, SUBTILE), ENCODINGS[KAPPASET_ENCODING][MISSING], np.uint8)
+                label[: r1 - r0, : c1 - c0] = encode(result.classes[r0:r1, c0:c1], KAPPASET_ENCODING)
             stem = f"{_safe(product.id)}_{cand.name}"
             with atomic_files(outdir / f"{stem}.nc", outdir / f"{stem}.png") as (nc, png):
                 _write_subtile(nc, runner.card.bands, bands, label, product, (r0, c0), rank, cand)
@@ -136,22 +138,11 @@ def select(source, outdir, *, model="auto", n: int = 10, weights=None, level=Non
     return index
 
 
-def kappaset_codes() -> np.ndarray:
-    """Five-class value -> KappaSet label (the network output order: 1 clear .. 4 cloud, 5 missing)."""
-    from .schemes import SCHEMES
-
-    table = np.zeros(256, np.uint8)
-    for code, value in SCHEMES["kappaset"].items():
-        if value < len(CLASSES):  # 'undefined' (code 0) is no five-class value
-            table[value] = code
-    return table
-
-
 def _channel_codes(card) -> np.ndarray:
     """Output channel -> KappaSet label: its class's code, 0 for an undefined channel, 5 for a missing one."""
     from .classes import CLASS_BY_NAME
 
-    codes = kappaset_codes()
+    codes = ENCODINGS[KAPPASET_ENCODING]
     return np.array([0 if c.name.upper() == "UNDEFINED" else codes[CLASS_BY_NAME[c.maps_to].value]
                      for c in sorted(card.outputs, key=lambda c: c.index)], np.uint8)
 

@@ -245,18 +245,13 @@ def train(data, outdir, *, arch: str = "kappamask-v2", level: str = "L1C", base=
           gamma: float | None = None, scheme: str | None = None, resume: bool = False, progress: bool = False,
           threads: int | None = None) -> TrainingResult:
     """Train (fine-tune) a KappaMask network on the sub-tiles in ``data``; write everything into ``outdir``."""
-    try:
-        import torch
-    except ImportError:
-        raise InputError("training needs PyTorch: pip install 'kappamask[train]'") from None
-    from . import networks
     from .cards import builtin_card
-    from .keras_weights import ARCH_ALIASES
+    from .export import torch_networks
+    from .keras_weights import canonical_arch
     from .writers import atomic_path
 
-    if arch not in ARCH_ALIASES:
-        raise InputError(f"unknown network {arch!r}; choose kappamask-v2 or kappamask-v1")
-    arch = ARCH_ALIASES[arch]
+    torch, networks = torch_networks("training", InputError)
+    arch = canonical_arch(arch, InputError)
     card = builtin_card(f"{arch}-{level.lower()}")
     gamma = (DEFAULT_GAMMA if arch == "kappamask-v2" else 1.0) if gamma is None else float(gamma)
     if epochs < 1 or batch_size < 1 or not lr > 0:

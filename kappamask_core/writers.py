@@ -89,43 +89,41 @@ def _translate(src, path, *, nodata, resampling) -> Path:
     return Path(path)
 
 
-def write_cog(path, classes: np.ndarray, grid: Grid, encoding: str = "kappamask", tags: dict | None = None) -> Path:
-    """Write a uint8 class map as a COG with the class palette and mode overviews (``tags``: e.g. the model)."""
+def _write_palette_cog(path, values: np.ndarray, grid: Grid, nodata, colours: dict, tags: dict) -> Path:
+    """A one-band uint8 map with a colour table as a COG (mode overviews, so values never mix)."""
     from rasterio.io import MemoryFile
 
+    profile = {"driver": "GTiff", "height": grid.height, "width": grid.width, "count": 1, "dtype": "uint8",
+               "transform": grid.transform, "nodata": nodata, **({"crs": grid.crs} if grid.crs is not None else {})}
+    with MemoryFile() as memfile:
+        with memfile.open(**profile) as mem:
+            mem.write_colormap(1, colours)  # before the pixels: GDAL fixes the photometric tag then
+            mem.write(values[None])
+            mem.update_tags(**tags)
+        with memfile.open() as src:
+            return _translate(src, path, nodata=nodata, resampling="mode")
+
+
+def write_cog(path, classes: np.ndarray, grid: Grid, encoding: str = "kappamask", tags: dict | None = None) -> Path:
+    """Write a uint8 class map as a COG with the class palette and mode overviews (``tags``: e.g. the model)."""
     if encoding not in ENCODINGS:
         raise OutputError(f"unknown encoding {encoding!r}; choose one of {sorted(ENCODINGS)}")
     # The paper's encoding marks missing (0) as nodata; km_predict files carry no nodata tag.
     nodata = 0 if encoding == "kappamask" else None
     codes = ENCODINGS[encoding]
-    profile = {"driver": "GTiff", "height": grid.height, "width": grid.width, "count": 1, "dtype": "uint8",
-               "transform": grid.transform, "nodata": nodata, **({"crs": grid.crs} if grid.crs is not None else {})}
-    with MemoryFile() as memfile:
-        with memfile.open(**profile) as mem:
-            mem.write_colormap(1, palette(encoding))  # before the pixels: GDAL fixes the photometric tag then
-            mem.write(encode(classes, encoding)[None])
-            mem.update_tags(encoding=encoding, **{f"class_{codes[c.value]}": c.name for c in CLASSES}, **(tags or {}))
-        with memfile.open() as src:
-            return _translate(src, path, nodata=nodata, resampling="mode")
+    return _write_palette_cog(path, encode(classes, encoding), grid, nodata, palette(encoding),
+                              {"encoding": encoding, **{f"class_{codes[c.value]}": c.name for c in CLASSES},
+                               **(tags or {})})
 
 
 def write_usable(path, classes: np.ndarray, grid: Grid) -> Path:
     """The usable-pixel mask as a COG: 1 clear (after buffering), 0 not clear, 255 missing (nodata)."""
-    from rasterio.io import MemoryFile
+    from .buffers import USABLE_CLASSES, USABLE_MISSING, usable_mask
 
-    from .buffers import NOT_USABLE, USABLE, USABLE_MISSING, usable_mask
-
-    colours = {USABLE: CLASSES[1].rgb, NOT_USABLE: CLASSES[2].rgb, USABLE_MISSING: CLASSES[0].rgb}
-    profile = {"driver": "GTiff", "height": grid.height, "width": grid.width, "count": 1, "dtype": "uint8",
-               "transform": grid.transform, "nodata": USABLE_MISSING,
-               **({"crs": grid.crs} if grid.crs is not None else {})}
-    with MemoryFile() as memfile:
-        with memfile.open(**profile) as mem:
-            mem.write_colormap(1, {v: (*rgb, 0 if v == USABLE_MISSING else 255) for v, rgb in colours.items()})
-            mem.write(usable_mask(classes)[None])
-            mem.update_tags(values="1 usable (clear), 0 not usable, 255 missing")
-        with memfile.open() as src:
-            return _translate(src, path, nodata=USABLE_MISSING, resampling="mode")
+    colours = {value: (*CLASSES[colour].rgb, 0 if value == USABLE_MISSING else 255)
+               for value, _, _, colour in USABLE_CLASSES}
+    return _write_palette_cog(path, usable_mask(classes), grid, USABLE_MISSING, colours,
+                              {f"class_{value}": name for value, name, _, _ in USABLE_CLASSES})
 
 
 class ScoresWriter:

@@ -156,17 +156,16 @@ def build_item(classification, paths: dict, source, encoding: str = "kappamask",
                           **_file_info(Path(files["scores"]))},
         ))
     if paths.get("usable"):
-        from kappamask_core.buffers import NOT_USABLE, USABLE, USABLE_MISSING
+        from kappamask_core.buffers import USABLE_CLASSES, USABLE_MISSING
 
         usable = Path(paths["usable"])
         item.add_asset("usable", pystac.Asset(
             href=usable.name, media_type=COG_MEDIA_TYPE, roles=["data"], title="Usable pixels (clear after buffering)",
             extra_fields={
                 "classification:classes": [
-                    {"value": USABLE, "name": "usable", "description": "clear after buffering"},
-                    {"value": NOT_USABLE, "name": "not_usable", "description": "cloud, semi-transparent cloud or "
-                                                                                "cloud shadow, buffers included"},
-                    {"value": USABLE_MISSING, "name": "missing", "description": "no data", "nodata": True}],
+                    {"value": value, "name": name, "description": description,
+                     **({"nodata": True} if value == USABLE_MISSING else {})}
+                    for value, name, description, _ in USABLE_CLASSES],
                 "raster:bands": [{"data_type": "uint8", "nodata": USABLE_MISSING, "sampling": "area",
                                   "spatial_resolution": grid.resolution}],
                 **_file_info(Path(files["usable"]))},
@@ -219,6 +218,23 @@ class StacItemOutput:
     def write(result, finals: dict, temps: dict, source, encoding: str) -> None:
         item = build_item(result, finals, source, encoding, files=temps)
         Path(temps["stac_item"]).write_text(json.dumps(item_dict(item), indent=2) + "\n")
+
+    @staticmethod
+    def complete(finals: dict, digest: str) -> bool:
+        """Whether the item at ``finals["stac_item"]`` was made with settings ``digest`` and every asset it lists
+        still has the size and checksum recorded there (a rerun then skips the product)."""
+        item_path = Path(finals["stac_item"])
+        try:
+            item = json.loads(item_path.read_text())
+            if item["properties"].get("kappamask:settings") != digest:
+                return False
+            for asset in item["assets"].values():
+                info = _file_info(item_path.parent / asset["href"])
+                if any(asset.get(key) != value for key, value in info.items()):
+                    return False
+        except (OSError, ValueError, KeyError, TypeError):
+            return False
+        return True
 
     @staticmethod
     def finish(written: list[dict], outdir, encoding: str) -> None:
