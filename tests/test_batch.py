@@ -10,7 +10,7 @@ pytest.importorskip("dask", reason="parallel runs need the 'dask' extra")
 def test_parallel_run_equals_sequential(bigearthnet, tmp_path):
     from kappamask_core.api import classify_to_files
     from kappamask_core.batch import classify_many
-    from stac_ext.validate import validate_path
+    from kappamask_stac.validate import validate_path
 
     patches = [str(p) for p in sorted(bigearthnet.iterdir()) if p.is_dir()][:3]
     parallel = classify_many(patches, tmp_path / "par", workers=2, scheduler="processes", progress=False)

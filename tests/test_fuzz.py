@@ -224,7 +224,7 @@ def check_outputs(outdir: Path) -> list[str]:
     """Problems with a successful run's outputs (empty when the COG and the STAC item are valid)."""
     from rio_cogeo.cogeo import cog_validate
 
-    from stac_ext.validate import validate_path
+    from kappamask_stac.validate import validate_path
 
     problems = []
     files = sorted(outdir.iterdir())

@@ -480,7 +480,7 @@ print(out.get_datacube_list()[0].get_array().shape)
 
 
 def test_process_graphs_for_kappamask_v2_load_its_13_or_14_features():
-    from udf.openeo_build import build_templates
+    from kappamask_udf.openeo_build import build_templates
 
     specs = build_templates("kappamask-v2")
 

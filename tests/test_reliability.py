@@ -251,7 +251,7 @@ def test_sigterm_while_writing_leaves_no_file(band_folder, tmp_path):
 
 
 def test_km_predict_items_validate(band_folder, tmp_path):
-    from stac_ext.validate import validate_path
+    from kappamask_stac.validate import validate_path
 
     assert main(["classify", str(band_folder), "-o", str(tmp_path), "--model", "default", "--encoding",
                  "km_predict", "--no-progress"]) == 0
@@ -398,7 +398,7 @@ def test_the_core_knows_no_adapter_and_adapters_use_public_names():
         for node in ast.walk(ast.parse(path.read_text())):
             if isinstance(node, (ast.Import, ast.ImportFrom)):
                 names = [node.module or ""] if isinstance(node, ast.ImportFrom) else [a.name for a in node.names]
-                assert not any(n.split(".")[0] in ("stac_ext", "udf") for n in names), f"{path.name} imports {names}"
+                assert not any(n.split(".")[0] in ("kappamask_stac", "kappamask_udf", "stac_ext", "udf") for n in names), f"{path.name} imports {names}"
     for folder in ("stac_ext", "udf"):
         for path in (ROOT / folder).glob("*.py"):
             for node in ast.walk(ast.parse(path.read_text())):

@@ -14,7 +14,7 @@ import rasterio
 from kappamask_core import InputError, classify
 from kappamask_core.cards import sha256_file
 from kappamask_core.cli import main
-from stac_ext.validate import validate_dict, validate_path
+from kappamask_stac.validate import validate_dict, validate_path
 
 EARTH_SEARCH_KEYS = {"B01": "coastal", "B02": "blue", "B03": "green", "B04": "red", "B05": "rededge1",
                      "B06": "rededge2", "B07": "rededge3", "B08": "nir", "B8A": "nir08", "B09": "nir09",
