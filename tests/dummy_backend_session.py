@@ -118,7 +118,7 @@ def main(graph_dir: Path, bands_by_collection: dict) -> dict:
     con = openeo.connect(backend).authenticate_basic(USER, PASSWORD)
     report = {"processes": {}}
     for pid, spec in specs.items():
-        entry = report["processes"][pid] = {"default_job_options": spec["default_job_options"]}
+        entry = report["processes"][pid] = {"default_job_options": spec.get("default_job_options")}
         # the client's way of storing a process: graph and metadata (it has no argument for default_job_options)
         con.save_user_defined_process(
             pid, spec["process_graph"], parameters=spec["parameters"], summary=spec["summary"],

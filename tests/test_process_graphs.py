@@ -19,7 +19,7 @@ def walk(graph):
 
 
 def test_checked_in_templates_are_up_to_date(tmp_path):
-    from udf.openeo_build import write_templates
+    from kappamask_udf.openeo_build import write_templates
 
     written = write_templates(tmp_path)
     assert {p.name for p in written} == {"kappamask_l1c.json", "kappamask_l2a.json", "kappamask_mask.json"}
@@ -40,7 +40,24 @@ def test_templates_parse_and_use_standard_processes(name):
     assert processes <= STANDARD, processes - STANDARD
     for param in spec["parameters"]:
         assert param["description"] and param["schema"], param["name"]
-    assert "udf-dependency-archives" in spec["default_job_options"]
+        assert "default" in param and param["optional"], f"{param['name']}: every parameter has an example default"
+    # the checked-in files are templates: they name no archive (publishing names it, see the next test)
+    (neighborhood,) = [n for n in walk(spec["process_graph"]) if n["process_id"] == "apply_neighborhood"]
+    assert "default_job_options" not in spec and "dependency_archive" not in neighborhood["arguments"]["context"]
+
+
+def test_published_processes_name_their_archive_in_job_options_and_context(tmp_path):
+    from kappamask_udf.openeo_build import Publication, write_templates
+
+    publication = Publication("https://example.org/releases/v1", "ab" * 32)
+    for path in write_templates(tmp_path, publication=publication):
+        spec = json.loads(path.read_text())
+        assert spec["default_job_options"]["udf-dependency-archives"] == [
+            "https://example.org/releases/v1/kappamask_udf_deps.zip#kappamask_deps"]
+        (neighborhood,) = [n for n in walk(spec["process_graph"]) if n["process_id"] == "apply_neighborhood"]
+        context = neighborhood["arguments"]["context"]
+        assert context["options"] == {"from_parameter": "options"}
+        assert (context["dependency_archive"], context["dependency_sha256"]) == (publication.archive_url, "ab" * 32)
 
 
 def test_templates_embed_the_real_udf_and_its_geometry():
@@ -51,7 +68,7 @@ def test_templates_embed_the_real_udf_and_its_geometry():
         run_udf = next(n for n in nodes if n["process_id"] == "run_udf")
         assert run_udf["arguments"]["udf"] == udf_code
         neighborhood = next(n for n in nodes if n["process_id"] == "apply_neighborhood")
-        assert [s["value"] for s in neighborhood["arguments"]["size"]] == [448, 448]
+        assert [s["value"] for s in neighborhood["arguments"]["size"]] == [448, 448, "P1D"]
         assert [s["value"] for s in neighborhood["arguments"]["overlap"]] == [32, 32]
     l1c = json.loads((PG_DIR / "kappamask_l1c.json").read_text())
     load = next(n for n in walk(l1c["process_graph"]) if n["process_id"] == "load_collection")

@@ -2,35 +2,68 @@
 
 from pathlib import Path
 
+DEFAULT_ARCHIVE_MODELS = ["ukis-csmask-6b-l1c", "ukis-csmask-6b-l2a"]
+
 
 def cmd_build(args) -> int:
-    from .openeo_build import write_templates
+    from .openeo_build import Contact, publish, write_templates
 
-    for path in write_templates(Path(args.outdir), args.model, args.archive_url):
+    if args.base_url is None:
+        for flag in ("code_url", "onnxruntime_wheel", "contact_name", "contact_email", "organization"):
+            if getattr(args, flag):
+                from kappamask_core.errors import InputError
+
+                raise InputError(f"--{flag.replace('_', '-')} belongs to a publication: give --base-url too")
+        for path in write_templates(Path(args.outdir), args.model):
+            print(path)
+        return 0
+    if not args.code_url:
+        from kappamask_core.errors import InputError
+
+        raise InputError("--base-url needs --code-url (the public repository the catalogue entries link to)")
+    contact = Contact(**{k: v for k, v in (("name", args.contact_name), ("organization", args.organization),
+                                          ("email", args.contact_email)) if v})
+    for path in publish(Path(args.outdir), args.base_url, model=args.model, archive_models=args.archive_model,
+                        onnxruntime=args.onnxruntime_wheel, code_url=args.code_url, contact=contact):
         print(path)
+    print(f"serve the folder's files at {args.base_url}; then make the reference output with "
+          "'python benchmarks/openeo_reference.py' and serve it under reference/")
     return 0
 
 
 def cmd_package(args) -> int:
-    from .openeo_build import build_archive
+    import tempfile
 
-    models = args.model or ["ukis-csmask-6b-l1c", "ukis-csmask-6b-l2a"]
-    path, size, digest = build_archive(Path(args.output), models, args.weights)
+    from .openeo_build import DEPENDENCY_FOLDER, build_archive, onnxruntime_wheel
+
+    models = args.model or DEFAULT_ARCHIVE_MODELS
+    with tempfile.TemporaryDirectory(prefix="kappamask-wheels-") as wheels:
+        wheel = args.onnxruntime_wheel or (onnxruntime_wheel(Path(wheels)) if args.with_onnxruntime else None)
+        path, size, digest = build_archive(Path(args.output), models, args.weights, wheel)
     print(f"{path}  {size / 2**20:.1f} MiB  sha256 {digest}")
-    print(f"job option: \"udf-dependency-archives\": [\"<URL of {path.name}>#kappamask_deps\"]")
+    print(f"job option: \"udf-dependency-archives\": [\"<URL of {path.name}>#{DEPENDENCY_FOLDER}\"]")
     return 0
 
 
 def register(sub) -> None:
-    from .openeo_build import ARCHIVE_PLACEHOLDER
-
     openeo = sub.add_parser("openeo", help="openEO process graphs and UDF dependency archive")
     cmds = openeo.add_subparsers(dest="openeo", required=True)
-    p = cmds.add_parser("build", help="write the process-graph templates (user-defined processes)")
+    p = cmds.add_parser("build", help="write the user-defined processes; with --base-url, everything to publish them "
+                                      "(archive, processes, catalogue records, benchmark scenario)")
     p.add_argument("outdir", nargs="?", default="process_graphs")
-    p.add_argument("--model", default="default", help="model whose bands the templates load (default: %(default)s)")
-    p.add_argument("--archive-url", default=ARCHIVE_PLACEHOLDER,
-                   help="URL of the dependency archive, for the templates' default job options")
+    p.add_argument("--model", default="default", help="model whose bands the processes load (default: %(default)s)")
+    p.add_argument("--base-url", metavar="URL",
+                   help="public https:// folder where the files will be served (e.g. a release's assets or object "
+                        "storage); without it the processes are templates that name no archive")
+    p.add_argument("--code-url", metavar="URL", help="public repository of this code, for the catalogue records")
+    p.add_argument("--archive-model", action="append", metavar="ID",
+                   help="model to put into the archive (repeatable; default: the bundled 6-band L1C and L2A models, "
+                        "or --model)")
+    p.add_argument("--onnxruntime-wheel", metavar="FILE",
+                   help="onnxruntime wheel for CPython 3.11 on manylinux x86_64 (default: downloaded with pip)")
+    p.add_argument("--contact-name", help="contact named in the catalogue records")
+    p.add_argument("--contact-email")
+    p.add_argument("--organization")
     p.set_defaults(func=cmd_build)
     p = cmds.add_parser("package", help="build the UDF dependency archive (kappamask_core + model files)")
     p.add_argument("output", help="archive to write (.zip)")
@@ -38,4 +71,8 @@ def register(sub) -> None:
                    help="model id or alias to include, e.g. kappamask-v2 (repeatable; default: the bundled 6-band L1C "
                         "and L2A models)")
     p.add_argument("--weights", help="ONNX file for a model whose weights are not bundled")
+    p.add_argument("--with-onnxruntime", action="store_true",
+                   help="also carry onnxruntime for the UDF runtime (CPython 3.11, manylinux x86_64), downloaded "
+                        "with pip; needed where the runtime has none and no other way provides it")
+    p.add_argument("--onnxruntime-wheel", metavar="FILE", help="carry onnxruntime from this wheel instead")
     p.set_defaults(func=cmd_package)
