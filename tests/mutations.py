@@ -1,0 +1,153 @@
+"""Break the code on purpose, one mutation at a time, and check that the tests named for it fail.
+
+    python tests/mutations.py [--list] [NAME ...]
+
+Each mutation changes one thing a test claims to check (a line of code, a value in a process graph), in a
+copy of this checkout (beside a link to ../shared, so the real-data tests run), and runs only the tests that
+must catch it. A mutation whose tests still pass is a test that cannot fail: the script lists every outcome
+and exits with 1 if any mutation survived. Run it after changing a test or the code it covers.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable
+
+ROOT = Path(__file__).resolve().parents[1]
+# installed import name -> folder of the checkout (pyproject.toml's package-dir)
+PACKAGES = {"kappamask_core": "kappamask_core", "kappamask_udf": "udf", "kappamask_stac": "stac_ext"}
+
+
+@dataclass(frozen=True)
+class Mutation:
+    name: str
+    path: str  # file to change, relative to the checkout
+    change: Callable[[str], str]  # the file's text -> the mutated text (must differ)
+    tests: tuple[str, ...]  # pytest arguments: the tests that must fail
+
+
+def replace(old: str, new: str, count: int = 1) -> Callable[[str], str]:
+    def change(text: str) -> str:
+        if old not in text:
+            raise ValueError(f"the text to mutate is not there: {old!r}")
+        return text.replace(old, new, count)
+    return change
+
+
+def json_edit(edit: Callable[[dict], None]) -> Callable[[str], str]:
+    def change(text: str) -> str:
+        data = json.loads(text)
+        edit(data)
+        return json.dumps(data, indent=2) + "\n"
+    return change
+
+
+def _nodes(graph: dict):
+    for node in graph.values():
+        yield node
+        for value in node["arguments"].values():
+            if isinstance(value, dict) and "process_graph" in value:
+                yield from _nodes(value["process_graph"])
+
+
+def graph_node(process_id: str, edit: Callable[[dict], None]) -> Callable[[dict], None]:
+    def apply(spec: dict) -> None:
+        for node in _nodes(spec["process_graph"]):
+            if node["process_id"] == process_id:
+                edit(node["arguments"])
+    return apply
+
+
+EXECUTION = ("tests/test_openeo_execution.py",)
+MUTATIONS = [
+    # issue 18: the openEO tests fail for what a backend refuses
+    Mutation("process graph: UDF with a syntax error", "process_graphs/kappamask_l1c.json",
+             replace("def apply_datacube(", "def apply_datacube(("), EXECUTION),
+    Mutation("process graph: unsupported runtime version", "process_graphs/kappamask_l1c.json",
+             replace('"version": "3.11"', '"version": "9.99"'), EXECUTION),
+    Mutation("process graph: a band the collection does not have", "process_graphs/kappamask_l1c.json",
+             json_edit(graph_node("load_collection", lambda a: a.update(bands=[*a["bands"][:-1], "B13"]))), EXECUTION),
+    Mutation("process graph: context dropped", "process_graphs/kappamask_l1c.json",
+             json_edit(graph_node("apply_neighborhood", lambda a: a.pop("context"))), EXECUTION),
+    Mutation("process graph: mask compares the wrong band", "process_graphs/kappamask_mask.json",
+             json_edit(graph_node("apply_neighborhood", lambda a: a["context"].pop("output"))), EXECUTION),
+    Mutation("UDF: archive prepended to sys.path", "udf/kappamask_udf.py",
+             replace("sys.path.append(str(folder))", "sys.path.insert(0, str(folder))"), ("tests/test_udf.py",)),
+]
+
+
+def checkout_files() -> list[str]:
+    listed = subprocess.run(["git", "ls-files", "-co", "--exclude-standard"], cwd=ROOT, capture_output=True,
+                            text=True, check=True).stdout.splitlines()
+    return [f for f in listed if (ROOT / f).is_file()]
+
+
+def prepare(workspace: Path) -> Path:
+    """A copy of the checkout in ``workspace``/main, ../shared beside it, and import names pointing into it."""
+    copy = workspace / "main"
+    for name in checkout_files():
+        target = copy / name
+        target.parent.mkdir(parents=True, exist_ok=True)
+        shutil.copy2(ROOT / name, target)
+    shared = ROOT.parent / "shared"
+    if shared.exists():
+        (workspace / "shared").symlink_to(shared)
+    shim = workspace / "shim"
+    shim.mkdir()
+    for name, folder in PACKAGES.items():
+        (shim / name).symlink_to(copy / folder)
+    return copy
+
+
+def run(mutation: Mutation, copy: Path, shim: Path) -> tuple[bool, float, str]:
+    """Apply ``mutation`` in ``copy``, run its tests, restore the file; True when the tests failed."""
+    path = copy / mutation.path
+    original = path.read_text()
+    mutated = mutation.change(original)
+    if mutated == original:
+        raise ValueError(f"{mutation.name}: the mutation changes nothing")
+    path.write_text(mutated)
+    env = {**os.environ, "PYTHONPATH": str(shim), "PYTHONDONTWRITEBYTECODE": "1"}
+    started = time.perf_counter()
+    try:
+        proc = subprocess.run([sys.executable, "-m", "pytest", "-x", "-q", "-p", "no:cacheprovider",
+                               *mutation.tests], cwd=copy, env=env, capture_output=True, text=True, timeout=3600)
+    finally:
+        path.write_text(original)
+    lines = [line for line in proc.stdout.splitlines() if line.startswith(("FAILED", "ERROR"))]
+    return proc.returncode != 0, time.perf_counter() - started, (lines[0] if lines else proc.stdout.strip()[-200:])
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("names", nargs="*", help="run only the mutations whose name contains one of these")
+    parser.add_argument("--list", action="store_true", help="list the mutations and the tests that must catch them")
+    args = parser.parse_args(argv)
+    chosen = [m for m in MUTATIONS if not args.names or any(n in m.name for n in args.names)]
+    if args.list:
+        for m in chosen:
+            print(f"{m.name}\n    {m.path} -> {' '.join(m.tests)}")
+        return 0
+    survived = []
+    with tempfile.TemporaryDirectory(prefix="kappamask-mutations-") as tmp:
+        copy = prepare(Path(tmp))
+        for mutation in chosen:
+            caught, seconds, detail = run(mutation, copy, Path(tmp) / "shim")
+            print(f"{'caught  ' if caught else 'SURVIVED'} {mutation.name} ({seconds:.0f} s)\n    {detail}", flush=True)
+            if not caught:
+                survived.append(mutation.name)
+    print(f"\n{len(chosen) - len(survived)} of {len(chosen)} mutations caught")
+    return 1 if survived else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
