@@ -24,7 +24,9 @@ def test_notebook_builds_the_documented_process_graph():
     graph = namespace["classes"].flat_graph()
     nodes = {n["process_id"]: n for n in graph.values()}
     assert nodes["load_collection"]["arguments"]["bands"] == ["B02", "B03", "B04", "B08", "B11", "B12"]
-    udf = nodes["apply_neighborhood"]["arguments"]["process"]["process_graph"]["runudf1"]["arguments"]
+    neighborhood = nodes["apply_neighborhood"]["arguments"]
+    assert {s["dimension"]: s["value"] for s in neighborhood["size"]} == {"x": 448, "y": 448, "t": "P1D"}
+    udf = neighborhood["process"]["process_graph"]["runudf1"]["arguments"]
     assert udf["udf"] == (ROOT / "udf" / "kappamask_udf.py").read_text()
-    assert udf["context"]["level"] == "L2A"
+    assert udf["context"]["level"] == "L2A" and udf["context"]["dependency_archive"].endswith("kappamask_udf_deps.zip")
     assert namespace["job_options"]["udf-dependency-archives"][0].endswith("#kappamask_deps")

@@ -1,0 +1,112 @@
+"""Memory and time of the openEO UDF on one chunk, for long time series: what to give executor-memory and
+python-memory on Copernicus Data Space.
+
+    python benchmarks/udf_memory.py [--dates 1 10 50] [--kappamask-v2 [HDF5]] [--skip-default]
+
+One chunk is what apply_neighborhood hands the UDF with the process graphs: 448 px plus 32 px overlap on each
+side (512 x 512 px), all 13 L1C bands as float32 DN (a real crop of the bundled demo scene, repeated over the
+dates). For each number of dates it runs the UDF in a child process twice: the whole time series in one call
+(apply_neighborhood without a t size), and one date per call (a t size of P1D, what the process graphs use).
+Each child reports its own peak resident memory (VmHWM) after building the input and after the UDF, so the
+input's share and the UDF's (model, session and working memory) are told apart. With --kappamask-v2 the KappaMask v2 network imported
+from the golden fixture (RANDOM weights: the network's real cost, no accuracy implied) is measured as well.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+HERE = Path(__file__).resolve().parent
+ROOT = HERE.parent
+UDF = ROOT / "udf" / "kappamask_udf.py"
+GOLDEN_V2 = ROOT.parent / "shared" / "data" / "kappamask_keras_golden" / "kappamask_v2_l1c_random.hdf5"
+CHUNK = 512
+
+_CHILD = r"""
+import json, sys, time
+import numpy as np, xarray as xr
+from kappamask_core.api import DEMO_DATA
+from kappamask_core.readers import open_product
+from kappamask_core.resample import nearest_rows
+
+def peak_mib():
+    for line in open("/proc/self/status"):
+        if line.startswith("VmHWM:"):
+            return int(line.split()[1]) / 1024
+    return float("nan")
+
+dates, per_date, model, size = int(sys.argv[1]), sys.argv[2] == "1", sys.argv[3], int(sys.argv[4])
+product = open_product(DEMO_DATA)
+names = sorted(product.bands)
+crop = np.stack([nearest_rows(product.bands[n].read(), product.bands[n].factor, 0, size, product.grid.width)[:, :size]
+                 for n in names]).astype(np.float32)
+cube = xr.DataArray(np.repeat(crop[None], dates, axis=0), dims=("t", "bands", "y", "x"),
+                    coords={"t": np.arange(dates).astype("datetime64[D]"), "bands": names})
+input_peak = peak_mib()
+namespace = {}
+exec(compile(open(sys.argv[5]).read(), "kappamask_udf.py", "exec"), namespace)
+context = {"model": model}
+namespace["apply_datacube"](cube.isel(t=[0]), context)  # model loaded once, as in a reused worker
+started = time.perf_counter()
+if per_date:
+    for i in range(dates):
+        namespace["apply_datacube"](cube.isel(t=i), context)
+else:
+    namespace["apply_datacube"](cube, context)
+seconds = time.perf_counter() - started
+print(json.dumps({"input_mib": cube.nbytes / 2**20, "peak_before_mib": input_peak, "peak_mib": peak_mib(),
+                  "seconds_per_date": seconds / dates}))
+"""
+
+
+def measure(dates: int, per_date: bool, model: str, env: dict) -> dict:
+    proc = subprocess.run([sys.executable, "-c", _CHILD, str(dates), "1" if per_date else "0", model, str(CHUNK),
+                           str(UDF)], capture_output=True, text=True, env=env, cwd=ROOT, timeout=3600)
+    if proc.returncode != 0:
+        raise SystemExit(f"the UDF failed ({model}, {dates} dates): {proc.stderr[-2000:]}")
+    return json.loads(proc.stdout.strip().splitlines()[-1])
+
+
+def table(model: str, label: str, dates_list, env: dict) -> None:
+    print(f"\n{label}")
+    print("| dates | input | whole series per call: peak (UDF's share) | one date per call: peak (UDF's share) "
+          "| s per date |")
+    print("|---:|---:|---:|---:|---:|")
+    for dates in dates_list:
+        whole = measure(dates, False, model, env)
+        single = measure(dates, True, model, env)
+        print(f"| {dates} | {whole['input_mib']:.0f} MiB | {whole['peak_mib']:.0f} MiB "
+              f"(+{whole['peak_mib'] - whole['peak_before_mib']:.0f}) | {single['peak_mib']:.0f} MiB "
+              f"(+{single['peak_mib'] - single['peak_before_mib']:.0f}) | {single['seconds_per_date']:.2f} |",
+              flush=True)
+
+
+def main(argv=None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--dates", type=int, nargs="+", default=[1, 10, 50])
+    parser.add_argument("--kappamask-v2", nargs="?", const=str(GOLDEN_V2), metavar="HDF5",
+                        help="also measure KappaMask v2 imported from this official-format Keras file (default: the "
+                             "golden fixture, RANDOM weights)")
+    parser.add_argument("--skip-default", action="store_true")
+    args = parser.parse_args(argv)
+    env = {**os.environ, "KAPPAMASK_OFFLINE": "1", "PYTHONPATH": str(ROOT)}
+    print(f"one chunk: {CHUNK} x {CHUNK} px, 13 bands, float32; {os.cpu_count()} cores; peaks are each child's "
+          "VmHWM; the UDF's share (model, session, working memory) = the peak minus the peak after building the "
+          "input")
+    if not args.skip_default:
+        table("ukis-csmask-6b-l1c", "bundled model (ukis-csmask-6b-l1c, 30 m)", args.dates, env)
+    if args.kappamask_v2:
+        sys.path.insert(0, str(HERE))
+        from run import imported_v2
+
+        card = imported_v2(Path(args.kappamask_v2))
+        table(card.source, f"KappaMask v2 ({card.name})", args.dates, env)
+
+
+if __name__ == "__main__":
+    main()
