@@ -225,7 +225,9 @@ def cmd_select(args) -> int:
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="kappamask", description="Cloud and cloud-shadow masks for Sentinel-2.")
     parser.add_argument("--version", action="version", version=f"kappamask {__version__}")
-    parser.add_argument("-v", "--verbose", action="store_true")
+    parser.add_argument("-v", "--verbose", action="count", default=0,
+                        help="say what is happening (-v: each product's model and result; -vv: debugging detail); "
+                             "without it only warnings and errors are printed")
     sub = parser.add_subparsers(dest="command", required=True)
 
     p = sub.add_parser("classify", help="classify products into a five-class 10 m map")
@@ -340,10 +342,16 @@ def _raise_terminated(signum, frame):
 
 def main(argv=None) -> int:
     args = build_parser().parse_args(argv)
-    logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO, format="%(levelname)s %(message)s",
-                        stream=sys.stderr)
-    if not args.verbose:  # rasterio reports every GDAL message at INFO; the errors reach the user as one line
-        logging.getLogger("rasterio").setLevel(logging.WARNING)
+    level = {0: logging.WARNING, 1: logging.INFO}.get(args.verbose, logging.DEBUG)
+    logging.basicConfig(level=level, format="%(levelname)s %(message)s", stream=sys.stderr)
+    # Libraries speak through logging and Python warnings (GDAL's messages about a damaged file, rasterio's about
+    # a file without georeferencing): the error they lead to reaches the user as one line that quotes GDAL, so
+    # they are shown only with -v (and everything with -vv)
+    logging.captureWarnings(True)
+    quiet = {0: logging.CRITICAL, 1: logging.WARNING}.get(args.verbose, logging.DEBUG)
+    libraries = {name: logging.getLogger(name).level for name in ("rasterio", "py.warnings")}
+    for name in libraries:
+        logging.getLogger(name).setLevel(quiet)
     try:
         previous = signal.signal(signal.SIGTERM, _raise_terminated)
     except ValueError:  # not the main thread: leave signals alone
@@ -352,7 +360,8 @@ def main(argv=None) -> int:
         _apply_network_options(args)
         return args.func(args)
     except KappaMaskError as exc:
-        print(f"kappamask: error: {exc}", file=sys.stderr)
+        # one line, whatever a library put into the message (ONNX tools, GDAL and PyTorch write several)
+        print(f"kappamask: error: {' '.join(str(exc).split())}", file=sys.stderr)
         return 2
     except KeyboardInterrupt as exc:
         what = "terminated" if isinstance(exc, Terminated) else "interrupted"
@@ -362,6 +371,10 @@ def main(argv=None) -> int:
     finally:
         if previous is not None:
             signal.signal(signal.SIGTERM, previous)
+        # main() is also called from Python (tests, notebooks): leave the process's logging as it was
+        logging.captureWarnings(False)
+        for name, old_level in libraries.items():
+            logging.getLogger(name).setLevel(old_level)
 
 
 if __name__ == "__main__":  # pragma: no cover
