@@ -187,6 +187,19 @@ class TrainingResult:
     history: list = field(default_factory=list)
 
 
+def batches(count: int, size: int) -> list[range]:
+    """Index ranges of ``size`` items; a last batch of one item joins the one before it.
+
+    Batch normalisation in training mode needs two values per channel: KappaMask v2's image-pooling branch
+    normalises one value per sub-tile, so a batch of one sub-tile cannot train.
+    """
+    starts = list(range(0, count, size))
+    bounds = [(a, min(a + size, count)) for a in starts]
+    if len(bounds) > 1 and bounds[-1][1] - bounds[-1][0] == 1:
+        bounds[-2:] = [(bounds[-2][0], count)]
+    return [range(a, b) for a, b in bounds]
+
+
 def _augment(x, y, generator):
     """Random flips and 90 degree rotations, the same for the image and its target."""
     import torch
@@ -264,6 +277,10 @@ def train(data, outdir, *, arch: str = "kappamask-v2", level: str = "L1C", base=
     if scheme not in SCHEMES:
         raise InputError(f"declare the labels' class scheme (--scheme), one of {', '.join(SCHEMES)}")
     train_set, val_set = split_by_product(subtiles, val_fraction, seed)
+    if arch == "kappamask-v2" and (batch_size < 2 or len(train_set) < 2):
+        raise InputError(f"KappaMask v2 trains on at least 2 sub-tiles per batch (its image-pooling branch normalises "
+                         f"over the batch): use --batch-size 2 or more and at least 2 training sub-tiles (there are "
+                         f"{len(train_set)} after the validation split)")
     train_samples, val_samples = _Samples(train_set, card, scheme), _Samples(val_set, card, scheme)
     side = min(train_samples[0][1].shape)
     if side % 16 or (arch == "kappamask-v2" and side < V2_MIN_SIDE):
@@ -311,8 +328,11 @@ def train(data, outdir, *, arch: str = "kappamask-v2", level: str = "L1C", base=
             from tqdm import tqdm
 
             bar = tqdm(total=len(order), unit="sub-tile", desc=f"epoch {epoch}", leave=False, file=sys.stderr)
-        for start in range(0, len(order), batch_size):
-            pairs = [samples[i] for i in order[start : start + batch_size]]
+        # evaluation (batch-norm statistics fixed) takes any batch; training never a batch of one (see batches)
+        plan = batches(len(order), batch_size) if training else [
+            range(a, min(a + batch_size, len(order))) for a in range(0, len(order), batch_size)]
+        for batch in plan:
+            pairs = [samples[order[i]] for i in batch]
             x = torch.from_numpy(np.stack([p[0] for p in pairs]))
             y = torch.from_numpy(np.stack([p[1] for p in pairs]))
             if training:
@@ -362,9 +382,8 @@ def train(data, outdir, *, arch: str = "kappamask-v2", level: str = "L1C", base=
             m.momentum = None  # cumulative average
         model.train()
         with torch.no_grad():
-            for start in range(0, len(train_samples), batch_size):
-                batch = [train_samples[i][0] for i in range(start, min(start + batch_size, len(train_samples)))]
-                model(torch.from_numpy(np.stack(batch)))
+            for batch in batches(len(train_samples), batch_size):
+                model(torch.from_numpy(np.stack([train_samples[i][0] for i in batch])))
         for m, momentum in zip(norms, momenta):
             m.momentum = momentum
 

