@@ -4,7 +4,9 @@ import numpy as np
 import pytest
 import rasterio
 
-pytest.importorskip("dask", reason="parallel runs need the 'dask' extra")
+from conftest import require
+
+require("dask")
 
 
 def test_parallel_run_equals_sequential(bigearthnet, tmp_path):

