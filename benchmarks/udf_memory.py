@@ -34,11 +34,8 @@ from kappamask_core.api import DEMO_DATA
 from kappamask_core.readers import open_product
 from kappamask_core.resample import nearest_rows
 
-def peak_mib():
-    for line in open("/proc/self/status"):
-        if line.startswith("VmHWM:"):
-            return int(line.split()[1]) / 1024
-    return float("nan")
+sys.path.insert(0, sys.argv[6])
+from peak import peak_mib
 
 dates, per_date, model, size = int(sys.argv[1]), sys.argv[2] == "1", sys.argv[3], int(sys.argv[4])
 product = open_product(DEMO_DATA)
@@ -66,7 +63,7 @@ print(json.dumps({"input_mib": cube.nbytes / 2**20, "peak_before_mib": input_pea
 
 def measure(dates: int, per_date: bool, model: str, env: dict) -> dict:
     proc = subprocess.run([sys.executable, "-c", _CHILD, str(dates), "1" if per_date else "0", model, str(CHUNK),
-                           str(UDF)], capture_output=True, text=True, env=env, cwd=ROOT, timeout=3600)
+                           str(UDF), str(HERE)], capture_output=True, text=True, env=env, cwd=ROOT, timeout=3600)
     if proc.returncode != 0:
         raise SystemExit(f"the UDF failed ({model}, {dates} dates): {proc.stderr[-2000:]}")
     return json.loads(proc.stdout.strip().splitlines()[-1])

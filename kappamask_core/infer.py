@@ -71,8 +71,8 @@ class OnnxRunner:
         options.add_session_config_entry("session.intra_op.allow_spinning", "0")
         self.providers = choose_providers(device)
         if self.providers == ["CPUExecutionProvider"]:
-            # measured on KappaMask v2 (benchmarks): the preplanned memory pattern holds about 330 MB more at the same
-            # speed per tile, and the results are identical
+            # measured on KappaMask v2 (benchmarks/ort_options.py, README): the preplanned memory pattern holds more
+            # memory at the same speed per tile, and the results are identical
             options.enable_mem_pattern = False
         model = _float16_model(path) if fp16 else str(path)
         try:
