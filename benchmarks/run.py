@@ -44,12 +44,13 @@ sys.path.insert(0, str(HERE.parent))
 sys.path.insert(0, str(HERE))
 
 from kappamask_core import ClassifyOptions, run  # noqa: E402
-from kappamask_core.cards import load_card, resolve_card  # noqa: E402
-from kappamask_core.grid import TileLayout  # noqa: E402
-from kappamask_core.infer import OnnxRunner  # noqa: E402
-from kappamask_core.pipeline import _reading_product  # noqa: E402
-from kappamask_core.readers import open_product  # noqa: E402
-from kappamask_core.weights import import_keras, locate_weights  # noqa: E402
+from kappamask_core.models.cards import load_card  # noqa: E402
+from kappamask_core.models.resolve import resolve_card, resolve_model  # noqa: E402
+from kappamask_core.foundation.grid import TileLayout  # noqa: E402
+from kappamask_core.chain.infer import OnnxRunner  # noqa: E402
+from kappamask_core.chain.pipeline import _reading_product  # noqa: E402
+from kappamask_core.io.readers import open_product  # noqa: E402
+from kappamask_core.models.weights import import_keras  # noqa: E402
 
 GOLDEN_V2 = HERE.parent.parent / "shared" / "data" / "kappamask_keras_golden" / "kappamask_v2_l1c_random.hdf5"
 T56LMM = HERE.parent.parent / "shared" / "data" / "s2_l2a_safe_T56LMM"
@@ -73,7 +74,7 @@ def read_time(product, bands):
 
 
 def inference_time(card, weights, n_tiles, device, batch_size, threads=None):
-    runner = OnnxRunner(locate_weights(card, weights), card, device, threads, batch_size)
+    runner = OnnxRunner(resolve_model(card, weights=weights), device, threads, batch_size)
     batch_size = runner.batch_size
     rng = np.random.default_rng(0)
     batch = rng.standard_normal((batch_size, len(card.bands), card.tile_size, card.tile_size)).astype(np.float32)
@@ -94,7 +95,7 @@ _CLASSIFY_WITH_PEAK = """
 import sys
 sys.path.insert(0, sys.argv[2])
 from peak import peak_mib
-from kappamask_core.cli import main
+from kappamask_core.faces.cli import main
 try:
     code = main(sys.argv[3:])
 finally:
@@ -248,7 +249,7 @@ def main(argv=None):
     if args.buffer and "default" in figures:
         import rasterio
 
-        from kappamask_core.buffers import buffer_classes
+        from kappamask_core.chain.buffers import buffer_classes
 
         base = figures["default"]
         with rasterio.open(next(Path(base["out"]).glob("*_kappamask.tif"))) as ds:

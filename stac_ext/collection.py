@@ -5,7 +5,7 @@ from __future__ import annotations
 from datetime import datetime, timezone
 from pathlib import Path
 
-from .writer import COG_MEDIA_TYPE, EXTENSIONS, class_table, write_json_atomic
+from .common import COG_MEDIA_TYPE, EXTENSIONS, class_table, write_json_atomic
 
 def build_collection(items, encoding: str = "kappamask"):
     import pystac

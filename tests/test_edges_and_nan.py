@@ -73,7 +73,7 @@ def test_a_coarse_working_grid_repeats_the_edge_pixels_at_ragged_edges(tmp_path,
 
 
 def test_block_mean_at_ragged_edges():
-    from kappamask_core.resample import block_mean
+    from kappamask_core.chain.resample import block_mean
 
     values = np.random.default_rng(0).random((2, 7, 8)).astype(np.float32)
     np.testing.assert_allclose(block_mean(values, 3), clamped_block_means(values, 3), rtol=1e-6)

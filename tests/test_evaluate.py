@@ -3,9 +3,9 @@
 import numpy as np
 import pytest
 
-from kappamask_core.classes import CLEAR, CLOUD, CLOUD_SHADOW, MISSING, SEMI_TRANSPARENT_CLOUD
-from kappamask_core.evaluate import evaluate_arrays
-from kappamask_core.schemes import SCHEMES, UNDEFINED, to_classes
+from kappamask_core.foundation.classes import CLEAR, CLOUD, CLOUD_SHADOW, MISSING, SEMI_TRANSPARENT_CLOUD
+from kappamask_core.learning.evaluate import evaluate_arrays
+from kappamask_core.foundation.schemes import SCHEMES, UNDEFINED, to_classes
 
 
 def test_hand_computed_case():
@@ -71,7 +71,7 @@ def test_unlisted_values_are_undefined_and_nan_is_missing():
 def test_real_kappamask_reference_outputs_read_through_the_scheme_table():
     from conftest import SHARED, need
 
-    from kappamask_core.evaluate import read_class_map
+    from kappamask_core.learning.evaluate import read_class_map
 
     folder = need(SHARED / "kappamask_reference_outputs")
     l1c = read_class_map(folder / "L1C_kappamask.tif")
@@ -87,7 +87,7 @@ def test_real_kappamask_reference_outputs_read_through_the_scheme_table():
 
 def test_sen2cor_scl_model_on_t56lmm(t56lmm, tmp_path):
     from kappamask_core import run
-    from kappamask_core.resample import nearest_rows
+    from kappamask_core.chain.resample import nearest_rows
 
     result = run(t56lmm, "sen2cor-scl")
     scl_band = result.product.bands["SCL"]
@@ -100,7 +100,7 @@ def test_sen2cor_scl_model_on_t56lmm(t56lmm, tmp_path):
 
 def test_evaluate_default_model_against_scl_end_to_end(t56lmm, tmp_path, capsys):
     """Smoke test, not an accuracy claim: both maps from the real T56LMM SAFE through the CLI."""
-    from kappamask_core.cli import main
+    from kappamask_core.faces.cli import main
 
     assert main(["classify", str(t56lmm), "-o", str(tmp_path / "default"), "--no-stac", "--no-progress"]) == 0
     assert main(["classify", str(t56lmm), "-o", str(tmp_path / "scl"), "--model", "sen2cor-scl", "--no-stac",

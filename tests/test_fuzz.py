@@ -216,7 +216,7 @@ def make_variants(root: Path, rng: random.Random) -> list[tuple[str, object, boo
 
 def run_variant(source, outdir: Path) -> tuple[int, str]:
     """The command line in a process of its own: its exit code and everything it wrote to stderr."""
-    proc = subprocess.run([sys.executable, "-m", "kappamask_core.cli", "classify", str(source), "-o", str(outdir),
+    proc = subprocess.run([sys.executable, "-m", "kappamask_core.faces.cli", "classify", str(source), "-o", str(outdir),
                            "--model", "default", "--no-progress"], capture_output=True, text=True, timeout=900)
     return proc.returncode, proc.stderr
 

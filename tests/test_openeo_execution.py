@@ -86,14 +86,14 @@ def test_the_executed_map_agrees_with_a_direct_run_of_the_same_area(l1c_outputs)
     agreement = float((l1c_outputs["classes"].isel(t=0, bands=0).values == direct).mean())
     print(f"kappamask_l1c executed in chunks agrees with a direct run of the same area on {100 * agreement:.2f} %")
     # at 30 m a 512 px chunk is 171 working pixels, less than one of the model's 256 px tiles, and its output
-    # depends on context (README); exactness of the chunk mechanics is the next test's
+    # depends on context (docs/house.md); exactness of the chunk mechanics is the next test's
     assert agreement > 0.85
 
 
 def test_a_context_free_model_gives_exactly_the_direct_result(tmp_path):
     """With a per-pixel (identity) model the executed graph equals a direct run on every pixel, dates and buffer
     edges included: chunking, overlap, layout offset, float32 coordinates and the options' path are exact."""
-    from kappamask_core.datacube import classify_datacube
+    from kappamask_core.faces.datacube import classify_datacube
 
     bands = ("B02", "B03", "B04", "B08", "B11", "B12")
     identity_onnx(tmp_path / "identity.onnx", 6)
@@ -138,8 +138,8 @@ def test_a_cloud_buffer_grows_cloud_and_nothing_else():
 def test_buffers_are_exact_up_to_the_chunk_overlap(tmp_path, metres, exact):
     """A buffer needs the classes within its radius: up to the 32 px (320 m) overlap every chunk has them, so the
     executed map equals a buffered direct run of the whole area; a wider buffer is cut at chunk edges."""
-    from kappamask_core.datacube import classify_datacube
-    from kappamask_core.pipeline import ClassifyOptions
+    from kappamask_core.faces.datacube import classify_datacube
+    from kappamask_core.chain.pipeline import ClassifyOptions
 
     bands = ("B02", "B03", "B04", "B08", "B11", "B12")
     identity_onnx(tmp_path / "identity.onnx", 6)
@@ -163,7 +163,7 @@ def test_buffers_are_exact_up_to_the_chunk_overlap(tmp_path, metres, exact):
 def test_apply_metadata_names_the_bands_the_udf_returns(output, labels):
     from openeo.metadata import Band, BandDimension, CubeMetadata, SpatialDimension, TemporalDimension
 
-    from kappamask_core.datacube import OUTPUT_BANDS
+    from kappamask_core.faces.datacube import OUTPUT_BANDS
 
     metadata = CubeMetadata(dimensions=[
         TemporalDimension(name="t", extent=None), SpatialDimension(name="x", extent=None),

@@ -28,7 +28,7 @@ LINK_RELATIONS = {"platform", "provider", "application", "service", "example-out
 
 @pytest.fixture(scope="module")
 def published(tmp_path_factory, request):
-    from kappamask_core.cli import main
+    from kappamask_core.faces.cli import main
 
     wheel = request.getfixturevalue("onnxruntime_wheel")
     out = tmp_path_factory.mktemp("published")
@@ -42,11 +42,11 @@ from test_udf import onnxruntime_wheel  # noqa: E402,F401  (the cached wheel fix
 
 
 def test_the_processes_name_the_archive_they_come_with(published):
-    from kappamask_core.cards import sha256_file
+    from kappamask_core.io.files import sha256_file
 
     digest = sha256_file(published / "kappamask_udf_deps.zip")
     with zipfile.ZipFile(published / "kappamask_udf_deps.zip") as zf:
-        assert {"kappamask_core/datacube.py", "onnxruntime/__init__.py", "models/model_4b_l1c.onnx"} <= set(
+        assert {"kappamask_core/faces/datacube.py", "onnxruntime/__init__.py", "models/model_4b_l1c.onnx"} <= set(
             zf.namelist())
     for pid in ("kappamask_l1c", "kappamask_l2a", "kappamask_mask"):
         spec = json.loads((published / f"{pid}.json").read_text())
@@ -119,14 +119,14 @@ def test_the_benchmark_scenario_and_its_reference_work_with_the_catalogue_compar
     (["--code-url", CODE], "--code-url belongs to a publication"),
 ])
 def test_bad_publication_arguments_are_one_line(tmp_path, capsys, args, message):
-    from kappamask_core.cli import main
+    from kappamask_core.faces.cli import main
 
     assert main(["openeo", "build", str(tmp_path / "out"), *args]) == 2
     assert message in capsys.readouterr().err
 
 
 def test_building_onto_a_file_is_refused(tmp_path, capsys):
-    from kappamask_core.cli import main
+    from kappamask_core.faces.cli import main
 
     target = tmp_path / "taken.json"
     target.write_text("{}")

@@ -4,8 +4,8 @@ import numpy as np
 import pytest
 
 from kappamask_core import ClassifyOptions, classify, run
-from kappamask_core.classes import CLOUD, CLOUD_SHADOW, CLEAR, MISSING, SEMI_TRANSPARENT_CLOUD
-from kappamask_core.resample import block_mean, replicate
+from kappamask_core.foundation.classes import CLOUD, CLOUD_SHADOW, CLEAR, MISSING, SEMI_TRANSPARENT_CLOUD
+from kappamask_core.chain.resample import block_mean, replicate
 
 from conftest import dn_cube, identity_card, identity_onnx
 

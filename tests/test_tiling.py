@@ -1,8 +1,8 @@
 import numpy as np
 import pytest
 
-from kappamask_core.grid import Grid, TileLayout, axis_weights, tile_count
-from kappamask_core.stitch import stitch_array
+from kappamask_core.foundation.grid import Grid, TileLayout, axis_weights, tile_count
+from kappamask_core.chain.stitch import stitch_array
 
 
 def test_full_product_tile_counts():

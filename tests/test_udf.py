@@ -175,7 +175,7 @@ def runtime_site(folder: Path, packages=UDF_RUNTIME) -> Path:
 @pytest.fixture(scope="module")
 def onnxruntime_wheel() -> Path:
     """onnxruntime's wheel for the UDF runtime (CPython 3.11, manylinux x86_64), downloaded once and cached."""
-    from kappamask_core.errors import OutputError
+    from kappamask_core.foundation.errors import OutputError
     from kappamask_udf.openeo_build import onnxruntime_wheel as download
 
     wheels = sorted(WHEEL_CACHE.glob("onnxruntime-*cp311*manylinux*x86_64.whl"))
@@ -192,7 +192,7 @@ def onnxruntime_wheel() -> Path:
 @pytest.fixture(scope="module")
 def archives(tmp_path_factory, onnxruntime_wheel) -> dict:
     """Our archive without and with onnxruntime (the small 4-band model keeps them quick)."""
-    from kappamask_core.cli import main
+    from kappamask_core.faces.cli import main
 
     folder = tmp_path_factory.mktemp("archives")
     plain, full = folder / "plain.zip", folder / "kappamask_udf_deps.zip"
@@ -201,7 +201,7 @@ def archives(tmp_path_factory, onnxruntime_wheel) -> dict:
                  "--onnxruntime-wheel", str(onnxruntime_wheel)]) == 0
     with zipfile.ZipFile(plain) as zf:
         names = zf.namelist()
-        assert "kappamask_core/pipeline.py" in names and "models/model_4b_l1c.onnx" in names
+        assert "kappamask_core/chain/pipeline.py" in names and "models/model_4b_l1c.onnx" in names
         assert "affine/__init__.py" in names and not any(n.startswith("onnxruntime/") for n in names)
         assert not any(n.startswith(("numpy/", "xarray/", "kappamask_core/demo_data")) for n in names)
     with zipfile.ZipFile(full) as zf:
@@ -331,7 +331,7 @@ def archive_server(archives):
 
 def test_the_udf_downloads_its_archive_once_when_no_job_option_brought_it(tmp_path, archives, archive_server):
     """Synchronous requests get no udf-dependency-archives: the context's URL serves both kinds of request."""
-    from kappamask_core.cards import sha256_file
+    from kappamask_core.io.files import sha256_file
 
     site = runtime_site(tmp_path / "runtime")
     (tmp_path / "work").mkdir()

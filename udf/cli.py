@@ -2,6 +2,8 @@
 
 from pathlib import Path
 
+from kappamask_core.foundation.errors import InputError
+
 DEFAULT_ARCHIVE_MODELS = ["ukis-csmask-6b-l1c", "ukis-csmask-6b-l2a"]
 
 
@@ -11,14 +13,12 @@ def cmd_build(args) -> int:
     if args.base_url is None:
         for flag in ("code_url", "onnxruntime_wheel", "contact_name", "contact_email", "organization"):
             if getattr(args, flag):
-                from kappamask_core.errors import InputError
 
                 raise InputError(f"--{flag.replace('_', '-')} belongs to a publication: give --base-url too")
         for path in write_templates(Path(args.outdir), args.model):
             print(path)
         return 0
     if not args.code_url:
-        from kappamask_core.errors import InputError
 
         raise InputError("--base-url needs --code-url (the public repository the catalogue entries link to)")
     contact = Contact(**{k: v for k, v in (("name", args.contact_name), ("organization", args.organization),

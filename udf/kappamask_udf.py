@@ -69,7 +69,7 @@ DOWNLOAD_DEADLINE_S = 600  # for the whole archive
 CONTEXT_KEYS = ("model", "weights", "level", "units", "offset", "output", "encoding", "stitch", "overlap", "margin",
                 "device", "batch_size", "buffer", "dependency_folder", "dependency_archive", "dependency_sha256")
 # The band labels of each output; apply_metadata runs where the dependency archive may be absent (the backend's
-# driver), so they are written here; a test checks them against kappamask_core.datacube.OUTPUT_BANDS.
+# driver), so they are written here; a test checks them against kappamask_core.faces.datacube.OUTPUT_BANDS.
 OUTPUT_BANDS = {
     "classes": ("kappamask",),
     "scores": ("missing", "clear", "cloud_shadow", "semi_transparent_cloud", "cloud"),
@@ -236,9 +236,9 @@ def apply_datacube(cube: xarray.DataArray, context: dict) -> xarray.DataArray:
     context = _context(context)
     _provide_dependencies(context)
     try:
-        from kappamask_core.datacube import classify_datacube
-        from kappamask_core.errors import BandsError, KappaMaskError
-        from kappamask_core.pipeline import ClassifyOptions
+        from kappamask_core.faces.datacube import classify_datacube
+        from kappamask_core.foundation.errors import BandsError, KappaMaskError
+        from kappamask_core.chain.pipeline import ClassifyOptions
     except ImportError as exc:
         raise ImportError(
             "KappaMask UDF: kappamask_core is not available. Add the archive built by 'kappamask openeo package' "

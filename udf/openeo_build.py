@@ -16,10 +16,11 @@ from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
 
-from kappamask_core.cards import ALIASES, resolve_card, sha256_file
-from kappamask_core.datacube import OUTPUT_BANDS
-from kappamask_core.errors import InputError, OutputError
-from kappamask_core.weights import locate_model
+from kappamask_core.io.files import atomic_path, sha256_file
+from kappamask_core.models.cards import ALIASES
+from kappamask_core.models.resolve import resolve_card, resolve_model
+from kappamask_core.faces.datacube import OUTPUT_BANDS
+from kappamask_core.foundation.errors import InputError, OutputError
 
 UDF_FILE = Path(__file__).with_name("kappamask_udf.py")
 CHUNK, OVERLAP = 448, 32  # apply_neighborhood: the UDF sees 448 + 2 x 32 = 512 px
@@ -204,8 +205,6 @@ def build_templates(model: str = "default", publication: Publication | None = No
 
 
 def _write_json(path: Path, data) -> Path:
-    from kappamask_core.writers import atomic_path
-
     with atomic_path(path) as tmp:
         Path(tmp).write_text(json.dumps(data, indent=2) + "\n")
     return path
@@ -273,7 +272,6 @@ def build_archive(out: Path, models=("ukis-csmask-6b-l1c", "ukis-csmask-6b-l2a")
     import importlib.util
 
     import kappamask_core
-    from kappamask_core.writers import atomic_path
 
     out = Path(out)
     if out.is_dir():
@@ -296,7 +294,8 @@ def build_archive(out: Path, models=("ukis-csmask-6b-l1c", "ukis-csmask-6b-l2a")
             for model in models:
                 for card_id in ALIASES[model].values() if model in ALIASES else [model]:
                     # KappaMask cards without local weights are downloaded and converted here
-                    card, weights_file = locate_model(resolve_card(card_id), weights)
+                    resolved = resolve_model(card_id, weights=weights)
+                    card, weights_file = resolved.card, resolved.path
                     zf.write(weights_file, f"models/{card.weights.get('file') or weights_file.name}")
                     zf.writestr(f"models/{card.id}.json", json.dumps(card.raw, indent=2))
     return out, out.stat().st_size, sha256_file(out)

@@ -27,6 +27,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from .keras_weights import canonical_arch
+
 OUTPUTS = ("UNDEFINED", "CLEAR", "CLOUD_SHADOW", "SEMI_TRANSPARENT_CLOUD", "CLOUD", "MISSING")
 KERAS_BN = {"eps": 1e-3, "momentum": 0.01}  # Keras: epsilon 0.001, momentum 0.99
 
@@ -194,7 +196,6 @@ ARCHITECTURES = {"kappamask-v2": DeepLabV3PlusXception, "kappamask-v1": UNet}
 def build(arch: str, in_channels: int) -> nn.Module:
     """A network with the official code's initialisers (Keras': He normal where it asks for it, else Glorot
     uniform; zero biases), so that training from scratch starts where the official training started."""
-    from .keras_weights import canonical_arch
 
     model = ARCHITECTURES[canonical_arch(arch)](in_channels)
     he_normal = set()
@@ -281,7 +282,7 @@ def arch_of(model: nn.Module) -> str:
 
 
 def load_roles(model: nn.Module, roles: dict) -> nn.Module:
-    """Fill ``model`` with weights by role (:func:`kappamask_core.keras_weights.to_roles`)."""
+    """Fill ``model`` with weights by role (:func:`kappamask_core.models.keras_weights.to_roles`)."""
     state = model.state_dict()
     for role, names in PARAMETERS_BY_ROLE[arch_of(model)]().items():
         for name, array in zip(names, roles[role], strict=True):

@@ -5,7 +5,7 @@ resolution, with the metadata the scaling step needs.
 Only the bands a model asks for are read, at native resolution (a rescaled
 read of a JP2 can be very slow in GDAL): the pipeline opens each band once and
 reads it in row windows, strip by strip (:meth:`FileBand.open`), and
-:mod:`kappamask_core.resample` brings the rows onto the working grid.
+:mod:`kappamask_core.chain.resample` brings the rows onto the working grid.
 """
 
 from __future__ import annotations
@@ -26,11 +26,11 @@ from typing import Any
 import numpy as np
 from affine import Affine
 
-from . import plugins
-from .bands import BAND_BY_NAME, BAND_ID, DEFAULT_QUANTIFICATION, normalise_band_name
-from .errors import BandsError, InputError
+from ..foundation import plugins
+from ..foundation.bands import BAND_BY_NAME, BAND_ID, DEFAULT_QUANTIFICATION, normalise_band_name
+from ..foundation.errors import BandsError, InputError
 from .gdal import decoding_env, open_raster
-from .grid import Grid
+from ..foundation.grid import Grid
 
 BAND_FILE_RE = re.compile(r"_(B\d{2}|B8A|AOT|WVP|SCL)(?:_(\d{2})m)?\.(jp2|tif|tiff)$", re.IGNORECASE)
 DATETIME_RE = re.compile(r"(\d{8}T\d{6})")

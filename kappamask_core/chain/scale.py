@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from .bands import BAND_BY_NAME
+from ..foundation.bands import BAND_BY_NAME
 
 
 def harmonised_dn(values: np.ndarray, band: str, product) -> np.ndarray:

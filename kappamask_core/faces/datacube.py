@@ -7,14 +7,14 @@ is cached per process.
 
 from __future__ import annotations
 
-from .bands import BAND_BY_NAME
-from .buffers import usable_mask
-from .classes import CLASSES, encode
-from .errors import InputError
-from .cards import resolve_card
-from .infer import cached_runner
-from .pipeline import ClassifyOptions, check_compatible, run
-from .readers import from_dataarray
+from ..foundation.bands import BAND_BY_NAME
+from ..chain.buffers import usable_mask
+from ..foundation.classes import CLASSES, encode
+from ..foundation.errors import InputError, ModelError
+from ..models.resolve import resolve_card, resolve_model
+from ..chain.infer import cached_runner
+from ..chain.pipeline import ClassifyOptions, check_compatible, run
+from ..io.readers import from_dataarray
 
 # The band labels of each output: the UDF's apply_metadata renames the cube's bands to these
 OUTPUT_BANDS = {
@@ -33,8 +33,6 @@ def infer_level(band_names) -> str:
 
 def _model_level(model: str) -> str | None:
     """The level of a model that takes only one (a card id or path); None for aliases."""
-    from .errors import ModelError
-
     try:
         card = resolve_card(model)
     except ModelError:
@@ -79,7 +77,7 @@ def classify_datacube(cube, *, model: str = "auto", level: str | None = None, un
     first = product(0)
     card = resolve_card(str(model), level, first[1].bands)
     check_compatible(first[1], card)
-    runner = None if card.scheme else cached_runner(card.source, weights, options.device, options.threads,
+    runner = None if card.scheme else cached_runner(resolve_model(card, weights=weights), options.device, options.threads,
                                                      options.batch_size, options.fp16)  # lookup cards need no session
     results = []
     for i in range(count):

@@ -1,21 +1,22 @@
 """ONNX Runtime inference over batches of tiles; no geometry here.
 
-The runner checks the ONNX file against its card (band count, tile size,
-number of outputs), picks execution providers (CUDA or TensorRT when
-onnxruntime-gpu and a GPU are present, else CPU; overridable), and returns
-class probabilities in (N, classes, H, W) layout whatever the model's layout.
+The runner takes a resolved model (:func:`kappamask_core.models.resolve.resolve_model`: a card and its
+verified ONNX file; it never looks for weights itself), checks the file against its card (band count, tile
+size, number of outputs), picks execution providers (CUDA or TensorRT when onnxruntime-gpu and a GPU are
+present, else CPU; overridable), and returns class probabilities in (N, classes, H, W) layout whatever the
+model's layout.
 """
 
 from __future__ import annotations
 
-import functools
 import logging
 import os
+from collections import OrderedDict
 
 import numpy as np
 
-from .cards import ModelCard
-from .errors import ModelError
+from ..foundation.errors import ModelError
+from ..models.resolve import Model
 
 log = logging.getLogger(__name__)
 
@@ -56,13 +57,15 @@ def softmax(scores: np.ndarray, axis: int = 1) -> np.ndarray:
 
 
 class OnnxRunner:
-    """One ONNX Runtime session for one model card."""
+    """One ONNX Runtime session for one resolved model."""
 
-    def __init__(self, path, card: ModelCard, device: str = "auto", threads: int | None = None,
+    def __init__(self, model: Model, device: str = "auto", threads: int | None = None,
                  batch_size: int | None = None, fp16: bool = False, io_binding: bool | None = None):
-        import onnxruntime as ort
+        import onnxruntime as ort  # heavy: only where a network runs
 
-        self.card = card
+        if model.path is None:
+            raise ModelError(f"model {model.card.id!r} looks up the product's own mask; it has no network to run")
+        self.model, self.card, path = model, model.card, model.path
         options = ort.SessionOptions()
         options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
         options.intra_op_num_threads = threads or os.cpu_count() or 1
@@ -71,8 +74,8 @@ class OnnxRunner:
         options.add_session_config_entry("session.intra_op.allow_spinning", "0")
         self.providers = choose_providers(device)
         if self.providers == ["CPUExecutionProvider"]:
-            # measured on KappaMask v2 (benchmarks/ort_options.py, README): the preplanned memory pattern holds more
-            # memory at the same speed per tile, and the results are identical
+            # measured on KappaMask v2 (benchmarks/ort_options.py, docs/performance.md): the preplanned memory
+            # pattern holds more memory at the same speed per tile, and the results are identical
             options.enable_mem_pattern = False
         model = _float16_model(path) if fp16 else str(path)
         try:
@@ -156,19 +159,25 @@ def _float16_model(path) -> bytes:
     return model.SerializeToString()
 
 
-def open_runner(card: ModelCard, weights=None, device: str = "auto", threads: int | None = None,
-                batch_size: int | None = None, fp16: bool = False) -> OnnxRunner:
-    """A session for ``card``: its weights are located (downloaded and converted where the card says how) first."""
-    from .weights import locate_model
-
-    card, path = locate_model(card, weights)
-    return OnnxRunner(path, card, device, threads, batch_size, fp16)
+def open_runner(model: Model, device: str = "auto", threads: int | None = None, batch_size: int | None = None,
+                fp16: bool = False) -> OnnxRunner:
+    """A session for a resolved model."""
+    return OnnxRunner(model, device, threads, batch_size, fp16)
 
 
-@functools.lru_cache(maxsize=8)
-def cached_runner(card_path: str, weights: str | None, device: str = "auto", threads: int | None = None,
-                  batch_size: int | None = None, fp16: bool = False) -> OnnxRunner:
-    """One session per card file and settings per process (openEO workers call the UDF many times)."""
-    from .cards import load_card
+_RUNNERS: "OrderedDict[tuple, OnnxRunner]" = OrderedDict()
+CACHED_RUNNERS = 8
 
-    return open_runner(load_card(card_path), weights, device, threads, batch_size, fp16)
+
+def cached_runner(model: Model, device: str = "auto", threads: int | None = None, batch_size: int | None = None,
+                  fp16: bool = False) -> OnnxRunner:
+    """One session per model file and settings per process (openEO workers call the UDF many times); the least
+    recently used of more than :data:`CACHED_RUNNERS` is dropped."""
+    key = (model.card.source, model.card.sha256, str(model.path), device, threads, batch_size, fp16)
+    if key in _RUNNERS:
+        _RUNNERS.move_to_end(key)
+        return _RUNNERS[key]
+    runner = _RUNNERS[key] = open_runner(model, device, threads, batch_size, fp16)
+    while len(_RUNNERS) > CACHED_RUNNERS:
+        _RUNNERS.popitem(last=False)
+    return runner

@@ -20,8 +20,14 @@ from pathlib import Path
 
 import numpy as np
 
-from .classes import ENCODINGS, MISSING, encode
-from .errors import InputError
+from ..chain.pipeline import ClassifyOptions, make_runner, open_rows, run, true_colour, working_rows
+from ..chain.scale import apply_value_scaling
+from ..foundation.classes import CLASS_BY_NAME, ENCODINGS, MISSING, encode
+from ..foundation.errors import InputError
+from ..io.files import atomic_files
+from ..io.readers import open_product
+from ..io.writers import class_image
+from ..models.resolve import resolve_card, resolve_model
 
 log = logging.getLogger(__name__)
 
@@ -79,11 +85,6 @@ class EntropySink:
 
 def select(source, outdir, *, model="auto", n: int = 10, weights=None, level=None, options=None) -> list[dict]:
     """Rank the product's sub-tiles by uncertainty and write the ``n`` most uncertain; return the index rows."""
-    from .cards import resolve_card
-    from .pipeline import ClassifyOptions, make_runner, open_rows, run, working_rows
-    from .readers import open_product
-    from .scale import apply_value_scaling
-    from .writers import atomic_files
 
     if n < 1:
         raise InputError("--n must be at least 1")
@@ -95,7 +96,7 @@ def select(source, outdir, *, model="auto", n: int = 10, weights=None, level=Non
     one_tile = card.tile_size == SUBTILE and card.resolution == 10  # KappaMask: one model tile per sub-tile
     if one_tile:
         options = replace(options, overlap=0, margin=0)
-    runner = make_runner(card, weights, options)
+    runner = make_runner(resolve_model(card, weights=weights), options)
     sink = EntropySink(*product.grid.shape)
     result = run(product, runner.card, options=replace(options, scores=True), runner=runner, scores_sink=sink)
     ranked = sink.candidates()
@@ -140,8 +141,6 @@ def select(source, outdir, *, model="auto", n: int = 10, weights=None, level=Non
 
 def _channel_codes(card) -> np.ndarray:
     """Output channel -> KappaSet label: its class's code, 0 for an undefined channel, 5 for a missing one."""
-    from .classes import CLASS_BY_NAME
-
     codes = ENCODINGS[KAPPASET_ENCODING]
     return np.array([0 if c.name.upper() == "UNDEFINED" else codes[CLASS_BY_NAME[c.maps_to].value]
                      for c in sorted(card.outputs, key=lambda c: c.index)], np.uint8)
@@ -172,11 +171,8 @@ def _write_overlay(path, product, classes, window) -> None:
     """The prediction half-transparent over true colour, as the papers' labellers saw it."""
     from PIL import Image
 
-    from .pipeline import _preview
-    from .writers import class_image
-
     r0, r1, c0, c1 = window
-    rgb = _preview(product, window)
+    rgb = true_colour(product, window)
     labels = class_image(classes[r0:r1, c0:c1])
     base = np.zeros_like(labels) if rgb is None else np.asarray(
         Image.fromarray(rgb).resize((labels.shape[1], labels.shape[0]), Image.BILINEAR))

@@ -17,9 +17,11 @@ from pathlib import Path
 
 import numpy as np
 
-from .classes import CLASS_BY_NAME, CLASSES, MISSING
-from .errors import InputError
-from .schemes import UNDEFINED, to_classes
+from ..foundation.classes import CLASS_BY_NAME, CLASSES, MISSING
+from ..foundation.errors import InputError
+from ..foundation.schemes import UNDEFINED, to_classes
+from ..io.files import atomic_path
+from .kappaset import read_label
 
 EVALUATED = tuple(c for c in CLASSES if c.value != MISSING)  # clear, shadow, semi-transparent, cloud
 
@@ -134,7 +136,6 @@ def read_class_map(path: Path) -> np.ndarray:
     path = Path(path)
     suffix = path.suffix.lower()
     if suffix == ".nc":  # KappaSet sub-tile: its label variable
-        from .kappaset import read_label
 
         return read_label(path)
     try:
@@ -185,7 +186,6 @@ def write_confusion_png(evaluation: Evaluation, path, title: str = "") -> Path:
     """Row-normalised confusion matrix (percent of each reference class), as in the paper's Figure 8."""
     from PIL import Image, ImageDraw
 
-    from .writers import atomic_path
 
     cm = evaluation.confusion.astype(np.float64)
     rows = cm.sum(axis=1, keepdims=True)

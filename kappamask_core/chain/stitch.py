@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from .grid import TileLayout, axis_weights
+from ..foundation.grid import TileLayout, axis_weights
 
 
 class RowStitcher:

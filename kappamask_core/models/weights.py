@@ -1,20 +1,21 @@
-"""Model weights: where they are, how KappaMask's official weights get there, and which model ``auto`` runs.
+"""Model weights: where they are, and how KappaMask's official weights get there.
 
 * **Finding** (:func:`locate_model`): an explicit file or URL, the Python
   package that ships the file, a path relative to the card, the user's weights
-  folder (:func:`kappamask_core.cards.weights_dir`), the card's URL; every file
+  folder (:func:`kappamask_core.models.cards.weights_dir`), the card's URL; every file
   is checked against the card's sha256.
 * **Importing** (:func:`import_keras`): an official Keras HDF5 file becomes an
   ONNX model plus its card, with numpy, h5py and onnx only
-  (:mod:`~kappamask_core.keras_weights`, :mod:`~kappamask_core.onnx_graphs`).
+  (:mod:`~kappamask_core.models.keras_weights`, :mod:`~kappamask_core.models.onnx_graphs`).
 * **Downloading** (:func:`fetch_official`): a KappaMask card names the official
   file; without local weights it is downloaded (to a temporary name, with a
   progress bar), converted, and cached in the weights folder. The downloaded
   file's sha256 is recorded on first use and every later download of the same
   file must match it (or the card's pinned sha256). ``KAPPAMASK_OFFLINE=1``
   forbids any network access; ``KAPPAMASK_WEIGHTS_MIRROR`` names a mirror.
-* **auto** (:func:`choose_auto`): KappaMask v2 where its weights can be had,
-  otherwise the bundled offline model, said in one warning line.
+
+Which model runs (``auto``) and the one entry point from a model name to a runnable model are in
+:mod:`kappamask_core.models.resolve`.
 """
 
 from __future__ import annotations
@@ -31,9 +32,12 @@ import urllib.request
 from datetime import datetime, timezone
 from pathlib import Path
 
-from .cards import (ALIASES, ModelCard, builtin_card, cache_dir, card_from_dict, installed_card, load_card,
-                    sha256_file, weights_dir)
-from .errors import ModelError
+from ..foundation.errors import ModelError
+from ..foundation.version import __version__
+from ..io.files import atomic_files, atomic_path, sha256_file
+from .cards import ModelCard, builtin_card, cache_dir, card_from_dict, load_card, weights_dir
+from .keras_weights import detect_architecture, read_keras_weights, to_roles
+from .onnx_graphs import OPSET, build
 
 log = logging.getLogger(__name__)
 
@@ -41,8 +45,6 @@ OFFLINE_ENV = "KAPPAMASK_OFFLINE"
 MIRROR_ENV = "KAPPAMASK_WEIGHTS_MIRROR"
 TRUST_FILE = "downloads.json"  # sha256 of each official file on first use
 TIMEOUT_S = 10  # per network operation: an unreachable source fails within seconds
-AUTO_FIRST_CHOICE = "kappamask-v2"
-FALLBACK = "default"
 
 
 def offline() -> bool:
@@ -88,10 +90,6 @@ def locate_model(card: ModelCard, weights=None, fetch: bool = True) -> tuple[Mod
     )
 
 
-def locate_weights(card: ModelCard, weights=None) -> Path:
-    return locate_model(card, weights)[1]
-
-
 def _candidates(card: ModelCard) -> list[Path]:
     import importlib.util
 
@@ -120,15 +118,27 @@ def _verified(path: Path, card: ModelCard) -> Path:
     return path
 
 
-def weights_status(card: ModelCard) -> str:
-    """'ready', 'downloadable' (fetched on first use) or 'missing', without any network access."""
+PROBE_TIMEOUT_S = 5
+
+
+def weights_status(card: ModelCard, probe: bool = True) -> str:
+    """'ready', 'downloadable' (its source answers; fetched on first use), 'unreachable' (it does not) or
+    'missing' (no source, or network access is off). ``probe`` asks the source with one HEAD request."""
     if card.scheme is not None:
         return "ready"  # lookup models read a band the product carries
     if any(p.is_file() for p in _candidates(card)):
         return "ready"
-    if (card.weights.get("source") or card.weights.get("url")) and not offline():
+    url = official_url(card) if card.weights.get("source") else card.weights.get("url")
+    if not url or offline():
+        return "missing"
+    if not probe:
         return "downloadable"
-    return "missing"
+    try:
+        request = urllib.request.Request(url, method="HEAD")
+        with urllib.request.urlopen(request, timeout=PROBE_TIMEOUT_S):
+            return "downloadable"
+    except (OSError, http.client.HTTPException, ValueError):
+        return "unreachable"
 
 
 # ----------------------------------------------------------------------------- downloading
@@ -152,7 +162,8 @@ def download(url: str, sha256: str | None = None) -> Path:
 def _fetch(url: str, folder: Path, what: str, offline_hint: str) -> tuple[Path, str]:
     """Download ``url`` into a temporary file in ``folder``; return it and its sha256. Nothing is left on failure."""
     if offline():
-        raise ModelError(f"{what} is not installed and network access is off ({OFFLINE_ENV}=1); it comes from {url}. "
+        raise ModelError(f"{what} is not installed and network access is off (--offline or {OFFLINE_ENV}=1); it comes "
+                         f"from {url}. "
                          f"{offline_hint}")
     try:
         folder.mkdir(parents=True, exist_ok=True)
@@ -248,8 +259,6 @@ def _check_trust(file: str, url: str, digest: str, pinned: str | None) -> None:
 
 
 def _record_trust(file: str, url: str, digest: str) -> None:
-    from .writers import atomic_path
-
     record = _trusted()
     if file in record:
         return
@@ -291,8 +300,6 @@ def import_keras(path, arch: str | None = None, level: str | None = None, outdir
     marks test files with untrained weights in the card. ``source`` describes
     the original file (name, url, sha256) when ``path`` is a temporary copy.
     """
-    from .keras_weights import detect_architecture, read_keras_weights, to_roles
-
     keras = read_keras_weights(path)
     arch = detect_architecture(keras, arch)
     level = _detect_level(arch, keras.input_channels, level, path)
@@ -314,11 +321,7 @@ def import_keras(path, arch: str | None = None, level: str | None = None, outdir
 def write_network(arch: str, base: ModelCard, roles: dict, onnx_path, card_path, *, card_id: str, name: str,
                   note: str, trained: bool, provenance: dict) -> tuple[Path, Path]:
     """Build the ONNX graph of ``arch`` from ``roles`` and write it with a card derived from ``base``, both or neither."""
-    import onnx
-
-    from . import __version__
-    from .onnx_graphs import OPSET, build
-    from .writers import atomic_files
+    import onnx  # heavy, and only needed to write a model
 
     onnx_path, card_path = Path(onnx_path), Path(card_path)
     model = build(arch, roles, len(base.bands), base.tile_size, doc=name)
@@ -334,43 +337,3 @@ def write_network(arch: str, base: ModelCard, roles: dict, onnx_path, card_path,
         card_from_dict(card, source=str(card_path))  # the card must validate like any other
         Path(tmp_card).write_text(json.dumps(card, indent=2) + "\n")
     return onnx_path, card_path
-
-
-# ----------------------------------------------------------------------------- auto
-
-_AUTO_CHOICES: dict = {}
-
-
-def choose_auto(level: str, bands=None) -> ModelCard:
-    """KappaMask v2 for ``level`` if its weights are installed or can be fetched and ``bands`` has its inputs;
-    otherwise the bundled offline model, with one warning line that says why and how to get KappaMask.
-
-    The choice is made once per process for each level, band set and setting.
-    """
-    key = (level, None if bands is None else tuple(sorted(bands)), offline(), str(weights_dir()),
-           os.environ.get(MIRROR_ENV))
-    if key not in _AUTO_CHOICES:
-        _AUTO_CHOICES[key] = _choose_auto(level, bands)
-    return _AUTO_CHOICES[key]
-
-
-def _choose_auto(level: str, bands) -> ModelCard:
-    kappamask = installed_card(ALIASES[AUTO_FIRST_CHOICE][level])
-    missing = [b for b in kappamask.bands if bands is not None and b not in bands]
-    if missing:
-        reason = f"the input lacks its band(s) {', '.join(missing)}"
-    else:
-        try:
-            card, _ = locate_model(kappamask)
-        except ModelError as exc:
-            reason = str(exc).rstrip(".")
-        else:
-            log.info("model auto: %s (%s)", card.id, card.name)
-            if not card.trained:
-                log.warning("model auto: the installed %s weights are marked untrained; its classes mean nothing",
-                            card.id)
-            return card
-    fallback = installed_card(ALIASES[FALLBACK][level])
-    log.warning("KappaMask v2 is not available: %s. Running the bundled offline model %s instead; it has no "
-                "semi-transparent cloud class, so class 3 will not appear.", reason, fallback.id)
-    return fallback

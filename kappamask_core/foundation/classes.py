@@ -43,6 +43,15 @@ CLASSES: tuple[OutputClass, ...] = (
 
 CLASS_BY_NAME = {c.name: c for c in CLASSES}
 
+USABLE, NOT_USABLE, USABLE_MISSING = 1, 0, 255  # values of the usable-pixel mask
+# the usable mask's class table (value, name, description, the five-class colour it is drawn in); its COG's
+# palette and tags and its STAC asset read it
+USABLE_CLASSES = (
+    (USABLE, "usable", "clear after buffering", CLEAR),
+    (NOT_USABLE, "not_usable", "cloud, semi-transparent cloud or cloud shadow, buffers included", CLOUD_SHADOW),
+    (USABLE_MISSING, "missing", "no data", MISSING),
+)
+
 # Output encodings: how the five classes are written to files.
 # "kappamask" is the paper's encoding (0 missing .. 4 cloud).
 # "km_predict" is the official KappaMask predictor's GeoTIFF encoding:

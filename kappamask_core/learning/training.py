@@ -3,7 +3,7 @@
 * **Data.** KappaSet netCDF sub-tiles (one variable per band, values DN / 65535, labels in
   ``Label``), or a folder with ``images/`` and ``labels/`` GeoTIFFs of the same names (images hold
   the card's bands, in its order, as DN). Labels are read through a declared class scheme
-  (:mod:`kappamask_core.schemes`: ``kappaset`` for netCDF, e.g. ``cloudsen12`` for CloudSEN12);
+  (:mod:`kappamask_core.foundation.schemes`: ``kappaset`` for netCDF, e.g. ``cloudsen12`` for CloudSEN12);
   missing and undefined pixels are left out of the loss. Inputs are scaled by the card's own
   scaling, the same code as inference.
 * **Split by product**, never by sub-tile: a sub-tile's product is its file name without the
@@ -38,9 +38,19 @@ from pathlib import Path
 
 import numpy as np
 
-from .classes import CLASS_BY_NAME, CLASSES, MISSING
-from .errors import InputError, TrainingError
-from .schemes import SCHEMES, UNDEFINED, to_classes
+from ..foundation.classes import CLASS_BY_NAME, CLASSES, MISSING
+from ..foundation.errors import InputError, TrainingError
+from ..foundation.schemes import SCHEMES, UNDEFINED, to_classes
+from ..chain.scale import apply_value_scaling
+from ..io.files import atomic_path, sha256_file
+from ..models.cards import builtin_card
+from ..models.export import torch_networks
+from ..models.keras_weights import canonical_arch, detect_architecture, read_keras_weights, to_roles
+from ..models.onnx_graphs import roles_from_onnx
+from ..models.resolve import resolve_model
+from ..models.weights import write_network
+from .evaluate import evaluate_arrays, write_confusion_png
+from .kappaset import read_label, read_subtile
 
 log = logging.getLogger(__name__)
 
@@ -109,8 +119,6 @@ def targets_of(card) -> np.ndarray:
 
 def load_sample(sub: SubTile, card, scheme: str) -> tuple[np.ndarray, np.ndarray]:
     """(scaled input (bands, H, W) float32, target (H, W) int64 with IGNORE for missing and undefined)."""
-    from .kappaset import read_label, read_subtile
-    from .scale import apply_value_scaling
 
     if sub.label is None:
         image, label = read_subtile(sub.image, card), read_label(sub.image)
@@ -143,7 +151,6 @@ def load_sample(sub: SubTile, card, scheme: str) -> tuple[np.ndarray, np.ndarray
 
 def training_set_digest(subtiles) -> str:
     """A hash of the training data: every file's name and sha256."""
-    from .cards import sha256_file
 
     digest = hashlib.sha256()
     for sub in sorted(subtiles, key=lambda s: s.image.name):
@@ -216,9 +223,6 @@ def _initial_roles(base, arch: str):
     """Weights by role from an official Keras file, an ONNX model of this package, a card, or None (scratch)."""
     if base is None:
         return None, None
-    from .cards import load_card, resolve_card, sha256_file
-    from .keras_weights import detect_architecture, read_keras_weights, to_roles
-    from .onnx_graphs import roles_from_onnx
 
     text = str(base)
     if text.endswith((".hdf5", ".h5")):
@@ -226,10 +230,7 @@ def _initial_roles(base, arch: str):
         return to_roles(keras, detect_architecture(keras, arch)), sha256_file(text)
     if text.endswith(".onnx"):
         return roles_from_onnx(text), sha256_file(text)
-    card = load_card(text) if text.endswith(".json") else resolve_card(text)
-    from .weights import locate_weights
-
-    path = locate_weights(card)
+    path = resolve_model(text).path
     return roles_from_onnx(path), sha256_file(path)
 
 
@@ -258,11 +259,6 @@ def train(data, outdir, *, arch: str = "kappamask-v2", level: str = "L1C", base=
           gamma: float | None = None, scheme: str | None = None, resume: bool = False, progress: bool = False,
           threads: int | None = None) -> TrainingResult:
     """Train (fine-tune) a KappaMask network on the sub-tiles in ``data``; write everything into ``outdir``."""
-    from .cards import builtin_card
-    from .export import torch_networks
-    from .keras_weights import canonical_arch
-    from .writers import atomic_path
-
     torch, networks = torch_networks("training", InputError)
     arch = canonical_arch(arch, InputError)
     card = builtin_card(f"{arch}-{level.lower()}")
@@ -414,13 +410,9 @@ def train(data, outdir, *, arch: str = "kappamask-v2", level: str = "L1C", base=
 
 
 def _finish(model, state, config, card, arch, val_samples, channels, outdir, base) -> TrainingResult:
-    import torch
+    import torch  # heavy: the train extra
 
-    from . import networks
-    from .evaluate import evaluate_arrays, write_confusion_png
-    from .weights import write_network
-    from .writers import atomic_path
-
+    from ..models import networks  # imports torch
     model.load_state_dict(state["best_state"])
     model.eval()
     best = state["history"][state["best_epoch"] - 1]
@@ -455,8 +447,6 @@ def _finish(model, state, config, card, arch, val_samples, channels, outdir, bas
 def _write_log(history: list[dict], outdir: Path) -> None:
     """training_log.csv and training.png (loss and per-class validation Dice by epoch)."""
     from PIL import Image, ImageDraw
-
-    from .writers import atomic_path
 
     keys = list(history[0])
     with atomic_path(outdir / "training_log.csv") as tmp:

@@ -1,74 +1,22 @@
 """Writers: the class map as a Cloud-Optimized GeoTIFF and a quicklook PNG.
 
 Every file is written under a temporary name in the target folder and moved
-into place only when complete, so an interrupted run never leaves a partial
-file under the final name.
+into place only when complete (:mod:`kappamask_core.io.files`), so an
+interrupted run never leaves a partial file under the final name.
 """
 
 from __future__ import annotations
 
-import contextlib
-import os
-import tempfile
 from pathlib import Path
 
 import numpy as np
 
-from .classes import CLASSES, ENCODINGS, data_window, encode, palette
-from .errors import OutputError
+from ..foundation.classes import (CLASSES, ENCODINGS, USABLE_CLASSES, USABLE_MISSING, data_window, encode,
+                                  palette)
+from ..foundation.errors import OutputError
+from ..foundation.grid import Grid
+from .files import atomic_path, temp_beside
 from .gdal import cache_env
-from .grid import Grid
-
-
-def _temp_beside(final: Path) -> str:
-    try:
-        final.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(dir=final.parent, prefix=f".{final.name}.", suffix=".part")
-        os.close(fd)
-        umask = os.umask(0)
-        os.umask(umask)
-        os.chmod(tmp, 0o666 & ~umask)  # mkstemp creates 0600; outputs are ordinary files
-    except OSError as exc:
-        raise OutputError(f"cannot write to {final.parent}: {exc}") from None
-    return tmp
-
-
-@contextlib.contextmanager
-def atomic_files(*finals: str | os.PathLike):
-    """Yield a temporary path beside each final path; when the block succeeds, rename them all into place.
-
-    If the block fails, or a rename fails, none of the files is left under its
-    final name, and no temporary file is left either.
-    """
-    finals = [Path(f) for f in finals]
-    temps: list[str] = []
-    try:
-        for final in finals:
-            temps.append(_temp_beside(final))
-        yield temps
-        started = 0
-        try:
-            for tmp, final in zip(temps, finals):
-                started += 1
-                os.replace(tmp, final)
-        except BaseException as exc:  # a failed rename, or Ctrl-C / SIGTERM between two renames: none stays
-            for tmp, final in list(zip(temps, finals))[:started]:
-                if not os.path.exists(tmp):  # it was moved into place (perhaps just before the interruption)
-                    final.unlink(missing_ok=True)
-            if isinstance(exc, OSError):
-                raise OutputError(f"cannot move {final.name} into place in {final.parent}: {exc}") from None
-            raise
-    finally:
-        for tmp in temps:
-            if os.path.exists(tmp):
-                os.unlink(tmp)
-
-
-@contextlib.contextmanager
-def atomic_path(final: str | os.PathLike):
-    """Yield a temporary path beside ``final``; rename it into place on success."""
-    with atomic_files(final) as (tmp,):
-        yield tmp
 
 
 def _cog_profile() -> dict:
@@ -116,13 +64,12 @@ def write_cog(path, classes: np.ndarray, grid: Grid, encoding: str = "kappamask"
                                **(tags or {})})
 
 
-def write_usable(path, classes: np.ndarray, grid: Grid) -> Path:
-    """The usable-pixel mask as a COG: 1 clear (after buffering), 0 not clear, 255 missing (nodata)."""
-    from .buffers import USABLE_CLASSES, USABLE_MISSING, usable_mask
-
+def write_usable(path, usable: np.ndarray, grid: Grid) -> Path:
+    """The usable-pixel mask (:func:`kappamask_core.chain.buffers.usable_mask`) as a COG: 1 clear after
+    buffering, 0 not clear, 255 missing (nodata)."""
     colours = {value: (*CLASSES[colour].rgb, 0 if value == USABLE_MISSING else 255)
                for value, _, _, colour in USABLE_CLASSES}
-    return _write_palette_cog(path, usable_mask(classes), grid, USABLE_MISSING, colours,
+    return _write_palette_cog(path, usable, grid, USABLE_MISSING, colours,
                               {f"class_{value}": name for value, name, _, _ in USABLE_CLASSES})
 
 
@@ -146,7 +93,7 @@ class ScoresWriter:
             return self
         import rasterio
 
-        self._strips = Path(_temp_beside(self.path.with_name(self.path.name + ".strips")))
+        self._strips = Path(temp_beside(self.path.with_name(self.path.name + ".strips")))
         grid = self.grid
         self._dataset = rasterio.open(
             self._strips, "w", driver="GTiff", height=grid.height, width=grid.width, count=len(CLASSES),
@@ -205,7 +152,7 @@ def write_quicklook(path, classes: np.ndarray, preview: np.ndarray | None, title
     """PNG: true colour beside the class map, with a legend of the five classes.
 
     Both panels show ``window`` (row0, row1, col0, col1 of the map; default: the
-    extent of the data plus a margin, :func:`~kappamask_core.classes.data_window`),
+    extent of the data plus a margin, :func:`~kappamask_core.foundation.classes.data_window`),
     so a product whose data is a sliver of its tile is not lost in black;
     ``preview`` is the true colour of that window at any size. Classes outside
     ``predicts`` (the model's possible outputs) are marked in the legend.

@@ -19,15 +19,17 @@ from dataclasses import dataclass, field, replace
 
 import numpy as np
 
+from ..foundation.classes import CLASSES, MISSING, data_window
+from ..foundation.errors import BandsError, InputError
+from ..foundation.grid import Grid, TileLayout
+from ..foundation.schemes import UNDEFINED, lookup_table
+from ..io.gdal import cache_env
+from ..io.readers import Product, open_product
+from ..models.cards import ModelCard
+from ..models.resolve import Model, resolve_card, resolve_model
 from . import resample, scale
 from .buffers import buffer_classes, parse_buffers
-from .cards import ModelCard, resolve_card
-from .classes import CLASSES, MISSING, data_window
-from .errors import BandsError, InputError
-from .gdal import cache_env
-from .grid import Grid, TileLayout
 from .infer import DEVICES, OnnxRunner, open_runner
-from .readers import Product, open_product
 from .stitch import RowStitcher
 
 log = logging.getLogger(__name__)
@@ -149,13 +151,13 @@ def check_compatible(product: Product, card: ModelCard) -> None:
     product.require(card.bands)
 
 
-def make_runner(card: ModelCard, weights, options: ClassifyOptions) -> OnnxRunner:
+def make_runner(model: Model, options: ClassifyOptions) -> OnnxRunner:
     """An ONNX Runtime session for ``card`` with the options' device, threads, batch size and precision.
 
     The runner's card is the one to record: for a KappaMask card whose weights were
     just downloaded, it is the converted model's card.
     """
-    return open_runner(card, weights, options.device, options.threads, options.batch_size, options.fp16)
+    return open_runner(model, options.device, options.threads, options.batch_size, options.fp16)
 
 
 def read_bands(product: Product, names, workers: int = 2) -> dict[str, np.ndarray]:
@@ -279,7 +281,7 @@ def run(
 
     With ``options.scores``, the per-class scores go to ``scores_sink`` (an
     object with ``write(first_row, block)``, e.g. a
-    :class:`~kappamask_core.writers.ScoresWriter`) strip by strip, or, without
+    :class:`~kappamask_core.io.writers.ScoresWriter`) strip by strip, or, without
     one, into ``Classification.scores`` in memory.
     """
     options = options or ClassifyOptions()
@@ -293,7 +295,7 @@ def run(
     if card.scheme is not None:
         return _run_lookup(product, card, started, scores, options.buffers)
     if runner is None:
-        runner = make_runner(card, weights, options)
+        runner = make_runner(resolve_model(card, weights=weights), options)
     card = runner.card
     log.info("%s: model %s (%s)", product.id, card.id, card.name)
 
@@ -360,7 +362,7 @@ def run(
         progress.close()
     classes, buffer_s = _buffered(classes, options.buffers, grid)
     window = data_window(classes)
-    preview = _preview(product, window)
+    preview = true_colour(product, window)
     timings.update(prepare_s=make_strip.seconds, wait_s=wait_s, infer_s=infer_s, buffer_s=buffer_s,
                    total_s=time.perf_counter() - started)
     runtime = {
@@ -411,8 +413,6 @@ def _reading_product(product: Product, names, factor: int, decode: str) -> Produ
 
 def _run_lookup(product: Product, card: ModelCard, started: float, scores, buffers=()) -> Classification:
     """A mask the product already carries (e.g. Sen2Cor SCL): nearest to 10 m, then the class scheme, in row blocks."""
-    from .schemes import UNDEFINED, lookup_table
-
     t0 = time.perf_counter()
     band = card.bands[0]
     grid = product.grid
@@ -432,7 +432,7 @@ def _run_lookup(product: Product, card: ModelCard, started: float, scores, buffe
     return Classification(
         classes=classes, grid=grid, product=product, card=card,
         scores=scores.array if isinstance(scores, ScoresArray) else None,
-        preview=_preview(product, data_window(classes)), preview_window=data_window(classes),
+        preview=true_colour(product, data_window(classes)), preview_window=data_window(classes),
         timings={"read_s": elapsed, "infer_s": 0.0, "total_s": time.perf_counter() - started},
         runtime={"device": "cpu", "method": f"lookup ({card.scheme})", "resampling": "nearest",
                  "working_resolution": 10, "stitch": None, "overlap": None,
@@ -483,7 +483,7 @@ def _emit(start, block, factor, grid, valid, r0, lut, classes, scores):
         scores.write(a, five)
 
 
-def _preview(product: Product, window: tuple[int, int, int, int]) -> np.ndarray | None:
+def true_colour(product: Product, window: tuple[int, int, int, int]) -> np.ndarray | None:
     """A small true-colour image of ``window`` (reflectance 0..0.3 stretched to 0..255), from a decimated read."""
     if not all(b in product.bands for b in RGB_BANDS):
         return None

@@ -2,11 +2,11 @@
 
 A product's files appear together or not at all: they are written under
 temporary names and renamed into place only when every one of them is
-complete (:func:`kappamask_core.writers.atomic_files`). Every input is opened
+complete (:func:`kappamask_core.io.writers.atomic_files`). Every input is opened
 and the output folder checked before any classification starts, so a bad
 input or an unwritable folder costs seconds, not a product's run time.
 Files other than the COG and the quicklook (STAC items) come from output
-plugins (:mod:`kappamask_core.plugins`).
+plugins (:mod:`kappamask_core.foundation.plugins`).
 """
 
 from __future__ import annotations
@@ -18,18 +18,20 @@ import re
 import tempfile
 from pathlib import Path
 
-from . import plugins
-from .cards import resolve_card
-from .classes import ENCODINGS
-from .errors import InputError, OutputError
-from .infer import OnnxRunner
-from .pipeline import ClassifyOptions, make_runner, run
-from .readers import open_product
-from .writers import ScoresWriter, atomic_files, write_cog, write_quicklook, write_usable
+from ..foundation import plugins
+from ..models.resolve import resolve_model
+from ..foundation.classes import ENCODINGS
+from ..foundation.errors import InputError, OutputError
+from ..chain.infer import OnnxRunner
+from ..chain.buffers import usable_mask
+from ..chain.pipeline import ClassifyOptions, make_runner, run
+from ..io.readers import open_product
+from ..io.files import atomic_files
+from ..io.writers import ScoresWriter, write_cog, write_quicklook, write_usable
 
 log = logging.getLogger(__name__)
 
-DEMO_DATA = Path(__file__).parent / "demo_data"
+DEMO_DATA = Path(__file__).resolve().parents[1] / "demo_data"  # package data of kappamask_core
 
 
 def safe_name(product_id: str) -> str:
@@ -110,9 +112,10 @@ def classify_to_files(inputs, outdir, *, model="auto", weights=None, level=None,
     runners: dict[str, OnnxRunner] = {}
     written = []
     for source, product, stem in zip(inputs, products, stems):
-        card = resolve_card(model, product.level or level, product.bands)
-        if card.scheme is None and card.source not in runners:  # lookup cards (SCL) need no session
-            runners[card.source] = make_runner(card, weights, options)
+        resolved = resolve_model(model, product.level or level, product.bands, weights, announce=False)
+        card = resolved.card
+        if not resolved.lookup and card.source not in runners:  # lookup cards (SCL) need no session
+            runners[card.source] = make_runner(resolved, options)
         runner = runners.get(card.source)
         finals = {role: outdir / name for role, name in product_files(stem, options.scores, outputs, usable).items()}
         digest = settings_digest(runner.card if runner else card, options, encoding, usable)
@@ -120,6 +123,7 @@ def classify_to_files(inputs, outdir, *, model="auto", weights=None, level=None,
             log.info("%s: outputs exist and are complete, made with the same settings: skipped", product.id)
             written.append(finals)
             continue
+        resolved.announce()
         with atomic_files(*finals.values()) as temp_list:
             temps = dict(zip(finals, map(Path, temp_list)))
             with ScoresWriter(temps.get("scores"), product.grid) as scores:
@@ -132,7 +136,7 @@ def classify_to_files(inputs, outdir, *, model="auto", weights=None, level=None,
             write_quicklook(temps["quicklook"], result.classes, result.preview,
                             f"{product.id}  model: {card.name}", card.predicts, result.preview_window)
             if usable:
-                write_usable(temps["usable"], result.classes, result.grid)
+                write_usable(temps["usable"], usable_mask(result.classes), result.grid)
             for output in outputs:
                 output.write(result, finals, temps, source, encoding)
         pct = result.class_percentages()

@@ -1,7 +1,7 @@
 """The two KappaMask networks as ONNX graphs, built from their weights with numpy and ``onnx`` alone.
 
 No TensorFlow and no PyTorch: :func:`build` takes the weights by role (see
-:mod:`kappamask_core.keras_weights`) and writes the same computation as the
+:mod:`kappamask_core.models.keras_weights`) and writes the same computation as the
 official Keras models, node for node:
 
 * v2, DeepLabv3+ on the aligned Xception. Every strided or 3 x 3 convolution

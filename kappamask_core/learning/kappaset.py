@@ -13,9 +13,9 @@ from pathlib import Path
 
 import numpy as np
 
-from .cards import ModelCard
-from .errors import InputError
-from .scale import apply_value_scaling
+from ..models.cards import ModelCard
+from ..foundation.errors import InputError
+from ..chain.scale import apply_value_scaling
 
 LABEL_VARIABLES = ("Label", "label", "KML1C", "KML2A")
 

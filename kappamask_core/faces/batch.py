@@ -1,6 +1,6 @@
 """Many products at once with Dask: one task per product (extra ``dask``).
 
-Each task runs :func:`kappamask_core.api.classify_to_files` on one input, so
+Each task runs :func:`kappamask_core.faces.api.classify_to_files` on one input, so
 every output is written atomically exactly as in a sequential run, and a
 product whose outputs already exist, made with the same settings, is skipped:
 a batch that was interrupted is resumed by running it again. Locally, ONNX
@@ -18,9 +18,10 @@ import sys
 from dataclasses import replace
 from pathlib import Path
 
-from . import plugins
-from .errors import InputError, KappaMaskError
-from .pipeline import ClassifyOptions
+from ..foundation import plugins
+from ..foundation.errors import InputError, KappaMaskError
+from ..chain.pipeline import ClassifyOptions
+from .api import classify_to_files, output_folder
 
 LOCAL_SCHEDULERS = ("processes", "threads", "sync")
 
@@ -43,8 +44,6 @@ def _on_cluster(tasks, address) -> list:
 
 def _classify_one(source, outdir, model, weights, level, options, encoding, usable=False, force=False):
     """One product in a worker; an error the user can fix comes back as a value, not as a remote traceback."""
-    from .api import classify_to_files
-
     try:
         return classify_to_files([source], outdir, model=model, weights=weights, level=level, options=options,
                                  encoding=encoding, stac=True, usable=usable, force=force, finish=False)[0]
@@ -63,8 +62,6 @@ def classify_many(inputs, outdir, *, model="auto", weights=None, level=None, opt
         import dask
     except ImportError:
         raise InputError("parallel runs need Dask: pip install 'kappamask[dask]'") from None
-    from .api import output_folder
-
     inputs = [str(i) for i in inputs]
     outdir = output_folder(outdir)
     options = options or ClassifyOptions()

@@ -2,6 +2,10 @@
 
 Errors the user can fix (KappaMaskError) are printed as one line on stderr
 with exit code 2; anything else is a bug and keeps its traceback (exit 1).
+
+Each command imports the modules it needs when it runs, so that the command
+line starts in a fraction of a second (``--version``, ``models list``) and
+PyTorch is imported by ``train`` alone.
 """
 
 from __future__ import annotations
@@ -15,8 +19,10 @@ import sys
 import time
 from pathlib import Path
 
-from . import __version__, plugins
-from .errors import KappaMaskError
+from ..foundation import plugins
+from ..foundation.errors import InputError, KappaMaskError, ModelError
+from ..foundation.schemes import SCHEMES
+from ..foundation.version import __version__
 
 log = logging.getLogger("kappamask")
 
@@ -61,7 +67,7 @@ def _add_network_options(p: argparse.ArgumentParser) -> None:
 
 def _apply_network_options(args) -> None:
     """The network flags are read where weights are found, from the environment (as for API users)."""
-    from .weights import MIRROR_ENV, OFFLINE_ENV
+    from ..models.weights import MIRROR_ENV, OFFLINE_ENV
 
     if getattr(args, "offline", False):
         os.environ[OFFLINE_ENV] = "1"
@@ -70,7 +76,7 @@ def _apply_network_options(args) -> None:
 
 
 def _options(args):
-    from .pipeline import ClassifyOptions
+    from ..chain.pipeline import ClassifyOptions
 
     return ClassifyOptions(
         overlap=args.overlap, margin=args.margin, stitch=args.stitch, batch_size=args.batch_size,
@@ -116,14 +122,17 @@ def cmd_demo(args) -> int:
 
 
 def cmd_models_list(args) -> int:
-    from .cards import ALIASES, AUTO, builtin_ids, installed_card, weights_dir
-    from .weights import weights_status
+    from ..models.cards import ALIASES, AUTO, builtin_ids, installed_card, weights_dir
+    from ..models.weights import weights_status
 
     print(f"weights folder: {weights_dir()}")
     for card_id in builtin_ids():
         card = installed_card(card_id)
-        print(f"{card_id:22s} {'/'.join(card.levels):4s} {len(card.bands):2d} bands  {card.resolution:2d} m  "
-              f"{weights_status(card):12s} {card.name}")
+        status = weights_status(card)
+        if status == "ready" and card.scheme is None and not card.trained:
+            status = "ready, UNTRAINED"
+        bands = f"{len(card.bands):2d} band{'s' if len(card.bands) != 1 else ' '}"
+        print(f"{card_id:22s} {'/'.join(card.levels):4s} {bands}  {card.resolution:2d} m  {status:17s} {card.name}")
     print(f"{AUTO:22s} default: kappamask-v2 where its weights are ready or downloadable, else default")
     for alias, targets in ALIASES.items():
         print(f"{alias:22s} alias: " + ", ".join(f"{k} -> {v}" for k, v in targets.items()))
@@ -131,15 +140,14 @@ def cmd_models_list(args) -> int:
 
 
 def cmd_models_show(args) -> int:
-    from .cards import resolve_card
+    from ..models.resolve import resolve_card
 
     print(json.dumps(resolve_card(args.model, args.level).raw, indent=2))
     return 0
 
 
 def cmd_evaluate(args) -> int:
-    from .evaluate import evaluate_paths, write_confusion_png
-    from .errors import InputError
+    from ..learning.evaluate import evaluate_paths, write_confusion_png
 
     merges = {}
     for item in args.merge or []:
@@ -152,7 +160,7 @@ def cmd_evaluate(args) -> int:
     print(result.table("markdown"))
     if args.output:
         out = Path(args.output)
-        from .writers import atomic_path
+        from ..io.files import atomic_path
 
         for name, fmt in (("metrics.md", "markdown"), ("metrics.csv", "csv")):
             with atomic_path(out / name) as tmp:
@@ -163,13 +171,12 @@ def cmd_evaluate(args) -> int:
 
 
 def cmd_models_verify(args) -> int:
-    from .cards import resolve_card
-    from .errors import ModelError
-    from .infer import open_runner
-    from .kappaset import verify_golden
+    from ..models.resolve import resolve_model
+    from ..chain.infer import open_runner
+    from ..learning.kappaset import verify_golden
 
     paths = sorted(Path(args.subtiles).glob("*.nc")) if Path(args.subtiles).is_dir() else [Path(args.subtiles)]
-    runner = open_runner(resolve_card(args.model, args.level), args.weights, batch_size=1)  # sub-tiles one by one
+    runner = open_runner(resolve_model(args.model, args.level, weights=args.weights), batch_size=1)  # one by one
     results = verify_golden(runner, paths, args.label)
     for name, share in results:
         verdict = "EQUAL  " if share == 1 else "PASS   " if 100 * share >= args.min_equal else "DIFFERS"
@@ -182,17 +189,23 @@ def cmd_models_verify(args) -> int:
 
 
 def cmd_models_import(args) -> int:
-    from .weights import import_keras
+    from ..models.weights import import_keras
 
     onnx_path, card_path = import_keras(args.weights, args.arch, args.level, args.output, trained=not args.untrained)
     print(f"{onnx_path}\n{card_path}")
     if args.untrained:
         log.warning("marked UNTRAINED in its card: timing and tests only")
+    else:
+        # nothing in a weights file says whether it was trained: the card records what the user asserts
+        suspicious = [w for w in ("random", "untrained", "test") if w in Path(args.weights).name.lower()]
+        log.warning("marked TRAINED in its card, as this command asserts (a weights file cannot show it); 'auto' "
+                    "will run it. %sImport again with --untrained if these weights were never trained.",
+                    f"The file name says {suspicious[0]!r}. " if suspicious else "")
     return 0
 
 
 def cmd_models_export(args) -> int:
-    from .export import export
+    from ..models.export import export
 
     onnx_path, card_path = export(args.arch, args.level, args.output, args.weights)
     print(f"{onnx_path}\n{card_path}")
@@ -202,7 +215,7 @@ def cmd_models_export(args) -> int:
 
 
 def cmd_train(args) -> int:
-    from .training import train, training_json
+    from ..learning.training import train, training_json
 
     result = train(args.data, args.output, arch=args.arch, level=args.level, base=args.base, epochs=args.epochs,
                    batch_size=args.batch_size, lr=args.lr, val_fraction=args.val_fraction, seed=args.seed,
@@ -213,7 +226,7 @@ def cmd_train(args) -> int:
 
 
 def cmd_select(args) -> int:
-    from .selection import select
+    from ..learning.selection import select
 
     rows = select(args.product, args.output, model=args.model, n=args.n, weights=args.weights, level=args.level,
                   options=_options(args))
@@ -247,8 +260,6 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("outdir")
     _add_run_options(p)
     p.set_defaults(func=cmd_demo)
-
-    from .schemes import SCHEMES
 
     p = sub.add_parser("train", help="fine-tune KappaMask v2 or v1 on labelled 512 px sub-tiles (needs PyTorch)")
     p.add_argument("data", help="folder of KappaSet .nc sub-tiles, or with images/ and labels/ GeoTIFF pairs")
@@ -358,7 +369,16 @@ def main(argv=None) -> int:
         previous = None
     try:
         _apply_network_options(args)
-        return args.func(args)
+        code = args.func(args)
+        sys.stdout.flush()  # here, where a reader that went away is caught (not at the interpreter's exit)
+        return code
+    except BrokenPipeError:  # the reader went away (kappamask models list | head -1): stop quietly, as tools do
+        try:
+            devnull = os.open(os.devnull, os.O_WRONLY)
+            os.dup2(devnull, sys.stdout.fileno())  # no second error when Python flushes stdout at exit
+        except (OSError, ValueError, AttributeError):
+            pass
+        return 141  # 128 + SIGPIPE
     except KappaMaskError as exc:
         # one line, whatever a library put into the message (ONNX tools, GDAL and PyTorch write several)
         print(f"kappamask: error: {' '.join(str(exc).split())}", file=sys.stderr)

@@ -15,24 +15,15 @@ import math
 
 import numpy as np
 
-from .classes import CLASS_BY_NAME, CLEAR, CLOUD, CLOUD_SHADOW, MISSING, SEMI_TRANSPARENT_CLOUD
-from .errors import InputError
+from ..foundation.classes import (CLASS_BY_NAME, CLEAR, CLOUD, CLOUD_SHADOW, MISSING, NOT_USABLE,
+                                  SEMI_TRANSPARENT_CLOUD, USABLE, USABLE_MISSING)
+from ..foundation.errors import InputError
 
 # strongest first: a class's buffer may only take pixels of the classes after it (and clear)
 ORDER = (CLOUD, SEMI_TRANSPARENT_CLOUD, CLOUD_SHADOW)
 NAMES = {"cloud": CLOUD, "semi_transparent_cloud": SEMI_TRANSPARENT_CLOUD, "cloud_shadow": CLOUD_SHADOW,
          "shadow": CLOUD_SHADOW, "thin": SEMI_TRANSPARENT_CLOUD, "semi_transparent": SEMI_TRANSPARENT_CLOUD}
 BLOCK_ROWS = 1024
-
-USABLE, NOT_USABLE, USABLE_MISSING = 1, 0, 255  # values of the usable-pixel mask
-# the usable mask's class table (value, name, description, the five-class colour it is drawn in); the COG's
-# palette and tags and the STAC asset read it
-USABLE_CLASSES = (
-    (USABLE, "usable", "clear after buffering", CLEAR),
-    (NOT_USABLE, "not_usable", "cloud, semi-transparent cloud or cloud shadow, buffers included", CLOUD_SHADOW),
-    (USABLE_MISSING, "missing", "no data", MISSING),
-)
-
 
 def parse_buffers(spec) -> tuple[tuple[str, float], ...]:
     """'cloud=300,shadow=100' or {'cloud': 300} -> (('cloud', 300.0), ('cloud_shadow', 100.0)); empty for None."""

@@ -13,7 +13,7 @@ order Keras stores them, each with a role (``entry1.sep2``, ``aspp.rate12``,
 ...) and the shapes it must have. Matching a file against a layout yields the
 weights by role, already converted to the ONNX / PyTorch layout (OIHW kernels,
 depthwise kernels as (C, 1, k, k)). Both the ONNX graphs
-(:mod:`kappamask_core.onnx_graphs`) and the PyTorch networks read this one
+(:mod:`kappamask_core.models.onnx_graphs`) and the PyTorch networks read this one
 mapping.
 """
 
@@ -24,7 +24,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from .errors import ModelError
+from ..foundation.errors import ModelError
 
 # KappaMask versions and the official file names' architecture part
 ARCHITECTURES = {"kappamask-v2": "deeplabv3plus", "kappamask-v1": "unet"}

@@ -6,7 +6,8 @@ their order, the product levels, the input units and per-band value scaling
 resolution, and the output channels with the output class each one maps onto.
 Cards are validated on load against ``card.schema.json`` and then for
 consistency. Weights are found, downloaded, converted and checksummed by
-:mod:`kappamask_core.weights`.
+:mod:`kappamask_core.models.weights`; a model name becomes a card and a runnable
+model in :mod:`kappamask_core.models.resolve`.
 """
 
 from __future__ import annotations
@@ -18,9 +19,10 @@ import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from .bands import BAND_BY_NAME
-from .classes import CLASS_BY_NAME
-from .errors import ModelError
+from ..foundation.bands import BAND_BY_NAME
+from ..foundation.classes import CLASS_BY_NAME
+from ..foundation.errors import ModelError
+from ..foundation.schemes import SCHEMES
 
 CARD_DIR = Path(__file__).parent / "cards"
 SCHEMA_PATH = CARD_DIR / "card.schema.json"
@@ -96,8 +98,6 @@ class ModelCard:
     @property
     def predicts(self) -> tuple[str, ...]:
         if self.scheme:
-            from .schemes import SCHEMES
-
             values = {v for v in SCHEMES[self.scheme].values() if v < len(CLASS_BY_NAME)}
             return tuple(c for c in CLASS_BY_NAME if CLASS_BY_NAME[c].value in values)
         return tuple(sorted({c.maps_to for c in self.outputs}, key=lambda n: CLASS_BY_NAME[n].value))
@@ -137,8 +137,6 @@ def card_from_dict(data: dict, source: str = "<dict>") -> ModelCard:
         if missing:
             raise ModelError(f"model card {source}: level {level} products have no band(s) {missing}")
     if lookup:
-        from .schemes import SCHEMES
-
         if out["scheme"] not in SCHEMES or len(bands) != 1:
             raise ModelError(f"model card {source}: a lookup card needs one band and a scheme of {sorted(SCHEMES)}")
     channels = tuple(OutputChannel(c["index"], c["name"], c["maps_to"]) for c in out.get("classes", []))
@@ -222,48 +220,6 @@ def installed_card(card_id: str) -> ModelCard:
     builtin = builtin_card(card_id)  # unknown ids fail here, whatever the weights folder holds
     imported = weights_dir() / f"{card_id}.json"
     return load_card(imported) if imported.is_file() else builtin
-
-
-def resolve_card(model: str | os.PathLike | ModelCard = AUTO, level: str | None = None, bands=None) -> ModelCard:
-    """Find the card for a model id, alias (resolved by level), card path, or ``auto``.
-
-    ``auto`` is KappaMask v2 for the level when its weights are installed or
-    can be downloaded and ``bands`` (the bands the input has, if known) hold
-    its inputs; otherwise the bundled offline model, with a warning (see
-    :func:`kappamask_core.weights.choose_auto`).
-    """
-    if isinstance(model, ModelCard):
-        return model
-    text = str(model)
-    if text.endswith(".json") or os.sep in text:
-        return load_card(text)
-    if text in ALIASES or text == AUTO:
-        if level is None:
-            raise ModelError(f"model {text!r} depends on the product level; give the level (L1C or L2A)")
-        level = level.upper()
-        if level not in ("L1C", "L2A"):
-            raise ModelError(f"level must be L1C or L2A, not {level!r}")
-        if text == AUTO:
-            from .weights import choose_auto
-
-            return choose_auto(level, bands)
-        return installed_card(ALIASES[text][level])
-    return installed_card(text)
-
-
-def sha256_file(path: str | os.PathLike) -> str:
-    """sha256 of a file, computed once per process for each (path, size, modification time)."""
-    st = os.stat(path)
-    return _sha256_cached(os.path.abspath(path), st.st_size, st.st_mtime_ns)
-
-
-@functools.lru_cache(maxsize=64)
-def _sha256_cached(path: str, size: int, mtime_ns: int, chunk: int = 1 << 20) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as fh:
-        while block := fh.read(chunk):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 def cache_dir() -> Path:

@@ -1,6 +1,6 @@
 """Export a KappaMask network trained in PyTorch (optional extra ``train``) to ONNX with its model card.
 
-The PyTorch weights are read by role (:func:`kappamask_core.networks.to_roles`)
+The PyTorch weights are read by role (:func:`kappamask_core.models.networks.to_roles`)
 and written by the same ONNX graph builder that imports the official Keras
 files, so every KappaMask ONNX model of this package has one graph
 definition. The card starts from the built-in card of the same version and
@@ -14,18 +14,20 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from .cards import builtin_card, sha256_file
-from .errors import ModelError
+from ..foundation.errors import ModelError
+from ..io.files import sha256_file
+from .cards import builtin_card
 from .keras_weights import canonical_arch
+from .weights import write_network
 
 
 def torch_networks(purpose: str, error: type[Exception]):
-    """(torch, kappamask_core.networks), or ``error`` saying that ``purpose`` needs the train extra."""
+    """(torch, kappamask_core.models.networks), or ``error`` saying that ``purpose`` needs the train extra."""
     try:
         import torch
     except ImportError:
         raise error(f"{purpose} needs PyTorch: pip install 'kappamask[train]'") from None
-    from . import networks
+    from . import networks  # imports torch
 
     return torch, networks
 
@@ -33,7 +35,6 @@ def torch_networks(purpose: str, error: type[Exception]):
 def export(arch: str, level: str, output, weights=None, seed: int = 0) -> tuple[Path, Path]:
     """Write ``output`` (.onnx) and ``<output>.json`` (card); return both paths."""
     torch, networks = torch_networks("exporting networks", ModelError)
-    from .weights import write_network
 
     arch = canonical_arch(arch, ModelError)
     base = builtin_card(f"{arch}-{level.lower()}")

@@ -1,0 +1,148 @@
+"""The one place where a model name becomes a model that can run.
+
+:func:`resolve_model` takes a built-in id (``kappamask models list``), an alias resolved by the product level
+(``default``, ``kappamask-v2``, ...), ``auto``, a card ``.json`` path, an ``.onnx`` path with its card beside it,
+or a :class:`~kappamask_core.models.cards.ModelCard`, and returns a :class:`Model`: the card and its ONNX file,
+verified against the card's sha256, wherever it came from (an explicit file or URL, the package that ships
+it, the user's weights folder, a download, or KappaZeta's official Keras file converted on first use; see
+:mod:`kappamask_core.models.weights`). Lookup models (the product's own mask, e.g. Sen2Cor's SCL) have no file.
+
+``auto`` is KappaMask v2 for the product's level where its weights are installed or can be fetched and the
+input has its bands, otherwise the bundled offline model, said in one warning line (why, and how to get
+KappaMask).
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from ..foundation.errors import ModelError
+from .cards import ALIASES, AUTO, ModelCard, installed_card, load_card, weights_dir
+from .weights import MIRROR_ENV, locate_model, offline
+
+log = logging.getLogger(__name__)
+
+AUTO_FIRST_CHOICE = "kappamask-v2"
+FALLBACK = "default"
+
+
+@dataclass(frozen=True, eq=False)
+class Model:
+    """A model ready to run: its card and its verified ONNX file (None for a lookup model)."""
+
+    card: ModelCard
+    path: Path | None
+    note: str | None = None  # what a user must hear when it runs (why 'auto' fell back to the offline model)
+    _said: list = field(default_factory=list, repr=False)
+
+    @property
+    def lookup(self) -> bool:
+        """True for a model that looks up a mask the product carries (no network to run)."""
+        return self.card.scheme is not None
+
+    def announce(self) -> None:
+        """Log the note, once for this model: a batch that skips finished products says nothing it need not."""
+        if self.note and not self._said:
+            self._said.append(True)
+            log.warning(self.note)
+
+
+def _check_level(text: str, level: str | None) -> str:
+    if level is None:
+        raise ModelError(f"model {text!r} depends on the product level; give the level (L1C or L2A)")
+    level = level.upper()
+    if level not in ("L1C", "L2A"):
+        raise ModelError(f"level must be L1C or L2A, not {level!r}")
+    return level
+
+
+def resolve_card(model: str | os.PathLike | ModelCard = AUTO, level: str | None = None, bands=None) -> ModelCard:
+    """The card of ``model`` (see the module text). For ``auto`` this decides which model runs, which may look
+    for, download and convert KappaMask's weights; every other name gives its card without touching weights."""
+    if isinstance(model, ModelCard):
+        return model
+    if isinstance(model, Model):
+        return model.card
+    text = str(model)
+    if text.endswith(".onnx"):
+        return _card_beside(Path(text))
+    if text.endswith(".json") or os.sep in text:
+        return load_card(text)
+    if text == AUTO:
+        return resolve_model(AUTO, level, bands).card
+    if text in ALIASES:
+        return installed_card(ALIASES[text][_check_level(text, level)])
+    return installed_card(text)
+
+
+def resolve_model(model: str | os.PathLike | ModelCard | Model = AUTO, level: str | None = None, bands=None,
+                  weights=None, fetch: bool = True, announce: bool = True) -> Model:
+    """``model`` as a :class:`Model` whose ONNX file has been found and verified (see the module text).
+
+    ``weights`` (a path or an http(s) URL) overrides where the card's file is looked for. Without ``fetch`` no
+    official file is downloaded. With ``announce`` false, ``auto``'s note is left for :meth:`Model.announce`
+    (when the model really runs).
+    """
+    if isinstance(model, Model):
+        return model
+    if str(model) == AUTO and weights is None:
+        chosen = choose_auto(_check_level(AUTO, level), bands)
+        if announce:
+            chosen.announce()
+        return chosen
+    card = resolve_card(model, level, bands)
+    if card.scheme is not None:
+        return Model(card, None)
+    if weights is None and str(model).endswith(".onnx"):
+        weights = model
+    card, path = locate_model(card, weights, fetch)
+    return Model(card, path)
+
+
+def _card_beside(path: Path) -> ModelCard:
+    card = path.with_suffix(".json")
+    if not card.is_file():
+        raise ModelError(f"{path}: an ONNX model needs its card beside it ({card.name}); write one (see the cards "
+                         "in kappamask_core/models/cards/) or pass the card instead")
+    return load_card(card)
+
+
+_AUTO_CHOICES: dict = {}
+
+
+def choose_auto(level: str, bands=None) -> Model:
+    """KappaMask v2 for ``level`` if its weights are installed or can be fetched and ``bands`` has its inputs;
+    otherwise the bundled offline model, whose note says why and how to get KappaMask (announced once).
+
+    The choice is made once per process for each level, band set and setting.
+    """
+    key = (level, None if bands is None else tuple(sorted(bands)), offline(), str(weights_dir()),
+           os.environ.get(MIRROR_ENV))
+    if key not in _AUTO_CHOICES:
+        _AUTO_CHOICES[key] = _choose_auto(level, bands)
+    return _AUTO_CHOICES[key]
+
+
+def _choose_auto(level: str, bands) -> Model:
+    kappamask = installed_card(ALIASES[AUTO_FIRST_CHOICE][level])
+    missing = [b for b in kappamask.bands if bands is not None and b not in bands]
+    if missing:
+        reason = f"the input lacks its band(s) {', '.join(missing)}"
+    else:
+        try:
+            card, path = locate_model(kappamask)
+        except ModelError as exc:
+            reason = str(exc).rstrip(".")
+        else:
+            log.info("model auto: %s (%s)", card.id, card.name)
+            if not card.trained:
+                log.warning("model auto: the installed %s weights are marked untrained; its classes mean nothing",
+                            card.id)
+            return Model(card, path)
+    fallback = installed_card(ALIASES[FALLBACK][level])
+    note = (f"KappaMask v2 is not available: {reason}. Running the bundled offline model {fallback.id} instead; it "
+            "has no semi-transparent cloud class, so class 3 will not appear.")
+    return Model(*locate_model(fallback), note=note)
