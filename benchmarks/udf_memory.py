@@ -1,7 +1,8 @@
 """Memory and time of the openEO UDF on one chunk, for long time series: what to give executor-memory and
 python-memory on Copernicus Data Space.
 
-    python benchmarks/udf_memory.py [--dates 1 10 50] [--kappamask-v2 [HDF5]] [--skip-default]
+    python benchmarks/udf_memory.py [--dates 1 10 50] [--kappamask-v2 [HDF5]] [--v2-card CARD]
+                                    [--precision fp32 auto] [--skip-default]
 
 One chunk is what apply_neighborhood hands the UDF with the process graphs: 448 px plus 32 px overlap on each
 side (512 x 512 px), all 13 L1C bands as float32 DN (a real crop of the bundled demo scene, repeated over the
@@ -30,7 +31,7 @@ CHUNK = 512
 _CHILD = r"""
 import json, sys, time
 import numpy as np, xarray as xr
-from kappamask_core.faces.api import DEMO_DATA
+from kappamask_core.io.readers import DEMO_DATA
 from kappamask_core.io.readers import open_product
 from kappamask_core.chain.resample import nearest_rows
 
@@ -47,7 +48,7 @@ cube = xr.DataArray(np.repeat(crop[None], dates, axis=0), dims=("t", "bands", "y
 input_peak = peak_mib()
 namespace = {}
 exec(compile(open(sys.argv[5]).read(), "kappamask_udf.py", "exec"), namespace)
-context = {"model": model}
+context = {"model": model, "precision": sys.argv[7]}
 namespace["apply_datacube"](cube.isel(t=[0]), context)  # model loaded once, as in a reused worker
 started = time.perf_counter()
 if per_date:
@@ -61,22 +62,23 @@ print(json.dumps({"input_mib": cube.nbytes / 2**20, "peak_before_mib": input_pea
 """
 
 
-def measure(dates: int, per_date: bool, model: str, env: dict) -> dict:
+def measure(dates: int, per_date: bool, model: str, env: dict, precision: str = "auto") -> dict:
     proc = subprocess.run([sys.executable, "-c", _CHILD, str(dates), "1" if per_date else "0", model, str(CHUNK),
-                           str(UDF), str(HERE)], capture_output=True, text=True, env=env, cwd=ROOT, timeout=3600)
+                           str(UDF), str(HERE), precision], capture_output=True, text=True, env=env, cwd=ROOT,
+                          timeout=3600)
     if proc.returncode != 0:
         raise SystemExit(f"the UDF failed ({model}, {dates} dates): {proc.stderr[-2000:]}")
     return json.loads(proc.stdout.strip().splitlines()[-1])
 
 
-def table(model: str, label: str, dates_list, env: dict) -> None:
-    print(f"\n{label}")
+def table(model: str, label: str, dates_list, env: dict, precision: str = "auto") -> None:
+    print(f"\n{label}, precision {precision}")
     print("| dates | input | whole series per call: peak (UDF's share) | one date per call: peak (UDF's share) "
           "| s per date |")
     print("|---:|---:|---:|---:|---:|")
     for dates in dates_list:
-        whole = measure(dates, False, model, env)
-        single = measure(dates, True, model, env)
+        whole = measure(dates, False, model, env, precision)
+        single = measure(dates, True, model, env, precision)
         print(f"| {dates} | {whole['input_mib']:.0f} MiB | {whole['peak_mib']:.0f} MiB "
               f"(+{whole['peak_mib'] - whole['peak_before_mib']:.0f}) | {single['peak_mib']:.0f} MiB "
               f"(+{single['peak_mib'] - single['peak_before_mib']:.0f}) | {single['seconds_per_date']:.2f} |",
@@ -89,20 +91,29 @@ def main(argv=None) -> None:
     parser.add_argument("--kappamask-v2", nargs="?", const=str(GOLDEN_V2), metavar="HDF5",
                         help="also measure KappaMask v2 imported from this official-format Keras file (default: the "
                              "golden fixture, RANDOM weights)")
+    parser.add_argument("--v2-card", metavar="CARD",
+                        help="also measure this KappaMask v2 card, e.g. the trained subject of benchmarks/subjects.py, "
+                             "whose faithful int8 variant (benchmarks/precision.py --keep) runs with precision auto")
+    parser.add_argument("--precision", nargs="+", default=["auto"], choices=["auto", "fp32", "int8"],
+                        help="the UDF's context key precision; each is measured (default: auto)")
     parser.add_argument("--skip-default", action="store_true")
     args = parser.parse_args(argv)
     env = {**os.environ, "KAPPAMASK_OFFLINE": "1", "PYTHONPATH": str(ROOT)}
     print(f"one chunk: {CHUNK} x {CHUNK} px, 13 bands, float32; {os.cpu_count()} cores; peaks are each child's "
           "VmHWM; the UDF's share (model, session, working memory) = the peak minus the peak after building the "
           "input")
-    if not args.skip_default:
-        table("ukis-csmask-6b-l1c", "bundled model (ukis-csmask-6b-l1c, 30 m)", args.dates, env)
+    models = [] if args.skip_default else [("ukis-csmask-6b-l1c", "bundled model (ukis-csmask-6b-l1c, 30 m)")]
     if args.kappamask_v2:
         sys.path.insert(0, str(HERE))
         from run import imported_v2
 
         card = imported_v2(Path(args.kappamask_v2))
-        table(card.source, f"KappaMask v2 ({card.name})", args.dates, env)
+        models.append((card.source, f"KappaMask v2 ({card.name})"))
+    if args.v2_card:
+        models.append((args.v2_card, f"KappaMask v2 network of {args.v2_card}"))
+    for model, label in models:
+        for precision in args.precision:
+            table(model, label, args.dates, env, precision)
 
 
 if __name__ == "__main__":

@@ -56,6 +56,13 @@ def _file_info(path: Path) -> dict:
     return {"file:size": path.stat().st_size, "file:checksum": "1220" + sha256_file(path)}
 
 
+def variant_summary(card) -> dict:
+    """What an item records of a reduced-precision variant: its parent and how closely it follows it."""
+    check = card.variant["check"]
+    return {"parent": card.variant["parent"]["id"], "parent_weights_sha256": card.variant["parent"]["weights_sha256"],
+            "agreement": check["agreement"], "faithful": check["faithful"], "check_tiles": check["tiles"]}
+
+
 def build_item(classification, paths: dict, source, encoding: str = "kappamask", files: dict | None = None):
     """The STAC item of one product. ``paths``: each output's final path (hrefs);
     ``files``: where each output's bytes are now (for sizes and checksums), default ``paths``."""
@@ -85,13 +92,16 @@ def build_item(classification, paths: dict, source, encoding: str = "kappamask",
             "mlm:pretrained": card.trained, "card_sha256": card.sha256, "predicts": list(card.predicts),
             **({"weights_sha256": card.weights["sha256"]} if card.weights.get("sha256") else {}),
             **({"provenance": card.provenance} if card.provenance else {}),
+            "precision": card.precision,
+            **({"variant": variant_summary(card)} if card.variant else {}),
         },
         "kappamask:runtime": {k: v for k, v in classification.runtime.items() if k != "settings_sha256"},
         **({"kappamask:settings": classification.runtime["settings_sha256"]}
            if "settings_sha256" in classification.runtime else {}),
         "processing:software": {"kappamask": __version__, "onnxruntime": _version("onnxruntime")},
         "processing:lineage": (
-            f"Classified with model {card.id} ({card.name}) at {card.resolution} m working resolution; "
+            f"Classified with model {card.id} ({card.name}) at {card.resolution} m working resolution"
+            + (f", the {card.precision} variant of {card.variant['parent']['id']}" if card.variant else "") + "; "
             f"stitch {classification.runtime.get('stitch')}, overlap {classification.runtime.get('overlap')} px"
             + (f"; classes buffered by {', '.join(f'{k} {v:g} m' for k, v in buffers.items())}" if buffers else "")
             + "."

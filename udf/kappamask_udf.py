@@ -33,6 +33,8 @@ Context keys (all optional):
   margin       tile margin in working pixels           (default: the model card's)
   device       "auto", "cpu", "cuda" or "tensorrt"     (default "auto")
   batch_size   tiles per inference call                (default: 1 on CPU, 8 on CUDA)
+  precision    "auto", "fp32" or "int8"                (default "auto": on CPUs the model's faithful int8
+               variant where the archive holds one, else the network as published; "fp32": always that)
   dependency_folder   where the dependency archive was unpacked (default "kappamask_deps")
   dependency_archive  URL of the dependency archive; downloaded and unpacked once per machine when the
                       folder is absent (synchronous requests get no udf-dependency-archives)
@@ -67,7 +69,8 @@ ONNX_DEPENDENCY_FOLDER = "onnx_deps"  # the public openEO ONNX dependency archiv
 DOWNLOAD_TIMEOUT_S = 30  # per network operation
 DOWNLOAD_DEADLINE_S = 600  # for the whole archive
 CONTEXT_KEYS = ("model", "weights", "level", "units", "offset", "output", "encoding", "stitch", "overlap", "margin",
-                "device", "batch_size", "buffer", "dependency_folder", "dependency_archive", "dependency_sha256")
+                "device", "batch_size", "precision", "buffer", "dependency_folder", "dependency_archive",
+                "dependency_sha256")
 # The band labels of each output; apply_metadata runs where the dependency archive may be absent (the backend's
 # driver), so they are written here; a test checks them against kappamask_core.faces.datacube.OUTPUT_BANDS.
 OUTPUT_BANDS = {
@@ -254,6 +257,7 @@ def apply_datacube(cube: xarray.DataArray, context: dict) -> xarray.DataArray:
             margin=margin,
             device=context.get("device", "auto"),
             batch_size=batch_size,
+            precision=context.get("precision", "auto"),
             buffers=context.get("buffer"),
         )
         return classify_datacube(

@@ -18,7 +18,7 @@ from pathlib import Path
 
 from kappamask_core.io.files import atomic_path, sha256_file
 from kappamask_core.models.cards import ALIASES
-from kappamask_core.models.resolve import resolve_card, resolve_model
+from kappamask_core.models.resolve import find_variant, resolve_card, resolve_model
 from kappamask_core.faces.datacube import OUTPUT_BANDS
 from kappamask_core.foundation.errors import InputError, OutputError
 
@@ -295,9 +295,12 @@ def build_archive(out: Path, models=("ukis-csmask-6b-l1c", "ukis-csmask-6b-l2a")
                 for card_id in ALIASES[model].values() if model in ALIASES else [model]:
                     # KappaMask cards without local weights are downloaded and converted here
                     resolved = resolve_model(card_id, weights=weights)
-                    card, weights_file = resolved.card, resolved.path
-                    zf.write(weights_file, f"models/{card.weights.get('file') or weights_file.name}")
-                    zf.writestr(f"models/{card.id}.json", json.dumps(card.raw, indent=2))
+                    # the network, and its faithful reduced-precision variant, which CPU executors run in its place
+                    variant = find_variant(resolved, "int8")
+                    for packed in [resolved] + ([variant] if variant is not None and variant.card.faithful else []):
+                        card, weights_file = packed.card, packed.path
+                        zf.write(weights_file, f"models/{card.weights.get('file') or weights_file.name}")
+                        zf.writestr(f"models/{card.id}.json", json.dumps(card.raw, indent=2))
     return out, out.stat().st_size, sha256_file(out)
 
 

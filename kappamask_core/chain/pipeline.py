@@ -26,10 +26,10 @@ from ..foundation.schemes import UNDEFINED, lookup_table
 from ..io.gdal import cache_env
 from ..io.readers import Product, open_product
 from ..models.cards import ModelCard
-from ..models.resolve import Model, resolve_card, resolve_model
+from ..models.resolve import PRECISIONS, Model, resolve_card, resolve_model, with_precision
 from . import resample, scale
 from .buffers import buffer_classes, parse_buffers
-from .infer import DEVICES, OnnxRunner, open_runner
+from .infer import DEVICES, OnnxRunner, cached_runner, choose_providers, open_runner
 from .stitch import RowStitcher
 
 log = logging.getLogger(__name__)
@@ -53,6 +53,7 @@ class ClassifyOptions:
     device: str = "auto"  # auto | cpu | cuda | tensorrt
     threads: int | None = None  # ONNX Runtime intra-op threads; None = all cores
     fp16: bool = False  # run the model in float16 (GPUs; needs the gpu extra)
+    precision: str = "auto"  # auto: a faithful int8 variant on CPUs where one was made; fp32: the exact network
     resampling: str = "bilinear"  # 20/60 m bands on a 10 m working grid; coarser grids use area averages
     decode: str = "reduced"  # coarser working grid: decode bands at a reduced resolution level ("full": never)
     buffers: tuple = ()  # grow classes by metres after stitching: "cloud=300,shadow=100", a dict, or pairs
@@ -72,6 +73,10 @@ class ClassifyOptions:
                 raise InputError(f"{name} must be zero or positive")
         if self.device not in DEVICES:
             raise InputError(f"device must be one of {', '.join(DEVICES)}, not {self.device!r}")
+        if self.precision not in PRECISIONS:
+            raise InputError(f"precision must be one of {', '.join(PRECISIONS)}, not {self.precision!r}")
+        if self.fp16 and self.precision == "int8":
+            raise InputError("fp16 and precision int8 exclude each other: choose one")
         for name in ("batch_size", "threads"):
             value = getattr(self, name)
             if value is not None and (isinstance(value, bool) or not isinstance(value, int) or value < 1):
@@ -151,13 +156,17 @@ def check_compatible(product: Product, card: ModelCard) -> None:
     product.require(card.bands)
 
 
-def make_runner(model: Model, options: ClassifyOptions) -> OnnxRunner:
-    """An ONNX Runtime session for ``card`` with the options' device, threads, batch size and precision.
+def make_runner(model: Model, options: ClassifyOptions, cached: bool = False) -> OnnxRunner:
+    """An ONNX Runtime session for ``model`` with the options' device, threads, batch size and precision;
+    ``cached``: one per process (the UDF).
 
-    The runner's card is the one to record: for a KappaMask card whose weights were
-    just downloaded, it is the converted model's card.
+    The runner's card is the one to record: for a KappaMask card whose weights were just downloaded, it is
+    the converted model's card; where a reduced-precision variant runs (:func:`with_precision`), the variant's.
     """
-    return open_runner(model, options.device, options.threads, options.batch_size, options.fp16)
+    cpu = choose_providers(options.device) == ["CPUExecutionProvider"] and not options.fp16
+    model = with_precision(model, options.precision, cpu)
+    opener = cached_runner if cached else open_runner
+    return opener(model, options.device, options.threads, options.batch_size, options.fp16)
 
 
 def read_bands(product: Product, names, workers: int = 2) -> dict[str, np.ndarray]:
@@ -266,6 +275,88 @@ class _StripMaker:
         return stack, valid, valid_work, r0
 
 
+@dataclass(frozen=True)
+class TilePlan:
+    """How a product is cut into model tiles: the working-grid factor, the tile layout and the product as read."""
+
+    factor: int
+    layout: TileLayout
+    reading: Product  # the product with the band sources the run decodes (see _reading_product)
+    overlap: int
+    margin: int
+
+
+def plan_tiles(product: Product, card: ModelCard, options: ClassifyOptions) -> TilePlan:
+    """The tiles a network with ``card`` sees of ``product`` under ``options``."""
+    factor = max(1, round(card.resolution / product.grid.resolution))
+    work = product.grid.coarsen(factor)
+    overlap = card.overlap if options.overlap is None else options.overlap
+    margin = card.margin if options.margin is None else options.margin
+    for name, value in (("overlap", overlap), ("margin", margin)):
+        if value >= card.tile_size:
+            raise InputError(f"{name} {value} must be smaller than the model's tile size {card.tile_size}")
+    if card.tile_size - overlap < card.tile_size / 4:
+        many = TileLayout(work.height, work.width, card.tile_size, overlap, margin)
+        raise InputError(f"overlap {overlap} leaves a stride of {card.tile_size - overlap} px, less than a quarter of "
+                         f"the model's {card.tile_size} px tiles: {len(many)} tiles instead of "
+                         f"{len(TileLayout(work.height, work.width, card.tile_size, card.overlap, margin))}; use an "
+                         f"overlap of at most {card.tile_size * 3 // 4}")
+    layout = TileLayout(work.height, work.width, card.tile_size, overlap, margin)
+    return TilePlan(factor, layout, _reading_product(product, card.bands, factor, options.decode), overlap, margin)
+
+
+@dataclass
+class StripTimes:
+    prepare_s: float = 0.0  # reading and preparing strips (in the worker thread)
+    wait_s: float = 0.0  # the consumer waiting for a strip
+
+
+def strips(card: ModelCard, plan: TilePlan, method: str, times: StripTimes | None = None):
+    """The model input one tile row at a time, in order: (strip (C, T, padded width), valid 10 m mask, valid
+    working mask (T, padded width), first 10 m row). The next strip is prepared in a worker thread while
+    the caller works on the current one."""
+    times = times if times is not None else StripTimes()
+    row_starts = plan.layout.row_starts()
+    # consecutive strips share JPEG 2000 block rows (1024 px): the cache must hold two block rows of every band
+    # read, so that no block is decoded twice; for all 13 bands of a full product that is 336 MiB
+    with (cache_env(BLOCK_CACHE_MIB), open_rows(plan.reading, card.bands) as rows,
+          ThreadPoolExecutor(max_workers=1) as prefetch):
+        make_strip = _StripMaker(plan.reading, card, rows, plan.factor, plan.layout, method)
+        try:
+            pending = prefetch.submit(make_strip, row_starts[0])
+            for r in range(len(row_starts)):
+                t1 = time.perf_counter()
+                strip = pending.result()
+                times.wait_s += time.perf_counter() - t1
+                if r + 1 < len(row_starts):
+                    pending = prefetch.submit(make_strip, row_starts[r + 1])
+                yield strip
+        finally:
+            times.prepare_s = make_strip.seconds
+
+
+def tile_columns(plan: TilePlan) -> list[int]:
+    """The first column of each tile of a row, in padded strip columns."""
+    return [x0 + plan.layout.margin for x0 in plan.layout.col_starts()]
+
+
+def model_tiles(source, card: ModelCard, *, level: str | None = None, units: str = "dn",
+                options: ClassifyOptions | None = None):
+    """Every tile of ``source`` that holds a valid pixel, as the network with ``card`` sees it (scaled, padded):
+    (tile (C, T, T) float32, valid (T, T) bool on the working grid). For making and checking model variants."""
+    options = options or ClassifyOptions()
+    product = open_product(source, level=level, units=units)
+    check_compatible(product, card)
+    product.verify(set(card.bands))
+    plan = plan_tiles(product, card, options)
+    t, columns = plan.layout.tile, tile_columns(plan)
+    for stack, _, valid_work, _ in strips(card, plan, options.resampling):
+        for x0 in columns:
+            valid = valid_work[:, x0 : x0 + t]
+            if valid.any():
+                yield stack[:, :, x0 : x0 + t].copy(), valid.copy()
+
+
 def run(
     source,
     model="auto",
@@ -297,30 +388,16 @@ def run(
     if runner is None:
         runner = make_runner(resolve_model(card, weights=weights), options)
     card = runner.card
-    log.info("%s: model %s (%s)", product.id, card.id, card.name)
+    runner.model.announce()  # a variant running in the network's place says so, once
+    log.info("%s: model %s (%s, %s)", product.id, card.id, card.name, card.precision)
 
     grid = product.grid
-    factor = max(1, round(card.resolution / grid.resolution))
-    work = grid.coarsen(factor)
-    overlap = card.overlap if options.overlap is None else options.overlap
-    margin = card.margin if options.margin is None else options.margin
-    for name, value in (("overlap", overlap), ("margin", margin)):
-        if value >= card.tile_size:
-            raise InputError(f"{name} {value} must be smaller than the model's tile size {card.tile_size}")
-    if card.tile_size - overlap < card.tile_size / 4:
-        many = TileLayout(work.height, work.width, card.tile_size, overlap, margin)
-        raise InputError(f"overlap {overlap} leaves a stride of {card.tile_size - overlap} px, less than a quarter of "
-                         f"the model's {card.tile_size} px tiles: {len(many)} tiles instead of "
-                         f"{len(TileLayout(work.height, work.width, card.tile_size, card.overlap, margin))}; use an "
-                         f"overlap of at most {card.tile_size * 3 // 4}")
-    layout = TileLayout(work.height, work.width, card.tile_size, overlap, margin)
-    reading = _reading_product(product, card.bands, factor, options.decode)
-
+    plan = plan_tiles(product, card, options)
+    factor, layout = plan.factor, plan.layout
     lut = card.class_lut()
     classes = np.zeros(grid.shape, dtype=np.uint8)
     stitcher = RowStitcher(layout, len(card.outputs), options.stitch)
-    row_starts, t, m = layout.row_starts(), layout.tile, layout.margin
-    col_starts = [x0 + m for x0 in layout.col_starts()]  # in padded strip columns
+    t, col_starts = layout.tile, tile_columns(plan)
 
     progress = None
     if options.progress:
@@ -329,53 +406,42 @@ def run(
         progress = tqdm(total=len(layout), unit="tile", desc=product.id[:40], leave=False)
     infer_s = 0.0
     skipped = 0
-    wait_s = 0.0
-    # consecutive strips share JPEG 2000 block rows (1024 px): the cache must hold two block rows of every band
-    # read, so that no block is decoded twice; for all 13 bands of a full product that is 336 MiB
-    with (cache_env(BLOCK_CACHE_MIB), open_rows(reading, card.bands) as rows,
-          ThreadPoolExecutor(max_workers=1) as prefetch):
-        make_strip = _StripMaker(reading, card, rows, factor, layout, options.resampling)
-        pending = prefetch.submit(make_strip, row_starts[0])
-        for r in range(len(row_starts)):
+    times = StripTimes()
+    for stack, valid, valid_work, r0 in strips(card, plan, options.resampling, times):
+        keep = [i for i, x0 in enumerate(col_starts) if valid_work[:, x0 : x0 + t].any()]
+        skipped += len(col_starts) - len(keep)
+        for i in set(range(len(col_starts))) - set(keep):
+            stitcher.add(i, None)  # no valid input pixel: not sent to the model
+        # one batch at a time: a whole strip of tiles and their scores would double the memory for nothing
+        for b in range(0, len(keep), runner.batch_size):
+            batch = keep[b : b + runner.batch_size]
             t1 = time.perf_counter()
-            stack, valid, valid_work, r0 = pending.result()
-            wait_s += time.perf_counter() - t1
-            if r + 1 < len(row_starts):
-                pending = prefetch.submit(make_strip, row_starts[r + 1])
-            keep = [i for i, x0 in enumerate(col_starts) if valid_work[:, x0 : x0 + t].any()]
-            skipped += len(col_starts) - len(keep)
-            for i in set(range(len(col_starts))) - set(keep):
-                stitcher.add(i, None)  # no valid input pixel: not sent to the model
-            # one batch at a time: a whole strip of tiles and their scores would double the memory for nothing
-            for b in range(0, len(keep), runner.batch_size):
-                batch = keep[b : b + runner.batch_size]
-                t1 = time.perf_counter()
-                probs = runner.run(np.stack([stack[:, :, col_starts[i] : col_starts[i] + t] for i in batch]))
-                infer_s += time.perf_counter() - t1
-                for i, tile_scores in zip(batch, probs):
-                    stitcher.add(i, tile_scores)
-            start, block = stitcher.finish_row()
-            _emit(start, block, factor, grid, valid, r0, lut, classes, scores)
-            if progress is not None:
-                progress.update(len(col_starts))
+            probs = runner.run(np.stack([stack[:, :, col_starts[i] : col_starts[i] + t] for i in batch]))
+            infer_s += time.perf_counter() - t1
+            for i, tile_scores in zip(batch, probs):
+                stitcher.add(i, tile_scores)
+        start, block = stitcher.finish_row()
+        _emit(start, block, factor, grid, valid, r0, lut, classes, scores)
+        if progress is not None:
+            progress.update(len(col_starts))
     if progress is not None:
         progress.close()
     classes, buffer_s = _buffered(classes, options.buffers, grid)
     window = data_window(classes)
     preview = true_colour(product, window)
-    timings.update(prepare_s=make_strip.seconds, wait_s=wait_s, infer_s=infer_s, buffer_s=buffer_s,
+    timings.update(prepare_s=times.prepare_s, wait_s=times.wait_s, infer_s=infer_s, buffer_s=buffer_s,
                    total_s=time.perf_counter() - started)
     runtime = {
         "providers": runner.session.get_providers(),
         "device": runner.device,
         "tiles": len(layout),
         "tiles_skipped": skipped,
-        "overlap": overlap,
-        "margin": margin,
+        "overlap": plan.overlap,
+        "margin": plan.margin,
         "stitch": options.stitch,
         "resampling": options.resampling,
         "working_resolution": card.resolution,
-        "decoded_resolution": {name: reading.bands[name].factor * 10 for name in card.bands},
+        "decoded_resolution": {name: plan.reading.bands[name].factor * 10 for name in card.bands},
         **({"buffers_m": dict(options.buffers)} if options.buffers else {}),
     }
     return Classification(

@@ -31,8 +31,6 @@ from ..io.writers import ScoresWriter, write_cog, write_quicklook, write_usable
 
 log = logging.getLogger(__name__)
 
-DEMO_DATA = Path(__file__).resolve().parents[1] / "demo_data"  # package data of kappamask_core
-
 
 def safe_name(product_id: str) -> str:
     return re.sub(r"[^0-9A-Za-z._-]+", "_", product_id).strip("_") or "product"
@@ -68,7 +66,7 @@ def settings_digest(card, options: ClassifyOptions, encoding: str, usable: bool)
     """What decides a product's outputs besides the input: the card and every setting that changes a file."""
     settings = {"card": card.sha256, "weights": card.weights.get("sha256"), "encoding": encoding, "usable": usable,
                 **{k: getattr(options, k) for k in ("overlap", "margin", "stitch", "resampling", "decode", "buffers",
-                                                   "scores", "fp16")}}
+                                                   "scores", "fp16", "precision")}}
     return hashlib.sha256(json.dumps(settings, sort_keys=True, default=str).encode()).hexdigest()
 
 
@@ -131,10 +129,14 @@ def classify_to_files(inputs, outdir, *, model="auto", weights=None, level=None,
                              scores_sink=scores if options.scores else None)
             card = result.card
             result.runtime["settings_sha256"] = digest
-            tags = {"model": card.id, "model_name": card.name, "model_trained": str(card.trained).lower()}
+            tags = {"model": card.id, "model_name": card.name, "model_trained": str(card.trained).lower(),
+                    "model_precision": card.precision}
+            if card.variant:
+                tags["model_variant_of"] = card.variant["parent"]["id"]
             write_cog(temps["cog"], result.classes, result.grid, encoding, tags)
             write_quicklook(temps["quicklook"], result.classes, result.preview,
-                            f"{product.id}  model: {card.name}", card.predicts, result.preview_window)
+                            f"{product.id}  model: {card.name}, {card.precision}", card.predicts,
+                            result.preview_window)
             if usable:
                 write_usable(temps["usable"], usable_mask(result.classes), result.grid)
             for output in outputs:

@@ -46,6 +46,10 @@ def _add_run_options(p: argparse.ArgumentParser) -> None:
                    help="for models with a working grid coarser than 10 m: decode bands at the JPEG 2000 / COG "
                         "reduced resolution closest to it (reduced, faster) or at full resolution")
     p.add_argument("--fp16", action="store_true", help="run the model in float16 (GPUs; needs the gpu extra)")
+    p.add_argument("--precision", choices=["auto", "fp32", "int8"], default="auto",
+                   help="auto: on CPUs, the model's faithful int8 variant where one was made (kappamask models "
+                        "quantize), else the network as published; fp32: always the network as published; int8: "
+                        "its int8 variant (default: %(default)s)")
     p.add_argument("--encoding", choices=["kappamask", "km_predict"], default="kappamask",
                    help="class values in the GeoTIFF: kappamask (0 missing .. 4 cloud) or km_predict (1..4, 5 missing)")
     p.add_argument("--scores", action="store_true", help="also write per-class scores (STAC asset)")
@@ -81,7 +85,7 @@ def _options(args):
     return ClassifyOptions(
         overlap=args.overlap, margin=args.margin, stitch=args.stitch, batch_size=args.batch_size,
         device=args.device, threads=args.threads, resampling=args.resampling, decode=args.decode,
-        scores=args.scores, fp16=args.fp16, buffers=args.buffer,
+        scores=args.scores, fp16=args.fp16, buffers=args.buffer, precision=args.precision,
         progress=not args.no_progress and sys.stderr.isatty(),
     )
 
@@ -111,7 +115,7 @@ def cmd_classify(args) -> int:
 
 
 def cmd_demo(args) -> int:
-    from .api import DEMO_DATA
+    from ..io.readers import DEMO_DATA
 
     args.inputs = [str(DEMO_DATA)]
     args.output = args.outdir
@@ -123,6 +127,7 @@ def cmd_demo(args) -> int:
 
 def cmd_models_list(args) -> int:
     from ..models.cards import ALIASES, AUTO, builtin_ids, installed_card, weights_dir
+    from ..models.resolve import variants_of
     from ..models.weights import weights_status
 
     print(f"weights folder: {weights_dir()}")
@@ -133,6 +138,11 @@ def cmd_models_list(args) -> int:
             status = "ready, UNTRAINED"
         bands = f"{len(card.bands):2d} band{'s' if len(card.bands) != 1 else ' '}"
         print(f"{card_id:22s} {'/'.join(card.levels):4s} {bands}  {card.resolution:2d} m  {status:17s} {card.name}")
+        for variant in variants_of(card):
+            check = variant.variant["check"]
+            verdict = "faithful" if variant.faithful else "FAILED its check"
+            print(f"  {variant.id:20s} {variant.precision} variant, {verdict}: agreement "
+                  f"{100 * check['agreement']:.2f} % on {check['tiles']} tiles; {variant.source}")
     print(f"{AUTO:22s} default: kappamask-v2 where its weights are ready or downloadable, else default")
     for alias, targets in ALIASES.items():
         print(f"{alias:22s} alias: " + ", ".join(f"{k} -> {v}" for k, v in targets.items()))
@@ -201,7 +211,41 @@ def cmd_models_import(args) -> int:
         log.warning("marked TRAINED in its card, as this command asserts (a weights file cannot show it); 'auto' "
                     "will run it. %sImport again with --untrained if these weights were never trained.",
                     f"The file name says {suspicious[0]!r}. " if suspicious else "")
+    if args.quantize:
+        from ..learning.quantize import make_variant
+
+        return _report_variant(make_variant(str(card_path), "int8", calibrate=args.calibrate,
+                                            output=Path(card_path).parent))
     return 0
+
+
+def cmd_models_quantize(args) -> int:
+    from ..learning.quantize import make_variant
+
+    result = make_variant(args.model, args.precision, level=args.level, calibrate=args.calibrate, check=args.check,
+                          output=args.output, keep_failed=args.keep_failed)
+    return _report_variant(result)
+
+
+def _report_variant(result) -> int:
+    """The variant's check on stdout (one JSON line), its files, and a clear verdict."""
+    variant, check = result.card["variant"], result.check
+    print(json.dumps({"id": result.card["id"], "parent": variant["parent"]["id"], "precision": variant["precision"],
+                      "faithful": check.faithful, "agreement": round(check.agreement, 5),
+                      "dice": {k: (None if v is None else round(v, 4)) for k, v in check.dice.items()},
+                      "check_tiles": check.tiles, "calibration_tiles": variant["calibration"]["tiles"],
+                      "seconds_per_tile": variant["check"]["seconds_per_tile"],
+                      "onnx": str(result.onnx) if result.onnx else None,
+                      "card": str(result.card_path) if result.card_path else None}))
+    if check.faithful:
+        return 0
+    failures = "; ".join(check.failures())
+    if result.onnx:
+        log.warning("the %s variant is NOT faithful (%s); kept as asked, 'auto' will never run it",
+                    variant["precision"], failures)
+        return 0
+    raise ModelError(f"the {variant['precision']} variant of {variant['parent']['id']} is not faithful to it "
+                     f"({failures}); nothing was written (--keep-failed keeps it for study)")
 
 
 def cmd_models_export(args) -> int:
@@ -220,7 +264,8 @@ def cmd_train(args) -> int:
     result = train(args.data, args.output, arch=args.arch, level=args.level, base=args.base, epochs=args.epochs,
                    batch_size=args.batch_size, lr=args.lr, val_fraction=args.val_fraction, seed=args.seed,
                    gamma=args.gamma, scheme=args.scheme, resume=args.resume,
-                   progress=not args.no_progress and sys.stderr.isatty(), threads=args.threads)
+                   progress=not args.no_progress and sys.stderr.isatty(), threads=args.threads,
+                   patience=args.patience, lr_patience=args.lr_patience)
     print(training_json(result))
     return 0
 
@@ -276,6 +321,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--gamma", type=float, help="DSC++ exponent (default: 2 for v2; v1 uses the Dice loss, 1)")
     p.add_argument("--scheme", choices=sorted(SCHEMES), help="class scheme of the labels (default: kappaset for .nc)")
+    p.add_argument("--patience", type=int, default=5,
+                   help="stop after this many epochs without a better validation loss (default: %(default)s)")
+    p.add_argument("--lr-patience", type=int, default=2,
+                   help="halve the learning rate after this many epochs without a better validation loss "
+                        "(default: %(default)s)")
     p.add_argument("--resume", action="store_true", help="continue from the checkpoint in the output folder")
     p.add_argument("--threads", type=int, help="PyTorch threads (default: all cores)")
     p.add_argument("--no-progress", action="store_true")
@@ -314,7 +364,27 @@ def build_parser() -> argparse.ArgumentParser:
                                           "--model kappamask-v2 / kappamask-v1 find it)")
     p.add_argument("--untrained", action="store_true",
                    help="the file holds untrained weights (test fixtures): say so in the card")
+    p.add_argument("--quantize", action="store_true",
+                   help="also make its int8 variant (as kappamask models quantize; kept only when faithful)")
+    p.add_argument("--calibrate", action="append", metavar="PRODUCT",
+                   help="with --quantize: a product to calibrate and check on (repeatable; default: the demo scene)")
     p.set_defaults(func=cmd_models_import)
+    p = models.add_parser("quantize", help="make a model's int8 variant for CPUs and check it against the network "
+                                           "on real tiles; kept only when faithful")
+    p.add_argument("model", help="a model id, alias (with --level), card .json or .onnx")
+    p.add_argument("--precision", choices=["int8"], default="int8")
+    p.add_argument("--level", choices=["L1C", "L2A"], help="product level, for aliases such as kappamask-v2")
+    p.add_argument("--calibrate", action="append", metavar="PRODUCT",
+                   help="a product to calibrate on (repeatable; default: the bundled demo scene, for L1C models); "
+                        "without --check, its tiles alternate between calibration and the check")
+    p.add_argument("--check", action="append", metavar="PRODUCT",
+                   help="a product to check the variant on (repeatable; never used for calibration)")
+    p.add_argument("-o", "--output", help="folder for the variant (default: the weights folder, where --precision "
+                                          "auto finds it; it also looks beside the model's card)")
+    p.add_argument("--keep-failed", action="store_true",
+                   help="write the variant even when it fails its check (never run by auto)")
+    _add_network_options(p)
+    p.set_defaults(func=cmd_models_quantize)
     p = models.add_parser("export", help="export a KappaMask network to ONNX with its card (needs PyTorch)")
     p.add_argument("arch", choices=["kappamask-v2", "kappamask-v1", "v2", "v1", "deeplabv3plus", "unet"])
     p.add_argument("--level", choices=["L1C", "L2A"], required=True)

@@ -12,8 +12,7 @@ from ..chain.buffers import usable_mask
 from ..foundation.classes import CLASSES, encode
 from ..foundation.errors import InputError, ModelError
 from ..models.resolve import resolve_card, resolve_model
-from ..chain.infer import cached_runner
-from ..chain.pipeline import ClassifyOptions, check_compatible, run
+from ..chain.pipeline import ClassifyOptions, check_compatible, make_runner, run
 from ..io.readers import from_dataarray
 
 # The band labels of each output: the UDF's apply_metadata renames the cube's bands to these
@@ -77,8 +76,8 @@ def classify_datacube(cube, *, model: str = "auto", level: str | None = None, un
     first = product(0)
     card = resolve_card(str(model), level, first[1].bands)
     check_compatible(first[1], card)
-    runner = None if card.scheme else cached_runner(resolve_model(card, weights=weights), options.device, options.threads,
-                                                     options.batch_size, options.fp16)  # lookup cards need no session
+    # lookup cards need no session
+    runner = None if card.scheme else make_runner(resolve_model(card, weights=weights), options, cached=True)
     results = []
     for i in range(count):
         step, opened = first if i == 0 else product(i)

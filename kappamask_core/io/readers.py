@@ -32,6 +32,8 @@ from ..foundation.errors import BandsError, InputError
 from .gdal import decoding_env, open_raster
 from ..foundation.grid import Grid
 
+# the bundled demo scene (package data): a real L1C crop near Berlin, 13 band files (see its README)
+DEMO_DATA = Path(__file__).resolve().parents[1] / "demo_data"
 BAND_FILE_RE = re.compile(r"_(B\d{2}|B8A|AOT|WVP|SCL)(?:_(\d{2})m)?\.(jp2|tif|tiff)$", re.IGNORECASE)
 DATETIME_RE = re.compile(r"(\d{8}T\d{6})")
 

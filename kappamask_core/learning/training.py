@@ -257,14 +257,18 @@ class _Samples:
 def train(data, outdir, *, arch: str = "kappamask-v2", level: str = "L1C", base=None, epochs: int = 50,
           batch_size: int = 4, lr: float = 1e-4, val_fraction: float = 0.2, seed: int = 0,
           gamma: float | None = None, scheme: str | None = None, resume: bool = False, progress: bool = False,
-          threads: int | None = None) -> TrainingResult:
-    """Train (fine-tune) a KappaMask network on the sub-tiles in ``data``; write everything into ``outdir``."""
+          threads: int | None = None, patience: int = STOP_PATIENCE,
+          lr_patience: int = PLATEAU_PATIENCE) -> TrainingResult:
+    """Train (fine-tune) a KappaMask network on the sub-tiles in ``data``; write everything into ``outdir``.
+
+    ``patience``: stop after this many epochs without a better validation loss (it decides only when to stop,
+    so a resumed run may change it); ``lr_patience``: halve the learning rate after this many."""
     torch, networks = torch_networks("training", InputError)
     arch = canonical_arch(arch, InputError)
     card = builtin_card(f"{arch}-{level.lower()}")
     gamma = (DEFAULT_GAMMA if arch == "kappamask-v2" else 1.0) if gamma is None else float(gamma)
-    if epochs < 1 or batch_size < 1 or not lr > 0:
-        raise InputError("epochs and batch size must be at least 1 and the learning rate positive")
+    if epochs < 1 or batch_size < 1 or patience < 1 or lr_patience < 1 or not lr > 0:
+        raise InputError("epochs, batch size and patience must be at least 1 and the learning rate positive")
     outdir = Path(outdir)
     outdir.mkdir(parents=True, exist_ok=True)
     checkpoint_path = outdir / "checkpoint.pt"
@@ -294,9 +298,10 @@ def train(data, outdir, *, arch: str = "kappamask-v2", level: str = "L1C", base=
         networks.load_roles(model, roles)
     optimiser = torch.optim.Adam(model.parameters(), lr=lr)
     scheduler = torch.optim.lr_scheduler.ReduceLROnPlateau(optimiser, mode="min", factor=0.5,
-                                                           patience=PLATEAU_PATIENCE)
+                                                           patience=lr_patience)
     state = {"epoch": 0, "history": [], "best_loss": math.inf, "best_epoch": 0, "best_state": None, "stale": 0}
-    config = {"arch": arch, "level": level, "seed": seed, "lr": lr, "batch_size": batch_size, "gamma": gamma,
+    config = {"arch": arch, "level": level, "seed": seed, "lr": lr, "lr_patience": lr_patience,
+              "batch_size": batch_size, "gamma": gamma,
               "scheme": scheme, "base_sha256": base_sha, "validation_products": sorted({s.product for s in val_set}),
               "training_set_sha256": training_set_digest(subtiles)}
     if resume:
@@ -403,8 +408,8 @@ def train(data, outdir, *, arch: str = "kappamask-v2", level: str = "L1C", base=
             torch.save({"model": model.state_dict(), "optimiser": optimiser.state_dict(),
                         "scheduler": scheduler.state_dict(), "state": state, "config": config}, tmp)
         _write_log(state["history"], outdir)
-        if state["stale"] >= STOP_PATIENCE:
-            log.info("early stop: no better validation loss for %d epochs", STOP_PATIENCE)
+        if state["stale"] >= patience:
+            log.info("early stop: no better validation loss for %d epochs", patience)
             break
     return _finish(model, state, config, card, arch, val_samples, channels, outdir, base)
 

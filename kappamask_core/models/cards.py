@@ -76,12 +76,23 @@ class ModelCard:
     source: str  # where the card was read from
     scheme: str | None = None  # lookup cards: the class scheme of their single input band
     provenance: dict = field(default_factory=dict)  # imported or trained weights: where they came from
+    variant: dict = field(default_factory=dict)  # a reduced-precision variant: its parent, making and check
     raw: dict = field(repr=False, compare=False, default_factory=dict)
 
     @property
     def factor(self) -> int:
         """Working pixel size in units of the 10 m grid."""
         return self.resolution // 10
+
+    @property
+    def precision(self) -> str:
+        """The arithmetic of the weights: 'fp32', 'fp16' (published so) or 'int8' (a quantised variant)."""
+        return self.variant.get("precision") or self.weights.get("precision") or "fp32"
+
+    @property
+    def faithful(self) -> bool:
+        """A variant that passed its check against the parent (every exact network is faithful to itself)."""
+        return not self.variant or bool(self.variant.get("check", {}).get("faithful"))
 
     @property
     def sha256(self) -> str:
@@ -174,6 +185,7 @@ def card_from_dict(data: dict, source: str = "<dict>") -> ModelCard:
         raw=data,
         scheme=out.get("scheme"),
         provenance=data.get("provenance", {}),
+        variant=data.get("variant", {}),
     )
 
 

