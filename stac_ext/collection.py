@@ -14,6 +14,10 @@ def build_collection(items, encoding: str = "kappamask"):
     bbox = [min(b[0] for b in bboxes), min(b[1] for b in bboxes), max(b[2] for b in bboxes), max(b[3] for b in bboxes)]
     times = [item.datetime for item in items if item.datetime is not None]
     classes = class_table(encoding)
+    covers = [i.properties["eo:cloud_cover"] for i in items if "eo:cloud_cover" in i.properties]
+    summaries = {"classification:classes": classes,
+                 **({"eo:cloud_cover": {"minimum": min(covers), "maximum": max(covers)}} if covers else {}),
+                 "kappamask:model": sorted({i.properties["kappamask:model"]["id"] for i in items})}
     collection = pystac.Collection(
         id="kappamask-run",
         description="Cloud and cloud-shadow classification (KappaMask classes) of Sentinel-2 products.",
@@ -21,12 +25,7 @@ def build_collection(items, encoding: str = "kappamask"):
         license="other",
         extent=pystac.Extent(pystac.SpatialExtent([bbox]), pystac.TemporalExtent([[min(times), max(times)]])),
         stac_extensions=[EXTENSIONS["classification"], EXTENSIONS["eo"]],  # item_assets is core in STAC 1.1
-        summaries=pystac.Summaries({
-            "classification:classes": classes,
-            "eo:cloud_cover": {"minimum": min(i.properties["eo:cloud_cover"] for i in items),
-                               "maximum": max(i.properties["eo:cloud_cover"] for i in items)},
-            "kappamask:model": sorted({i.properties["kappamask:model"]["id"] for i in items}),
-        }),
+        summaries=pystac.Summaries(summaries),
     )
     collection.extra_fields["item_assets"] = {
         "classification": {"type": COG_MEDIA_TYPE, "roles": ["data"], "title": "Cloud and cloud-shadow classes",

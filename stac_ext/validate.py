@@ -52,11 +52,15 @@ def validate_dict(data: dict) -> list[str]:
 
     errors: list[str] = []
     kind = data.get("type")
-    if kind not in CORE:
-        return [f"not a STAC Item, Collection or Catalog (type {kind!r})"]
+    if not isinstance(kind, str) or kind not in CORE:
+        return [f"not a STAC Item, Collection or Catalog (type {str(kind)[:80]!r})"]
     if data.get("stac_version") != "1.1.0":
-        errors.append(f"stac_version is {data.get('stac_version')!r}; this validator holds the 1.1.0 schemas")
-    uris = [CORE[kind]] + list(data.get("stac_extensions", []))
+        errors.append(f"stac_version is {str(data.get('stac_version'))[:40]!r}; this validator holds the 1.1.0 schemas")
+    extensions = data.get("stac_extensions", [])
+    if not isinstance(extensions, list) or not all(isinstance(uri, str) for uri in extensions):
+        errors.append(f"stac_extensions must be a list of schema URIs, not {str(extensions)[:80]}")
+        extensions = [uri for uri in extensions if isinstance(uri, str)] if isinstance(extensions, list) else []
+    uris = [CORE[kind]] + extensions
     for uri in uris:
         schema = _schema(uri)
         if schema is None:
@@ -79,12 +83,18 @@ def validate_path(path) -> dict[str, list[str]]:
     report = {}
     for f in files:
         try:
-            data = json.loads(f.read_text())
-        except (OSError, json.JSONDecodeError) as exc:
-            report[str(f)] = [f"cannot read JSON: {exc}"]
+            data = json.loads(f.read_bytes().decode("utf-8"))
+        except (OSError, ValueError) as exc:  # unreadable, not UTF-8, not JSON, numbers beyond any limit
+            report[str(f)] = [f"cannot read JSON: {' '.join(str(exc).split())[:200]}"]
             continue
-        if isinstance(data, dict) and data.get("type") in CORE:
-            report[str(f)] = validate_dict(data)
+        except RecursionError:
+            report[str(f)] = ["cannot read JSON: nested too deeply"]
+            continue
+        if isinstance(data, dict) and isinstance(data.get("type"), str) and data.get("type") in CORE:
+            try:
+                report[str(f)] = validate_dict(data)
+            except RecursionError:
+                report[str(f)] = ["nested too deeply to validate"]
         elif path.is_file():
             report[str(f)] = ["not a STAC object"]
     return report

@@ -80,10 +80,13 @@ def build_item(classification, paths: dict, source, encoding: str = "kappamask",
     classes = class_objects(classification, encoding)
     buffers = classification.runtime.get("buffers_m") or {}
     pct = {c["name"]: c.get("percentage", 0.0) for c in classes}
+    if classification.class_counts()[1:].sum():
+        props.update({"eo:cloud_cover": round(pct["cloud"] + pct["semi_transparent_cloud"], 4),
+                      "kappamask:clear_percentage": pct["clear"],
+                      "kappamask:cloud_shadow_percentage": pct["cloud_shadow"]})
+    else:  # nothing was seen: a cloud cover of 0 would claim a clear product
+        props["kappamask:valid_pixels"] = 0
     props.update({
-        "eo:cloud_cover": round(pct["cloud"] + pct["semi_transparent_cloud"], 4),
-        "kappamask:clear_percentage": pct["clear"],
-        "kappamask:cloud_shadow_percentage": pct["cloud_shadow"],
         # the model, in the MLM extension's field names (the item itself is not a model item)
         "kappamask:model": {
             "id": card.id, "mlm:name": card.name, "version": card.version, "mlm:architecture": card.architecture,

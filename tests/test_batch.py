@@ -1,7 +1,6 @@
 """Many products with Dask: same outputs as a sequential run, and a valid collection."""
 
 import numpy as np
-import pytest
 import rasterio
 
 from conftest import require

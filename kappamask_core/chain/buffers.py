@@ -25,6 +25,9 @@ NAMES = {"cloud": CLOUD, "semi_transparent_cloud": SEMI_TRANSPARENT_CLOUD, "clou
          "shadow": CLOUD_SHADOW, "thin": SEMI_TRANSPARENT_CLOUD, "semi_transparent": SEMI_TRANSPARENT_CLOUD}
 BLOCK_ROWS = 1024
 
+MAX_BUFFER_M = 5000.0  # wider than any cloud's shadow reach; a larger radius is a typo, and would take hours
+
+
 def parse_buffers(spec) -> tuple[tuple[str, float], ...]:
     """'cloud=300,shadow=100' or {'cloud': 300} -> (('cloud', 300.0), ('cloud_shadow', 100.0)); empty for None."""
     if spec is None or spec == "" or spec == {} or spec == ():
@@ -49,9 +52,13 @@ def parse_buffers(spec) -> tuple[tuple[str, float], ...]:
             metres = float(value)
         except (TypeError, ValueError):
             raise InputError(f"the buffer of {key} must be a distance in metres, not {value!r}") from None
-        if not math.isfinite(metres) or metres < 0:
-            raise InputError(f"the buffer of {key} must be zero or a positive distance in metres, not {value!r}")
-        out[next(n for n, v in CLASS_BY_NAME.items() if v.value == NAMES[key])] = metres
+        if not math.isfinite(metres) or metres < 0 or metres > MAX_BUFFER_M:
+            raise InputError(f"the buffer of {key} must be a distance from 0 to {MAX_BUFFER_M:g} m, not {value!r}")
+        canonical = next(n for n, v in CLASS_BY_NAME.items() if v.value == NAMES[key])
+        if canonical in out:
+            raise InputError(f"the buffer of {canonical} is given twice ({out[canonical]:g} and {metres:g} m); give it "
+                             "once")
+        out[canonical] = metres
     return tuple(sorted(out.items()))
 
 

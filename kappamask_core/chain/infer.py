@@ -132,6 +132,10 @@ class OnnxRunner:
             if self.layout == "NHWC":
                 out = out.transpose(0, 3, 1, 2)
             out = np.array(out, dtype=np.float32)
+            if not np.isfinite(out).all():
+                # a NaN score has no class: it must never become 'missing' or 'clear' in the map
+                raise ModelError(f"model {self.card.id!r} ({self.model.path}) returned NaN or infinite scores; its "
+                                 "weights are damaged or it cannot take this input")
             results.append(softmax(out) if self.card.activation == "logits" else out)  # softmax/sigmoid: as they are
         return np.concatenate(results)
 

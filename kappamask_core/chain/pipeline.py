@@ -40,6 +40,8 @@ READ_THREADS = 2
 BLOCK_CACHE_MIB = 384
 LOOKUP_ROWS = 1024  # rows of the 10 m grid per block of a lookup model (bounded memory)
 PREVIEW_SIZE = 1024
+MAX_THREADS = 1024  # beyond any machine's cores: ONNX Runtime would try to start them all
+MAX_BATCH = 1024
 
 
 @dataclass(frozen=True)
@@ -77,10 +79,10 @@ class ClassifyOptions:
             raise InputError(f"precision must be one of {', '.join(PRECISIONS)}, not {self.precision!r}")
         if self.fp16 and self.precision == "int8":
             raise InputError("fp16 and precision int8 exclude each other: choose one")
-        for name in ("batch_size", "threads"):
+        for name, most in (("batch_size", MAX_BATCH), ("threads", MAX_THREADS)):
             value = getattr(self, name)
-            if value is not None and (isinstance(value, bool) or not isinstance(value, int) or value < 1):
-                raise InputError(f"{name.replace('_', ' ')} must be a whole number of at least 1, not {value!r}")
+            if value is not None and (isinstance(value, bool) or not isinstance(value, int) or not 1 <= value <= most):
+                raise InputError(f"{name.replace('_', ' ')} must be a whole number from 1 to {most}, not {value!r}")
         for name in ("overlap", "margin"):
             value = getattr(self, name)
             if value is not None and (isinstance(value, bool) or not isinstance(value, int)):
@@ -302,7 +304,38 @@ def plan_tiles(product: Product, card: ModelCard, options: ClassifyOptions) -> T
                          f"{len(TileLayout(work.height, work.width, card.tile_size, card.overlap, margin))}; use an "
                          f"overlap of at most {card.tile_size * 3 // 4}")
     layout = TileLayout(work.height, work.width, card.tile_size, overlap, margin)
-    return TilePlan(factor, layout, _reading_product(product, card.bands, factor, options.decode), overlap, margin)
+    plan = TilePlan(factor, layout, _reading_product(product, card.bands, factor, options.decode), overlap, margin)
+    need, have = memory_needed(plan, card, product.grid, options), available_memory()
+    if have is not None and need > have:
+        raise InputError(f"{product.id}: this run needs about {need / 2**30:.1f} GiB of memory (model {card.id}: "
+                         f"{len(card.bands)} bands in strips of {card.tile_size} x {layout.width + 2 * margin} px, "
+                         f"a {product.grid.height} x {product.grid.width} px map), but only {have / 2**30:.1f} GiB "
+                         "are available")
+    return plan
+
+
+def memory_needed(plan: TilePlan, card: ModelCard, grid: Grid, options: ClassifyOptions) -> int:
+    """Bytes a run holds at its peak, roughly: three strips of model input (the one inferred, the one being
+    prepared, a padded copy), the stitcher's sums, the class map, the 10 m valid masks of a strip, and the
+    scores when they are kept in memory. The network's own working memory comes on top."""
+    strip_px = plan.layout.tile * (plan.layout.width + 2 * plan.margin)
+    strips_bytes = 3 * len(card.bands) * strip_px * 4 + 2 * len(card.outputs) * strip_px * 4
+    rows_10m = min(grid.height, plan.layout.tile * plan.factor)
+    masks = 2 * rows_10m * grid.width
+    scores = 5 * grid.height * grid.width * 4 if options.scores else 0
+    return strips_bytes + masks + grid.height * grid.width + scores
+
+
+def available_memory() -> int | None:
+    """Bytes the system can give without swapping (Linux MemAvailable); None where it cannot tell."""
+    try:
+        with open("/proc/meminfo") as info:
+            for line in info:
+                if line.startswith("MemAvailable:"):
+                    return int(line.split()[1]) * 1024
+    except (OSError, ValueError):
+        pass
+    return None
 
 
 @dataclass

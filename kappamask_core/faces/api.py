@@ -15,18 +15,17 @@ import hashlib
 import json
 import logging
 import re
-import tempfile
 from pathlib import Path
 
 from ..foundation import plugins
 from ..models.resolve import resolve_model
 from ..foundation.classes import ENCODINGS
-from ..foundation.errors import InputError, OutputError
+from ..foundation.errors import InputError
 from ..chain.infer import OnnxRunner
 from ..chain.buffers import usable_mask
 from ..chain.pipeline import ClassifyOptions, make_runner, run
 from ..io.readers import open_product
-from ..io.files import atomic_files
+from ..io.files import atomic_files, remove_stale_parts, writable_folder
 from ..io.writers import ScoresWriter, write_cog, write_quicklook, write_usable
 
 log = logging.getLogger(__name__)
@@ -38,16 +37,7 @@ def safe_name(product_id: str) -> str:
 
 def output_folder(outdir) -> Path:
     """The output folder, created and checked for writing before any work starts."""
-    if outdir is None or not str(outdir).strip():
-        raise OutputError("no output folder given (an empty path); name one with -o")
-    path = Path(outdir)
-    try:
-        path.mkdir(parents=True, exist_ok=True)
-        with tempfile.NamedTemporaryFile(dir=path, prefix=".kappamask-write-test-"):
-            pass
-    except OSError as exc:
-        raise OutputError(f"cannot write to the output folder {path}: {exc.strerror or exc}") from None
-    return path
+    return writable_folder(outdir)
 
 
 def product_files(stem: str, scores: bool, outputs, usable: bool = False) -> dict[str, str]:
@@ -122,6 +112,10 @@ def classify_to_files(inputs, outdir, *, model="auto", weights=None, level=None,
             written.append(finals)
             continue
         resolved.announce()
+        stale = [p for final in finals.values() for p in remove_stale_parts(Path(final))]
+        if stale:
+            log.warning("%s: removed %d partial file(s) an interrupted run left: %s", product.id, len(stale),
+                        ", ".join(p.name for p in stale[:3]))
         with atomic_files(*finals.values()) as temp_list:
             temps = dict(zip(finals, map(Path, temp_list)))
             with ScoresWriter(temps.get("scores"), product.grid) as scores:

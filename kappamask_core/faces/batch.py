@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import re
 import sys
 from dataclasses import replace
 from pathlib import Path
@@ -24,6 +25,45 @@ from ..chain.pipeline import ClassifyOptions
 from .api import classify_to_files, output_folder
 
 LOCAL_SCHEDULERS = ("processes", "threads", "sync")
+SCHEDULER_ADDRESS = re.compile(r"^(tcp|tls|ucx|ws|wss|inproc)://[^\s/]+(:\d+)?/?$")
+MAX_WORKERS = 256
+
+
+def check_parallel(workers, scheduler) -> None:
+    """Workers and scheduler, checked before any work starts."""
+    if isinstance(workers, bool) or not isinstance(workers, int) or not 1 <= workers <= MAX_WORKERS:
+        raise InputError(f"workers must be a whole number from 1 to {MAX_WORKERS}, not {workers!r}")
+    if isinstance(scheduler, str) and scheduler not in LOCAL_SCHEDULERS and not SCHEDULER_ADDRESS.match(scheduler):
+        raise InputError(f"the scheduler must be one of {', '.join(LOCAL_SCHEDULERS)} or the address of a Dask "
+                         f"scheduler such as tcp://host:8786, not {scheduler!r}")
+
+
+CONNECT_DEADLINE_S = 30
+
+
+def _connect(client_class, address: str):
+    """A client of the scheduler at ``address``, or a clear error within :data:`CONNECT_DEADLINE_S`: Dask's own
+    timeout covers the TCP connection, not a peer that accepts it and then never answers. The attempt runs in a
+    daemon thread, so a peer that never answers cannot keep the process alive either."""
+    import threading
+
+    box: dict = {}
+
+    def connect():
+        try:
+            box["client"] = client_class(address, timeout="10s", set_as_default=False)
+        except BaseException as exc:  # handed to the caller below
+            box["error"] = exc
+
+    thread = threading.Thread(target=connect, daemon=True, name="kappamask-dask-connect")
+    thread.start()
+    thread.join(CONNECT_DEADLINE_S)
+    if "client" in box:
+        return box["client"]
+    if thread.is_alive():
+        raise InputError(f"the Dask scheduler at {address} did not answer within {CONNECT_DEADLINE_S} s (the "
+                         "address accepts connections but nothing there speaks Dask); check the address")
+    raise InputError(f"cannot reach the Dask scheduler at {address}: {box.get('error')}")
 
 
 def _on_cluster(tasks, address) -> list:
@@ -34,10 +74,7 @@ def _on_cluster(tasks, address) -> list:
         raise InputError("running on a Dask cluster needs distributed: pip install 'kappamask[dask]'") from None
     if isinstance(address, Client):
         return list(address.gather(address.compute(tasks)))
-    try:
-        client = Client(str(address), timeout="10s", set_as_default=False)
-    except (OSError, TimeoutError) as exc:
-        raise InputError(f"cannot reach the Dask scheduler at {address}: {exc}") from None
+    client = _connect(Client, str(address))
     with client:
         return list(client.gather(client.compute(tasks)))
 
@@ -58,6 +95,7 @@ def classify_many(inputs, outdir, *, model="auto", weights=None, level=None, opt
 
     ``scheduler``: "processes", "threads" or "sync" (local), or the address of a Dask distributed scheduler.
     """
+    check_parallel(workers, scheduler)
     try:
         import dask
     except ImportError:

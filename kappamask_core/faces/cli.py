@@ -23,6 +23,7 @@ from ..foundation import plugins
 from ..foundation.errors import InputError, KappaMaskError, ModelError
 from ..foundation.schemes import SCHEMES
 from ..foundation.version import __version__
+from ..io.files import write_problem
 
 log = logging.getLogger("kappamask")
 
@@ -94,6 +95,10 @@ def cmd_classify(args) -> int:
     from .api import classify_to_files
 
     scheduler = getattr(args, "scheduler", None)
+    if hasattr(args, "workers"):
+        from .batch import check_parallel
+
+        check_parallel(args.workers, scheduler or "processes")
     if scheduler or (getattr(args, "workers", 1) > 1 and len(args.inputs) > 1):
         from .batch import classify_many
 
@@ -185,6 +190,8 @@ def cmd_models_verify(args) -> int:
     from ..chain.infer import open_runner
     from ..learning.kappaset import verify_golden
 
+    if not 0 <= args.min_equal <= 100:  # also false for NaN
+        raise InputError(f"--min-equal must be a percentage from 0 to 100, not {args.min_equal}")
     paths = sorted(Path(args.subtiles).glob("*.nc")) if Path(args.subtiles).is_dir() else [Path(args.subtiles)]
     runner = open_runner(resolve_model(args.model, args.level, weights=args.weights), batch_size=1)  # one by one
     results = verify_golden(runner, paths, args.label)
@@ -452,6 +459,14 @@ def main(argv=None) -> int:
     except KappaMaskError as exc:
         # one line, whatever a library put into the message (ONNX tools, GDAL and PyTorch write several)
         print(f"kappamask: error: {' '.join(str(exc).split())}", file=sys.stderr)
+        return 2
+    except Exception as exc:
+        problem = write_problem(exc)  # a full disk or a read-only folder outside the atomic writes: not a bug
+        if problem is None:
+            raise
+        where = getattr(exc, "filename", None)
+        print(f"kappamask: error: {problem}" + (f": {where}" if where else f" ({' '.join(str(exc).split())})"),
+              file=sys.stderr)
         return 2
     except KeyboardInterrupt as exc:
         what = "terminated" if isinstance(exc, Terminated) else "interrupted"

@@ -11,9 +11,10 @@ from ..foundation.bands import BAND_BY_NAME
 from ..chain.buffers import usable_mask
 from ..foundation.classes import CLASSES, encode
 from ..foundation.errors import InputError, ModelError
+from ..models.cards import ALIASES, AUTO
 from ..models.resolve import resolve_card, resolve_model
 from ..chain.pipeline import ClassifyOptions, check_compatible, make_runner, run
-from ..io.readers import from_dataarray
+from ..io.readers import flips_to_north_up, from_dataarray, level_evidence
 
 # The band labels of each output: the UDF's apply_metadata renames the cube's bands to these
 OUTPUT_BANDS = {
@@ -24,18 +25,18 @@ OUTPUT_BANDS = {
 OUTPUTS = tuple(OUTPUT_BANDS)
 
 
-def infer_level(band_names) -> str:
-    """L1C if the cube has B10 (only L1C products carry it), otherwise L2A, the more common collection."""
-    names = {str(b).upper() for b in band_names}
-    return "L1C" if "B10" in names else "L2A"
+def infer_level(band_names) -> str | None:
+    """The level the cube's bands tell: L1C with B10 (only L1C carries it), L2A with AOT, WVP or SCL (only L2A
+    carries them); None when they tell nothing (B02 to B12 are in both)."""
+    return level_evidence({str(b).upper() for b in band_names})
 
 
 def _model_level(model: str) -> str | None:
-    """The level of a model that takes only one (a card id or path); None for aliases."""
-    try:
-        card = resolve_card(model)
-    except ModelError:
+    """The level of a model that takes only one (a card id or path); None for aliases and 'auto'. An unknown
+    model is an error here, before anything about levels or bands."""
+    if str(model) in ALIASES or str(model) == AUTO:
         return None
+    card = resolve_card(model)
     return card.levels[0] if len(card.levels) == 1 else None
 
 
@@ -58,11 +59,17 @@ def classify_datacube(cube, *, model: str = "auto", level: str | None = None, un
         from dataclasses import replace
 
         options = replace(options, scores=True)
-    level = (level or _model_level(model) or infer_level(cube["bands"].values)).upper()
     time_dim = next((d for d in ("t", "time") if d in cube.dims), None)
     count = cube.sizes[time_dim] if time_dim else 1
     if count == 0:
         raise InputError(f"the cube has no dates (its '{time_dim}' dimension is empty)")
+    level = level or _model_level(model) or infer_level(cube["bands"].values)
+    if level is None:
+        raise InputError(f"the cube's bands ({', '.join(map(str, cube['bands'].values))}) are in L1C and L2A products "
+                         "alike: give the level (\"L1C\" or \"L2A\"; UDF context \"level\")")
+    if not isinstance(level, str) or level.upper() not in ("L1C", "L2A"):
+        raise InputError(f"level must be \"L1C\" or \"L2A\", not {level!r}")
+    level = level.upper()
 
     def product(i):
         """Date ``i`` as a product, opened only when it is classified: a long time series is never copied whole."""
@@ -89,6 +96,8 @@ def classify_datacube(cube, *, model: str = "auto", level: str | None = None, un
         else:
             values = result.scores
         labels = list(OUTPUT_BANDS[output])
+        flip_y, flip_x = flips_to_north_up(step)
+        values = values[:, ::-1 if flip_y else 1, ::-1 if flip_x else 1]  # the map in the cube's own order
         results.append(xr.DataArray(values, dims=("bands", "y", "x"),
                                     coords={"bands": labels, "y": step["y"], "x": step["x"]} if "x" in step.coords
                                     else {"bands": labels}))

@@ -7,13 +7,41 @@ place only when complete, so an interrupted run never leaves a partial file unde
 from __future__ import annotations
 
 import contextlib
+import errno
 import functools
+import glob
+import shutil
 import hashlib
 import os
 import tempfile
 from pathlib import Path
 
 from ..foundation.errors import OutputError
+
+
+def writable_folder(outdir) -> Path:
+    """The output folder, created and checked for writing before any work starts."""
+    if outdir is None or not str(outdir).strip():
+        raise OutputError("no output folder given (an empty path); name one with -o")
+    path = Path(outdir)
+    if path.exists() and not path.is_dir():
+        raise OutputError(f"{path} is a file; name a folder for the outputs (-o)")
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+        with tempfile.NamedTemporaryFile(dir=path, prefix=".kappamask-write-test-"):
+            pass
+    except OSError as exc:
+        raise OutputError(f"cannot write to the output folder {path}: {exc.strerror or exc}") from None
+    return path
+
+
+def remove_stale_parts(final: Path) -> list[Path]:
+    """Remove the temporary files an earlier run left beside ``final`` when it was killed (SIGKILL, power loss:
+    no clean-up ran). This run is about to write ``final`` itself, so no other run's work is lost."""
+    stale = sorted(final.parent.glob(f".{glob.escape(final.name)}.*.part"))
+    for path in stale:
+        path.unlink(missing_ok=True)
+    return stale
 
 
 def temp_beside(final: Path) -> str:
@@ -41,7 +69,15 @@ def atomic_files(*finals: str | os.PathLike):
     try:
         for final in finals:
             temps.append(temp_beside(final))
-        yield temps
+        try:
+            yield temps
+        except Exception as exc:
+            problem = write_problem(exc, finals[0].parent)
+            if problem is None:
+                raise
+            names = ", ".join(f.name for f in finals)
+            raise OutputError(f"cannot write {names} in {finals[0].parent}: {problem}; nothing was left "
+                              "behind") from None
         started = 0
         try:
             for tmp, final in zip(temps, finals):
@@ -58,6 +94,37 @@ def atomic_files(*finals: str | os.PathLike):
         for tmp in temps:
             if os.path.exists(tmp):
                 os.unlink(tmp)
+
+
+WRITE_ERRNOS = {errno.ENOSPC: "No space left on device", errno.EDQUOT: "Disk quota exceeded",
+                errno.EROFS: "Read-only file system", errno.EACCES: "Permission denied", errno.EFBIG: "File too large"}
+
+
+FULL_BELOW_BYTES = 1 << 20
+
+
+def write_problem(exc: BaseException, folder: Path | None = None) -> str | None:
+    """What went wrong in a write, in the system's words, where it is the file system's doing (a full disk, a
+    quota, permissions) rather than a bug. GDAL and PyTorch report these in exception types of their own, with
+    the system's words in the exception or its cause, or only in GDAL's log: then a ``folder`` with less than
+    1 MiB free tells."""
+    seen = exc
+    while seen is not None:
+        if isinstance(seen, OSError) and seen.errno in WRITE_ERRNOS:
+            return seen.strerror or WRITE_ERRNOS[seen.errno]
+        text = str(seen).lower()
+        found = next((words for words in WRITE_ERRNOS.values() if words.lower() in text), None)
+        if found:
+            return found
+        seen = seen.__cause__ or seen.__context__
+    if folder is not None:
+        try:
+            free = shutil.disk_usage(folder).free
+        except OSError:
+            return None
+        if free < FULL_BELOW_BYTES:
+            return f"No space left on device ({free // 1024} KiB free)"
+    return None
 
 
 @contextlib.contextmanager

@@ -11,11 +11,13 @@ import logging
 import os
 
 # For remote files; GDAL reads these from the environment, and a user's own values win.
+# A server that never answers costs at most (retries + 1) x timeout, about a minute, not GDAL's default of many.
 REMOTE_OPTIONS = {
     "GDAL_DISABLE_READDIR_ON_OPEN": "EMPTY_DIR",  # no directory listing per file
-    "GDAL_HTTP_MAX_RETRY": "3",
+    "GDAL_HTTP_MAX_RETRY": "2",
     "GDAL_HTTP_RETRY_DELAY": "1",
-    "GDAL_HTTP_TIMEOUT": "60",
+    "GDAL_HTTP_CONNECTTIMEOUT": "10",
+    "GDAL_HTTP_TIMEOUT": "20",
 }
 REMOTE_PREFIXES = ("/vsicurl/", "/vsis3/", "/vsigs/", "/vsiaz/")
 
@@ -24,10 +26,20 @@ def open_raster(path: str, overview_level: int | None = None):
     """Open a raster for reading; ``overview_level`` opens that reduced resolution level instead."""
     import rasterio
 
-    if path.startswith(REMOTE_PREFIXES):
-        for key, value in REMOTE_OPTIONS.items():
-            os.environ.setdefault(key, value)
-    return rasterio.open(path) if overview_level is None else rasterio.open(path, overview_level=overview_level)
+    if not path.startswith(REMOTE_PREFIXES):
+        return rasterio.open(path) if overview_level is None else rasterio.open(path, overview_level=overview_level)
+    for key, value in REMOTE_OPTIONS.items():
+        os.environ.setdefault(key, value)
+    try:
+        return rasterio.open(path) if overview_level is None else rasterio.open(path, overview_level=overview_level)
+    except Exception as exc:
+        tries = int(os.environ["GDAL_HTTP_MAX_RETRY"]) + 1
+        raise RemoteError(f"{exc} (gave up after {tries} tries of at most {os.environ['GDAL_HTTP_TIMEOUT']} s "
+                          "each; GDAL_HTTP_TIMEOUT and GDAL_HTTP_MAX_RETRY set these)") from None
+
+
+class RemoteError(OSError):
+    """A remote raster that could not be opened, with how long was waited for it."""
 
 
 def cache_env(mib: int, **options):

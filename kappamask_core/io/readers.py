@@ -13,6 +13,7 @@ from __future__ import annotations
 import contextlib
 import functools
 import hashlib
+import logging
 import math
 import os
 import re
@@ -32,8 +33,11 @@ from ..foundation.errors import BandsError, InputError
 from .gdal import decoding_env, open_raster
 from ..foundation.grid import Grid
 
+log = logging.getLogger(__name__)
+
 # the bundled demo scene (package data): a real L1C crop near Berlin, 13 band files (see its README)
 DEMO_DATA = Path(__file__).resolve().parents[1] / "demo_data"
+ORIGIN_TOLERANCE_M = 1.0  # the bands of one product share their upper-left corner to well under a metre
 BAND_FILE_RE = re.compile(r"_(B\d{2}|B8A|AOT|WVP|SCL)(?:_(\d{2})m)?\.(jp2|tif|tiff)$", re.IGNORECASE)
 DATETIME_RE = re.compile(r"(\d{8}T\d{6})")
 
@@ -116,9 +120,21 @@ class FileBand:
             (window[2] // f, max(window[2] // f + 1, -(-window[3] // f))))
         try:
             with decoding_env(), open_raster(self.path) as ds:
-                return ds.read(1, window=region, out_shape=shape, resampling=Resampling.nearest)
+                return as_missing(ds.read(1, window=region, out_shape=shape, resampling=Resampling.nearest),
+                                  ds.nodata)
         except Exception as exc:
             raise InputError(f"cannot read band {self.name} from {self.path}: {_gdal_message(exc)}") from None
+
+
+def as_missing(values: np.ndarray, nodata) -> np.ndarray:
+    """Sentinel-2's missing value is DN 0; a file that declares another nodata value (a GeoTIFF tag such as
+    65535) has its nodata pixels set to 0, so they are missing like any other, never classified."""
+    if nodata is None or nodata == 0 or not np.isfinite(nodata):
+        return values
+    if np.issubdtype(values.dtype, np.integer) and not np.iinfo(values.dtype).min <= nodata <= np.iinfo(values.dtype).max:
+        return values  # a value the band cannot hold marks nothing
+    values[values == nodata] = 0
+    return values
 
 
 class FileRows:
@@ -138,7 +154,8 @@ class FileRows:
 
         try:
             with decoding_env():
-                return self.dataset.read(1, window=Window(0, row0, self.band.shape[1], row1 - row0))
+                values = self.dataset.read(1, window=Window(0, row0, self.band.shape[1], row1 - row0))
+            return as_missing(values, self.dataset.nodata)
         except Exception as exc:  # GDAL errors for truncated or corrupt files come in many types
             raise InputError(f"cannot read band {self.band.name} from {self.band.path} (rows {row0} to {row1}): "
                              f"{_gdal_message(exc)}; the file is damaged") from None
@@ -313,18 +330,27 @@ def _datetime_from_name(name: str) -> datetime | None:
 
 # --------------------------------------------------------------------------- band files
 
-def _pick_band_files(paths) -> dict[str, str]:
-    """Map band name -> file, choosing the finest resolution where a band comes in several."""
-    chosen: dict[str, tuple[int, str]] = {}
+def _pick_band_files(paths, source: str = "") -> dict[str, str]:
+    """Map band name -> file, choosing the finest resolution where a band comes in several (L2A's R10m, R20m,
+    R60m). Two files of one band at the same resolution (another prefix, extension or date; two products in
+    one folder) are refused with both named: which one is meant cannot be told."""
+    found: dict[str, dict[int, list[str]]] = {}
     for path in paths:
         m = BAND_FILE_RE.search(str(path))
         if not m:
             continue
         name = m.group(1).upper()
         res = int(m.group(2)) if m.group(2) else BAND_BY_NAME[name].resolution
-        if name not in chosen or res < chosen[name][0]:
-            chosen[name] = (res, str(path))
-    return {name: path for name, (_, path) in chosen.items()}
+        found.setdefault(name, {}).setdefault(res, []).append(str(path))
+    chosen = {}
+    for name, by_res in sorted(found.items()):
+        candidates = by_res[min(by_res)]
+        if len(candidates) > 1:
+            names = ", ".join(Path(c).name for c in sorted(candidates)[:4])
+            raise InputError(f"{source}: band {name} is in {len(candidates)} files ({names}); keep one product's "
+                             "bands per folder")
+        chosen[name] = candidates[0]
+    return chosen
 
 
 def open_band_files(files: dict[str, str], source: str) -> tuple[Grid, dict[str, FileBand]]:
@@ -352,27 +378,45 @@ def open_band_files(files: dict[str, str], source: str) -> tuple[Grid, dict[str,
                              f"pixels, but {name} is a {BAND_BY_NAME[name].resolution} m band; the file is misnamed "
                              "or resampled")
 
-    def fits(name, size, origin):
-        (h, w), transform, crs = headers[name][0], headers[name][1], headers[name][2]
-        f = factors[name]
-        same_origin = crs is None or origin is None or (abs(transform.c - origin[0]) < 1 and
-                                                         abs(transform.f - origin[1]) < 1)
-        return (math.ceil(size[0] / f), math.ceil(size[1] / f)) == (h, w) and same_origin
+    crss = {name: header[2] for name, header in headers.items() if header[2] is not None}
+    if len(set(map(str, crss.values()))) > 1:
+        by_crs: dict[str, list[str]] = {}
+        for name, crs in crss.items():
+            by_crs.setdefault(crs.to_string(), []).append(name)
+        listed = "; ".join(f"{crs}: {', '.join(sorted(names))}" for crs, names in sorted(by_crs.items()))
+        raise InputError(f"{source}: the bands are in different coordinate reference systems ({listed}); they "
+                         "come from different products or were reprojected")
+
+    def same_origin(name, origin):
+        transform, crs = headers[name][1], headers[name][2]
+        return crs is None or origin is None or (abs(transform.c - origin[0]) < ORIGIN_TOLERANCE_M and
+                                                 abs(transform.f - origin[1]) < ORIGIN_TOLERANCE_M)
+
+    def same_size(name, size):
+        (h, w), f = headers[name][0], factors[name]
+        return (math.ceil(size[0] / f), math.ceil(size[1] / f)) == (h, w)
 
     candidates = []
     for name in sorted(headers, key=lambda n: factors[n]):  # finest bands first: their size is exact
         (h, w), transform = headers[name][0], headers[name][1]
         size = (h * factors[name], w * factors[name])
         origin = (transform.c, transform.f) if headers[name][2] is not None else None
-        agree = [n for n in headers if fits(n, size, origin)]
+        agree = [n for n in headers if same_size(n, size) and same_origin(n, origin)]
         candidates.append((len(agree), -factors[name], name, size, origin))
     _, _, ref_name, size, _ = max(candidates, key=lambda c: (c[0], c[1]))
     shape, transform, crs, _ = headers[ref_name]
     f = factors[ref_name]
     grid = Grid(size[0], size[1], transform @ Affine.scale(1 / f), crs)
+    origin = (grid.transform.c, grid.transform.f) if crs is not None else None
     bands = {}
     for name, (bshape, btransform, bcrs, dtype) in headers.items():
-        if not fits(name, size, (grid.transform.c, grid.transform.f) if crs is not None else None):
+        if not same_origin(name, origin):
+            raise InputError(
+                f"{source}: band {name}'s upper-left corner ({btransform.c:.1f}, {btransform.f:.1f}) is "
+                f"{btransform.c - origin[0]:+.1f} m, {btransform.f - origin[1]:+.1f} m from the other bands' "
+                f"({origin[0]:.1f}, {origin[1]:.1f}); every band of a product starts at the same corner: the file is "
+                "shifted or from another product")
+        if not same_size(name, size):
             raise InputError(
                 f"{source}: band {name} has shape {bshape} at {factors[name] * 10} m, which does not fit the "
                 f"{grid.height} x {grid.width} 10 m grid of the other bands; the file is damaged or from another product"
@@ -407,7 +451,7 @@ def check_level(level: str | None, names, text: str, source: str) -> str | None:
 def open_band_folder(folder: str | os.PathLike, level: str | None = None) -> Product:
     folder = Path(folder)
     paths = sorted(p for p in folder.iterdir() if p.is_file())
-    files = _pick_band_files(paths)
+    files = _pick_band_files(paths, str(folder))
     if not files:
         raise InputError(
             f"{folder}: no Sentinel-2 band files found (expected names like *_B02.jp2, *_B02_10m.jp2 or *_B8A.tif)"
@@ -448,6 +492,16 @@ def parse_manifest(xml_bytes: bytes, source: str) -> dict[str, tuple[int, str]]:
     return entries
 
 
+_SAID: set = set()
+
+
+def _say_once(message: str) -> None:
+    """A warning a batch that opens the product again (a rerun, each Dask task) need not repeat."""
+    if message not in _SAID:
+        _SAID.add(message)
+        log.warning(message)
+
+
 def _safe_from_listing(names: list[str], read_member, gdal_path, source: str, level: str | None,
                        open_member=None) -> Product:
     mtd = [n for n in names if re.search(r"(^|/)MTD_MSIL(1C|2A)\.xml$", n)]
@@ -462,7 +516,7 @@ def _safe_from_listing(names: list[str], read_member, gdal_path, source: str, le
     prefix = f"{roots[0]}/" if roots[0] else ""
     images = [n for n in names if n.startswith(prefix) and "/IMG_DATA/" in n.replace("\\", "/")]
     member_of = {gdal_path(n): n for n in images}
-    files = _pick_band_files(member_of)
+    files = _pick_band_files(member_of, source)
     if not files:
         raise InputError(f"{source}: the SAFE product has no band files under GRANULE/*/IMG_DATA")
     grid, bands = open_band_files(files, source)
@@ -474,6 +528,9 @@ def _safe_from_listing(names: list[str], read_member, gdal_path, source: str, le
             entry = checksums.get(member.removeprefix(prefix))
             if entry is not None:
                 band.checksum = (*entry, functools.partial(open_member, member))
+    elif open_member is not None:
+        _say_once(f"{source}: no manifest.safe, so the band files cannot be checked against its checksums (a damaged "
+                  "JPEG 2000 can decode into wrong pixels without an error)")
     product_level = meta.get("level")
     if level and product_level and level != product_level:
         raise InputError(f"{source}: the product is {product_level}, but level {level} was requested")
@@ -534,8 +591,23 @@ def _grid_from_coords(da, crs) -> Grid:
     return Grid(h, w, Affine(10, 0, 0, 0, -10, 0), crs)  # ungeoreferenced: assume 10 m pixels
 
 
+def flips_to_north_up(da) -> tuple[bool, bool]:
+    """(flip rows, flip columns) that turn ``da`` north-up and west-left, from its y and x coordinates.
+
+    A network sees shapes and the direction of shadows: an image that is upside down or mirrored (y
+    ascending, as some cubes come) must be turned before it is classified, and the map turned back."""
+    def descending(name):
+        if name not in da.coords or da.sizes.get(name, 0) < 2:
+            return False
+        values = np.asarray(da[name], float)
+        return bool(values[0] > values[-1])
+
+    return (not descending("y") and "y" in da.coords and da.sizes.get("y", 0) > 1), descending("x")
+
+
 def from_dataarray(da, level: str | None = None, units: str = "dn", product_id: str = "array") -> Product:
-    """A product from an xarray DataArray with dims ('bands', 'y', 'x') (and an optional length-1 't')."""
+    """A product from an xarray DataArray with dims ('bands', 'y', 'x') (and an optional length-1 't'), turned
+    north-up (:func:`flips_to_north_up`)."""
     import xarray as xr
 
     if not isinstance(da, xr.DataArray):
@@ -553,6 +625,9 @@ def from_dataarray(da, level: str | None = None, units: str = "dn", product_id: 
         raise InputError(f"the array has data type {da.dtype}; expected integer DN or floating-point values")
     if "bands" not in da.coords:
         raise InputError("the array's 'bands' dimension has no labels; label it with band names such as B02")
+    flip_y, flip_x = flips_to_north_up(da)
+    if flip_y or flip_x:
+        da = da.isel(y=slice(None, None, -1) if flip_y else slice(None), x=slice(None, None, -1) if flip_x else slice(None))
     bands = {}
     for label in da["bands"].values.tolist():
         try:
@@ -588,8 +663,9 @@ DN_AT_LEAST, REFLECTANCE_AT_MOST = 10.0, 100.0
 
 
 def _check_units(bands: dict, units: str, source: str) -> None:
-    """Refuse values whose range contradicts ``units``: a map made from them would be silently wrong."""
-    peak = None
+    """Refuse values whose range contradicts ``units``, for the array and for each band: a map made from them
+    would be silently wrong (one band in reflectance among DN bands reads as black)."""
+    peaks, lows = {}, {}
     for band in bands.values():
         if band.name in ("SCL",):
             continue
@@ -598,15 +674,34 @@ def _check_units(bands: dict, units: str, source: str) -> None:
             values = values[np.isfinite(values)]
         values = values[values != 0]
         if values.size:
-            peak = max(peak or 0.0, float(np.abs(values).max()))
-    if peak is None:
+            peaks[band.name], lows[band.name] = float(np.abs(values).max()), float(values.min())
+    if not peaks:
         return  # no data at all: nothing to tell, every pixel comes out missing
+    peak = max(peaks.values())
     if units == "dn" and peak < DN_AT_LEAST:
         raise InputError(f"{source}: the largest value is {peak:.3g}, which is reflectance, not DN (Sentinel-2 DN "
                          "are in the thousands); pass units='reflectance' (UDF context: \"units\")")
     if units == "reflectance" and peak > REFLECTANCE_AT_MOST:
         raise InputError(f"{source}: the largest value is {peak:.6g}, which is DN, not reflectance; pass units='dn' "
                          "(UDF context: \"units\")")
+    # AOT and WVP are small quantities on scales of their own
+    spectral = {name: value for name, value in peaks.items() if name not in ("AOT", "WVP")}
+    if units == "dn":
+        odd = sorted(name for name, value in spectral.items() if value < DN_AT_LEAST)
+        if odd:
+            raise InputError(f"{source}: band(s) {', '.join(odd)} hold values up to {max(spectral[n] for n in odd):.3g} "
+                             f"while the other bands reach {peak:.6g}: they are on another scale (reflectance?); "
+                             "give every band as DN")
+        negative = sorted(name for name, low in lows.items() if low < 0)
+        if negative:
+            raise InputError(f"{source}: band(s) {', '.join(negative)} hold negative values (down to "
+                             f"{min(lows[n] for n in negative):.6g}); Sentinel-2 DN are never negative (an offset is "
+                             "given separately: UDF context \"offset\")")
+    if units == "reflectance":
+        odd = sorted(name for name, value in spectral.items() if value > REFLECTANCE_AT_MOST)
+        if odd:
+            raise InputError(f"{source}: band(s) {', '.join(odd)} hold values up to {max(peaks[n] for n in odd):.6g}, "
+                             "which is DN among reflectance bands; give every band as reflectance")
 
 
 # --------------------------------------------------------------------------- dispatch

@@ -133,27 +133,53 @@ def evaluate_arrays(pairs, reference_scheme="kappamask", prediction_scheme="kapp
 
 
 def read_class_map(path: Path) -> np.ndarray:
+    """The class map in ``path`` (GeoTIFF band 1 of one, .npy, .npz holding one array, KappaSet .nc label)."""
+    return read_georeferenced_map(path)[0]
+
+
+def read_georeferenced_map(path: Path):
+    """(class map, (CRS, transform) or None where the file has no georeferencing). Files that hold several
+    arrays or bands are refused: which one is the map cannot be told."""
     path = Path(path)
     suffix = path.suffix.lower()
     if suffix == ".nc":  # KappaSet sub-tile: its label variable
-
-        return read_label(path)
+        return read_label(path), None
     try:
         if suffix == ".npy":
-            return np.load(path, allow_pickle=False)
+            return np.load(path, allow_pickle=False), None
         if suffix == ".npz":
             with np.load(path, allow_pickle=False) as data:
-                if not data.files:
-                    raise InputError(f"{path} holds no array")
-                return data[data.files[0]]
+                if len(data.files) != 1:
+                    raise InputError(f"{path} holds {len(data.files)} arrays ({', '.join(data.files[:5]) or 'none'}); "
+                                     "save the class map alone")
+                return data[data.files[0]], None
         import rasterio
 
         with rasterio.open(path) as ds:
-            return ds.read(1)
+            if ds.count != 1:
+                raise InputError(f"{path} has {ds.count} bands; a class map has one")
+            georef = (ds.crs, ds.transform) if ds.crs is not None else None
+            return ds.read(1), georef
     except InputError:
         raise
     except Exception as exc:  # numpy and GDAL fail on damaged files in many ways
         raise InputError(f"cannot read class map {path}: {exc}") from None
+
+
+def check_same_grid(name: str, reference, prediction) -> None:
+    """Two georeferenced maps must lie on the same grid: a shifted, reprojected or resampled map would be scored
+    pixel by pixel against the wrong ground."""
+    if reference is None or prediction is None:
+        return
+    (ref_crs, ref_transform), (pred_crs, pred_transform) = reference, prediction
+    if ref_crs != pred_crs:
+        raise InputError(f"{name}: the reference is in {ref_crs.to_string()} and the prediction in "
+                         f"{pred_crs.to_string()}; compare maps on the same grid")
+    if not ref_transform.almost_equals(pred_transform, precision=1e-6 * max(1.0, abs(ref_transform.a))):
+        raise InputError(f"{name}: the reference and the prediction are on different grids (pixel size "
+                         f"{abs(ref_transform.a):g} vs {abs(pred_transform.a):g} m, upper-left corner "
+                         f"({ref_transform.c:.1f}, {ref_transform.f:.1f}) vs ({pred_transform.c:.1f}, "
+                         f"{pred_transform.f:.1f})); compare maps on the same grid")
 
 
 CLASS_MAP_SUFFIXES = (".tif", ".tiff", ".npy", ".npz", ".nc")
@@ -178,8 +204,13 @@ def pair_paths(reference: Path, prediction: Path) -> list[tuple[str, Path, Path]
 
 
 def evaluate_paths(reference, prediction, **kwargs) -> Evaluation:
-    pairs = ((name, read_class_map(r), read_class_map(p)) for name, r, p in pair_paths(reference, prediction))
-    return evaluate_arrays(pairs, **kwargs)
+    def pairs():
+        for name, r, p in pair_paths(reference, prediction):
+            (ref, ref_grid), (pred, pred_grid) = read_georeferenced_map(r), read_georeferenced_map(p)
+            check_same_grid(name, ref_grid, pred_grid)
+            yield name, ref, pred
+
+    return evaluate_arrays(pairs(), **kwargs)
 
 
 def write_confusion_png(evaluation: Evaluation, path, title: str = "") -> Path:

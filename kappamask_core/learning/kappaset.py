@@ -57,6 +57,9 @@ def verify_golden(runner, paths, label: str | None = None) -> list[tuple[str, fl
     results = []
     for path in sorted(Path(p) for p in paths):
         x = read_subtile(path, runner.card)[None]
+        if x.shape[-2:] != (runner.card.tile_size,) * 2:
+            raise InputError(f"{path}: a {x.shape[-2]} x {x.shape[-1]} px sub-tile; model {runner.card.id} takes "
+                             f"{runner.card.tile_size} x {runner.card.tile_size} px tiles")
         argmax = np.argmax(runner.run(x)[0], axis=0)
         expected = read_label(path, label)
         if expected.shape != argmax.shape:

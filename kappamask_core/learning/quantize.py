@@ -37,7 +37,7 @@ from pathlib import Path
 import numpy as np
 
 from ..foundation.classes import CLASSES, MISSING
-from ..foundation.errors import InputError, ModelError
+from ..foundation.errors import InputError
 from ..chain.infer import open_runner
 from ..chain.pipeline import ClassifyOptions, model_tiles
 from ..io.files import atomic_files, sha256_file
@@ -159,6 +159,8 @@ def quantize_int8(parent: Model, calibration, out: Path) -> None:
     from onnxruntime.quantization.shape_inference import quant_pre_process
 
     runner = open_runner(parent, "cpu", batch_size=1)  # the input's name and layout, checked against the card
+    name, nhwc = runner.input_name, runner.layout == "NHWC"
+    del runner  # its session is not needed while the calibrator runs its own
 
     class TileReader(CalibrationDataReader):
         """The calibration tiles, one at a time, NCHW or NHWC as the network wants them."""
@@ -171,8 +173,7 @@ def quantize_int8(parent: Model, calibration, out: Path) -> None:
                 return None
             tile = calibration[self.i][0][None]
             self.i += 1
-            return {runner.input_name: np.ascontiguousarray(tile.transpose(0, 2, 3, 1) if runner.layout == "NHWC"
-                                                            else tile)}
+            return {name: np.ascontiguousarray(tile.transpose(0, 2, 3, 1) if nhwc else tile)}
 
     with tempfile.TemporaryDirectory(prefix="kappamask-quantize-") as work:
         exact, prepared = Path(work) / "float32.onnx", Path(work) / "prepared.onnx"
@@ -182,7 +183,6 @@ def quantize_int8(parent: Model, calibration, out: Path) -> None:
         quantize_static(str(prepared), str(out), TileReader(), quant_format=QuantFormat.QDQ, per_channel=True,
                         activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8,
                         calibrate_method=CalibrationMethod.MinMax)
-    del runner
 
 
 def check_variant(parent: Model, variant_path: Path, tiles) -> Check:

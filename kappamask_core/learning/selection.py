@@ -24,7 +24,7 @@ from ..chain.pipeline import ClassifyOptions, make_runner, open_rows, run, true_
 from ..chain.scale import apply_value_scaling
 from ..foundation.classes import CLASS_BY_NAME, ENCODINGS, MISSING, encode
 from ..foundation.errors import InputError
-from ..io.files import atomic_files
+from ..io.files import atomic_files, writable_folder
 from ..io.readers import open_product
 from ..io.writers import class_image
 from ..models.resolve import resolve_card, resolve_model
@@ -88,6 +88,7 @@ def select(source, outdir, *, model="auto", n: int = 10, weights=None, level=Non
 
     if n < 1:
         raise InputError("--n must be at least 1")
+    outdir = writable_folder(outdir)  # before the product is classified, not after
     product = open_product(source, level=level)
     card = resolve_card(model, product.level or level, product.bands)
     if card.scheme is not None:
@@ -103,10 +104,13 @@ def select(source, outdir, *, model="auto", n: int = 10, weights=None, level=Non
     if not ranked:
         raise InputError(f"{product.id}: no sub-tile holds enough data to be labelled")
     chosen = ranked[:n]
-    outdir = Path(outdir)
     index, features = [], []
-    with open_rows(product, runner.card.bands) as rows:
-        for rank, cand in enumerate(chosen, start=1):
+    stems = [f"{_safe(product.id)}_{cand.name}" for cand in chosen]
+    finals = [outdir / f"{stem}{suffix}" for stem in stems for suffix in (".nc", ".png")]
+    finals += [outdir / "selection.csv", outdir / "selection.geojson"]
+    # the selection appears whole or not at all: an interrupted run leaves no sub-tile without its index
+    with atomic_files(*finals) as temps, open_rows(product, runner.card.bands) as rows:
+        for rank, (cand, stem) in enumerate(zip(chosen, stems), start=1):
             r0, c0 = cand.row * SUBTILE, cand.col * SUBTILE
             r1, c1 = min(r0 + SUBTILE, product.grid.height), min(c0 + SUBTILE, product.grid.width)
             values, _ = working_rows(product, rows, runner.card.bands, "dn_fraction", 1, r0, r1, "bilinear")
@@ -118,22 +122,20 @@ def select(source, outdir, *, model="auto", n: int = 10, weights=None, level=Non
             else:
                 label = np.full((SUBTILE, SUBTILE), ENCODINGS[KAPPASET_ENCODING][MISSING], np.uint8)
                 label[: r1 - r0, : c1 - c0] = encode(result.classes[r0:r1, c0:c1], KAPPASET_ENCODING)
-            stem = f"{_safe(product.id)}_{cand.name}"
-            with atomic_files(outdir / f"{stem}.nc", outdir / f"{stem}.png") as (nc, png):
-                _write_subtile(nc, runner.card.bands, bands, label, product, (r0, c0), rank, cand)
-                _write_overlay(png, product, result.classes, (r0, r1, c0, c1))
+            nc, png = temps[2 * (rank - 1)], temps[2 * (rank - 1) + 1]
+            _write_subtile(nc, runner.card.bands, bands, label, product, (r0, c0), rank, cand)
+            _write_overlay(png, product, result.classes, (r0, r1, c0, c1))
             row = {"rank": rank, "subtile": stem, "row": cand.row, "col": cand.col, "entropy_bits":
                    round(cand.entropy, 6), "valid_share": round(cand.valid_share, 4), "file": f"{stem}.nc",
                    "overlay": f"{stem}.png"}
             index.append(row)
             features.append({"type": "Feature", "properties": row,
                              "geometry": _footprint(product.grid, r0, r0 + SUBTILE, c0, c0 + SUBTILE)})
-    with atomic_files(outdir / "selection.csv", outdir / "selection.geojson") as (csv_tmp, geojson_tmp):
-        with open(csv_tmp, "w", newline="") as fh:
+        with open(temps[-2], "w", newline="") as fh:
             writer = csv.DictWriter(fh, list(index[0]))
             writer.writeheader()
             writer.writerows(index)
-        Path(geojson_tmp).write_text(json.dumps({"type": "FeatureCollection", "features": features}, indent=1))
+        Path(temps[-1]).write_text(json.dumps({"type": "FeatureCollection", "features": features}, indent=1))
     log.info("%s: %d sub-tiles ranked by mean entropy; the %d most uncertain written to %s", product.id,
              len(ranked), len(chosen), outdir)
     return index

@@ -267,12 +267,25 @@ def train(data, outdir, *, arch: str = "kappamask-v2", level: str = "L1C", base=
     arch = canonical_arch(arch, InputError)
     card = builtin_card(f"{arch}-{level.lower()}")
     gamma = (DEFAULT_GAMMA if arch == "kappamask-v2" else 1.0) if gamma is None else float(gamma)
-    if epochs < 1 or batch_size < 1 or patience < 1 or lr_patience < 1 or not lr > 0:
-        raise InputError("epochs, batch size and patience must be at least 1 and the learning rate positive")
+    if epochs < 1 or batch_size < 1 or patience < 1 or lr_patience < 1:
+        raise InputError("epochs, batch size, patience and learning-rate patience must be at least 1")
+    for name, value, low, high in (("learning rate (--lr)", lr, 0, 1), ("--gamma", gamma, 0, 10),
+                                   ("--val-fraction", val_fraction, 0, 1)):
+        if not (isinstance(value, (int, float)) and math.isfinite(value) and low < value < high):
+            raise InputError(f"{name} must be a number above {low} and below {high}, not {value}")
     outdir = Path(outdir)
-    outdir.mkdir(parents=True, exist_ok=True)
+    if outdir.exists() and not outdir.is_dir():
+        raise InputError(f"{outdir} is a file; name a folder for the checkpoint, log and model (-o)")
+    try:
+        outdir.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise InputError(f"cannot create the output folder {outdir}: {exc.strerror or exc}") from None
     checkpoint_path = outdir / "checkpoint.pt"
     subtiles = find_subtiles(data)
+    kinds = {s.label is None for s in subtiles}
+    if len(kinds) > 1:
+        raise InputError(f"{data} holds KappaSet .nc sub-tiles and images/ with labels/ GeoTIFF pairs, whose labels "
+                         "use different class schemes; keep one kind of sub-tile per folder")
     scheme = scheme or ("kappaset" if subtiles[0].label is None else None)
     if scheme not in SCHEMES:
         raise InputError(f"declare the labels' class scheme (--scheme), one of {', '.join(SCHEMES)}")
@@ -282,6 +295,13 @@ def train(data, outdir, *, arch: str = "kappamask-v2", level: str = "L1C", base=
                          f"over the batch): use --batch-size 2 or more and at least 2 training sub-tiles (there are "
                          f"{len(train_set)} after the validation split)")
     train_samples, val_samples = _Samples(train_set, card, scheme), _Samples(val_set, card, scheme)
+    shapes = {}
+    for samples in (train_samples, val_samples):
+        for i, sub in enumerate(samples.subtiles):
+            shapes.setdefault(samples[i][1].shape, sub.name)
+    if len(shapes) > 1:
+        listed = ", ".join(f"{name} ({h} x {w})" for (h, w), name in list(shapes.items())[:3])
+        raise InputError(f"the sub-tiles have different sizes (e.g. {listed}); a batch needs one size: cut them alike")
     side = min(train_samples[0][1].shape)
     if side % 16 or (arch == "kappamask-v2" and side < V2_MIN_SIDE):
         raise InputError(f"sub-tiles of {side} px: the networks need sides divisible by 16"
@@ -307,8 +327,15 @@ def train(data, outdir, *, arch: str = "kappamask-v2", level: str = "L1C", base=
     if resume:
         if not checkpoint_path.is_file():
             raise InputError(f"nothing to resume: {checkpoint_path} does not exist")
-        saved = torch.load(checkpoint_path, map_location="cpu", weights_only=False)
-        if saved["config"] != config:
+        try:
+            saved = torch.load(checkpoint_path, map_location="cpu", weights_only=False)
+            saved_config = saved["config"]
+            if not isinstance(saved_config, dict) or not {"model", "optimiser", "scheduler", "state"} <= set(saved):
+                raise KeyError("config")
+        except Exception as exc:  # torch.load fails in many ways on truncated or foreign files
+            raise InputError(f"{checkpoint_path} is not a checkpoint of this training ({type(exc).__name__}: "
+                             f"{str(exc)[:120]}); start a new run in another folder") from None
+        if saved_config != config:
             changed = sorted(k for k in config if saved["config"].get(k) != config[k])
             raise InputError(f"{checkpoint_path} was made with other settings or data ({', '.join(changed)}); "
                              "resume with the same ones, or start a new run in another folder")
@@ -343,10 +370,12 @@ def train(data, outdir, *, arch: str = "kappamask-v2", level: str = "L1C", base=
                 probs = model(x)
                 loss = dice_loss(probs, y, channels, gamma)
             if not torch.isfinite(loss):
-                raise TrainingError(
-                    f"the loss became {float(loss.detach())} in epoch {epoch}; the run stops here. The last good "
-                    f"checkpoint (epoch {state['epoch']}) is kept in {checkpoint_path}; lower the learning rate "
-                    "(--lr) and resume, or check the data")
+                kept = (f"The last good checkpoint (epoch {state['epoch']}) is kept in {checkpoint_path}; lower the "
+                        "learning rate (--lr) and resume, or check the data" if state["epoch"] else
+                        "No epoch finished, so no checkpoint was written; lower the learning rate (--lr) or check "
+                        "the data")
+                raise TrainingError(f"the loss became {float(loss.detach())} in epoch {epoch}; the run stops "
+                                    f"here. {kept}")
             if training:
                 optimiser.zero_grad()
                 loss.backward()

@@ -114,6 +114,30 @@ class ModelCard:
         return tuple(sorted({c.maps_to for c in self.outputs}, key=lambda n: CLASS_BY_NAME[n].value))
 
 
+# Sentinel-2's coarsest bands are 60 m; a coarser working grid than 10 x that discards the image
+MIN_RESOLUTION_M, MAX_RESOLUTION_M = 10, 600
+MIN_TILE, MAX_TILE = 4, 4096
+
+
+def _scaling_problem(rule) -> str | None:
+    """Why a per-band scaling rule cannot work (division by zero, non-finite numbers), or None."""
+    import math
+
+    if rule is None:
+        return None
+    needed = {"z-score": ("mean", "stddev"), "min-max": ("minimum", "maximum")}.get(rule.get("type"))
+    if needed is None or any(k not in rule for k in needed):
+        return f"must be a z-score (mean, stddev), a min-max (minimum, maximum) or null, not {rule}"
+    numbers = {k: v for k, v in rule.items() if k != "type"}
+    if any(not isinstance(v, (int, float)) or isinstance(v, bool) or not math.isfinite(v) for v in numbers.values()):
+        return f"holds a value that is not a finite number ({numbers})"
+    if rule.get("type") == "min-max" and rule["maximum"] == rule["minimum"]:
+        return f"has minimum equal to maximum ({rule['minimum']}): every pixel would divide by zero"
+    if rule.get("type") == "z-score" and not rule["stddev"] > 0:
+        return f"has a standard deviation of {rule['stddev']}; it must be positive"
+    return None
+
+
 @functools.lru_cache(maxsize=1)
 def _schema() -> dict:
     return json.loads(SCHEMA_PATH.read_text())
@@ -138,6 +162,13 @@ def card_from_dict(data: dict, source: str = "<dict>") -> ModelCard:
     unknown = [b for b in bands if b not in BAND_BY_NAME]
     if unknown:
         raise ModelError(f"model card {source} names unknown bands {unknown}")
+    twice = sorted({b for b in bands if bands.count(b) > 1})
+    if twice:
+        raise ModelError(f"model card {source} lists band(s) {', '.join(twice)} more than once")
+    for band, rule in zip(bands, inp["value_scaling"]):
+        problem = _scaling_problem(rule)
+        if problem:
+            raise ModelError(f"model card {source}: the value_scaling of {band} {problem}")
     if len(inp["value_scaling"]) != len(bands):
         raise ModelError(
             f"model card {source}: value_scaling has {len(inp['value_scaling'])} entries "
@@ -157,8 +188,12 @@ def card_from_dict(data: dict, source: str = "<dict>") -> ModelCard:
     for key in ("overlap", "margin"):
         if tiling.get(key, 0) >= tiling["tile_size"]:
             raise ModelError(f"model card {source}: {key} {tiling[key]} must be smaller than the tile size")
-    if tiling["resolution"] % 10:
-        raise ModelError(f"model card {source}: working resolution must be a multiple of 10 m")
+    if tiling["resolution"] % 10 or not MIN_RESOLUTION_M <= tiling["resolution"] <= MAX_RESOLUTION_M:
+        raise ModelError(f"model card {source}: working resolution {tiling['resolution']} m must be a multiple of "
+                         f"10 m from {MIN_RESOLUTION_M} to {MAX_RESOLUTION_M} m")
+    if not MIN_TILE <= tiling["tile_size"] <= MAX_TILE:
+        raise ModelError(f"model card {source}: tile size {tiling['tile_size']} px must be from {MIN_TILE} to "
+                         f"{MAX_TILE} px")
     return ModelCard(
         id=data["id"],
         name=data["name"],

@@ -28,6 +28,7 @@ import logging
 import os
 import sys
 import tempfile
+import time
 import urllib.request
 from datetime import datetime, timezone
 from pathlib import Path
@@ -45,6 +46,9 @@ OFFLINE_ENV = "KAPPAMASK_OFFLINE"
 MIRROR_ENV = "KAPPAMASK_WEIGHTS_MIRROR"
 TRUST_FILE = "downloads.json"  # sha256 of each official file on first use
 TIMEOUT_S = 10  # per network operation: an unreachable source fails within seconds
+# a source that answers but trickles: the whole download must keep at least this rate, checked after a grace time
+MIN_RATE_BPS, RATE_GRACE_S = 20_000, 30
+DOWNLOAD_DEADLINE_S = 3600  # for any one file, whatever its rate
 
 
 def offline() -> bool:
@@ -171,17 +175,25 @@ def _fetch(url: str, folder: Path, what: str, offline_hint: str) -> tuple[Path, 
     except OSError as exc:
         raise ModelError(f"cannot write to the weights folder {folder}: {exc}") from None
     tmp, digest, done = Path(name), hashlib.sha256(), 0
+    started = time.monotonic()
     try:
         with os.fdopen(fd, "wb") as out, urllib.request.urlopen(url, timeout=TIMEOUT_S) as response:
             total = int(response.headers.get("Content-Length") or 0) or None
             log.info("downloading %s from %s%s", what, url, f" ({total / 1e6:.1f} MB)" if total else "")
             bar = _progress(total, what)
-            while block := response.read(1 << 20):
+            # read1: whatever has arrived, so that a source trickling bytes is noticed between reads
+            while block := response.read1(1 << 20):
                 out.write(block)
                 digest.update(block)
                 done += len(block)
                 if bar is not None:
                     bar.update(len(block))
+                elapsed = time.monotonic() - started
+                if elapsed > DOWNLOAD_DEADLINE_S or (elapsed > RATE_GRACE_S and done / elapsed < MIN_RATE_BPS):
+                    raise ModelError(f"the download of {what} from {url} was stopped after {elapsed:.0f} s at "
+                                     f"{done / elapsed / 1000:.1f} kB/s ({done} bytes; the least accepted is "
+                                     f"{MIN_RATE_BPS / 1000:.0f} kB/s, {DOWNLOAD_DEADLINE_S} s in all); nothing was "
+                                     f"kept. {offline_hint}")
             if bar is not None:
                 bar.close()
         if total is not None and done != total:
@@ -189,8 +201,9 @@ def _fetch(url: str, folder: Path, what: str, offline_hint: str) -> tuple[Path, 
                              f"was kept, try again. {offline_hint}")
     except (OSError, http.client.HTTPException, ValueError) as exc:
         tmp.unlink(missing_ok=True)
-        reason = getattr(exc, "reason", None) or exc
-        raise ModelError(f"cannot download {what} from {url} ({reason}). {offline_hint}") from None
+        reason = getattr(exc, "reason", None) or getattr(exc, "strerror", None) or exc
+        raise ModelError(f"cannot download {what} from {url} ({' '.join(str(reason).split())}). {offline_hint}") \
+            from None
     except BaseException:
         tmp.unlink(missing_ok=True)
         raise
@@ -237,12 +250,23 @@ def _trust_path() -> Path:
 
 
 def _trusted() -> dict:
+    """{file: {sha256, url, first_used}} of the official files used so far."""
+    path = _trust_path()
+    reset = (f"delete {path} to start over (each official file's sha256 is then recorded again at its next "
+             "download)")
     try:
-        return json.loads(_trust_path().read_text())
+        record = json.loads(path.read_text())
     except FileNotFoundError:
         return {}
     except (OSError, ValueError) as exc:
-        raise ModelError(f"the download record {_trust_path()} cannot be read ({exc}); repair or delete it") from None
+        raise ModelError(f"the download record {path} cannot be read ({exc}); {reset}") from None
+    entries_ok = isinstance(record, dict) and all(
+        isinstance(entry, dict) and isinstance(entry.get("sha256"), str) and isinstance(entry.get("url", ""), str)
+        for entry in record.values())
+    if not entries_ok:
+        raise ModelError(f"the download record {path} is damaged (expected an object of file name -> "
+                         f"{{sha256, url, first_used}}); {reset}")
+    return record
 
 
 def _check_trust(file: str, url: str, digest: str, pinned: str | None) -> None:
@@ -252,8 +276,8 @@ def _check_trust(file: str, url: str, digest: str, pinned: str | None) -> None:
     seen = _trusted().get(file)
     if seen and seen["sha256"] != digest:
         raise ModelError(
-            f"{file} downloaded from {url} has sha256 {digest}, but when it was first used ({seen['first_used']}, "
-            f"from {seen['url']}) it had {seen['sha256']}: the file changed at the source or on the way, and was not "
+            f"{file} downloaded from {url} has sha256 {digest}, but when it was first used ({seen.get('first_used')}, "
+            f"from {seen.get('url')}) it had {seen['sha256']}: the file changed at the source or on the way, and was not "
             f"used. If the change is expected, remove its entry from {_trust_path()}."
         )
 
@@ -323,7 +347,13 @@ def write_network(arch: str, base: ModelCard, roles: dict, onnx_path, card_path,
     """Build the ONNX graph of ``arch`` from ``roles`` and write it with a card derived from ``base``, both or neither."""
     import onnx  # heavy, and only needed to write a model
 
+    import numpy as np
+
     onnx_path, card_path = Path(onnx_path), Path(card_path)
+    damaged = sorted(role for role, arrays in roles.items() if not all(np.isfinite(a).all() for a in arrays))
+    if damaged:  # such a network classifies every pixel as NaN: refuse it here, not as an all-missing map later
+        raise ModelError(f"the weights hold NaN or infinite values ({len(damaged)} arrays, e.g. {damaged[0]}): the "
+                         "file is damaged or came from a diverged training; nothing was written")
     model = build(arch, roles, len(base.bands), base.tile_size, doc=name)
     card = copy.deepcopy(base.raw)
     card.update(id=card_id, name=name, trained=trained, framework="ONNX",
