@@ -72,7 +72,7 @@ def test_row_blocks_give_the_same_map_as_one_block(monkeypatch):
 
 
 @pytest.mark.parametrize("spec,message", [("cloud=abc", "distance in metres"), ("sky=10", "cannot buffer 'sky'"),
-                                          ("cloud=-5", "zero or a positive"), ("cloud300", "CLASS=METRES")])
+                                          ("cloud=-5", "distance from 0 to 5000 m"), ("cloud300", "CLASS=METRES")])
 def test_bad_buffer_specifications(spec, message):
     with pytest.raises(InputError, match=message):
         parse_buffers(spec)

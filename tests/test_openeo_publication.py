@@ -131,4 +131,4 @@ def test_building_onto_a_file_is_refused(tmp_path, capsys):
     target = tmp_path / "taken.json"
     target.write_text("{}")
     assert main(["openeo", "build", str(target)]) == 2
-    assert "is a file, not a folder" in capsys.readouterr().err and target.read_text() == "{}"
+    assert "is a file; name a folder" in capsys.readouterr().err and target.read_text() == "{}"
