@@ -20,7 +20,7 @@ from pathlib import Path
 from ..foundation import plugins
 from ..models.resolve import resolve_model
 from ..foundation.classes import ENCODINGS
-from ..foundation.errors import InputError
+from ..foundation.errors import InputError, KappaMaskError
 from ..chain.infer import OnnxRunner
 from ..chain.buffers import usable_mask
 from ..chain.pipeline import ClassifyOptions, make_runner, run
@@ -70,47 +70,106 @@ def finished(finals: dict, digest: str, outputs) -> bool:
 
 
 def classify_to_files(inputs, outdir, *, model="auto", weights=None, level=None, options=None,
-                      encoding="kappamask", stac=True, usable=False, force=False, finish=True) -> list[dict]:
+                      encoding="kappamask", stac=True, usable=False, force=False, finish=True,
+                      progress: bool = False) -> list[dict]:
     """Classify each input and write ``<id>_kappamask.tif`` / ``.png`` (and STAC) into ``outdir``.
 
-    One ONNX session is shared by all inputs that resolve to the same card.
-    Returns, per input, the paths written. Stops at the first input that
-    fails; the products finished before it keep all their files. ``usable``
-    also writes the usable-pixel mask (1 clear, 0 not, 255 missing). A product
-    whose files exist, match their STAC item's checksums and were made with the
-    same model and settings is not classified again, unless ``force``; so an
-    interrupted batch resumes when it is run again.
+    One ONNX session is shared by all inputs that resolve to the same card. Returns, per input, the paths
+    written. ``usable`` also writes the usable-pixel mask (1 clear, 0 not, 255 missing). A product whose files
+    exist, match their STAC item's checksums and were made with the same model and settings is not classified
+    again, unless ``force``; so an interrupted batch resumes when it is run again.
+
+    A list or tuple of inputs is opened whole first (a bad input costs seconds, not a product's run) and the
+    run stops at the first input that fails; the products finished before it keep all their files. Any other
+    iterable (a catalogue search: :mod:`kappamask_stac.search`) is taken one input at a time, never listed
+    whole: an input that fails is reported and skipped, and at the end one line says which failed (the
+    others keep their files).
     """
     options = options or ClassifyOptions()
     if encoding not in ENCODINGS:
         raise InputError(f"unknown encoding {encoding!r}; choose one of {', '.join(ENCODINGS)}")
     outdir = output_folder(outdir)
-    inputs = list(inputs)
-    if not inputs:
-        raise InputError("no inputs given")
-    products = [open_product(source, level=level) for source in inputs]
-    stems = [f"{safe_name(p.id)}_kappamask" for p in products]
-    seen: dict[str, int] = {}
-    for i, stem in enumerate(stems):
-        if stem in seen:
-            raise InputError(f"inputs {inputs[seen[stem]]} and {inputs[i]} are the same product ({products[i].id}); "
-                             "give each product once")
-        seen[stem] = i
-    outputs = plugins.outputs(None if stac else ())
-    runners: dict[str, OnnxRunner] = {}
-    written = []
-    for source, product, stem in zip(inputs, products, stems):
-        resolved = resolve_model(model, product.level or level, product.bands, weights, announce=False)
+    batch = _Batch(outdir, model, weights, level, options, encoding, plugins.outputs(None if stac else ()), usable,
+                   force)
+    if isinstance(inputs, (list, tuple)):
+        if not inputs:
+            raise InputError("no inputs given")
+        products = [open_product(source, level=level) for source in inputs]
+        stems = [f"{safe_name(p.id)}_kappamask" for p in products]
+        seen: dict[str, int] = {}
+        for i, stem in enumerate(stems):
+            if stem in seen:
+                raise InputError(f"inputs {inputs[seen[stem]]} and {inputs[i]} are the same product "
+                                 f"({products[i].id}); give each product once")
+            seen[stem] = i
+        written = [batch.classify(source, product) for source, product in zip(inputs, products)]
+    else:
+        written = _stream(batch, inputs, level, progress)
+    if finish:
+        for output in batch.outputs:
+            output.finish(written, outdir, encoding)
+    return written
+
+
+def _stream(batch: "_Batch", inputs, level, progress: bool) -> list[dict]:
+    """Inputs one at a time; failures are reported and skipped, and summed up in one line at the end."""
+    bar = None
+    if progress:
+        from tqdm import tqdm
+
+        bar = tqdm(unit="product", desc="products", leave=False)
+    written, failed, seen, count = [], [], set(), 0
+    try:
+        for source in inputs:
+            count += 1
+            try:
+                product = open_product(source, level=level)
+                if product.id in seen:
+                    raise InputError(f"{product.id} came twice")
+                seen.add(product.id)
+                written.append(batch.classify(source, product))
+            except KappaMaskError as exc:
+                name = getattr(source, "id", None) or str(source)
+                failed.append((name, " ".join(str(exc).split())))
+                log.warning("%s: %s", name, failed[-1][1])
+            if bar is not None:
+                bar.update(1)
+    finally:
+        if bar is not None:
+            bar.close()
+    if not count:
+        raise InputError("no inputs: the search found nothing")
+    log.info("%d of %d products written or already complete; %d failed", len(written), count, len(failed))
+    if failed:
+        listed = "; ".join(f"{name}: {why[:120]}" for name, why in failed[:3])
+        raise InputError(f"{len(failed)} of {count} inputs failed ({listed}{'; ...' if len(failed) > 3 else ''}); "
+                         f"the other {len(written)} have their files, and a rerun classifies only what is missing")
+    return written
+
+
+class _Batch:
+    """What all products of one run share: the output folder, the settings and one session per model."""
+
+    def __init__(self, outdir, model, weights, level, options, encoding, outputs, usable, force):
+        self.outdir, self.model, self.weights, self.level, self.options = outdir, model, weights, level, options
+        self.encoding, self.outputs, self.usable, self.force = encoding, outputs, usable, force
+        self.runners: dict[str, OnnxRunner] = {}
+
+    def classify(self, source, product) -> dict:
+        """One product's files, written together (or found complete and kept)."""
+        options, encoding, outputs, usable = self.options, self.encoding, self.outputs, self.usable
+        stem = f"{safe_name(product.id)}_kappamask"
+        resolved = resolve_model(self.model, product.level or self.level, product.bands, self.weights, announce=False)
         card = resolved.card
-        if not resolved.lookup and card.source not in runners:  # lookup cards (SCL) need no session
-            runners[card.source] = make_runner(resolved, options)
-        runner = runners.get(card.source)
-        finals = {role: outdir / name for role, name in product_files(stem, options.scores, outputs, usable).items()}
+        if not resolved.lookup and card.source not in self.runners:  # lookup cards (SCL) need no session
+            self.runners[card.source] = make_runner(resolved, options)
+        runner = self.runners.get(card.source)
+        finals = {role: self.outdir / name
+                  for role, name in product_files(stem, options.scores, outputs, usable).items()}
         digest = settings_digest(runner.card if runner else card, options, encoding, usable)
-        if not force and finished(finals, digest, outputs):
+        if not self.force and finished(finals, digest, outputs):
             log.info("%s: outputs exist and are complete, made with the same settings: skipped", product.id)
-            written.append(finals)
-            continue
+            return finals
         resolved.announce()
         stale = [p for final in finals.values() for p in remove_stale_parts(Path(final))]
         if stale:
@@ -138,8 +197,4 @@ def classify_to_files(inputs, outdir, *, model="auto", weights=None, level=None,
         pct = result.class_percentages()
         log.info("%s: %s (%.1f s)", product.id, ", ".join(f"{k} {v:.1f}%" for k, v in pct.items() if k != "missing"),
                  result.timings["total_s"])
-        written.append(finals)
-    if finish:
-        for output in outputs:
-            output.finish(written, outdir, encoding)
-    return written
+        return finals

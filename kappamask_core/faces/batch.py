@@ -100,7 +100,8 @@ def classify_many(inputs, outdir, *, model="auto", weights=None, level=None, opt
         import dask
     except ImportError:
         raise InputError("parallel runs need Dask: pip install 'kappamask[dask]'") from None
-    inputs = [str(i) for i in inputs]
+    # paths as text; other inputs (pystac items of a search) as they are: Dask hands them to the workers
+    inputs = [str(i) if isinstance(i, (str, os.PathLike)) else i for i in inputs]
     outdir = output_folder(outdir)
     options = options or ClassifyOptions()
     local = scheduler in LOCAL_SCHEDULERS

@@ -91,15 +91,29 @@ def _options(args):
     )
 
 
+def _inputs(args):
+    """The paths given, then what each input source that was asked for yields (one at a time)."""
+    wanted = [source for source in plugins.sources() if source.wanted(args)]
+    if not args.inputs and not wanted:
+        raise InputError("no inputs given: name products, or search a catalogue (kappamask classify --help)")
+    if not wanted:
+        return list(args.inputs)
+    import itertools
+
+    return itertools.chain(args.inputs, *(source.inputs(args) for source in wanted))
+
+
 def cmd_classify(args) -> int:
     from .api import classify_to_files
 
+    args.inputs = _inputs(args)
     scheduler = getattr(args, "scheduler", None)
     if hasattr(args, "workers"):
         from .batch import check_parallel
 
         check_parallel(args.workers, scheduler or "processes")
-    if scheduler or (getattr(args, "workers", 1) > 1 and len(args.inputs) > 1):
+    many = not isinstance(args.inputs, list) or len(args.inputs) > 1
+    if scheduler or (getattr(args, "workers", 1) > 1 and many):
         from .batch import classify_many
 
         if args.no_stac:
@@ -112,7 +126,7 @@ def cmd_classify(args) -> int:
         outputs = classify_to_files(
             args.inputs, args.output, model=args.model, weights=args.weights, level=args.level,
             options=_options(args), encoding=args.encoding, stac=not args.no_stac, usable=args.usable,
-            force=getattr(args, "force", False),
+            force=getattr(args, "force", False), progress=not args.no_progress and sys.stderr.isatty(),
         )
     for out in outputs:
         print(json.dumps({k: str(v) for k, v in out.items()}))
@@ -296,8 +310,10 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True)
 
     p = sub.add_parser("classify", help="classify products into a five-class 10 m map")
-    p.add_argument("inputs", nargs="+", help="SAFE folder or .zip, band folder, or STAC item .json")
+    p.add_argument("inputs", nargs="*", help="SAFE folder or .zip, band folder, or STAC item .json")
     p.add_argument("-o", "--output", required=True, help="output folder")
+    for source in plugins.sources():  # inputs from elsewhere, e.g. a STAC API search (kappamask_stac)
+        source.add_arguments(p)
     p.add_argument("--workers", type=int, default=1, help="products classified in parallel (Dask processes)")
     p.add_argument("--scheduler", metavar="ADDRESS",
                    help="run the products on an existing Dask distributed cluster, e.g. tcp://10.0.0.5:8786 (its "

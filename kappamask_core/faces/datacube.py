@@ -10,7 +10,7 @@ from __future__ import annotations
 from ..foundation.bands import BAND_BY_NAME
 from ..chain.buffers import usable_mask
 from ..foundation.classes import CLASSES, encode
-from ..foundation.errors import InputError, ModelError
+from ..foundation.errors import InputError
 from ..models.cards import ALIASES, AUTO
 from ..models.resolve import resolve_card, resolve_model
 from ..chain.pipeline import ClassifyOptions, check_compatible, make_runner, run

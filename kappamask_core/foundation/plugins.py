@@ -14,6 +14,10 @@ in its ``pyproject.toml``, objects in these groups, and the core loads them:
   whole and were made with these settings, so that a rerun may skip it.
 * ``kappamask.commands``: command-line sub-commands, a ``register(subparsers)``
   function.
+* ``kappamask.sources``: where the inputs of ``classify`` can come from besides paths
+  (a catalogue search). An object with ``name``, ``add_arguments(parser)``,
+  ``wanted(args) -> bool`` and ``inputs(args)``, an iterator of inputs that the
+  run takes one at a time (a search of thousands of items is never listed whole).
 
 This package registers its own STAC reader, STAC item writer and the ``stac``
 and ``openeo`` commands this way.
@@ -52,3 +56,7 @@ def outputs(names=None) -> tuple:
 
 def commands() -> tuple:
     return load("kappamask.commands")
+
+
+def sources() -> tuple:
+    return load("kappamask.sources")
