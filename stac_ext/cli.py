@@ -24,8 +24,28 @@ def cmd_validate(args) -> int:
     return 1 if bad else 0
 
 
+def cmd_publish(args) -> int:
+    from .publish import publish
+
+    result = publish(args.folder, args.api, collection=args.collection, href_base=args.href_base,
+                     allow_local=args.allow_local_hrefs)
+    print(result.summary())
+    return 0
+
+
 def register(sub) -> None:
     stac = sub.add_parser("stac", help="STAC utilities").add_subparsers(dest="stac", required=True)
     p = stac.add_parser("validate", help="validate STAC items/collections offline against all their schemas")
     p.add_argument("path", help="a STAC JSON file or a folder of them")
     p.set_defaults(func=cmd_validate)
+    p = stac.add_parser("publish", help="create or update the collection and upsert a run's items in a STAC API "
+                                        "(Transactions extension)")
+    p.add_argument("folder", help="the output folder of kappamask classify")
+    p.add_argument("--api", required=True, metavar="URL", help="the STAC API's root URL")
+    p.add_argument("--collection", metavar="ID", help="collection id (default: the run's collection.json id)")
+    p.add_argument("--href-base", metavar="URL",
+                   help="where the run's files will be served (e.g. https://bucket.example.org/masks/); asset hrefs "
+                        "are rewritten onto it")
+    p.add_argument("--allow-local-hrefs", action="store_true",
+                   help="publish hrefs to the local files (only this machine can read them)")
+    p.set_defaults(func=cmd_publish)

@@ -7,6 +7,7 @@ from pathlib import Path
 
 from .common import COG_MEDIA_TYPE, EXTENSIONS, class_table, write_json_atomic
 
+
 def build_collection(items, encoding: str = "kappamask"):
     import pystac
 
@@ -24,7 +25,8 @@ def build_collection(items, encoding: str = "kappamask"):
         title="KappaMask classification",
         license="other",
         extent=pystac.Extent(pystac.SpatialExtent([bbox]), pystac.TemporalExtent([[min(times), max(times)]])),
-        stac_extensions=[EXTENSIONS["classification"], EXTENSIONS["eo"]],  # item_assets is core in STAC 1.1
+        # item_assets is core in STAC 1.1
+        stac_extensions=[EXTENSIONS["classification"], EXTENSIONS["eo"], EXTENSIONS["render"]],
         summaries=pystac.Summaries(summaries),
     )
     collection.extra_fields["item_assets"] = {
@@ -32,6 +34,12 @@ def build_collection(items, encoding: str = "kappamask"):
                            "classification:classes": classes},
         "quicklook": {"type": "image/png", "roles": ["overview"], "title": "True colour and classes"},
     }
+    # how tile servers and browsers draw the classes: the COG's own palette, class by class
+    missing = next(c["value"] for c in classes if c.get("nodata"))
+    collection.extra_fields["renders"] = {"classes": {
+        "title": "Cloud and cloud-shadow classes", "assets": ["classification"], "resampling": "nearest",
+        "nodata": missing, "colormap": {str(c["value"]): f"#{c['color_hint']}" for c in classes if not c.get("nodata")},
+    }}
     return collection
 
 

@@ -17,6 +17,7 @@ EXTENSIONS = {
     "file": "https://stac-extensions.github.io/file/v2.1.0/schema.json",
     "processing": "https://stac-extensions.github.io/processing/v1.1.0/schema.json",
     "eo": "https://stac-extensions.github.io/eo/v1.1.0/schema.json",
+    "render": "https://stac-extensions.github.io/render/v2.0.0/schema.json",
 }
 
 
