@@ -254,3 +254,73 @@ def test_a_real_network_quantised_on_a_real_scene_is_listed_with_its_verdict(eob
     listing = capsys.readouterr().out
     verdict = "faithful" if report["faithful"] else "FAILED its check"
     assert f"ukis-csmask-6b-l1c-int8 int8 variant, {verdict}" in " ".join(listing.split())
+
+
+def bf16_here() -> None:
+    """OpenVINO (test extra) must import; a CPU without bfloat16 arithmetic cannot prove a bf16 variant."""
+    from conftest import require
+
+    from kappamask_core.models.resolve import bf16_cpu
+
+    require("openvino")
+    if bf16_cpu():
+        pytest.skip(f"bf16 variants cannot be checked here: {bf16_cpu()}")
+
+
+def test_a_bf16_variant_is_checked_runs_on_openvino_and_auto_takes_it(parent, tmp_path, monkeypatch, caplog):
+    bf16_here()
+    made = make_variant(str(parent), "bf16", calibrate=[level(blocks_cube(1))])
+    assert made.check.faithful and made.check.agreement > 0.999, made.check.failures()
+    card = load_card(made.card_path)
+    assert (card.id, card.precision, card.engine) == ("conv-test-bf16", "bf16", "openvino")
+    assert card.weights["precision"] == "fp32"  # the file is the float32 network; OpenVINO rounds as it runs
+    assert card.variant["calibration"]["tiles"] == 0 and card.variant["check"]["tiles"] > 0
+    assert "openvino" in card.variant["software"]
+
+    scene = level(blocks_cube(4))
+    with caplog.at_level(logging.WARNING):
+        auto = run(scene, str(parent))
+    assert auto.card.id == "conv-test-bf16" and auto.runtime["providers"] == ["OpenVINO CPU (bf16)"]
+    assert any("running its bf16 variant" in r.message for r in caplog.records)
+    exact = run(scene, str(parent), options=ClassifyOptions(precision="fp32"))
+    assert exact.card.id == "conv-test" and (auto.classes == exact.classes).mean() > 0.999
+
+    written = classify_to_files([scene], tmp_path / "out", model=str(parent))[0]
+    recorded = json.loads(Path(written["stac_item"]).read_text())["properties"]["kappamask:model"]
+    assert recorded["precision"] == "bf16" and recorded["variant"]["parent"] == "conv-test"
+
+    # where the CPU has no bfloat16 arithmetic (or OpenVINO is missing), auto passes it over and says why
+    from kappamask_core.models import resolve
+
+    monkeypatch.setattr(resolve, "bf16_cpu", lambda: "this CPU has no bfloat16 arithmetic")
+    with caplog.at_level(logging.INFO):
+        assert run(scene, str(parent)).card.id == "conv-test"
+    assert any("conv-test-bf16: not used: this CPU has no bfloat16" in r.message for r in caplog.records)
+
+
+def test_the_self_check_refuses_a_damaged_bf16_variant(parent, tmp_path, monkeypatch):
+    bf16_here()
+    honest = quantize.float32_model
+
+    def damaged(path):
+        from onnx import numpy_helper
+
+        model = honest(path)
+        kernel = model.graph.initializer[0]
+        values = numpy_helper.to_array(kernel).copy()
+        values[0] *= 10  # the first class's scores, ten times too large
+        kernel.CopyFrom(numpy_helper.from_array(values, kernel.name))
+        return model
+
+    monkeypatch.setattr(quantize, "float32_model", damaged)
+    result = make_variant(str(parent), "bf16", calibrate=[level(blocks_cube(1))], output=tmp_path / "variants")
+    assert not result.check.faithful and result.check.agreement < 0.9
+    assert result.onnx is None and not list((tmp_path / "variants").glob("*.onnx"))
+
+
+def test_no_bf16_variant_where_its_check_would_prove_nothing(parent, monkeypatch, capsys):
+    monkeypatch.setattr(quantize, "bf16_cpu", lambda: "this CPU has no bfloat16 arithmetic")
+    assert main(["models", "quantize", str(parent), "--precision", "bf16"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "no bfloat16 arithmetic" in err[0] and "would prove nothing" in err[0], err
+    assert not list(weights_dir().glob("*bf16*"))

@@ -221,9 +221,11 @@ namespace = {{"__file__": {udf!r}}}
 exec(compile(open({udf!r}).read(), "kappamask_udf.py", "exec"), namespace)
 out = namespace["apply_datacube"](cube, {context!r})
 import kappamask_core, onnxruntime, os
+from kappamask_core.chain import infer
 print(json.dumps({{"core": kappamask_core.__file__, "onnxruntime": onnxruntime.__file__,
+                  "ran": [runner.card.id for runner in infer._RUNNERS.values()],
                   "weights": os.environ.get("KAPPAMASK_WEIGHTS_DIR"), "path": sys.path,
-                  "modules": {{m: getattr(sys.modules[m], "__file__", None) for m in ("attr", "affine")
+                  "modules": {{m: getattr(sys.modules[m], "__file__", None) for m in ("attr", "affine", "openvino")
                               if m in sys.modules}},
                   "values": sorted(set(np.unique(out.values).tolist()))}}))
 """
@@ -350,3 +352,70 @@ def test_the_udf_downloads_its_archive_once_when_no_job_option_brought_it(tmp_pa
                                tmp_path / "tmp")
     assert wrong.returncode != 0 and "it was not used" in wrong.stderr.strip().splitlines()[-1]
     assert ours() == cached
+
+
+@pytest.fixture(scope="module")
+def openvino_wheels() -> list:
+    """OpenVINO's wheels for the UDF runtime (openvino and openvino-telemetry), downloaded once and cached."""
+    from kappamask_core.foundation.errors import OutputError
+    from kappamask_udf.openeo_build import openvino_wheels as download
+
+    cached = [sorted(WHEEL_CACHE.glob(pattern)) for pattern in ("openvino-*cp311*manylinux*x86_64.whl",
+                                                                 "openvino_telemetry-*.whl")]
+    if all(cached):
+        return [found[-1] for found in cached]
+    try:
+        return download(WHEEL_CACHE)
+    except OutputError as exc:
+        if os.environ.get(STRICT_ENV):
+            raise
+        pytest.skip(str(exc))
+
+
+def test_an_archive_with_openvino_runs_the_faithful_bf16_variant(tmp_path, onnxruntime_wheel, openvino_wheels):
+    """On executors whose CPUs have bfloat16 arithmetic, the UDF runs a model's bf16 variant from our archive:
+    OpenVINO comes from the archive, next to the network and the variant's card."""
+    import xarray as xr
+
+    from conftest import conv3x3_onnx, identity_card
+
+    from kappamask_core.faces.cli import main
+    from kappamask_core.io.readers import from_dataarray
+    from kappamask_core.learning.quantize import make_variant
+    from kappamask_core.models.resolve import bf16_cpu
+
+    if bf16_cpu():
+        pytest.skip(f"bf16 variants cannot be checked here: {bf16_cpu()}")
+    bands = ["B02", "B03", "B04", "B08"]
+    folder = tmp_path / "model"
+    folder.mkdir()
+    conv3x3_onnx(folder / "conv.onnx", len(bands))
+    card = identity_card(folder / "conv.json", bands, ["cloud", "clear", "cloud_shadow", "clear"], tile=64,
+                         overlap=8, weights="conv.onnx", levels=("L1C",))
+    raw = json.loads(card.read_text())
+    raw["id"] = "conv-udf-test"
+    card.write_text(json.dumps(raw))
+    # a scene of 16 px blocks with one bright band each: clear-cut decisions for the check
+    rng = np.random.default_rng(0)
+    bright = rng.integers(0, len(bands), size=(8, 8)).repeat(16, 0).repeat(16, 1)
+    data = np.where(np.arange(len(bands))[:, None, None] == bright[None], 6000, 1000).astype(np.uint16)
+    scene = xr.DataArray(data, dims=("bands", "y", "x"), attrs={"crs": "EPSG:32633"},
+                         coords={"bands": bands, "y": 5e6 - 10 * np.arange(128) - 5, "x": 3e5 + 10 * np.arange(128) + 5})
+    made = make_variant(str(card), "bf16", calibrate=[from_dataarray(scene, level="L1C")], output=folder)
+    assert made.check.faithful, made.check.failures()
+
+    plain, full = tmp_path / "plain.zip", tmp_path / "kappamask_udf_deps.zip"
+    assert main(["openeo", "package", str(plain), "--model", str(card), "--onnxruntime-wheel",
+                 str(onnxruntime_wheel)]) == 0
+    assert not any("bf16" in n for n in zipfile.ZipFile(plain).namelist())  # nothing could run it there
+    assert main(["openeo", "package", str(full), "--model", str(card), "--onnxruntime-wheel", str(onnxruntime_wheel),
+                 *[arg for wheel in openvino_wheels for arg in ("--openvino-wheel", str(wheel))]]) == 0
+    names = zipfile.ZipFile(full).namelist()
+    assert {"models/conv-udf-test-bf16.json", "openvino/__init__.py", "openvino_telemetry/__init__.py"} <= set(names)
+
+    site = runtime_site(tmp_path / "runtime")
+    deps = unpack(full, tmp_path / "work" / "kappamask_deps")
+    context = {"model": str(deps / "models" / "conv-udf-test.json")}
+    out = report(run_udf_in_runtime(tmp_path / "work", [site], context))
+    assert out["ran"] == ["conv-udf-test-bf16"] and out["modules"]["openvino"].startswith(str(deps))
+    assert set(out["values"]) <= {1, 2, 4} and len(out["values"]) > 1

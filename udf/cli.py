@@ -36,12 +36,13 @@ def cmd_build(args) -> int:
 def cmd_package(args) -> int:
     import tempfile
 
-    from .openeo_build import DEPENDENCY_FOLDER, build_archive, onnxruntime_wheel
+    from .openeo_build import DEPENDENCY_FOLDER, build_archive, onnxruntime_wheel, openvino_wheels
 
     models = args.model or DEFAULT_ARCHIVE_MODELS
     with tempfile.TemporaryDirectory(prefix="kappamask-wheels-") as wheels:
         wheel = args.onnxruntime_wheel or (onnxruntime_wheel(Path(wheels)) if args.with_onnxruntime else None)
-        path, size, digest = build_archive(Path(args.output), models, args.weights, wheel)
+        openvino = args.openvino_wheel or (openvino_wheels(Path(wheels)) if args.with_openvino else [])
+        path, size, digest = build_archive(Path(args.output), models, args.weights, wheel, openvino)
     print(f"{path}  {size / 2**20:.1f} MiB  sha256 {digest}")
     print(f"job option: \"udf-dependency-archives\": [\"<URL of {path.name}>#{DEPENDENCY_FOLDER}\"]")
     return 0
@@ -77,4 +78,9 @@ def register(sub) -> None:
                    help="also carry onnxruntime for the UDF runtime (CPython 3.11, manylinux x86_64), downloaded "
                         "with pip; needed where the runtime has none and no other way provides it")
     p.add_argument("--onnxruntime-wheel", metavar="FILE", help="carry onnxruntime from this wheel instead")
+    p.add_argument("--with-openvino", action="store_true",
+                   help="also carry OpenVINO (about 32 MiB more) and the models' faithful bf16 variants, which "
+                        "executors whose CPUs have bfloat16 arithmetic run in place of the networks")
+    p.add_argument("--openvino-wheel", metavar="FILE", action="append",
+                   help="carry OpenVINO from these wheels instead (openvino and openvino-telemetry; repeatable)")
     p.set_defaults(func=cmd_package)

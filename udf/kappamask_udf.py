@@ -34,8 +34,9 @@ Context keys (all optional):
   margin       tile margin in working pixels           (default: the model card's)
   device       "auto", "cpu", "cuda" or "tensorrt"     (default "auto")
   batch_size   tiles per inference call                (default: 1 on CPU, 8 on CUDA)
-  precision    "auto", "fp32" or "int8"                (default "auto": on CPUs the model's faithful int8
-               variant where the archive holds one, else the network as published; "fp32": always that)
+  precision    "auto", "fp32", "int8" or "bf16"        (default "auto": on CPUs the model's faithful int8 or
+               bf16 variant where the archive holds one (bf16: built --with-openvino, and only on CPUs with
+               bfloat16 arithmetic), else the network as published; "fp32": always that)
   dependency_folder   where the dependency archive was unpacked (default "kappamask_deps")
   dependency_archive  URL of the dependency archive; downloaded and unpacked once per machine when the
                       folder is absent (synchronous requests get no udf-dependency-archives)

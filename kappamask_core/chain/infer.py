@@ -1,10 +1,11 @@
-"""ONNX Runtime inference over batches of tiles; no geometry here.
+"""Inference over batches of tiles (ONNX Runtime; OpenVINO for bf16 variants); no geometry here.
 
-The runner takes a resolved model (:func:`kappamask_core.models.resolve.resolve_model`: a card and its
+A runner takes a resolved model (:func:`kappamask_core.models.resolve.resolve_model`: a card and its
 verified ONNX file; it never looks for weights itself), checks the file against its card (band count, tile
-size, number of outputs), picks execution providers (CUDA or TensorRT when onnxruntime-gpu and a GPU are
-present, else CPU; overridable), and returns class probabilities in (N, classes, H, W) layout whatever the
-model's layout.
+size, number of outputs), and returns class probabilities in (N, classes, H, W) layout whatever the model's
+layout. The ONNX Runtime runner picks execution providers (CUDA or TensorRT when onnxruntime-gpu and a GPU are
+present, else CPU; overridable). A card whose ``engine`` is ``openvino`` (a bf16 variant,
+:mod:`kappamask_core.learning.quantize`) runs on OpenVINO's CPU plugin in bfloat16.
 """
 
 from __future__ import annotations
@@ -56,43 +57,18 @@ def softmax(scores: np.ndarray, axis: int = 1) -> np.ndarray:
     return scores
 
 
-class OnnxRunner:
-    """One ONNX Runtime session for one resolved model."""
+class Runner:
+    """What every runner shares: the check of the file against its card, batching and the scores' layout."""
 
-    def __init__(self, model: Model, device: str = "auto", threads: int | None = None,
-                 batch_size: int | None = None, fp16: bool = False, io_binding: bool | None = None):
-        import onnxruntime as ort  # heavy: only where a network runs
+    model: Model
+    card: object
+    layout: str
+    batch_size: int
+    device: str
+    providers: list  # what runs it, for the log and the outputs' runtime record
 
-        if model.path is None:
-            raise ModelError(f"model {model.card.id!r} looks up the product's own mask; it has no network to run")
-        self.model, self.card, path = model, model.card, model.path
-        options = ort.SessionOptions()
-        options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
-        options.intra_op_num_threads = threads or os.cpu_count() or 1
-        options.inter_op_num_threads = 1
-        # idle ONNX Runtime threads must not spin: band decoding for the next strip shares the cores
-        options.add_session_config_entry("session.intra_op.allow_spinning", "0")
-        self.providers = choose_providers(device)
-        if self.providers == ["CPUExecutionProvider"]:
-            # measured on KappaMask v2 (benchmarks/ort_options.py, docs/performance.md): the preplanned memory
-            # pattern holds more memory at the same speed per tile, and the results are identical
-            options.enable_mem_pattern = False
-        model = _float16_model(path) if fp16 else str(path)
-        try:
-            self.session = ort.InferenceSession(model, sess_options=options, providers=self.providers)
-        except Exception as exc:
-            raise ModelError(f"ONNX Runtime cannot load model file {path}: {exc}") from None
-        self.device = "cuda" if "CUDAExecutionProvider" in self.session.get_providers() else "cpu"
-        # measured on CPU (benchmarks/run.py --batch-sweep): batches of 1 to 8 tiles run at the same speed per
-        # tile, and 1 needs the least memory; GPUs want larger batches
-        self.batch_size = max(1, int(batch_size)) if batch_size else (8 if self.device == "cuda" else 1)
-        # On a GPU, bind inputs and outputs so ONNX Runtime copies each batch once each way
-        self.io_binding = self.device == "cuda" if io_binding is None else io_binding
-        inputs, outputs = self.session.get_inputs(), self.session.get_outputs()
-        if len(inputs) != 1:
-            raise ModelError(f"model {path} has {len(inputs)} inputs; exactly one image input is supported")
-        self.input_name = inputs[0].name
-        self.layout = self._check(inputs[0].shape, outputs[0].shape, path)
+    def _infer(self, batch: np.ndarray) -> np.ndarray:
+        raise NotImplementedError
 
     def _check(self, in_shape, out_shape, path) -> str:
         card, n = self.card, len(self.card.bands)
@@ -128,7 +104,7 @@ class OnnxRunner:
             batch = np.ascontiguousarray(tiles[start : start + self.batch_size], dtype=np.float32)
             if self.layout == "NHWC":
                 batch = np.ascontiguousarray(batch.transpose(0, 2, 3, 1))
-            out = self._run_bound(batch) if self.io_binding else self.session.run(None, {self.input_name: batch})[0]
+            out = self._infer(batch)
             if self.layout == "NHWC":
                 out = out.transpose(0, 3, 1, 2)
             out = np.array(out, dtype=np.float32)
@@ -140,12 +116,90 @@ class OnnxRunner:
         return np.concatenate(results)
 
 
+class OnnxRunner(Runner):
+    """One ONNX Runtime session for one resolved model."""
+
+    def __init__(self, model: Model, device: str = "auto", threads: int | None = None,
+                 batch_size: int | None = None, fp16: bool = False, io_binding: bool | None = None):
+        import onnxruntime as ort  # heavy: only where a network runs
+
+        if model.path is None:
+            raise ModelError(f"model {model.card.id!r} looks up the product's own mask; it has no network to run")
+        self.model, self.card, path = model, model.card, model.path
+        options = ort.SessionOptions()
+        options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+        options.intra_op_num_threads = threads or os.cpu_count() or 1
+        options.inter_op_num_threads = 1
+        # idle ONNX Runtime threads must not spin: band decoding for the next strip shares the cores
+        options.add_session_config_entry("session.intra_op.allow_spinning", "0")
+        self.providers = choose_providers(device)
+        if self.providers == ["CPUExecutionProvider"]:
+            # measured on KappaMask v2 (benchmarks/ort_options.py, docs/performance.md): the preplanned memory
+            # pattern holds more memory at the same speed per tile, and the results are identical
+            options.enable_mem_pattern = False
+        model = _float16_model(path) if fp16 else str(path)
+        try:
+            self.session = ort.InferenceSession(model, sess_options=options, providers=self.providers)
+        except Exception as exc:
+            raise ModelError(f"ONNX Runtime cannot load model file {path}: {exc}") from None
+        self.providers = self.session.get_providers()  # what ONNX Runtime took of those asked for
+        self.device = "cuda" if "CUDAExecutionProvider" in self.providers else "cpu"
+        # measured on CPU (benchmarks/run.py --batch-sweep): batches of 1 to 8 tiles run at the same speed per
+        # tile, and 1 needs the least memory; GPUs want larger batches
+        self.batch_size = max(1, int(batch_size)) if batch_size else (8 if self.device == "cuda" else 1)
+        # On a GPU, bind inputs and outputs so ONNX Runtime copies each batch once each way
+        self.io_binding = self.device == "cuda" if io_binding is None else io_binding
+        inputs, outputs = self.session.get_inputs(), self.session.get_outputs()
+        if len(inputs) != 1:
+            raise ModelError(f"model {path} has {len(inputs)} inputs; exactly one image input is supported")
+        self.input_name = inputs[0].name
+        self.layout = self._check(inputs[0].shape, outputs[0].shape, path)
+
+    def _infer(self, batch: np.ndarray) -> np.ndarray:
+        return self._run_bound(batch) if self.io_binding else self.session.run(None, {self.input_name: batch})[0]
+
     def _run_bound(self, batch: np.ndarray) -> np.ndarray:
         binding = self.session.io_binding()
         binding.bind_cpu_input(self.input_name, batch)
         binding.bind_output(self.session.get_outputs()[0].name, self.device)
         self.session.run_with_iobinding(binding)
         return binding.copy_outputs_to_cpu()[0]
+
+
+class OpenVinoRunner(Runner):
+    """OpenVINO's CPU plugin for a bf16 variant: the float32 network computed in bfloat16 where the CPU has it."""
+
+    def __init__(self, model: Model, device: str = "auto", threads: int | None = None,
+                 batch_size: int | None = None):
+        if device not in ("auto", "cpu"):
+            raise ModelError(f"model {model.card.id!r} is a {model.card.precision} variant for CPUs (OpenVINO); "
+                             f"for device {device!r} run its parent")
+        try:
+            import openvino
+        except ImportError:
+            raise ModelError(f"model {model.card.id!r} runs on OpenVINO: pip install 'kappamask[openvino]'") from None
+        self.model, self.card, self.device, path = model, model.card, "cpu", model.path
+        self.providers = [f"OpenVINO CPU ({model.card.precision})"]
+        self.batch_size = max(1, int(batch_size)) if batch_size else 1
+        core = openvino.Core()
+        try:
+            network = core.read_model(str(path))
+            inputs, outputs = network.inputs, network.outputs
+            if len(inputs) != 1:
+                raise ModelError(f"model {path} has {len(inputs)} inputs; exactly one image input is supported")
+            shape = lambda port: [d.get_length() if d.is_static else None for d in port.get_partial_shape()]
+            self.layout = self._check(shape(inputs[0]), shape(outputs[0]), path)
+            config = {"INFERENCE_PRECISION_HINT": "bf16" if self.card.precision == "bf16" else "f32",
+                      "INFERENCE_NUM_THREADS": threads or os.cpu_count() or 1, "PERFORMANCE_HINT": "LATENCY"}
+            self.compiled = core.compile_model(network, "CPU", config)
+        except ModelError:
+            raise
+        except Exception as exc:
+            raise ModelError(f"OpenVINO cannot load model file {path}: {' '.join(str(exc).split())[:300]}") from None
+        self.request = self.compiled.create_infer_request()
+
+    def _infer(self, batch: np.ndarray) -> np.ndarray:
+        return self.request.infer({0: batch})[self.compiled.output(0)]
 
 
 def _float16_model(path) -> bytes:
@@ -164,17 +218,21 @@ def _float16_model(path) -> bytes:
 
 
 def open_runner(model: Model, device: str = "auto", threads: int | None = None, batch_size: int | None = None,
-                fp16: bool = False) -> OnnxRunner:
-    """A session for a resolved model."""
+                fp16: bool = False) -> Runner:
+    """A session for a resolved model, on the engine its card names."""
+    if model.card.engine == "openvino":
+        if fp16:
+            raise ModelError(f"model {model.card.id!r} is a {model.card.precision} variant; fp16 is for GPUs")
+        return OpenVinoRunner(model, device, threads, batch_size)
     return OnnxRunner(model, device, threads, batch_size, fp16)
 
 
-_RUNNERS: "OrderedDict[tuple, OnnxRunner]" = OrderedDict()
+_RUNNERS: "OrderedDict[tuple, Runner]" = OrderedDict()
 CACHED_RUNNERS = 8
 
 
 def cached_runner(model: Model, device: str = "auto", threads: int | None = None, batch_size: int | None = None,
-                  fp16: bool = False) -> OnnxRunner:
+                  fp16: bool = False) -> Runner:
     """One session per model file and settings per process (openEO workers call the UDF many times); the least
     recently used of more than :data:`CACHED_RUNNERS` is dropped."""
     key = (model.card.source, model.card.sha256, str(model.path), device, threads, batch_size, fp16)

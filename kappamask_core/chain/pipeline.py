@@ -29,7 +29,7 @@ from ..models.cards import ModelCard
 from ..models.resolve import PRECISIONS, Model, resolve_card, resolve_model, with_precision
 from . import resample, scale
 from .buffers import buffer_classes, parse_buffers
-from .infer import DEVICES, OnnxRunner, cached_runner, choose_providers, open_runner
+from .infer import DEVICES, Runner, cached_runner, choose_providers, open_runner
 from .stitch import RowStitcher
 
 log = logging.getLogger(__name__)
@@ -55,7 +55,7 @@ class ClassifyOptions:
     device: str = "auto"  # auto | cpu | cuda | tensorrt
     threads: int | None = None  # ONNX Runtime intra-op threads; None = all cores
     fp16: bool = False  # run the model in float16 (GPUs; needs the gpu extra)
-    precision: str = "auto"  # auto: a faithful int8 variant on CPUs where one was made; fp32: the exact network
+    precision: str = "auto"  # auto: a faithful int8/bf16 variant on CPUs where one was made; fp32: the exact network
     resampling: str = "bilinear"  # 20/60 m bands on a 10 m working grid; coarser grids use area averages
     decode: str = "reduced"  # coarser working grid: decode bands at a reduced resolution level ("full": never)
     buffers: tuple = ()  # grow classes by metres after stitching: "cloud=300,shadow=100", a dict, or pairs
@@ -77,8 +77,8 @@ class ClassifyOptions:
             raise InputError(f"device must be one of {', '.join(DEVICES)}, not {self.device!r}")
         if self.precision not in PRECISIONS:
             raise InputError(f"precision must be one of {', '.join(PRECISIONS)}, not {self.precision!r}")
-        if self.fp16 and self.precision == "int8":
-            raise InputError("fp16 and precision int8 exclude each other: choose one")
+        if self.fp16 and self.precision in ("int8", "bf16"):
+            raise InputError(f"fp16 and precision {self.precision} exclude each other: choose one")
         for name, most in (("batch_size", MAX_BATCH), ("threads", MAX_THREADS)):
             value = getattr(self, name)
             if value is not None and (isinstance(value, bool) or not isinstance(value, int) or not 1 <= value <= most):
@@ -158,8 +158,8 @@ def check_compatible(product: Product, card: ModelCard) -> None:
     product.require(card.bands)
 
 
-def make_runner(model: Model, options: ClassifyOptions, cached: bool = False) -> OnnxRunner:
-    """An ONNX Runtime session for ``model`` with the options' device, threads, batch size and precision;
+def make_runner(model: Model, options: ClassifyOptions, cached: bool = False) -> Runner:
+    """A session (ONNX Runtime, or OpenVINO for a bf16 variant) for ``model`` with the options' device, threads, batch size and precision;
     ``cached``: one per process (the UDF).
 
     The runner's card is the one to record: for a KappaMask card whose weights were just downloaded, it is
@@ -398,7 +398,7 @@ def run(
     units: str = "dn",
     weights=None,
     options: ClassifyOptions | None = None,
-    runner: OnnxRunner | None = None,
+    runner: Runner | None = None,
     scores_sink=None,
 ) -> Classification:
     """Classify one product; see :func:`kappamask_core.classify` for the arguments.
@@ -465,7 +465,7 @@ def run(
     timings.update(prepare_s=times.prepare_s, wait_s=times.wait_s, infer_s=infer_s, buffer_s=buffer_s,
                    total_s=time.perf_counter() - started)
     runtime = {
-        "providers": runner.session.get_providers(),
+        "providers": list(runner.providers),
         "device": runner.device,
         "tiles": len(layout),
         "tiles_skipped": skipped,

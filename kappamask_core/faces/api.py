@@ -21,7 +21,7 @@ from ..foundation import plugins
 from ..models.resolve import resolve_model
 from ..foundation.classes import ENCODINGS
 from ..foundation.errors import InputError, KappaMaskError
-from ..chain.infer import OnnxRunner
+from ..chain.infer import Runner
 from ..chain.buffers import usable_mask
 from ..chain.pipeline import ClassifyOptions, make_runner, run
 from ..io.readers import open_product
@@ -153,7 +153,7 @@ class _Batch:
     def __init__(self, outdir, model, weights, level, options, encoding, outputs, usable, force):
         self.outdir, self.model, self.weights, self.level, self.options = outdir, model, weights, level, options
         self.encoding, self.outputs, self.usable, self.force = encoding, outputs, usable, force
-        self.runners: dict[str, OnnxRunner] = {}
+        self.runners: dict[str, Runner] = {}
 
     def classify(self, source, product) -> dict:
         """One product's files, written together (or found complete and kept)."""

@@ -23,6 +23,7 @@ from ..foundation import plugins
 from ..foundation.errors import InputError, KappaMaskError, ModelError
 from ..foundation.schemes import SCHEMES
 from ..foundation.version import __version__
+from ..models.resolve import PRECISIONS, VARIANT_PRECISIONS
 from ..io.files import write_problem
 
 log = logging.getLogger("kappamask")
@@ -47,10 +48,10 @@ def _add_run_options(p: argparse.ArgumentParser) -> None:
                    help="for models with a working grid coarser than 10 m: decode bands at the JPEG 2000 / COG "
                         "reduced resolution closest to it (reduced, faster) or at full resolution")
     p.add_argument("--fp16", action="store_true", help="run the model in float16 (GPUs; needs the gpu extra)")
-    p.add_argument("--precision", choices=["auto", "fp32", "int8"], default="auto",
-                   help="auto: on CPUs, the model's faithful int8 variant where one was made (kappamask models "
-                        "quantize), else the network as published; fp32: always the network as published; int8: "
-                        "its int8 variant (default: %(default)s)")
+    p.add_argument("--precision", choices=PRECISIONS, default="auto",
+                   help="auto: on CPUs, the model's faithful int8 or bf16 variant where one was made (kappamask "
+                        "models quantize), else the network as published; fp32: always the network as published; "
+                        "int8, bf16: that variant (default: %(default)s)")
     p.add_argument("--encoding", choices=["kappamask", "km_predict"], default="kappamask",
                    help="class values in the GeoTIFF: kappamask (0 missing .. 4 cloud) or km_predict (1..4, 5 missing)")
     p.add_argument("--scores", action="store_true", help="also write per-class scores (STAC asset)")
@@ -395,7 +396,9 @@ def build_parser() -> argparse.ArgumentParser:
     p = models.add_parser("quantize", help="make a model's int8 variant for CPUs and check it against the network "
                                            "on real tiles; kept only when faithful")
     p.add_argument("model", help="a model id, alias (with --level), card .json or .onnx")
-    p.add_argument("--precision", choices=["int8"], default="int8")
+    p.add_argument("--precision", choices=VARIANT_PRECISIONS, default="int8",
+                   help="int8: ONNX Runtime static quantisation, calibrated on real tiles; bf16: the float32 network "
+                        "run by OpenVINO in bfloat16 (needs OpenVINO and a CPU with bfloat16 arithmetic)")
     p.add_argument("--level", choices=["L1C", "L2A"], help="product level, for aliases such as kappamask-v2")
     p.add_argument("--calibrate", action="append", metavar="PRODUCT",
                    help="a product to calibrate on (repeatable; default: the bundled demo scene, for L1C models); "

@@ -11,6 +11,10 @@ was made, the calibration data and the result of its check. :func:`make_variant`
    from the calibration tiles (min and max), as QuantizeLinear / DequantizeLinear pairs that ONNX Runtime
    fuses into integer kernels (VNNI on CPUs that have it). A network published in float16 is quantised from
    its exact float32 copy.
+   **bf16** (OpenVINO): the exact float32 copy of the network, run by OpenVINO's CPU plugin with bfloat16
+   inference precision. Nothing is calibrated, so every tile checks. It is made only where OpenVINO is
+   installed and the CPU has bfloat16 arithmetic (AVX-512 BF16, AMX): elsewhere OpenVINO computes in float32
+   and the check would prove nothing.
 3. **Check**: parent and variant classify every check tile; over the tile's valid pixels the five-class
    maps must agree on at least :data:`MIN_AGREEMENT` of the pixels, and no class may have a Dice below
    :data:`MIN_DICE` against the parent's map (classes under :data:`MIN_SHARE` of the pixels in both maps are
@@ -24,6 +28,7 @@ accuracy.
 from __future__ import annotations
 
 import copy
+import dataclasses
 import json
 import logging
 import os
@@ -44,7 +49,7 @@ from ..io.files import atomic_files, sha256_file
 from ..foundation.version import __version__
 from ..io.readers import DEMO_DATA, open_product
 from ..models.cards import card_from_dict, weights_dir
-from ..models.resolve import VARIANT_PRECISIONS, Model, resolve_model, variant_card_name
+from ..models.resolve import VARIANT_PRECISIONS, Model, bf16_cpu, resolve_model, variant_card_name
 
 log = logging.getLogger(__name__)
 
@@ -52,8 +57,13 @@ MIN_AGREEMENT = 0.995  # share of valid pixels on which the variant's class equa
 MIN_DICE = 0.98  # per class, variant's map against the parent's
 MIN_SHARE = 0.001  # a class rarer than this in both maps is reported, not judged
 MAX_TILES = 32  # tiles kept for calibration, and for the check (a random sample of larger products)
-METHOD = ("ONNX Runtime static quantisation (QDQ): int8 weights per output channel, uint8 activations, "
-          "min-max ranges from the calibration tiles")
+METHODS = {
+    "int8": "ONNX Runtime static quantisation (QDQ): int8 weights per output channel, uint8 activations, min-max "
+            "ranges from the calibration tiles",
+    "bf16": "the float32 network run by OpenVINO's CPU plugin with inference precision bf16 (weights and "
+            "activations rounded to bfloat16 inside the kernels, float32 accumulation)",
+}
+ENGINES = {"int8": "onnxruntime", "bf16": "openvino"}
 
 
 @dataclass
@@ -185,12 +195,13 @@ def quantize_int8(parent: Model, calibration, out: Path) -> None:
                         calibrate_method=CalibrationMethod.MinMax)
 
 
-def check_variant(parent: Model, variant_path: Path, tiles) -> Check:
+def check_variant(parent: Model, variant_path: Path, tiles, precision: str = "int8") -> Check:
     """Compare the variant's five-class maps with the parent's on ``tiles`` ((tile, valid) pairs)."""
     card = parent.card
     lut = card.class_lut()
     exact = open_runner(parent, "cpu", batch_size=1)
-    reduced = open_runner(Model(card, variant_path), "cpu", batch_size=1)
+    variant = dataclasses.replace(card, variant={"precision": precision, "engine": ENGINES[precision]})
+    reduced = open_runner(Model(variant, variant_path), "cpu", batch_size=1)
     n = len(CLASSES)
     confusion = np.zeros((n, n), np.int64)  # parent class x variant class, valid pixels only
     seconds = {"parent": 0.0, "variant": 0.0}
@@ -236,8 +247,15 @@ def make_variant(model, precision: str = "int8", *, level: str | None = None, ca
     if card.variant:
         raise InputError(f"model {card.id} is already a {card.precision} variant of {card.variant['parent']['id']}; "
                          "quantise its parent")
+    if precision == "bf16":
+        why = bf16_cpu()
+        if why:
+            raise InputError(f"cannot make a bf16 variant here: {why}; its check would prove nothing")
     calibrate = list(calibrate or default_calibration(card))
-    if check:
+    if precision == "bf16":  # nothing to calibrate: every tile checks
+        calibration, checking = [], sample_tiles(list(check or calibrate), card, max_tiles, seed + 1, level)
+        how = "named check products" if check else "tiles of the products named (nothing is calibrated for bf16)"
+    elif check:
         calibration = sample_tiles(calibrate, card, max_tiles, seed, level)
         checking = sample_tiles(list(check), card, max_tiles, seed + 1, level)
         how = "named check products"
@@ -245,7 +263,7 @@ def make_variant(model, precision: str = "int8", *, level: str | None = None, ca
         tiles = sample_tiles(calibrate, card, 2 * max_tiles, seed, level)
         calibration, checking = tiles[0::2], tiles[1::2]
         how = "alternate tiles of the calibration products (even: calibration, odd: check)"
-    if not calibration or not checking:
+    if (precision == "int8" and not calibration) or not checking:
         raise InputError(f"{len(calibration) + len(checking)} tile(s) with data: calibration and check need at least "
                          "one each; name more or larger products")
     log.info("%s: calibrating on %d tiles, checking on %d", card.id, len(calibration), len(checking))
@@ -255,8 +273,13 @@ def make_variant(model, precision: str = "int8", *, level: str | None = None, ca
     folder.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(prefix="kappamask-variant-") as work:
         candidate = Path(work) / f"{stem}.onnx"
-        quantize_int8(parent, [t for _, _, t in calibration], candidate)
-        result = check_variant(parent, candidate, [t for _, _, t in checking])
+        if precision == "int8":
+            quantize_int8(parent, [t for _, _, t in calibration], candidate)
+        else:
+            import onnx
+
+            onnx.save(float32_model(parent.path), str(candidate))  # OpenVINO rounds to bf16 as it runs
+        result = check_variant(parent, candidate, [t for _, _, t in checking], precision)
         raw = variant_card(card, parent, stem, precision, candidate, calibration, checking, result, how)
         card_from_dict(raw, source=str(card_path))  # it must load like any other card
         if not result.faithful and not keep_failed:
@@ -265,6 +288,14 @@ def make_variant(model, precision: str = "int8", *, level: str | None = None, ca
             Path(tmp_onnx).write_bytes(candidate.read_bytes())
             Path(tmp_card).write_text(json.dumps(raw, indent=2) + "\n")
     return VariantResult(raw, result, onnx_path, card_path)
+
+
+def engine_version(precision: str) -> dict:
+    if ENGINES[precision] != "openvino":
+        return {}
+    import openvino
+
+    return {"openvino": openvino.__version__}
 
 
 def variant_card(card, parent: Model, stem: str, precision: str, onnx_file: Path, calibration, checking,
@@ -280,14 +311,16 @@ def variant_card(card, parent: Model, stem: str, precision: str, onnx_file: Path
                           f"on {result.tiles} check tiles (agreement {100 * result.agreement:.2f} %). "
                           + card.description)
     raw["weights"] = {"file": f"{stem}.onnx", "path": f"{stem}.onnx",
-                      "sha256": sha256_file(onnx_file), "precision": precision}
+                      "sha256": sha256_file(onnx_file),
+                      "precision": "fp32" if precision == "bf16" else precision}  # a bf16 variant's file is float32
     raw["variant"] = {
         "parent": {"id": card.id, "name": card.name, "weights_sha256": sha256_file(parent.path),
                    "card": card.source},
         "precision": precision,
-        "method": METHOD,
+        "engine": ENGINES[precision],
+        "method": METHODS[precision],
         "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
-        "software": {"kappamask": __version__, "onnxruntime": onnxruntime.__version__},
+        "software": {"kappamask": __version__, "onnxruntime": onnxruntime.__version__, **engine_version(precision)},
         "calibration": {"products": sorted({name for name, _, _ in calibration}), "tiles": len(calibration)},
         "check": {"products": sorted({name for name, _, _ in checking}), "how": how, **result.record()},
     }

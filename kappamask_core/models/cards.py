@@ -86,8 +86,15 @@ class ModelCard:
 
     @property
     def precision(self) -> str:
-        """The arithmetic of the weights: 'fp32', 'fp16' (published so) or 'int8' (a quantised variant)."""
+        """The arithmetic of the weights: 'fp32', 'fp16' (published so), 'int8' (a quantised variant) or 'bf16'
+        (a variant run by OpenVINO in bfloat16)."""
         return self.variant.get("precision") or self.weights.get("precision") or "fp32"
+
+    @property
+    def engine(self) -> str:
+        """What runs the ONNX file: 'onnxruntime', or 'openvino' (bf16 variants: ONNX Runtime has no bf16 CPU
+        kernels for these networks)."""
+        return self.variant.get("engine") or "onnxruntime"
 
     @property
     def faithful(self) -> bool:

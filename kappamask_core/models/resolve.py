@@ -34,9 +34,9 @@ log = logging.getLogger(__name__)
 AUTO_FIRST_CHOICE = "kappamask-v2"
 FALLBACK = "default"
 # auto: a faithful reduced-precision variant on CPUs, else the network as published; fp32: always as published;
-# int8: the int8 variant (an explicit request runs it even when it failed its check, with a warning)
-PRECISIONS = ("auto", "fp32", "int8")
-VARIANT_PRECISIONS = ("int8",)
+# int8 / bf16: that variant (an explicit request runs it even when it failed its check, with a warning)
+PRECISIONS = ("auto", "fp32", "int8", "bf16")
+VARIANT_PRECISIONS = ("int8", "bf16")  # the order in which auto tries the faithful ones
 
 
 @dataclass(frozen=True, eq=False)
@@ -216,6 +216,35 @@ def find_variant(model: Model, precision: str) -> Model | None:
     return None
 
 
+def bf16_cpu() -> str | None:
+    """Why this machine cannot run bf16 variants as they were checked, or None: OpenVINO must be installed and
+    the CPU must have bfloat16 arithmetic (AVX-512 BF16 or AMX; elsewhere OpenVINO silently computes in float32,
+    which is exact but no faster)."""
+    try:
+        import openvino
+    except ImportError:
+        return "OpenVINO is not installed (pip install 'kappamask[openvino]')"
+    try:
+        capabilities = openvino.Core().get_property("CPU", "OPTIMIZATION_CAPABILITIES")
+    except Exception as exc:  # no CPU plugin: a broken installation
+        return f"OpenVINO has no CPU plugin here ({exc})"
+    return None if "BF16" in capabilities else "this CPU has no bfloat16 arithmetic"
+
+
+_PASSED_OVER: set = set()
+
+
+def runnable_here(card: ModelCard) -> bool:
+    """Whether ``auto`` may run this variant here; says once why not."""
+    if card.engine != "openvino":
+        return True
+    why = bf16_cpu()
+    if why and card.id not in _PASSED_OVER:
+        _PASSED_OVER.add(card.id)
+        log.info("%s: not used: %s", card.id, why)
+    return why is None
+
+
 def with_precision(model: Model, precision: str = "auto", cpu: bool = True) -> Model:
     """The model that runs for ``model`` at ``precision`` (:data:`PRECISIONS`) on a CPU (``cpu``) or a GPU.
 
@@ -233,11 +262,14 @@ def with_precision(model: Model, precision: str = "auto", cpu: bool = True) -> M
             return model
         for candidate in VARIANT_PRECISIONS:
             variant = find_variant(model, candidate)
-            if variant is not None and variant.card.faithful:
+            if variant is not None and variant.card.faithful and runnable_here(variant.card):
                 return variant
         return model
     variant = find_variant(model, precision)
     if variant is None:
         raise ModelError(f"model {model.card.id} has no {precision} variant beside its card or in {weights_dir()}; "
-                         f"make one: kappamask models quantize {model.card.id}")
+                         f"make one: kappamask models quantize {model.card.id} --precision {precision}")
+    why = bf16_cpu() if variant.card.engine == "openvino" else None
+    if why and why.startswith("OpenVINO"):  # a CPU without bf16 still runs it (in float32, exactly)
+        raise ModelError(f"the {precision} variant of {model.card.id} runs on OpenVINO: {why}")
     return variant

