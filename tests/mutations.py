@@ -124,6 +124,22 @@ MUTATIONS = [
     Mutation("quicklook: not cropped to the data", "kappamask_core/foundation/classes.py",
              replace("    bounds = data_bounds(classes)\n    if bounds is None:", "    bounds = None\n    if bounds is None:"),
              ("tests/test_reliability.py", "-k", "sliver")),
+    # issue 17: reduced precision runs only where it was proven
+    Mutation("precision: auto takes a variant that failed its check", "kappamask_core/models/resolve.py",
+             replace("if variant is not None and variant.card.faithful and runnable_here(variant.card):",
+                     "if variant is not None and runnable_here(variant.card):"),
+             ("tests/test_precision.py", "-k", "auto_runs")),
+    Mutation("precision: a bf16 variant on a CPU without bfloat16", "kappamask_core/models/resolve.py",
+             replace("if variant is not None and variant.card.faithful and runnable_here(variant.card):",
+                     "if variant is not None and variant.card.faithful:"),
+             ("tests/test_precision.py", "-k", "bf16_variant_is_checked")),
+    # issue 19: the STAC API
+    Mutation("STAC search: the whole search listed before the first product", "stac_ext/search.py",
+             replace("yield from search.items()", "yield from list(search.items())"),
+             ("tests/test_stac_api.py", "-k", "streams")),
+    Mutation("STAC publish: asset hrefs not moved onto --href-base", "stac_ext/publish.py",
+             replace('asset["href"] = href_base.rstrip("/") + "/" + quote(href.removeprefix("./"))', "pass"),
+             ("tests/test_stac_api.py", "-k", "search_classify_publish")),
 ]
 
 
