@@ -227,3 +227,12 @@ def safe(t56lmm, tmp_path):
     for f in target.rglob("*"):
         f.chmod(0o755 if f.is_dir() else 0o644)
     return target
+
+
+def walk(graph):
+    """Every node of a process graph, those of nested process graphs (callbacks) too."""
+    for node in graph.values():
+        yield node
+        for arg in node["arguments"].values():
+            if isinstance(arg, dict) and "process_graph" in arg:
+                yield from walk(arg["process_graph"])

@@ -14,7 +14,7 @@ import json
 import numpy as np
 import pytest
 
-from conftest import ROOT, identity_card, identity_onnx, require
+from conftest import ROOT, identity_card, identity_onnx, require, walk
 
 require("openeo_processes_dask", "openeo_pg_parser_networkx")
 
@@ -28,14 +28,6 @@ SIX = ["B02", "B03", "B04", "B08", "B11", "B12"]
 
 def spec(name: str) -> dict:
     return json.loads((backend.PG_DIR / f"{name}.json").read_text())
-
-
-def walk(graph):
-    for node in graph.values():
-        yield node
-        for arg in node["arguments"].values():
-            if isinstance(arg, dict) and "process_graph" in arg:
-                yield from walk(arg["process_graph"])
 
 
 TWO_DATES = ["2017-02-16", "2017-02-20"]  # the product's date and the test collection's date without data

@@ -4,18 +4,10 @@ import json
 
 import pytest
 
-from conftest import ROOT
+from conftest import ROOT, walk
 
 PG_DIR = ROOT / "process_graphs"
 STANDARD = {"load_collection", "apply_neighborhood", "run_udf", "reduce_dimension", "array_element", "neq", "mask"}
-
-
-def walk(graph):
-    for node in graph.values():
-        yield node
-        for arg in node["arguments"].values():
-            if isinstance(arg, dict) and "process_graph" in arg:
-                yield from walk(arg["process_graph"])
 
 
 def test_checked_in_templates_are_up_to_date(tmp_path):
