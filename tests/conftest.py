@@ -20,6 +20,25 @@ GOLDEN_FILES = {"v2": "kappamask_v2_l1c_random.hdf5", "v1": "kappamask_v1_l1c_ra
 TOLERANCE = {"v2": 1e-4, "v1": 2e-5}  # maximum absolute difference of the outputs to the official Keras network
 
 
+def _isolate(patch, tmp_path_factory) -> None:
+    from kappamask_core.models import resolve, weights
+
+    patch.setenv("KAPPAMASK_WEIGHTS_DIR", str(tmp_path_factory.mktemp("weights")))
+    patch.setenv("KAPPAMASK_CACHE", str(tmp_path_factory.mktemp("cache")))
+    patch.setenv(weights.OFFLINE_ENV, "1")
+    patch.delenv(weights.MIRROR_ENV, raising=False)
+    resolve._AUTO_CHOICES.clear()
+
+
+@pytest.fixture(scope="session", autouse=True)
+def isolated_session(tmp_path_factory):
+    """The same isolation for the session- and module-scoped fixtures, which are set up before any test's own
+    (a developer's bf16 variant in ~/.cache once changed the outputs they share)."""
+    with pytest.MonkeyPatch.context() as patch:
+        _isolate(patch, tmp_path_factory)
+        yield
+
+
 @pytest.fixture(autouse=True)
 def isolated_weights(tmp_path_factory, monkeypatch):
     """Every test starts with an empty weights folder and cache, and no network access.
@@ -27,13 +46,9 @@ def isolated_weights(tmp_path_factory, monkeypatch):
     A developer's own installed weights must not change what a test sees, and
     'auto' must not try the internet; tests that need either set them again.
     """
-    from kappamask_core.models import resolve, weights
+    from kappamask_core.models import resolve
 
-    monkeypatch.setenv("KAPPAMASK_WEIGHTS_DIR", str(tmp_path_factory.mktemp("weights")))
-    monkeypatch.setenv("KAPPAMASK_CACHE", str(tmp_path_factory.mktemp("cache")))
-    monkeypatch.setenv(weights.OFFLINE_ENV, "1")
-    monkeypatch.delenv(weights.MIRROR_ENV, raising=False)
-    resolve._AUTO_CHOICES.clear()
+    _isolate(monkeypatch, tmp_path_factory)
     yield
     resolve._AUTO_CHOICES.clear()
 

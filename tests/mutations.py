@@ -165,6 +165,16 @@ def prepare(workspace: Path) -> Path:
     return copy
 
 
+def pytest_in(copy: Path, shim: Path, tests) -> tuple[bool, float, str]:
+    """Run ``tests`` in ``copy``; (failed, seconds, the first failure or the summary)."""
+    env = {**os.environ, "PYTHONPATH": str(shim), "PYTHONDONTWRITEBYTECODE": "1"}
+    started = time.perf_counter()
+    proc = subprocess.run([sys.executable, "-m", "pytest", "-x", "-q", "-p", "no:cacheprovider", *tests], cwd=copy,
+                          env=env, capture_output=True, text=True, timeout=3600)
+    lines = [line for line in proc.stdout.splitlines() if line.startswith(("FAILED", "ERROR"))]
+    return proc.returncode != 0, time.perf_counter() - started, (lines[0] if lines else proc.stdout.strip()[-200:])
+
+
 def run(mutation: Mutation, copy: Path, shim: Path) -> tuple[bool, float, str]:
     """Apply ``mutation`` in ``copy``, run its tests, restore the file; True when the tests failed."""
     path = copy / mutation.path
@@ -173,15 +183,10 @@ def run(mutation: Mutation, copy: Path, shim: Path) -> tuple[bool, float, str]:
     if mutated == original:
         raise ValueError(f"{mutation.name}: the mutation changes nothing")
     path.write_text(mutated)
-    env = {**os.environ, "PYTHONPATH": str(shim), "PYTHONDONTWRITEBYTECODE": "1"}
-    started = time.perf_counter()
     try:
-        proc = subprocess.run([sys.executable, "-m", "pytest", "-x", "-q", "-p", "no:cacheprovider",
-                               *mutation.tests], cwd=copy, env=env, capture_output=True, text=True, timeout=3600)
+        return pytest_in(copy, shim, mutation.tests)
     finally:
         path.write_text(original)
-    lines = [line for line in proc.stdout.splitlines() if line.startswith(("FAILED", "ERROR"))]
-    return proc.returncode != 0, time.perf_counter() - started, (lines[0] if lines else proc.stdout.strip()[-200:])
 
 
 def main(argv=None) -> int:
@@ -197,6 +202,13 @@ def main(argv=None) -> int:
     survived = []
     with tempfile.TemporaryDirectory(prefix="kappamask-mutations-") as tmp:
         copy = prepare(Path(tmp))
+        # a test that fails without any mutation would 'catch' every mutation: the unmutated code must pass first
+        for tests in dict.fromkeys(m.tests for m in chosen):
+            failed, seconds, detail = pytest_in(copy, Path(tmp) / "shim", tests)
+            print(f"{'FAILS   ' if failed else 'passes  '} unmutated: {' '.join(tests)} ({seconds:.0f} s)", flush=True)
+            if failed:
+                print(f"    {detail}\nthe unmutated code fails these tests: no mutation can be judged", flush=True)
+                return 2
         for mutation in chosen:
             caught, seconds, detail = run(mutation, copy, Path(tmp) / "shim")
             print(f"{'caught  ' if caught else 'SURVIVED'} {mutation.name} ({seconds:.0f} s)\n    {detail}", flush=True)
