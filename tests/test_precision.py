@@ -324,3 +324,17 @@ def test_no_bf16_variant_where_its_check_would_prove_nothing(parent, monkeypatch
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and "no bfloat16 arithmetic" in err[0] and "would prove nothing" in err[0], err
     assert not list(weights_dir().glob("*bf16*"))
+
+
+def test_import_with_quantize_bf16_keeps_the_network_and_refuses_an_unfaithful_variant(tmp_path, capsys):
+    """The golden v2 has RANDOM weights: no confident decisions, so its bf16 copy must fail the check (about 97 %
+    agreement here); the imported network stays, the variant is not written, and one line says why."""
+    from conftest import GOLDEN, GOLDEN_FILES, need
+
+    bf16_here()
+    out = tmp_path / "imported"
+    code = main(["models", "import", str(need(GOLDEN) / GOLDEN_FILES["v2"]), "-o", str(out), "--untrained",
+                 "--quantize", "bf16"])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert code == 2 and "the bf16 variant of kappamask-v2-l1c is not faithful" in err[-1], err
+    assert sorted(p.name for p in out.iterdir()) == ["kappamask-v2-l1c.json", "kappamask_v2_l1c.onnx"]

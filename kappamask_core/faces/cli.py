@@ -236,7 +236,7 @@ def cmd_models_import(args) -> int:
     if args.quantize:
         from ..learning.quantize import make_variant
 
-        return _report_variant(make_variant(str(card_path), "int8", calibrate=args.calibrate,
+        return _report_variant(make_variant(str(card_path), args.quantize, calibrate=args.calibrate,
                                             output=Path(card_path).parent))
     return 0
 
@@ -388,13 +388,14 @@ def build_parser() -> argparse.ArgumentParser:
                                           "--model kappamask-v2 / kappamask-v1 find it)")
     p.add_argument("--untrained", action="store_true",
                    help="the file holds untrained weights (test fixtures): say so in the card")
-    p.add_argument("--quantize", action="store_true",
-                   help="also make its int8 variant (as kappamask models quantize; kept only when faithful)")
+    p.add_argument("--quantize", nargs="?", const="int8", choices=VARIANT_PRECISIONS, metavar="PRECISION",
+                   help="also make its int8 (the default) or bf16 variant, as kappamask models quantize does; kept "
+                        "only when faithful")
     p.add_argument("--calibrate", action="append", metavar="PRODUCT",
                    help="with --quantize: a product to calibrate and check on (repeatable; default: the demo scene)")
     p.set_defaults(func=cmd_models_import)
-    p = models.add_parser("quantize", help="make a model's int8 variant for CPUs and check it against the network "
-                                           "on real tiles; kept only when faithful")
+    p = models.add_parser("quantize", help="make a model's int8 or bf16 variant for CPUs and check it against the "
+                                           "network on real tiles; kept only when faithful")
     p.add_argument("model", help="a model id, alias (with --level), card .json or .onnx")
     p.add_argument("--precision", choices=VARIANT_PRECISIONS, default="int8",
                    help="int8: ONNX Runtime static quantisation, calibrated on real tiles; bf16: the float32 network "
