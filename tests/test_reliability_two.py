@@ -221,6 +221,19 @@ def test_udf_cubes_that_cannot_be_classified_are_named():
     assert "give the level" in error and "requested" not in error
 
 
+def test_an_array_that_names_one_band_twice_is_refused_by_the_core():
+    """'B02' and 'blue' are the same band: the Python API refuses it as the UDF does (it used to keep the last)."""
+    from kappamask_core.io.readers import from_dataarray
+
+    cube = dn_cube(SIX, 48, 48)
+    both = cube.assign_coords(bands=["blue"] + [str(b) for b in cube["bands"].values[1:]])
+    both = xr.concat([both, cube.isel(bands=[0])], dim="bands")  # B02 as 'blue' and as 'B02'
+    with pytest.raises(InputError, match=r"band labels repeat \(B02\)"):
+        from_dataarray(both, level="L1C")
+    with pytest.raises(InputError, match="has no x"):
+        from_dataarray(cube.isel(x=slice(0, 0)), level="L1C")
+
+
 def test_a_south_up_cube_gets_the_map_of_the_north_up_cube_turned_back():
     from kappamask_core.faces.datacube import classify_datacube
 

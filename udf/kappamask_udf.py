@@ -245,19 +245,6 @@ def _check_types(context: dict) -> None:
                          f"object such as {{\"cloud\": 300}}, not {buffer!r}")
 
 
-def _check_cube(cube) -> None:
-    """The cube's shape and band labels, in words a caller of the UDF can act on."""
-    if "bands" in cube.coords:
-        labels = [str(b) for b in cube["bands"].values]
-        repeated = sorted({b for b in labels if labels.count(b) > 1})
-        if repeated:
-            raise ValueError(f"KappaMask UDF: the cube's band labels repeat ({', '.join(repeated)}): {labels}; each "
-                             "band must come once")
-    empty = [d for d in ("y", "x", "bands") if d in cube.dims and cube.sizes[d] == 0]
-    if empty:
-        raise ValueError(f"KappaMask UDF: the cube has no {' and no '.join(empty)} (shape {dict(cube.sizes)})")
-
-
 def apply_metadata(metadata: CubeMetadata, context: dict) -> CubeMetadata:
     """The backend's view of the result: the bands become the output's bands (``kappamask``, ``usable`` or one
     per class), so that later processes can select them by label. Runs where the dependencies may be absent."""
@@ -270,7 +257,6 @@ def apply_metadata(metadata: CubeMetadata, context: dict) -> CubeMetadata:
 def apply_datacube(cube: xarray.DataArray, context: dict) -> xarray.DataArray:
     context = _context(context)
     _check_types(context)
-    _check_cube(cube)
     _provide_dependencies(context)
     try:
         from kappamask_core.faces.datacube import classify_datacube

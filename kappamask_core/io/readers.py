@@ -625,16 +625,24 @@ def from_dataarray(da, level: str | None = None, units: str = "dn", product_id: 
         raise InputError(f"the array has data type {da.dtype}; expected integer DN or floating-point values")
     if "bands" not in da.coords:
         raise InputError("the array's 'bands' dimension has no labels; label it with band names such as B02")
+    empty = [d for d in ("y", "x", "bands") if da.sizes[d] == 0]
+    if empty:
+        raise InputError(f"the array has no {' and no '.join(empty)} (shape {dict(da.sizes)})")
     flip_y, flip_x = flips_to_north_up(da)
     if flip_y or flip_x:
         da = da.isel(y=slice(None, None, -1) if flip_y else slice(None), x=slice(None, None, -1) if flip_x else slice(None))
-    bands = {}
+    labels: dict[str, list] = {}  # band name -> the labels that name it ('B02', 'blue', ...)
     for label in da["bands"].values.tolist():
         try:
-            name = normalise_band_name(str(label))
+            labels.setdefault(normalise_band_name(str(label)), []).append(label)
         except KeyError:
             continue  # other bands (masks, indices) are not ours to use
-        bands[name] = ArrayBand(name, np.asarray(da.sel(bands=label).transpose("y", "x").values))
+    repeated = sorted(name for name, given in labels.items() if len(given) > 1)
+    if repeated:  # two layers for one band: which one is meant cannot be known
+        raise InputError(f"the array's band labels repeat ({', '.join(repeated)}): "
+                         f"{[str(b) for b in da['bands'].values]}; give each band once")
+    bands = {name: ArrayBand(name, np.asarray(da.sel(bands=given[0]).transpose("y", "x").values))
+             for name, given in labels.items()}
     source = f"xarray.DataArray {product_id}"
     _check_units(bands, units, source)
     crs = da.attrs.get("crs")
