@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 
 from kappamask_core.foundation.errors import InputError
 
@@ -108,8 +109,6 @@ class StacSearchSource:
 def auth_headers() -> dict:
     """HTTP headers for a STAC API from the environment: ``KAPPAMASK_STAC_HEADERS`` (a JSON object of header
     name -> value) and ``KAPPAMASK_STAC_TOKEN`` (sent as ``Authorization: Bearer ...``)."""
-    import os
-
     headers = {}
     text = os.environ.get("KAPPAMASK_STAC_HEADERS", "").strip()
     if text:

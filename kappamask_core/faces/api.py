@@ -113,13 +113,10 @@ def classify_to_files(inputs, outdir, *, model="auto", weights=None, level=None,
 
 def _stream(batch: "_Batch", inputs, level, progress: bool) -> list[dict]:
     """Inputs one at a time; failures are reported and skipped, and summed up in one line at the end."""
-    bar = None
-    if progress:
-        from tqdm import tqdm
+    from tqdm import tqdm
 
-        bar = tqdm(unit="product", desc="products", leave=False)
     written, failed, seen, count = [], [], set(), 0
-    try:
+    with tqdm(unit="product", desc="products", leave=False, disable=not progress) as bar:
         for source in inputs:
             count += 1
             try:
@@ -129,22 +126,22 @@ def _stream(batch: "_Batch", inputs, level, progress: bool) -> list[dict]:
                 seen.add(product.id)
                 written.append(batch.classify(source, product))
             except KappaMaskError as exc:
-                name = getattr(source, "id", None) or str(source)
-                failed.append((name, " ".join(str(exc).split())))
-                log.warning("%s: %s", name, failed[-1][1])
-            if bar is not None:
-                bar.update(1)
-    finally:
-        if bar is not None:
-            bar.close()
+                failed.append((getattr(source, "id", None) or str(source), exc))
+                log.warning("%s: %s", failed[-1][0], exc)
+            bar.update(1)
     if not count:
         raise InputError("no inputs: the search found nothing")
     log.info("%d of %d products written or already complete; %d failed", len(written), count, len(failed))
     if failed:
-        listed = "; ".join(f"{name}: {why[:120]}" for name, why in failed[:3])
-        raise InputError(f"{len(failed)} of {count} inputs failed ({listed}{'; ...' if len(failed) > 3 else ''}); "
-                         f"the other {len(written)} have their files, and a rerun classifies only what is missing")
+        raise InputError(failures_line(failed, count))
     return written
+
+
+def failures_line(failed: list, count: int) -> str:
+    """One line for the inputs of a batch that failed, ``(name, error)`` pairs; the others have their files."""
+    listed = "; ".join(f"{name}: {' '.join(str(exc).split())[:120]}" for name, exc in failed[:3])
+    return (f"{len(failed)} of {count} inputs failed ({listed}{'; ...' if len(failed) > 3 else ''}); the other "
+            f"{count - len(failed)} have their files, and a rerun classifies only what is missing")
 
 
 class _Batch:

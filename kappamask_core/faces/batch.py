@@ -22,7 +22,7 @@ from pathlib import Path
 from ..foundation import plugins
 from ..foundation.errors import InputError, KappaMaskError
 from ..chain.pipeline import ClassifyOptions
-from .api import classify_to_files, output_folder
+from .api import classify_to_files, failures_line, output_folder
 
 LOCAL_SCHEDULERS = ("processes", "threads", "sync")
 SCHEDULER_ADDRESS = re.compile(r"^(tcp|tls|ucx|ws|wss|inproc)://[^\s/]+(:\d+)?/?$")
@@ -119,9 +119,7 @@ def classify_many(inputs, outdir, *, model="auto", weights=None, level=None, opt
         written = _on_cluster(tasks, scheduler)
     failed = [(src, result) for src, result in zip(inputs, written) if isinstance(result, KappaMaskError)]
     if failed:  # the other products are complete; say what failed, as one line
-        first = failed[0][1]
-        more = f" ({len(failed) - 1} more input(s) failed too)" if len(failed) > 1 else ""
-        raise type(first)(f"{first}{more}")
+        raise type(failed[0][1])(failures_line(failed, len(inputs)))
     for output in plugins.outputs():
         output.finish(written, Path(outdir), encoding)
     return written

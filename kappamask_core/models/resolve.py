@@ -19,6 +19,7 @@ as published.
 
 from __future__ import annotations
 
+import functools
 import logging
 import os
 from dataclasses import dataclass, field
@@ -216,6 +217,7 @@ def find_variant(model: Model, precision: str) -> Model | None:
     return None
 
 
+@functools.cache  # the answer does not change while the process runs; asking OpenVINO's plugin costs 0.1 s
 def bf16_cpu() -> str | None:
     """Why this machine cannot run bf16 variants as they were checked, or None: OpenVINO must be installed and
     the CPU must have bfloat16 arithmetic (AVX-512 BF16 or AMX; elsewhere OpenVINO silently computes in float32,
