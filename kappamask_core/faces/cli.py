@@ -1,7 +1,9 @@
 """The ``kappamask`` command line: a thin adapter over the Python API.
 
 Errors the user can fix (KappaMaskError) are printed as one line on stderr
-with exit code 2; anything else is a bug and keeps its traceback (exit 1).
+with exit code 2; anything else is a bug: one line too, with exit code 1 (``-vv``
+logs its traceback first). Every line, log lines included, passes through
+:func:`kappamask_core.foundation.redact.redact`, so no credential is printed.
 
 Each command imports the modules it needs when it runs, so that the command
 line starts in a fraction of a second (``--version``, ``models list``) and
@@ -19,11 +21,11 @@ import sys
 import time
 from pathlib import Path
 
-from ..foundation import plugins
+from ..foundation import plugins, redact
 from ..foundation.errors import InputError, KappaMaskError, ModelError
 from ..foundation.schemes import SCHEMES
 from ..foundation.version import __version__
-from ..models.resolve import PRECISIONS, VARIANT_PRECISIONS
+from ..models.variants import PRECISIONS, VARIANT_PRECISIONS
 from ..io.files import write_problem
 
 log = logging.getLogger("kappamask")
@@ -147,7 +149,7 @@ def cmd_demo(args) -> int:
 
 def cmd_models_list(args) -> int:
     from ..models.cards import ALIASES, AUTO, builtin_ids, installed_card, weights_dir
-    from ..models.resolve import variants_of
+    from ..models.variants import variants_of
     from ..models.weights import weights_status
 
     print(f"weights folder: {weights_dir()}")
@@ -158,7 +160,10 @@ def cmd_models_list(args) -> int:
             status = "ready, UNTRAINED"
         bands = f"{len(card.bands):2d} band{'s' if len(card.bands) != 1 else ' '}"
         print(f"{card_id:22s} {'/'.join(card.levels):4s} {bands}  {card.resolution:2d} m  {status:17s} {card.name}")
-        for variant in variants_of(card):
+        for path, variant, why in variants_of(card):
+            if variant is None:
+                print(f"  {path.stem:20s} UNUSABLE: {why}")
+                continue
             check = variant.variant["check"]
             verdict = "faithful" if variant.faithful else "FAILED its check"
             print(f"  {variant.id:20s} {variant.precision} variant, {verdict}: agreement "
@@ -223,7 +228,11 @@ def cmd_models_verify(args) -> int:
 def cmd_models_import(args) -> int:
     from ..models.weights import import_keras
 
-    onnx_path, card_path = import_keras(args.weights, args.arch, args.level, args.output, trained=not args.untrained)
+    trained = not args.untrained
+    if args.quantize:
+        onnx_path, card_path = _import_with_variant(args)
+    else:
+        onnx_path, card_path = import_keras(args.weights, args.arch, args.level, args.output, trained=trained)
     print(f"{onnx_path}\n{card_path}")
     if args.untrained:
         log.warning("marked UNTRAINED in its card: timing and tests only")
@@ -233,12 +242,32 @@ def cmd_models_import(args) -> int:
         log.warning("marked TRAINED in its card, as this command asserts (a weights file cannot show it); 'auto' "
                     "will run it. %sImport again with --untrained if these weights were never trained.",
                     f"The file name says {suspicious[0]!r}. " if suspicious else "")
-    if args.quantize:
-        from ..learning.quantize import make_variant
-
-        return _report_variant(make_variant(str(card_path), args.quantize, calibrate=args.calibrate,
-                                            output=Path(card_path).parent))
     return 0
+
+
+def _import_with_variant(args):
+    """Import and make the variant in a scratch folder; move the four files into place together only when the
+    variant is faithful (a failed variant leaves nothing behind, the imported network included)."""
+    import shutil
+    import tempfile
+
+    from ..io.files import atomic_files
+    from ..learning.quantize import make_variant
+    from ..models.cards import weights_dir
+    from ..models.weights import import_keras
+
+    outdir = Path(args.output) if args.output else weights_dir()
+    if outdir.exists() and not outdir.is_dir():
+        raise InputError(f"{outdir} is a file; name a folder for the imported model (-o)")
+    with tempfile.TemporaryDirectory(prefix="kappamask-import-") as work:
+        onnx_tmp, card_tmp = import_keras(args.weights, args.arch, args.level, work, trained=not args.untrained)
+        result = make_variant(str(card_tmp), args.quantize, calibrate=args.calibrate, output=work)
+        _report_variant(result)  # raises when the variant is not faithful: nothing was moved
+        made = [onnx_tmp, card_tmp, result.onnx, result.card_path]
+        with atomic_files(*(outdir / Path(p).name for p in made)) as temps:
+            for source, temp in zip(made, temps):
+                shutil.copyfile(source, temp)
+    return outdir / Path(onnx_tmp).name, outdir / Path(card_tmp).name
 
 
 def cmd_models_quantize(args) -> int:
@@ -452,6 +481,7 @@ def main(argv=None) -> int:
     args = build_parser().parse_args(argv)
     level = {0: logging.WARNING, 1: logging.INFO}.get(args.verbose, logging.DEBUG)
     logging.basicConfig(level=level, format="%(levelname)s %(message)s", stream=sys.stderr)
+    redact.install()  # no credential reaches a log line, whichever library writes it (-vv shows request headers)
     # Libraries speak through logging and Python warnings (GDAL's messages about a damaged file, rasterio's about
     # a file without georeferencing): the error they lead to reaches the user as one line that quotes GDAL, so
     # they are shown only with -v (and everything with -vv)
@@ -478,14 +508,19 @@ def main(argv=None) -> int:
         return 141  # 128 + SIGPIPE
     except KappaMaskError as exc:
         # one line, whatever a library put into the message (ONNX tools, GDAL and PyTorch write several)
-        print(f"kappamask: error: {' '.join(str(exc).split())}", file=sys.stderr)
+        print(f"kappamask: error: {redact.redact(' '.join(str(exc).split()))}", file=sys.stderr)
         return 2
     except Exception as exc:
         problem = write_problem(exc)  # a full disk or a read-only folder outside the atomic writes: not a bug
         if problem is None:
-            raise
+            # a bug: still one line (exit 1); -vv logs the traceback first, redacted like every log line
+            log.debug("the traceback of the unexpected error:", exc_info=True)
+            text = redact.redact(" ".join(f"{type(exc).__name__}: {exc}".split()))[:400]
+            print(f"kappamask: error: unexpected {text} (this is a bug; please report it with the output of the "
+                  "same command run with -vv)", file=sys.stderr)
+            return 1
         where = getattr(exc, "filename", None)
-        print(f"kappamask: error: {problem}" + (f": {where}" if where else f" ({' '.join(str(exc).split())})"),
+        print(f"kappamask: error: {problem}" + (f": {where}" if where else f" ({redact.redact(' '.join(str(exc).split()))})"),
               file=sys.stderr)
         return 2
     except KeyboardInterrupt as exc:
