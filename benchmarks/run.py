@@ -47,7 +47,8 @@ sys.path.insert(0, str(HERE))
 
 from kappamask_core import ClassifyOptions, run  # noqa: E402
 from kappamask_core.models.cards import load_card  # noqa: E402
-from kappamask_core.models.resolve import PRECISIONS, resolve_card, resolve_model, with_precision  # noqa: E402
+from kappamask_core.models.resolve import resolve_card, resolve_model  # noqa: E402
+from kappamask_core.models.variants import PRECISIONS, with_precision  # noqa: E402
 from kappamask_core.foundation.grid import TileLayout  # noqa: E402
 from kappamask_core.chain.infer import choose_providers, open_runner  # noqa: E402
 from kappamask_core.chain.pipeline import _reading_product  # noqa: E402

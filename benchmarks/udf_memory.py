@@ -86,7 +86,7 @@ def table(model: str, label: str, dates_list, env: dict, precision: str = "auto"
 
 
 def main(argv=None) -> None:
-    from kappamask_core.models.resolve import PRECISIONS
+    from kappamask_core.models.variants import PRECISIONS
 
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--dates", type=int, nargs="+", default=[1, 10, 50])

@@ -60,7 +60,7 @@ def variant_summary(card) -> dict:
     """What an item records of a reduced-precision variant: its parent and how closely it follows it."""
     check = card.variant["check"]
     return {"parent": card.variant["parent"]["id"], "parent_weights_sha256": card.variant["parent"]["weights_sha256"],
-            "agreement": check["agreement"], "faithful": check["faithful"], "check_tiles": check["tiles"]}
+            "agreement": check["agreement"], "faithful": card.faithful, "check_tiles": check["tiles"]}
 
 
 def build_item(classification, paths: dict, source, encoding: str = "kappamask", files: dict | None = None):

@@ -17,7 +17,7 @@ import pytest
 import rasterio
 import xarray as xr
 
-from conftest import conv3x3_onnx, identity_card
+from conftest import conv3x3_onnx, fail, identity_card
 
 from kappamask_core.faces.api import classify_to_files
 from kappamask_core.faces.cli import main
@@ -254,13 +254,18 @@ def test_a_real_network_quantised_on_a_real_scene_is_listed_with_its_verdict(eob
     listing = capsys.readouterr().out
     verdict = "faithful" if report["faithful"] else "FAILED its check"
     assert f"ukis-csmask-6b-l1c-int8 int8 variant, {verdict}" in " ".join(listing.split())
+    # edited by hand: listed as unusable, with the reason
+    _edit(Path(report["card"]), lambda raw: raw["variant"]["check"].update(faithful=True, agreement=1.0))
+    assert main(["models", "list"]) == 0
+    listing = " ".join(capsys.readouterr().out.split())
+    assert "ukis-csmask-6b-l1c-int8 UNUSABLE: its card was changed after it was made" in listing
 
 
 def bf16_here() -> None:
     """OpenVINO (test extra) must import; a CPU without bfloat16 arithmetic cannot prove a bf16 variant."""
     from conftest import require
 
-    from kappamask_core.models.resolve import bf16_cpu
+    from kappamask_core.models.variants import bf16_cpu
 
     require("openvino")
     if bf16_cpu():
@@ -290,9 +295,9 @@ def test_a_bf16_variant_is_checked_runs_on_openvino_and_auto_takes_it(parent, tm
     assert recorded["precision"] == "bf16" and recorded["variant"]["parent"] == "conv-test"
 
     # where the CPU has no bfloat16 arithmetic (or OpenVINO is missing), auto passes it over and says why
-    from kappamask_core.models import resolve
+    from kappamask_core.models import variants
 
-    monkeypatch.setattr(resolve, "bf16_cpu", lambda: "this CPU has no bfloat16 arithmetic")
+    monkeypatch.setattr(variants, "bf16_cpu", lambda: "this CPU has no bfloat16 arithmetic")
     with caplog.at_level(logging.INFO):
         assert run(scene, str(parent)).card.id == "conv-test"
     assert any("conv-test-bf16: not used: this CPU has no bfloat16" in r.message for r in caplog.records)
@@ -326,9 +331,9 @@ def test_no_bf16_variant_where_its_check_would_prove_nothing(parent, monkeypatch
     assert not list(weights_dir().glob("*bf16*"))
 
 
-def test_import_with_quantize_bf16_keeps_the_network_and_refuses_an_unfaithful_variant(tmp_path, capsys):
+def test_import_with_quantize_bf16_is_whole_or_nothing_and_refuses_an_unfaithful_variant(tmp_path, capsys):
     """The golden v2 has RANDOM weights: no confident decisions, so its bf16 copy must fail the check (about 97 %
-    agreement here); the imported network stays, the variant is not written, and one line says why."""
+    agreement here); import and variant are one step, so nothing is written, and one line says why."""
     from conftest import GOLDEN, GOLDEN_FILES, need
 
     bf16_here()
@@ -337,4 +342,95 @@ def test_import_with_quantize_bf16_keeps_the_network_and_refuses_an_unfaithful_v
                  "--quantize", "bf16"])
     err = capsys.readouterr().err.strip().splitlines()
     assert code == 2 and "the bf16 variant of kappamask-v2-l1c is not faithful" in err[-1], err
-    assert sorted(p.name for p in out.iterdir()) == ["kappamask-v2-l1c.json", "kappamask_v2_l1c.onnx"]
+    assert not out.exists()
+
+
+# ----------------------------------------------------------------------------- edited or misnamed variants
+
+def _edit(card_path: Path, change) -> None:
+    raw = json.loads(card_path.read_text())
+    change(raw)
+    card_path.write_text(json.dumps(raw, indent=2))
+
+
+def _reseal(card_path: Path) -> None:
+    """What a careful forger does: recompute the seal after the edit (the decisive fields still give it away)."""
+    from kappamask_core.models.variants import sealed
+
+    card_path.write_text(json.dumps(sealed(json.loads(card_path.read_text())), indent=2))
+
+
+def test_a_failed_variant_edited_to_look_faithful_is_never_run_listed_or_shipped(parent, tmp_path, capsys):
+    from kappamask_udf.openeo_build import build_archive
+
+    scene = level(blocks_cube(4))
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(quantize, "quantize_int8", quantize_then_damage)
+        failed = make_variant(str(parent), calibrate=[level(blocks_cube(1))], check=[level(blocks_cube(2))],
+                              keep_failed=True)
+    assert not failed.check.faithful
+
+    def faithful_by_hand(raw):
+        raw["variant"]["check"]["faithful"] = True
+        raw["variant"]["check"]["agreement"] = 0.9999
+
+    _edit(failed.card_path, faithful_by_hand)
+    assert run(scene, str(parent)).card.id == "conv-test"  # auto passes it over
+    with pytest.raises(Exception, match="changed after it was made"):
+        run(scene, str(parent), options=ClassifyOptions(precision="int8"))
+    line = fail(capsys, str(level_folder(tmp_path)), "-o", tmp_path / "out", "--model", str(parent),
+                "--precision", "int8")
+    assert "cannot be used" in line and "changed after it was made" in line
+    # the edit even of the flag alone counts: a card whose numbers fail is not faithful whatever it says
+    raw = json.loads(failed.card_path.read_text())
+    raw["variant"]["check"]["agreement"] = failed.check.agreement
+    assert not card_from_dict(raw).faithful
+    archive, _, _ = build_archive(tmp_path / "deps.zip", models=[str(parent)])
+    assert not [n for n in __import__("zipfile").ZipFile(archive).namelist() if "int8" in n]
+
+
+@pytest.mark.parametrize("edit", ["value_scaling", "bands"])
+def test_a_faithful_variant_with_edited_scaling_or_bands_is_refused_even_when_resealed(parent, tmp_path, edit):
+    made = make_variant(str(parent), calibrate=[level(blocks_cube(1))], check=[level(blocks_cube(2))])
+    scene = level(blocks_cube(4))
+    assert run(scene, str(parent)).card.id == "conv-test-int8"
+
+    def change(raw):
+        if edit == "value_scaling":
+            raw["input"]["value_scaling"][0] = {"type": "z-score", "mean": 0.1, "stddev": 0.5}
+        else:
+            raw["input"]["bands"] = list(reversed(raw["input"]["bands"]))
+
+    _edit(made.card_path, change)
+    with pytest.raises(Exception, match="changed after it was made"):
+        run(scene, str(parent), options=ClassifyOptions(precision="int8"))
+    _reseal(made.card_path)
+    with pytest.raises(Exception, match="differ from its network"):
+        run(scene, str(parent), options=ClassifyOptions(precision="int8"))
+    assert run(scene, str(parent)).card.id == "conv-test"  # auto runs the network instead
+
+
+def test_an_int8_variant_saved_under_the_bf16_name_is_refused(parent, tmp_path):
+    made = make_variant(str(parent), calibrate=[level(blocks_cube(1))], check=[level(blocks_cube(2))])
+    for suffix in (".onnx", ".json"):
+        made.card_path.with_suffix(suffix).rename(made.card_path.with_name(f"conv-test-bf16{suffix}"))
+    scene = level(blocks_cube(4))
+    with pytest.raises(Exception, match="precision 'int8', not 'bf16'"):
+        run(scene, str(parent), options=ClassifyOptions(precision="bf16"))
+    assert run(scene, str(parent)).card.id == "conv-test"
+
+
+def level_folder(tmp_path: Path) -> Path:
+    """The synthetic scene as an L1C band folder (GeoTIFFs named like Sentinel-2 bands), for the command line."""
+    folder = tmp_path / "scene"
+    folder.mkdir(exist_ok=True)
+    cube = blocks_cube(4)
+    transform = rasterio.transform.from_origin(300000, 5000000, 10, 10)
+    for band in BANDS:
+        data = cube.sel(bands=band).values
+        with rasterio.open(folder / f"T33UUU_20200101T000000_{band}.tif", "w", driver="GTiff", width=data.shape[1],
+                           height=data.shape[0], count=1, dtype="uint16", crs="EPSG:32633",
+                           transform=transform) as dst:
+            dst.write(data, 1)
+    (folder / "T33UUU_20200101T000000_B10.tif").write_bytes((folder / "T33UUU_20200101T000000_B02.tif").read_bytes())
+    return folder

@@ -48,14 +48,12 @@ from ..chain.pipeline import ClassifyOptions, model_tiles
 from ..io.files import atomic_files, sha256_file
 from ..foundation.version import __version__
 from ..io.readers import DEMO_DATA, open_product
-from ..models.cards import card_from_dict, weights_dir
-from ..models.resolve import VARIANT_PRECISIONS, Model, bf16_cpu, resolve_model, variant_card_name
+from ..models.cards import MIN_AGREEMENT, MIN_DICE, MIN_SHARE, card_from_dict, check_passes, weights_dir
+from ..models.resolve import Model, resolve_model
+from ..models.variants import ENGINES, FILE_PRECISION, VARIANT_PRECISIONS, bf16_cpu, sealed, variant_card_name
 
 log = logging.getLogger(__name__)
 
-MIN_AGREEMENT = 0.995  # share of valid pixels on which the variant's class equals the parent's
-MIN_DICE = 0.98  # per class, variant's map against the parent's
-MIN_SHARE = 0.001  # a class rarer than this in both maps is reported, not judged
 MAX_TILES = 32  # tiles kept for calibration, and for the check (a random sample of larger products)
 METHODS = {
     "int8": "ONNX Runtime static quantisation (QDQ): int8 weights per output channel, uint8 activations, min-max "
@@ -63,7 +61,6 @@ METHODS = {
     "bf16": "the float32 network run by OpenVINO's CPU plugin with inference precision bf16 (weights and "
             "activations rounded to bfloat16 inside the kernels, float32 accumulation)",
 }
-ENGINES = {"int8": "onnxruntime", "bf16": "openvino"}
 
 
 @dataclass
@@ -81,7 +78,8 @@ class Check:
 
     @property
     def faithful(self) -> bool:
-        return self.agreement >= MIN_AGREEMENT and all(self.dice[name] >= MIN_DICE for name in self.judged)
+        return check_passes({"agreement": self.agreement, "dice": self.dice, "judged": self.judged,
+                             "share": self.share})
 
     def failures(self) -> list[str]:
         """What fell short, in words."""
@@ -312,10 +310,10 @@ def variant_card(card, parent: Model, stem: str, precision: str, onnx_file: Path
                           + card.description)
     raw["weights"] = {"file": f"{stem}.onnx", "path": f"{stem}.onnx",
                       "sha256": sha256_file(onnx_file),
-                      "precision": "fp32" if precision == "bf16" else precision}  # a bf16 variant's file is float32
+                      "precision": FILE_PRECISION[precision]}  # a bf16 variant's file is float32
     raw["variant"] = {
         "parent": {"id": card.id, "name": card.name, "weights_sha256": sha256_file(parent.path),
-                   "card": card.source},
+                   "card": Path(card.source).name},  # found beside the variant or in the weights folder
         "precision": precision,
         "engine": ENGINES[precision],
         "method": METHODS[precision],
@@ -324,4 +322,4 @@ def variant_card(card, parent: Model, stem: str, precision: str, onnx_file: Path
         "calibration": {"products": sorted({name for name, _, _ in calibration}), "tiles": len(calibration)},
         "check": {"products": sorted({name for name, _, _ in checking}), "how": how, **result.record()},
     }
-    return raw
+    return sealed(raw)  # from here on, any change to the card makes the variant unusable

@@ -12,6 +12,8 @@ model in :mod:`kappamask_core.models.resolve`.
 
 from __future__ import annotations
 
+import contextlib
+import contextvars
 import functools
 import hashlib
 import json
@@ -37,6 +39,26 @@ ALIASES: dict[str, dict[str, str]] = {
     "kappamask-v2": {"L1C": "kappamask-v2-l1c", "L2A": "kappamask-v2-l2a"},
     "kappamask-v1": {"L1C": "kappamask-v1-l1c", "L2A": "kappamask-v1-l2a"},
 }
+
+
+# What makes a reduced-precision variant faithful to its network, judged on the check tiles against the network's
+# own maps (kappamask_core.models.variants makes and checks variants): the share of valid pixels on which the two
+# maps agree, and each class's Dice, for the classes that are not too rare to judge.
+MIN_AGREEMENT = 0.995
+MIN_DICE = 0.98
+MIN_SHARE = 0.001  # a class rarer than this in both maps is reported, not judged
+
+
+def check_passes(check) -> bool:
+    """Whether a variant's recorded check passes: agreement and Dice recomputed against the thresholds above,
+    and every class at least :data:`MIN_SHARE` of the network's map among the judged ones."""
+    try:
+        agreement, dice, judged = float(check["agreement"]), check["dice"], set(check["judged"])
+        required = {name for name, share in check["share"].items() if float(share) >= MIN_SHARE}
+        return (agreement >= MIN_AGREEMENT and required <= judged
+                and all(dice[name] is not None and float(dice[name]) >= MIN_DICE for name in judged))
+    except (KeyError, TypeError, ValueError, AttributeError):
+        return False
 
 
 @dataclass(frozen=True)
@@ -98,8 +120,9 @@ class ModelCard:
 
     @property
     def faithful(self) -> bool:
-        """A variant that passed its check against the parent (every exact network is faithful to itself)."""
-        return not self.variant or bool(self.variant.get("check", {}).get("faithful"))
+        """A variant whose recorded check passes the thresholds of this code (:func:`check_passes`; the card's own
+        'faithful' flag is not trusted); every exact network is faithful to itself."""
+        return not self.variant or check_passes(self.variant.get("check"))
 
     @property
     def sha256(self) -> str:
@@ -138,8 +161,9 @@ def _scaling_problem(rule) -> str | None:
     numbers = {k: v for k, v in rule.items() if k != "type"}
     if any(not isinstance(v, (int, float)) or isinstance(v, bool) or not math.isfinite(v) for v in numbers.values()):
         return f"holds a value that is not a finite number ({numbers})"
-    if rule.get("type") == "min-max" and rule["maximum"] == rule["minimum"]:
-        return f"has minimum equal to maximum ({rule['minimum']}): every pixel would divide by zero"
+    if rule.get("type") == "min-max" and rule["maximum"] <= rule["minimum"]:
+        return (f"has maximum {rule['maximum']} not above its minimum {rule['minimum']}: the band would be divided by "
+                "zero or turned upside down")
     if rule.get("type") == "z-score" and not rule["stddev"] > 0:
         return f"has a standard deviation of {rule['stddev']}; it must be positive"
     return None
@@ -150,8 +174,32 @@ def _schema() -> dict:
     return json.loads(SCHEMA_PATH.read_text())
 
 
+def _not_finite(value, where: str = "") -> str | None:
+    """The path of the first number in ``value`` that is not finite (JSON allows NaN and Infinity here), or None."""
+    import math
+
+    if isinstance(value, float) and not math.isfinite(value):
+        return where or "(top level)"
+    if isinstance(value, dict):
+        items = value.items()
+    elif isinstance(value, list):
+        items = enumerate(value)
+    else:
+        return None
+    for key, item in items:
+        found = _not_finite(item, f"{where}/{key}" if where else str(key))
+        if found:
+            return found
+    return None
+
+
 def card_from_dict(data: dict, source: str = "<dict>") -> ModelCard:
     """Validate a card dictionary (schema, then consistency) and build the card."""
+    if isinstance(data, dict):
+        where = _not_finite(data)
+        if where:
+            raise ModelError(f"model card {source} holds a number that is not finite at {where}; every number of a "
+                             "card must be a finite number")
     try:
         import jsonschema
     except ImportError:  # openEO UDF runtimes lack it: the consistency checks below still run
@@ -195,6 +243,11 @@ def card_from_dict(data: dict, source: str = "<dict>") -> ModelCard:
     for key in ("overlap", "margin"):
         if tiling.get(key, 0) >= tiling["tile_size"]:
             raise ModelError(f"model card {source}: {key} {tiling[key]} must be smaller than the tile size")
+    stride = tiling["tile_size"] - tiling.get("overlap", 0)
+    if stride < tiling["tile_size"] / 4:
+        raise ModelError(f"model card {source}: overlap {tiling['overlap']} leaves a stride of {stride} px, less than "
+                         f"a quarter of its {tiling['tile_size']} px tiles (each pixel would be inferred more than 16 "
+                         f"times); use an overlap of at most {tiling['tile_size'] * 3 // 4}")
     if tiling["resolution"] % 10 or not MIN_RESOLUTION_M <= tiling["resolution"] <= MAX_RESOLUTION_M:
         raise ModelError(f"model card {source}: working resolution {tiling['resolution']} m must be a multiple of "
                          f"10 m from {MIN_RESOLUTION_M} to {MAX_RESOLUTION_M} m")
@@ -285,10 +338,30 @@ def cache_dir() -> Path:
     return Path(root)
 
 
+_WEIGHTS_FOLDER: contextvars.ContextVar[Path | None] = contextvars.ContextVar("kappamask_weights_folder",
+                                                                              default=None)
+
+
 def weights_dir() -> Path:
-    """The user's weights folder: $KAPPAMASK_WEIGHTS_DIR, else ``weights`` in the cache folder.
+    """The user's weights folder: the one :func:`weights_folder` set, else $KAPPAMASK_WEIGHTS_DIR, else ``weights``
+    in the cache folder.
 
     Imported and downloaded models go here (ONNX file and card); a card here
     named like a built-in one (``kappamask-v2-l1c.json``) takes its place.
     """
+    chosen = _WEIGHTS_FOLDER.get()
+    if chosen is not None:
+        return chosen
     return Path(os.environ.get(WEIGHTS_DIR_ENV) or cache_dir() / "weights")
+
+
+@contextlib.contextmanager
+def weights_folder(path):
+    """Use ``path`` as the weights folder inside the block, without changing the environment (the openEO UDF
+    points the core at the models of its dependency archive this way: Python workers that other jobs reuse keep
+    their environment as it was)."""
+    token = _WEIGHTS_FOLDER.set(Path(path))
+    try:
+        yield Path(path)
+    finally:
+        _WEIGHTS_FOLDER.reset(token)
