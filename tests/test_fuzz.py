@@ -468,7 +468,7 @@ def more_variants(root: Path, rng: random.Random, mirror: str) -> list[tuple[str
         {"context": {"level": "L1C", "model": "no-such-model"}}, {"context": {"level": "L1C", "batch_size": 0}},
         {"context": {"level": "L1C", "overlap": -1}}, {"context": {"level": "L1C", "precision": "int4"}},
         {"context": {"level": "L1C", "units": "percent"}}, {"context": {"level": "L1C", "output": "everything"}},
-        {"context": {"level": "L1C", "stitch": "glue"}}, {"context": {"level": "L1C", "threads": 3}},
+        {"context": {"level": "L1C", "stitch": "glue"}}, {"context": {"level": "L1C", "threads": 0}},
         {"context": {}, "bands": ["B02", "B03", "B04", "B08", "B11", "B12"]},
         {"context": {}, "bands": ["B02", "B03", "B04", "B08", "B11", "B12"],
          "relabel": ["blue", "green", "red", "nir", "swir16", "swir22"]},

@@ -3,9 +3,9 @@
 Copernicus Data Space's UDF runtime has numpy, xarray and openeo, but neither kappamask_core nor onnxruntime.
 Each way of providing them is run in a subprocess whose sys.path holds the standard library, those three
 packages with what they require, and that way's folder, nothing else: our archive (with and without
-onnxruntime), the public openEO ONNX archive unpacked as ``onnx_deps``, the inline (PEP 723) dependencies
-installed the way geopyspark-driver installs them for batch jobs, and the archive downloaded by the UDF itself
-from the context (synchronous requests get no job options).
+onnxruntime), the public openEO ONNX archive unpacked as ``onnx_deps``, and the archive downloaded by the UDF
+itself from the context (synchronous requests get no job options), with what must never be trusted there: a
+planted or changed folder, an archive whose entries leave its folder or unpack without bound, plain http.
 """
 
 from __future__ import annotations
@@ -112,12 +112,14 @@ def test_bad_context_tells_the_user_what_to_change(cube, context, message):
         run_udf_code(UDF_PATH.read_text(), data)
 
 
-def test_udf_file_keeps_annotations_resolvable_and_declares_onnxruntime():
+def test_udf_file_keeps_annotations_resolvable_and_declares_no_inline_dependencies():
+    """Backends pip-install a UDF's inline (PEP 723) dependencies before every batch job (and fail the job when
+    that fails); the archive carries onnxruntime, so the UDF declares none."""
     from openeo.udf.run_code import extract_udf_dependencies
 
     code = UDF_PATH.read_text()
     assert "from __future__ import annotations" not in code
-    assert [d.split(">")[0] for d in extract_udf_dependencies(code)] == ["onnxruntime"]
+    assert not extract_udf_dependencies(code)
 
 
 def test_sen2cor_scl_model_through_the_udf():
@@ -226,24 +228,30 @@ cube = xr.DataArray(rng.integers(1, 3000, (1, 4, 64, 64)).astype("float32"), dim
                     coords={{"bands": ["B02", "B03", "B04", "B08"]}})
 namespace = {{"__file__": {udf!r}}}
 exec(compile(open({udf!r}).read(), "kappamask_udf.py", "exec"), namespace)
+import os
+environment = dict(os.environ)
 out = namespace["apply_datacube"](cube, {context!r})
-import kappamask_core, onnxruntime, os
+{between}
+out = namespace["apply_datacube"](cube, {context!r})  # a second call in the same (reused) worker
+import kappamask_core, onnxruntime
 from kappamask_core.chain import infer
 print(json.dumps({{"core": kappamask_core.__file__, "onnxruntime": onnxruntime.__file__,
                   "ran": [runner.card.id for runner in infer._RUNNERS.values()],
-                  "weights": os.environ.get("KAPPAMASK_WEIGHTS_DIR"), "path": sys.path,
+                  "model_files": [str(runner.model.path) for runner in infer._RUNNERS.values()],
+                  "environment_kept": environment == dict(os.environ), "path": sys.path,
                   "modules": {{m: getattr(sys.modules[m], "__file__", None) for m in ("attr", "affine", "openvino")
                               if m in sys.modules}},
                   "values": sorted(set(np.unique(out.values).tolist()))}}))
 """
 
 
-def run_udf_in_runtime(work: Path, extra: list, context: dict, tmp: Path | None = None):
-    """The UDF in a Python that has only the standard library plus ``extra`` folders on sys.path."""
+def run_udf_in_runtime(work: Path, extra: list, context: dict, tmp: Path | None = None, between: str = ""):
+    """The UDF in a Python that has only the standard library plus ``extra`` folders on sys.path, called twice;
+    ``between`` is code run between the two calls."""
     env = {k: v for k, v in os.environ.items() if k not in ("PYTHONPATH", "KAPPAMASK_WEIGHTS_DIR")}
     if tmp is not None:
         env["TMPDIR"] = str(tmp)
-    script = SCRIPT.format(extra=[str(p) for p in extra], udf=str(UDF_PATH),
+    script = SCRIPT.format(extra=[str(p) for p in extra], udf=str(UDF_PATH), between=between,
                            context={"model": "ukis-csmask-4b-l1c", **context})
     return subprocess.run([sys.executable, "-S", "-c", script], cwd=work, capture_output=True, text=True, env=env,
                           timeout=300)
@@ -267,7 +275,7 @@ def test_without_onnxruntime_the_udf_says_how_to_provide_it(tmp_path, archives):
     assert proc.returncode != 0
     last = proc.stderr.strip().splitlines()[-1]
     assert "onnxruntime is not available" in last
-    assert all(way in last for way in ("PEP 723", "#kappamask_deps", "#onnx_deps", "dependency_archive"))
+    assert all(way in last for way in ("#kappamask_deps", "#onnx_deps", "dependency_archive", "dependency_sha256"))
 
 
 def test_our_archive_with_onnxruntime_is_enough_and_never_shadows_the_runtime(tmp_path, archives):
@@ -276,8 +284,9 @@ def test_our_archive_with_onnxruntime_is_enough_and_never_shadows_the_runtime(tm
     deps = unpack(archives["full"], tmp_path / "work" / "kappamask_deps")
     out = report(run_udf_in_runtime(tmp_path / "work", [site], {}))
     assert out["core"].startswith(str(deps)) and out["onnxruntime"].startswith(str(deps))
-    assert out["weights"] == str(deps / "models")
+    assert out["model_files"] == [str(deps / "models" / "model_4b_l1c.onnx")] and out["environment_kept"]
     assert out["path"].index(str(deps)) > out["path"].index(str(site))  # appended after the runtime
+    assert out["path"].count(str(deps)) == 1  # once, however often the UDF is called
     assert out["modules"]["attr"].startswith(str(site)) and out["modules"]["affine"].startswith(str(deps))
     assert set(out["values"]) <= {1, 2, 4}
 
@@ -290,31 +299,6 @@ def test_the_public_onnx_archive_unpacked_as_onnx_deps(tmp_path, archives, onnxr
         whl.extractall(onnx_deps)
     out = report(run_udf_in_runtime(tmp_path / "work", [site], {}))
     assert out["core"].startswith(str(deps)) and out["onnxruntime"].startswith(str(onnx_deps.resolve()))
-
-
-def test_the_inline_dependencies_installed_as_geopyspark_installs_them(tmp_path, archives):
-    """geopyspark-driver pip-installs a UDF's PEP 723 dependencies into a folder (--target) that batch jobs add
-    to the executors' Python path; the same here, from a local cache of the wheels after the first run."""
-    from openeo.udf.run_code import extract_udf_dependencies
-
-    dependencies = extract_udf_dependencies(UDF_PATH.read_text())
-    cache = WHEEL_CACHE / "pep723"
-    pip = [sys.executable, "-m", "pip", "--disable-pip-version-check", "-q"]
-    if not any(cache.glob("onnxruntime-*.whl")):
-        fetched = subprocess.run(pip + ["download", "-d", str(cache), *dependencies], capture_output=True, text=True,
-                                 timeout=900)
-        if fetched.returncode != 0:
-            if os.environ.get(STRICT_ENV):
-                pytest.fail(f"cannot download the UDF's inline dependencies: {fetched.stderr[-500:]}")
-            pytest.skip("the UDF's inline dependencies cannot be downloaded here")
-    target = tmp_path / "udf-py-deps.d"
-    installed = subprocess.run(pip + ["install", "--no-index", "--find-links", str(cache), "--target", str(target),
-                                      *dependencies], capture_output=True, text=True, timeout=900)
-    assert installed.returncode == 0, installed.stderr[-2000:]
-    site = runtime_site(tmp_path / "runtime")
-    deps = unpack(archives["plain"], tmp_path / "work" / "kappamask_deps")
-    out = report(run_udf_in_runtime(tmp_path / "work", [site, target], {}))
-    assert out["core"].startswith(str(deps)) and out["onnxruntime"].startswith(str(target))
 
 
 class CountingHandler(http.server.SimpleHTTPRequestHandler):
@@ -338,8 +322,11 @@ def archive_server(archives):
     server.shutdown()
 
 
-def test_the_udf_downloads_its_archive_once_when_no_job_option_brought_it(tmp_path, archives, archive_server):
-    """Synchronous requests get no udf-dependency-archives: the context's URL serves both kinds of request."""
+def test_the_udf_downloads_its_archive_once_per_process_into_a_folder_of_its_own(tmp_path, archives,
+                                                                                 archive_server):
+    """Synchronous requests get no udf-dependency-archives: the context's URL serves both kinds of request. The
+    archive is downloaded once per process (both calls of a worker share it) into a folder the process made, and
+    the process leaves nothing behind; a wrong sha256 is refused."""
     from kappamask_core.io.files import sha256_file
 
     site = runtime_site(tmp_path / "runtime")
@@ -347,18 +334,132 @@ def test_the_udf_downloads_its_archive_once_when_no_job_option_brought_it(tmp_pa
     (tmp_path / "tmp").mkdir()
     context = {"dependency_archive": f"{archive_server}/{archives['full'].name}",
                "dependency_sha256": sha256_file(archives["full"])}
-    ours = lambda: [p for p in (tmp_path / "tmp").iterdir() if "kappamask" in p.name]  # noqa: E731
     first = report(run_udf_in_runtime(tmp_path / "work", [site], context, tmp_path / "tmp"))
-    cached = ours()
-    assert len(cached) == 1 and cached[0].name.startswith("kappamask-udf-")  # no work folder left beside it
-    assert first["core"].startswith(str(cached[0])) and first["onnxruntime"].startswith(str(cached[0]))
-    assert set(first["values"]) <= {1, 2, 4}
-    second = report(run_udf_in_runtime(tmp_path / "work", [site], context, tmp_path / "tmp"))
-    assert second["core"] == first["core"] and len(CountingHandler.requests) == 1  # unpacked once per machine
+    assert "/kappamask-udf-" in first["core"] and "/kappamask-udf-" in first["onnxruntime"]
+    assert first["model_files"][0].startswith(first["core"].split("/kappamask_core/")[0])
+    assert set(first["values"]) <= {1, 2, 4} and first["environment_kept"]
+    assert len(CountingHandler.requests) == 1  # two calls, one download
+    ours = lambda: [p for p in (tmp_path / "tmp").iterdir() if "kappamask" in p.name]  # noqa: E731
+    assert not ours()  # removed when the process ended
     wrong = run_udf_in_runtime(tmp_path / "work", [site], {**context, "dependency_sha256": "0" * 64},
                                tmp_path / "tmp")
     assert wrong.returncode != 0 and "it was not used" in wrong.stderr.strip().splitlines()[-1]
-    assert ours() == cached
+    assert not ours()
+
+
+def test_a_planted_folder_is_never_imported(tmp_path, archives, archive_server):
+    """Folders named like an unpacked archive, put into the temporary folder before the process starts (by
+    another job on a shared executor), are never looked at: the process unpacks its own. Planted here: the
+    predictable name an earlier version cached under (a hash of the URL and sha256), with code that would stop
+    the process, and an empty one."""
+    import hashlib
+
+    from kappamask_core.io.files import sha256_file
+
+    site = runtime_site(tmp_path / "runtime")
+    (tmp_path / "work").mkdir()
+    (tmp_path / "tmp").mkdir()
+    context = {"dependency_archive": f"{archive_server}/{archives['full'].name}",
+               "dependency_sha256": sha256_file(archives["full"])}
+    key = hashlib.sha256(f"{context['dependency_archive']}\n{context['dependency_sha256']}".encode()).hexdigest()[:16]
+    planted = tmp_path / "tmp" / f"kappamask-udf-{key}" / "kappamask_core"
+    planted.mkdir(parents=True)
+    (planted / "__init__.py").write_text("raise SystemExit('planted code ran')")
+    (tmp_path / "tmp" / "kappamask-udf-empty" / "kappamask_core").mkdir(parents=True)
+    out = report(run_udf_in_runtime(tmp_path / "work", [site], context, tmp_path / "tmp"))
+    assert key not in out["core"] and "empty" not in out["core"] and set(out["values"]) <= {1, 2, 4}
+
+
+def test_files_changed_between_two_calls_are_not_used(tmp_path, archives, archive_server):
+    from kappamask_core.io.files import sha256_file
+
+    site = runtime_site(tmp_path / "runtime")
+    (tmp_path / "work").mkdir()
+    context = {"dependency_archive": f"{archive_server}/{archives['full'].name}",
+               "dependency_sha256": sha256_file(archives["full"])}
+    tamper = ("import kappamask_core, pathlib, os\n"
+              "root = pathlib.Path(kappamask_core.__file__).parents[1]\n"
+              "os.chmod(root, 0o700)\n"
+              "(root / 'planted.py').write_text('x = 1')\n")
+    proc = run_udf_in_runtime(tmp_path / "work", [site], context, between=tamper)
+    assert proc.returncode != 0
+    assert "were changed or added to since this process unpacked them" in proc.stderr.strip().splitlines()[-1]
+
+
+def _zip(path: Path, entries) -> Path:
+    with zipfile.ZipFile(path, "w", compression=zipfile.ZIP_DEFLATED) as zf:
+        for name, data in entries:  # a name, or a ZipInfo with attributes of its own
+            zf.writestr(name, data)
+    return path
+
+
+@pytest.mark.parametrize("kind, message", [
+    ("traversal", "outside its folder"),
+    ("absolute", "outside its folder"),
+    ("link", "holds a link"),
+    ("twice", "twice"),
+    ("bomb", "unpacks to more than"),
+    ("not a zip", "cannot be unpacked"),
+])
+def test_archives_that_would_write_outside_their_folder_or_without_bound_are_refused(tmp_path, kind, message,
+                                                                                     monkeypatch):
+    """The UDF's own unpacking, on archives served with their correct sha256: nothing is unpacked outside the
+    process's folder, and the folder is removed."""
+    import hashlib
+    import warnings
+
+    served = tmp_path / "served"
+    served.mkdir()
+    archive = served / "deps.zip"
+    if kind == "traversal":
+        _zip(archive, [("kappamask_core/__init__.py", ""), ("../../escaped.py", "x = 1")])
+    elif kind == "absolute":
+        _zip(archive, [("/tmp/escaped.py", "x = 1")])
+    elif kind == "link":
+        info = zipfile.ZipInfo("kappamask_core")
+        info.external_attr = (0o120777 << 16)
+        _zip(archive, [(info, "/etc")])
+    elif kind == "twice":
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # zipfile warns about the duplicate name it is asked to write
+            _zip(archive, [("kappamask_core/__init__.py", ""), ("kappamask_core/__init__.py", "x = 2")])
+    elif kind == "bomb":
+        _zip(archive, [("kappamask_core/__init__.py", ""), ("big.bin", b"\0" * (3 << 20))])
+    else:
+        archive.write_bytes(b"not a zip at all")
+    namespace = {"__file__": str(UDF_PATH)}
+    exec(compile(UDF_PATH.read_text(), "kappamask_udf.py", "exec"), namespace)
+    monkeypatch.setitem(namespace, "MAX_UNPACKED_BYTES", 1 << 20)
+    import tempfile
+
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path / "tmp"))
+    (tmp_path / "tmp").mkdir()
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), functools.partial(
+        http.server.SimpleHTTPRequestHandler, directory=str(served)))
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        url = f"http://127.0.0.1:{server.server_address[1]}/deps.zip"
+        with pytest.raises(RuntimeError, match=message):
+            namespace["_download_archive"](url, hashlib.sha256(archive.read_bytes()).hexdigest())
+    finally:
+        server.shutdown()
+        server.server_close()
+    assert not list((tmp_path / "tmp").iterdir()) and not (tmp_path / "escaped.py").exists()
+
+
+@pytest.mark.parametrize("context, message", [
+    ({"dependency_archive": "http://example.org/deps.zip", "dependency_sha256": "0" * 64}, "must be an https URL"),
+    ({"dependency_archive": "https://user:secret@example.org/deps.zip", "dependency_sha256": "0" * 64},
+     "must not carry credentials"),
+    ({"dependency_archive": "https://example.org/deps.zip"}, "needs 'dependency_sha256'"),
+])
+def test_an_archive_url_that_is_not_https_or_has_no_checksum_is_refused(cube, context, message, monkeypatch):
+    """Run where kappamask_core is not importable from the runtime, so that the UDF would have to download."""
+    namespace = {"__file__": str(UDF_PATH)}
+    exec(compile(UDF_PATH.read_text(), "kappamask_udf.py", "exec"), namespace)
+    monkeypatch.setitem(namespace, "_found", lambda name: False)
+    with pytest.raises(ValueError, match=message):
+        namespace["_provide_dependencies"](context)
 
 
 @pytest.fixture(scope="module")
@@ -380,7 +481,7 @@ def test_an_archive_with_openvino_runs_the_faithful_bf16_variant(tmp_path, onnxr
     from kappamask_core.faces.cli import main
     from kappamask_core.io.readers import from_dataarray
     from kappamask_core.learning.quantize import make_variant
-    from kappamask_core.models.resolve import bf16_cpu
+    from kappamask_core.models.variants import bf16_cpu
 
     if bf16_cpu():
         pytest.skip(f"bf16 variants cannot be checked here: {bf16_cpu()}")

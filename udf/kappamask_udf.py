@@ -1,8 +1,3 @@
-# /// script
-# dependencies = [
-#   "onnxruntime>=1.19",
-# ]
-# ///
 """openEO UDF: KappaMask cloud and cloud-shadow classes for a Sentinel-2 data cube.
 
 Use it with ``apply_neighborhood`` (448 x 448 px chunks with 32 px overlap,
@@ -24,7 +19,7 @@ Context keys (all optional):
   level        "L1C" or "L2A"                          (default: the model's level, else L1C if the cube has
                B10, L2A if it has AOT, WVP or SCL; the process graphs set it)
   units        "dn" or "reflectance"                   (default "dn")
-  offset       DN offset of the input, e.g. -1000 for baseline 04.00 DN not harmonised by the backend
+  offset       DN offset of the input, -1000 for baseline 04.00 DN not harmonised by the backend, or 0
   output       "classes", "usable" or "scores"         (default "classes")
   buffer       grow classes by metres after stitching, e.g. "cloud=300,shadow=100" or {"cloud": 300};
                exact up to the chunk overlap (32 px = 320 m with the process graphs)
@@ -34,24 +29,31 @@ Context keys (all optional):
   margin       tile margin in working pixels           (default: the model card's)
   device       "auto", "cpu", "cuda" or "tensorrt"     (default "auto")
   batch_size   tiles per inference call                (default: 1 on CPU, 8 on CUDA)
+  threads      ONNX Runtime threads                    (default: the executor's cores: its CPU affinity
+               and cgroup quota, not the node's; the process graphs set it to the executor-cores they ask for)
   precision    "auto", "fp32", "int8" or "bf16"        (default "auto": on CPUs the model's faithful int8 or
                bf16 variant where the archive holds one (bf16: built --with-openvino, and only on CPUs with
                bfloat16 arithmetic), else the network as published; "fp32": always that)
   dependency_folder   where the dependency archive was unpacked (default "kappamask_deps")
-  dependency_archive  URL of the dependency archive; downloaded and unpacked once per machine when the
-                      folder is absent (synchronous requests get no udf-dependency-archives)
-  dependency_sha256   the archive's sha256, checked after the download
+  dependency_archive  https URL of the dependency archive, for requests that get no udf-dependency-archives
+                      (synchronous requests); needs dependency_sha256
+  dependency_sha256   the archive's sha256: nothing downloaded is used before it is checked
   options      an object with the keys above; the keys beside it win. The process graphs pass the
                caller's options here and set the archive (and, for masking, the output) beside it.
 
-Where the code comes from: ``kappamask_core`` and the model files from the
-dependency archive built by ``kappamask openeo package`` (job option
-``udf-dependency-archives``, unpacked beside the UDF), or downloaded from
-``dependency_archive``; onnxruntime from the runtime, from the inline
-dependencies above (installed by backends for batch jobs), from the public
-openEO ONNX archive unpacked as ``onnx_deps``, or from our archive when it
-was built with ``--with-onnxruntime``. These folders are appended to
-``sys.path``, so the runtime's own packages always win. NaN or nodata
+Where the code comes from: ``kappamask_core``, onnxruntime and the model files from the dependency archive
+built by ``kappamask openeo package --with-onnxruntime``, which batch jobs unpack beside the UDF (job option
+``udf-dependency-archives``, as ``<url>#kappamask_deps``); onnxruntime also from the public openEO ONNX
+archive unpacked as ``onnx_deps``, or from the runtime itself. These folders are appended to ``sys.path``
+once per process, so the runtime's own packages always win. This UDF declares no inline (PEP 723)
+dependencies: backends would pip-install them before every batch job, and its archive already carries them.
+
+Synchronous requests get no job options: there the UDF downloads ``dependency_archive`` itself, once per
+Python process, into a folder it creates for itself (``tempfile.mkdtemp``: private to the process user). It
+never trusts a folder it did not create in this process: the archive's sha256 is checked before it is opened,
+its entries are checked (no absolute paths, ``..``, links, duplicates, encryption or unknown compression; at
+most :data:`MAX_MEMBERS` files and :data:`MAX_UNPACKED_BYTES`), and every file unpacked is compared with the
+list made at unpacking on each later call. The environment of the process is never changed. NaN or nodata
 pixels come out as class 0 (missing).
 """
 
@@ -70,8 +72,13 @@ DEFAULT_DEPENDENCY_FOLDER = "kappamask_deps"
 ONNX_DEPENDENCY_FOLDER = "onnx_deps"  # the public openEO ONNX dependency archive, as its examples unpack it
 DOWNLOAD_TIMEOUT_S = 30  # per network operation
 DOWNLOAD_DEADLINE_S = 600  # for the whole archive
+MAX_ARCHIVE_BYTES = 512 << 20  # the largest archive downloaded
+MAX_UNPACKED_BYTES = 1 << 30  # what it may unpack into, counted as it is written (a zip can lie in its sizes)
+MAX_MEMBERS = 20000
+LOCAL_HOSTS = ("127.0.0.1", "localhost", "::1")  # plain http only to this machine (tests, a local mirror)
+STATE_MODULE = "_kappamask_udf_state"  # what this process unpacked and appended; the UDF source runs anew each call
 CONTEXT_KEYS = ("model", "weights", "level", "units", "offset", "output", "encoding", "stitch", "overlap", "margin",
-                "device", "batch_size", "precision", "buffer", "dependency_folder", "dependency_archive",
+                "device", "batch_size", "threads", "precision", "buffer", "dependency_folder", "dependency_archive",
                 "dependency_sha256")
 # The band labels of each output; apply_metadata runs where the dependency archive may be absent (the backend's
 # driver), so they are written here; a test checks them against kappamask_core.faces.datacube.OUTPUT_BANDS.
@@ -81,11 +88,11 @@ OUTPUT_BANDS = {
     "usable": ("usable",),
 }
 ONNXRUNTIME_HELP = (
-    "KappaMask UDF: onnxruntime is not available in this UDF runtime. Provide it one of these ways: a batch "
-    "job whose backend installs the UDF's inline dependencies (PEP 723); the job option udf-dependency-archives "
-    "with our archive built by 'kappamask openeo package --with-onnxruntime' (as '<url>#kappamask_deps') or "
-    "with the public openEO ONNX archive for Python 3.11 (as '<url>#onnx_deps'); or, also for synchronous "
-    "requests, the context key dependency_archive with the URL of an archive built with --with-onnxruntime.")
+    "KappaMask UDF: onnxruntime is not available in this UDF runtime. Provide it one of these ways: the job "
+    "option udf-dependency-archives with our archive built by 'kappamask openeo package --with-onnxruntime' (as "
+    "'<url>#kappamask_deps') or with the public openEO ONNX archive for Python 3.11 (as '<url>#onnx_deps'); or, "
+    "also for synchronous requests, the context keys dependency_archive (the https URL of an archive built with "
+    "--with-onnxruntime) and dependency_sha256.")
 
 
 def _context(context) -> dict:
@@ -111,10 +118,26 @@ def _context(context) -> dict:
     return merged
 
 
+def _state():
+    """This process's record of what the UDF appended to sys.path and unpacked (a module, so that it outlives the
+    UDF source, which backends execute anew on every call)."""
+    import types
+
+    state = sys.modules.get(STATE_MODULE)
+    if state is None:
+        state = types.ModuleType(STATE_MODULE)
+        state.appended, state.archives = [], {}
+        sys.modules[STATE_MODULE] = state
+    return state
+
+
 def _append_path(folder: Path) -> None:
-    """Append, never prepend: a package the runtime has (attrs, numpy) must not be shadowed in reused workers."""
-    if str(folder) not in sys.path:
+    """Append, never prepend, once per process: a package the runtime has (attrs, numpy) must not be shadowed in
+    reused workers."""
+    state = _state()
+    if str(folder) not in sys.path and str(folder) not in state.appended:
         sys.path.append(str(folder))
+        state.appended.append(str(folder))
 
 
 def _found(name: str) -> bool:
@@ -127,7 +150,7 @@ def _found(name: str) -> bool:
 
 
 def _use_folders(context: dict):
-    """Append the unpacked archives beside the UDF to sys.path; point the weights lookup at our models."""
+    """Append the archives the backend unpacked beside the UDF to sys.path; return ours (with kappamask_core)."""
     here = Path(globals().get("__file__", ".")).resolve().parent
     ours = None
     for name in (context.get("dependency_folder", DEFAULT_DEPENDENCY_FOLDER), ONNX_DEPENDENCY_FOLDER):
@@ -140,75 +163,177 @@ def _use_folders(context: dict):
                 if ours is None and (base / "kappamask_core").is_dir():
                     ours = base
                 break
-    if ours is not None and (ours / "models").is_dir():
-        os.environ.setdefault("KAPPAMASK_WEIGHTS_DIR", str(ours / "models"))
     return ours
 
 
-def _download_archive(url: str, sha256) -> Path:
-    """Download and unpack the dependency archive once per machine, into a cache folder of the temporary folder.
+def _check_archive_url(url) -> None:
+    from urllib.parse import urlsplit
 
-    Workers that start together each unpack into a folder of their own and rename it into place; the first
-    rename wins and the others use its result.
-    """
+    parts = urlsplit(url) if isinstance(url, str) else None
+    if parts is None or parts.scheme not in ("https", "http") or not parts.hostname:
+        raise ValueError(f"KappaMask UDF: context 'dependency_archive' must be an https URL, not {url!r}")
+    if parts.scheme == "http" and parts.hostname not in LOCAL_HOSTS:
+        raise ValueError("KappaMask UDF: context 'dependency_archive' must be an https URL (plain http only to this "
+                         f"machine); {parts.scheme}://{parts.hostname}/... was not downloaded")
+    if parts.username or parts.password:
+        raise ValueError("KappaMask UDF: context 'dependency_archive' must not carry credentials in its URL")
+
+
+def _download(url: str, target: Path) -> str:
+    """Download ``url`` into the new file ``target`` (bounded in time and size); return its sha256."""
     import hashlib
-    import shutil
-    import tempfile
     import time
     import urllib.request
-    import zipfile
 
-    key = hashlib.sha256(f"{url}\n{sha256}".encode()).hexdigest()[:16]
-    target = Path(tempfile.gettempdir()) / f"kappamask-udf-{key}"
-    if (target / "kappamask_core").is_dir():
-        return target
-    work = Path(tempfile.mkdtemp(prefix=f".kappamask-udf-{key}-", dir=tempfile.gettempdir()))
+    digest, started, size = hashlib.sha256(), time.monotonic(), 0
     try:
-        archive, digest, started = work / "deps.zip", hashlib.sha256(), time.monotonic()
-        try:
-            with urllib.request.urlopen(url, timeout=DOWNLOAD_TIMEOUT_S) as response, open(archive, "wb") as out:
-                while block := response.read1(1 << 20):  # what has arrived: a trickle meets the deadline
-                    out.write(block)
-                    digest.update(block)
-                    if time.monotonic() - started > DOWNLOAD_DEADLINE_S:
-                        raise TimeoutError(f"not complete after {DOWNLOAD_DEADLINE_S} s")
-        except (OSError, ValueError) as exc:
-            raise RuntimeError(f"KappaMask UDF: cannot download the dependency archive {url}: "
-                               f"{getattr(exc, 'reason', None) or exc}") from None
-        if sha256 is not None and digest.hexdigest() != sha256.lower():
-            raise RuntimeError(f"KappaMask UDF: the dependency archive {url} has sha256 {digest.hexdigest()}, "
-                               f"not {sha256}; it was not used")
-        try:
-            with zipfile.ZipFile(archive) as zf:
-                zf.extractall(work / "unpacked")  # zipfile drops absolute paths and '..' from member names
-        except zipfile.BadZipFile as exc:
-            raise RuntimeError(f"KappaMask UDF: the dependency archive {url} is not a zip file ({exc})") from None
-        if not (work / "unpacked" / "kappamask_core").is_dir():
+        descriptor = os.open(target, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        with urllib.request.urlopen(url, timeout=DOWNLOAD_TIMEOUT_S) as response, os.fdopen(descriptor, "wb") as out:
+            while block := response.read1(1 << 20):  # what has arrived: a trickle meets the deadline
+                size += len(block)
+                if size > MAX_ARCHIVE_BYTES:
+                    raise ValueError(f"larger than {MAX_ARCHIVE_BYTES >> 20} MiB")
+                out.write(block)
+                digest.update(block)
+                if time.monotonic() - started > DOWNLOAD_DEADLINE_S:
+                    raise TimeoutError(f"not complete after {DOWNLOAD_DEADLINE_S} s")
+    except (OSError, ValueError) as exc:
+        raise RuntimeError(f"KappaMask UDF: cannot download the dependency archive {url}: "
+                           f"{getattr(exc, 'reason', None) or exc}") from None
+    return digest.hexdigest()
+
+
+def _unpack(archive: Path, folder: Path, url: str) -> dict:
+    """Unpack ``archive`` into the new ``folder``, entry by entry, refusing what could write outside it or without
+    bound; return the list of what was written: {relative path: (size, inode, modification time)}."""
+    import stat
+    import zipfile
+    import zlib
+
+    def refuse(why):
+        raise RuntimeError(f"KappaMask UDF: the dependency archive {url} {why}; it was not used")
+
+    written, total = {}, 0
+    try:
+        with zipfile.ZipFile(archive) as zf:
+            members = zf.infolist()
+            if len(members) > MAX_MEMBERS:
+                refuse(f"holds {len(members)} entries (at most {MAX_MEMBERS})")
+            names = set()
+            for info in members:
+                name = info.filename
+                parts = name.split("/")
+                if name in names:
+                    refuse(f"holds {name} twice")
+                names.add(name)
+                if name.startswith("/") or "\\" in name or ".." in parts or ":" in parts[0] or "\0" in name:
+                    refuse(f"holds an entry outside its folder ({name!r})")
+                if stat.S_ISLNK(info.external_attr >> 16):
+                    refuse(f"holds a link ({name})")
+                if info.flag_bits & 0x1:
+                    refuse(f"holds an encrypted entry ({name})")
+                if info.compress_type not in (zipfile.ZIP_STORED, zipfile.ZIP_DEFLATED):
+                    refuse(f"holds {name} in zip compression method {info.compress_type} (only stored and deflate)")
+                target = folder.joinpath(*[p for p in parts if p])
+                if info.is_dir():
+                    target.mkdir(parents=True, exist_ok=True)
+                    continue
+                target.parent.mkdir(parents=True, exist_ok=True)
+                with zf.open(info) as source, open(target, "xb") as out:
+                    while block := source.read(1 << 20):
+                        total += len(block)
+                        if total > MAX_UNPACKED_BYTES:
+                            refuse(f"unpacks to more than {MAX_UNPACKED_BYTES >> 20} MiB")
+                        out.write(block)
+                st = target.stat()
+                written["/".join(p for p in parts if p)] = (st.st_size, st.st_ino, st.st_mtime_ns)
+    except (zipfile.BadZipFile, zlib.error, EOFError, NotImplementedError, OSError) as exc:
+        refuse(f"cannot be unpacked ({' '.join(str(exc).split())})")
+    return written
+
+
+def _listing(folder: Path) -> dict:
+    listed = {}
+    for path in folder.rglob("*"):
+        if path.is_file() or path.is_symlink():
+            st = path.lstat()
+            listed[path.relative_to(folder).as_posix()] = (st.st_size, st.st_ino, st.st_mtime_ns)
+    return listed
+
+
+def _download_archive(url: str, sha256) -> Path:
+    """The dependency archive at ``url``, downloaded and unpacked once per process into a folder this process
+    made (``mkdtemp``), its sha256 checked before it is opened; on every later call, the files are compared
+    with the list made at unpacking, so nothing changed or planted there is ever imported."""
+    import atexit
+    import tempfile
+
+    _check_archive_url(url)
+    if not isinstance(sha256, str) or len(sha256) != 64 or any(c not in "0123456789abcdefABCDEF" for c in sha256):
+        raise ValueError("KappaMask UDF: context 'dependency_archive' needs 'dependency_sha256', the archive's "
+                         f"sha256 in hex (nothing downloaded is used unchecked), not {sha256!r}")
+    state, key = _state(), (url, sha256.lower())
+    known = state.archives.get(key)
+    if known is not None:
+        folder, written = known
+        if _listing(folder) != written:
+            raise RuntimeError(f"KappaMask UDF: the files unpacked from {url} in {folder} were changed or added to "
+                               "since this process unpacked them; they are not used")
+        return folder
+    work = Path(tempfile.mkdtemp(prefix="kappamask-udf-"))
+    try:
+        archive = work / "deps.zip"
+        digest = _download(url, archive)
+        if digest != sha256.lower():
+            raise RuntimeError(f"KappaMask UDF: the dependency archive {url} has sha256 {digest}, not {sha256}; it "
+                               "was not used")
+        folder = work / "unpacked"
+        folder.mkdir()
+        written = _unpack(archive, folder, url)
+        archive.unlink()
+        if not (folder / "kappamask_core").is_dir():
             raise RuntimeError(f"KappaMask UDF: the dependency archive {url} holds no kappamask_core; build it "
                                "with 'kappamask openeo package'")
-        try:
-            os.rename(work / "unpacked", target)
-        except OSError:
-            if not (target / "kappamask_core").is_dir():  # not another worker's result: a real failure
-                raise
-        return target
-    finally:
-        shutil.rmtree(work, ignore_errors=True)
+        # read-only: nothing is added later (Python's own __pycache__ included), so the list stays exact
+        for path in sorted(folder.rglob("*"), reverse=True):
+            path.chmod(0o500 if path.is_dir() else 0o400)
+        folder.chmod(0o500)
+    except BaseException:
+        _remove(work)
+        raise
+    atexit.register(_remove, work)
+    state.archives[key] = (folder, written)
+    return folder
 
 
-def _provide_dependencies(context: dict) -> None:
-    """kappamask_core and onnxruntime from the runtime, the unpacked archives, or the archive URL, in that order."""
+def _remove(folder: Path) -> None:
+    """Remove a folder this process made, read-only parts included."""
+    import shutil
+
+    for path in [folder, *folder.rglob("*")]:
+        if path.is_dir() and not path.is_symlink():
+            try:
+                path.chmod(0o700)
+            except OSError:
+                pass
+    shutil.rmtree(folder, ignore_errors=True)
+
+
+def _provide_dependencies(context: dict):
+    """kappamask_core and onnxruntime from the runtime, the unpacked archives, or the archive URL, in that order;
+    returns the folder of our archive's models, if any."""
     ours = _use_folders(context)
     url, sha256 = context.get("dependency_archive"), context.get("dependency_sha256")
-    if url is not None and (not isinstance(url, str) or not url.startswith(("https://", "http://"))):
-        raise ValueError(f"KappaMask UDF: context 'dependency_archive' must be an http(s) URL, not {url!r}")
+    if url is not None:
+        _check_archive_url(url)
     if sha256 is not None and (not isinstance(sha256, str) or len(sha256) != 64):
         raise ValueError(f"KappaMask UDF: context 'dependency_sha256' must be a sha256 in hex, not {sha256!r}")
     if url is not None and not (_found("kappamask_core") and _found("onnxruntime")):
-        base = _download_archive(url, sha256)
-        _append_path(base)
-        if ours is None and (base / "models").is_dir():
-            os.environ.setdefault("KAPPAMASK_WEIGHTS_DIR", str(base / "models"))
+        ours = _download_archive(url, sha256)
+        _append_path(ours)
+    elif url is not None and _state().archives.get((url, str(sha256).lower())) is not None:
+        ours = _download_archive(url, sha256)  # unpacked by an earlier call: compared with its list again
+    return ours / "models" if ours is not None and (ours / "models").is_dir() else None
 
 
 def _number(context, key, whole=False, minimum=None):
@@ -231,7 +356,7 @@ def _number(context, key, whole=False, minimum=None):
 
 
 TEXT_KEYS = ("model", "weights", "level", "units", "output", "encoding", "stitch", "device", "precision",
-             "dependency_folder")
+             "dependency_folder", "dependency_archive", "dependency_sha256")
 
 
 def _check_types(context: dict) -> None:
@@ -257,19 +382,21 @@ def apply_metadata(metadata: CubeMetadata, context: dict) -> CubeMetadata:
 def apply_datacube(cube: xarray.DataArray, context: dict) -> xarray.DataArray:
     context = _context(context)
     _check_types(context)
-    _provide_dependencies(context)
+    models = _provide_dependencies(context)
     try:
         from kappamask_core.faces.datacube import classify_datacube
         from kappamask_core.foundation.errors import BandsError, KappaMaskError
         from kappamask_core.chain.pipeline import ClassifyOptions
+        from kappamask_core.models.cards import weights_folder
     except ImportError as exc:
         raise ImportError(
             "KappaMask UDF: kappamask_core is not available. Add the archive built by 'kappamask openeo package' "
-            "to the job option 'udf-dependency-archives' (as '<url>#kappamask_deps'), or give its URL as the "
-            "context key dependency_archive."
+            "to the job option 'udf-dependency-archives' (as '<url>#kappamask_deps'), or give its https URL and "
+            "sha256 as the context keys dependency_archive and dependency_sha256."
         ) from exc
     overlap, margin = _number(context, "overlap", True, 0), _number(context, "margin", True, 0)
     batch_size, offset = _number(context, "batch_size", True, 1), _number(context, "offset") or 0.0
+    threads = _number(context, "threads", True, 1)
     try:
         options = ClassifyOptions(
             stitch=context.get("stitch", "crop"),
@@ -277,20 +404,24 @@ def apply_datacube(cube: xarray.DataArray, context: dict) -> xarray.DataArray:
             margin=margin,
             device=context.get("device", "auto"),
             batch_size=batch_size,
+            threads=threads,
             precision=context.get("precision", "auto"),
             buffers=context.get("buffer"),
         )
-        return classify_datacube(
-            cube,
-            model=context.get("model", "auto"),
-            level=context.get("level"),
-            units=context.get("units", "dn"),
-            offset=offset,
-            output=context.get("output", "classes"),
-            encoding=context.get("encoding", "kappamask"),
-            weights=context.get("weights"),
-            options=options,
-        )
+        import contextlib
+
+        with weights_folder(models) if models is not None else contextlib.nullcontext():
+            return classify_datacube(
+                cube,
+                model=context.get("model", "auto"),
+                level=context.get("level"),
+                units=context.get("units", "dn"),
+                offset=offset,
+                output=context.get("output", "classes"),
+                encoding=context.get("encoding", "kappamask"),
+                weights=context.get("weights"),
+                options=options,
+            )
     except BandsError as exc:  # the cube and the model do not fit: the bands loaded are what to change
         bands = [str(b) for b in cube["bands"].values] if "bands" in cube.coords else []
         raise ValueError(

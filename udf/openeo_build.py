@@ -19,7 +19,8 @@ from pathlib import Path
 
 from kappamask_core.io.files import atomic_path, sha256_file
 from kappamask_core.models.cards import ALIASES
-from kappamask_core.models.resolve import find_variant, resolve_card, resolve_model
+from kappamask_core.models.resolve import resolve_card, resolve_model
+from kappamask_core.models.variants import find_variant
 from kappamask_core.faces.datacube import OUTPUT_BANDS
 from kappamask_core.foundation.errors import InputError, OutputError
 

@@ -18,6 +18,7 @@ import numpy as np
 from ..foundation.classes import (CLASS_BY_NAME, CLEAR, CLOUD, CLOUD_SHADOW, MISSING, NOT_USABLE,
                                   SEMI_TRANSPARENT_CLOUD, USABLE, USABLE_MISSING)
 from ..foundation.errors import InputError
+from ..foundation.machine import available_cores
 
 # strongest first: a class's buffer may only take pixels of the classes after it (and clear)
 ORDER = (CLOUD, SEMI_TRANSPARENT_CLOUD, CLOUD_SHADOW)
@@ -67,7 +68,6 @@ def buffer_classes(classes: np.ndarray, buffers, resolution: float = 10.0) -> np
 
     Row blocks run on all cores (NumPy releases the GIL on whole-array work); each block writes its own rows.
     """
-    import os
     from concurrent.futures import ThreadPoolExecutor
 
     wanted = {CLASS_BY_NAME[name].value: metres for name, metres in parse_buffers(buffers)}
@@ -90,7 +90,7 @@ def buffer_classes(classes: np.ndarray, buffers, resolution: float = 10.0) -> np
             target = out[row : row + BLOCK_ROWS]
             target[near & takes[target]] = value
 
-        with ThreadPoolExecutor(max_workers=os.cpu_count() or 1) as pool:
+        with ThreadPoolExecutor(max_workers=available_cores()) as pool:
             list(pool.map(grow, range(0, height, BLOCK_ROWS)))
     return out
 

@@ -11,12 +11,12 @@ present, else CPU; overridable). A card whose ``engine`` is ``openvino`` (a bf16
 from __future__ import annotations
 
 import logging
-import os
 from collections import OrderedDict
 
 import numpy as np
 
 from ..foundation.errors import ModelError
+from ..foundation.machine import available_cores
 from ..models.resolve import Model
 
 log = logging.getLogger(__name__)
@@ -128,7 +128,7 @@ class OnnxRunner(Runner):
         self.model, self.card, path = model, model.card, model.path
         options = ort.SessionOptions()
         options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
-        options.intra_op_num_threads = threads or os.cpu_count() or 1
+        options.intra_op_num_threads = threads or available_cores()
         options.inter_op_num_threads = 1
         # idle ONNX Runtime threads must not spin: band decoding for the next strip shares the cores
         options.add_session_config_entry("session.intra_op.allow_spinning", "0")
@@ -190,7 +190,7 @@ class OpenVinoRunner(Runner):
             shape = lambda port: [d.get_length() if d.is_static else None for d in port.get_partial_shape()]
             self.layout = self._check(shape(inputs[0]), shape(outputs[0]), path)
             config = {"INFERENCE_PRECISION_HINT": "bf16" if self.card.precision == "bf16" else "f32",
-                      "INFERENCE_NUM_THREADS": threads or os.cpu_count() or 1, "PERFORMANCE_HINT": "LATENCY"}
+                      "INFERENCE_NUM_THREADS": threads or available_cores(), "PERFORMANCE_HINT": "LATENCY"}
             self.compiled = core.compile_model(network, "CPU", config)
         except ModelError:
             raise

@@ -21,6 +21,7 @@ from pathlib import Path
 
 from ..foundation import plugins
 from ..foundation.errors import InputError, KappaMaskError
+from ..foundation.machine import available_cores
 from ..chain.pipeline import ClassifyOptions
 from .api import classify_to_files, failures_line, output_folder
 
@@ -106,7 +107,7 @@ def classify_many(inputs, outdir, *, model="auto", weights=None, level=None, opt
     options = options or ClassifyOptions()
     local = scheduler in LOCAL_SCHEDULERS
     if options.threads is None and local:
-        options = replace(options, threads=max(1, (os.cpu_count() or 1) // max(1, workers)))
+        options = replace(options, threads=max(1, available_cores() // max(1, workers)))
     options = replace(options, progress=False)  # one bar for the whole batch instead
     tasks = [dask.delayed(_classify_one)(src, str(outdir), model, weights, level, options, encoding, usable, force)
              for src in inputs]
