@@ -12,7 +12,6 @@ the processing baseline.
 from __future__ import annotations
 
 import json
-import math
 import re
 from datetime import datetime
 from pathlib import Path
@@ -20,10 +19,14 @@ from urllib.parse import urljoin
 
 from kappamask_core.foundation.bands import BAND_BY_NAME, normalise_band_name
 from kappamask_core.foundation.errors import InputError
-from kappamask_core.io.readers import (OFFSET_BASELINE, Product, check_level, open_band_files, parse_baseline,
-                                    parse_product_metadata)
+from kappamask_core.foundation.redact import redact
+from kappamask_core.io.http import fetch
+from kappamask_core.io.readers import (OFFSET_BASELINE, Product, check_level, declared_scaling, merge_scaling,
+                                       open_band_files, parse_baseline, parse_product_metadata, tag_scaling)
 
 RESOLUTION_SUFFIX = re.compile(r"^(.*?)[_-](\d{2})m$", re.IGNORECASE)
+FETCH_DEADLINE_S = 120.0  # an item or metadata asset over HTTP, however slowly it trickles
+MAX_JSON_BYTES = 32 << 20
 METADATA_KEYS = ("product_metadata", "product-metadata", "metadata", "MTD_MSIL1C", "MTD_MSIL2A", "mtd")
 
 
@@ -68,13 +71,11 @@ def _load(source):
     path = str(source)
     try:
         if path.startswith(("http://", "https://")):
-            import urllib.request
-
-            with urllib.request.urlopen(path, timeout=60) as response:
-                return json.loads(response.read()), path
+            return json.loads(fetch(path, what="the STAC item", deadline_s=FETCH_DEADLINE_S,
+                                    max_bytes=MAX_JSON_BYTES)), path
         return json.loads(Path(path).read_text()), str(Path(path).resolve())
     except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise InputError(f"cannot read STAC item {path}: {exc}") from None
+        raise InputError(f"cannot read STAC item {redact(path)}: {redact(str(exc))}") from None
 
 
 def open_item(source, level: str | None = None) -> Product:
@@ -128,32 +129,38 @@ def _datetime(value, item_id) -> datetime | None:
 
 
 def _scaling(product: Product, props: dict, assets: dict, band_assets: dict, base) -> None:
-    """Fill offsets and quantification: raster:bands, then a metadata asset, then the baseline rule."""
-    from_raster = False
+    """Fill offsets and quantification from what the item declares: the assets' ``raster:bands`` scale and offset,
+    else its product-metadata asset, else the processing-baseline rule; the band files' own scale and offset
+    tags must agree with what the item says. A metadata asset the item lists must be readable: its offsets
+    decide the scaling, so one that is missing or damaged is an error, not a guess."""
+    declared = {}
     for name, asset in band_assets.items():
         rb = asset.get("raster:bands") or [{}]
         rb = rb[0] if isinstance(rb, list) and rb and isinstance(rb[0], dict) else {}
         if "scale" in rb:
-            scale, offset = rb["scale"], rb.get("offset", 0.0)
-            if not all(isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
-                       for v in (scale, offset)) or scale <= 0:
-                raise InputError(f"{product.source}: asset {name} has raster:bands scale {scale!r} and offset "
-                                 f"{offset!r}; the scale must be a positive number and the offset a number")
-            key = BAND_BY_NAME[name].quantification_key
-            product.quantification[key] = round(1.0 / scale, 6)
-            product.offsets[name] = offset / scale
-            from_raster = True
-    if from_raster:
+            declared[name] = (rb["scale"], rb.get("offset", 0.0))
+    tags = tag_scaling(product.bands, product.source)
+    if declared:
+        merge_scaling(product, *declared_scaling(declared, product.source, "the raster:bands"), "the item's raster:bands")
+        merge_scaling(product, *tags, "the band files' scale and offset tags")
         return
-    for key in METADATA_KEYS:
-        if key in assets and "href" in assets[key]:
-            try:
-                meta = parse_product_metadata(_read_bytes(assets[key]["href"], base), product.source)
-            except (InputError, OSError):
-                continue  # an unreadable metadata asset falls back to the baseline rule
-            product.offsets, product.quantification = meta["offsets"], meta["quantification"]
-            product.baseline = product.baseline or meta.get("baseline")
-            return
+    key = next((k for k in METADATA_KEYS if isinstance(assets.get(k), dict) and "href" in assets[k]), None)
+    if key is not None:
+        href = assets[key]["href"]
+        try:
+            meta = parse_product_metadata(_read_bytes(href, base), product.source)
+        except (InputError, OSError) as exc:
+            raise InputError(f"{product.source}: its metadata asset {key!r} ({redact(str(href))}) cannot be used "
+                             f"({redact(' '.join(str(exc).split()))[:200]}); it holds the offsets that decide the "
+                             "scaling, so the item is not classified") from None
+        product.offsets, product.quantification = meta["offsets"], meta["quantification"]
+        product.baseline = product.baseline or meta.get("baseline")
+        product.scaling_source = f"the metadata asset {key!r}"
+        merge_scaling(product, *tags, "the band files' scale and offset tags")
+        return
+    if tags[0] or tags[1]:
+        merge_scaling(product, *tags, "the band files' scale and offset tags")
+        return
     if product.baseline is None:
         return  # no baseline, no offset: the item says nothing else
     try:
@@ -170,10 +177,8 @@ def _scaling(product: Product, props: dict, assets: dict, band_assets: dict, bas
 def _read_bytes(href: str, base) -> bytes:
     path = gdal_path(href, base)
     if path.startswith("/vsicurl/"):
-        import urllib.request
-
-        with urllib.request.urlopen(path.removeprefix("/vsicurl/"), timeout=60) as response:
-            return response.read()
+        return fetch(path.removeprefix("/vsicurl/"), what="the metadata asset", deadline_s=FETCH_DEADLINE_S,
+                     max_bytes=MAX_JSON_BYTES)
     if path.startswith("/vsi"):
         raise OSError(f"cannot fetch {href} without credentials")
     return Path(path).read_bytes()

@@ -159,7 +159,10 @@ def _card(**changes) -> dict:
 
 
 @pytest.mark.parametrize("changes, message", [
-    ({"input.value_scaling.0": {"type": "min-max", "minimum": 0.2, "maximum": 0.2}}, "minimum equal to maximum"),
+    ({"input.value_scaling.0": {"type": "min-max", "minimum": 0.2, "maximum": 0.2}}, "maximum 0.2 not above its minimum"),
+    ({"input.value_scaling.0": {"type": "min-max", "minimum": 0.3, "maximum": 0.1}}, "maximum 0.1 not above its minimum"),
+    ({"input.clip_min": float("nan")}, "not finite at input/clip_min"),
+    ({"tiling.overlap": 200}, "overlap 200 leaves a stride of 56 px"),
     ({"input.bands.1": "B02"}, "lists band(s) B02 more than once"),
     ({"tiling.resolution": 1000000}, "working resolution 1000000 m must be"),
     ({"tiling.tile_size": 100000}, "tile size 100000 px must be"),

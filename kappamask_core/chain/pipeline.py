@@ -26,7 +26,8 @@ from ..foundation.schemes import UNDEFINED, lookup_table
 from ..io.gdal import cache_env
 from ..io.readers import Product, open_product
 from ..models.cards import ModelCard
-from ..models.resolve import PRECISIONS, Model, resolve_card, resolve_model, with_precision
+from ..models.resolve import Model, resolve_card, resolve_model
+from ..models.variants import PRECISIONS, with_precision
 from . import resample, scale
 from .buffers import buffer_classes, parse_buffers
 from .infer import DEVICES, Runner, cached_runner, choose_providers, open_runner
@@ -146,7 +147,17 @@ class Classification:
         return xr.Dataset({"classes": classes, "scores": scores}, attrs=attrs)
 
 
+OFFSET_RANGE = (-2000.0, 0.0)  # Sentinel-2's DN offsets: -1000 from processing baseline 04.00 on, 0 before
+
+
 def check_compatible(product: Product, card: ModelCard) -> None:
+    """The product can be classified by ``card``: its level, its bands, and offsets a Sentinel-2 product can have."""
+    for name in card.bands:
+        offset = product.offsets.get(name, 0.0)
+        if not (isinstance(offset, (int, float)) and OFFSET_RANGE[0] <= offset <= OFFSET_RANGE[1]):
+            raise InputError(f"{product.source or product.id}: band {name} has the DN offset {offset!r}; Sentinel-2 "
+                             "offsets are -1000 (processing baseline 04.00 and later) or 0, so this one would shift "
+                             "every value (UDF context \"offset\": give -1000 or 0)")
     if product.level is None:
         raise InputError(
             f"{product.source or product.id}: cannot tell whether this is L1C or L2A; pass the level (--level L1C|L2A)"
@@ -192,17 +203,18 @@ def open_rows(product: Product, names):
 
 
 def working_rows(product: Product, rows: dict, bands, units: str, factor: int, r0: int, r1: int, method: str,
-                 out: np.ndarray | None = None):
+                 out: np.ndarray | None = None, seen: set | None = None):
     """Bands on the working grid for 10 m rows [r0, r1), in ``units`` (written into ``out`` when given).
 
     ``rows`` maps band names to open row readers (:func:`open_rows`); each band
-    is read only over the native rows these 10 m rows need.
+    is read only over the native rows these 10 m rows need, and checked
+    (:func:`kappamask_core.chain.scale.check_values`) whatever reader it came from.
     Returns (stack (bands, ceil((r1 - r0) / factor), working width) float32,
-    valid (r1 - r0, width) bool at 10 m: some band has data and none is NaN).
+    valid (r1 - r0, width) bool at 10 m: every band has data there, and none is NaN).
+    ``seen`` collects the names of the bands that hold data in these rows.
     """
     width = product.grid.width
-    valid = np.zeros((r1 - r0, width), dtype=bool)
-    has_nan = np.zeros((r1 - r0, width), dtype=bool)
+
     def read(name):
         band = product.bands[name]
         n0, n1 = resample.native_rows_needed(band.factor, r0, r1, band.shape[0])
@@ -214,16 +226,16 @@ def working_rows(product: Product, rows: dict, bands, units: str, factor: int, r
     # A band decoded from a reduced resolution level blurs its nodata edge (a half-empty 2 x 2 block is not 0):
     # where bands are read exactly, only they decide which pixels have data
     exact = [n for n in bands if getattr(product.bands[n], "overview_level", None) is None] or list(bands)
+    valid = np.ones((r1 - r0, width), dtype=bool)
     for name in bands:
         block, n0 = blocks[name]
-        floating = np.issubdtype(block.dtype, np.floating)
-        if name not in exact or (valid.all() and not floating):
-            continue  # every pixel already has data; integer bands cannot add NaN
-        values = resample.nearest_rows(block, product.bands[name].factor, r0, r1, width, n0)
-        valid |= ~scale.invalid_mask(values)
-        if floating:
-            has_nan |= ~np.isfinite(values)
-    valid &= ~has_nan  # NaN or an infinite value in any band (openEO nodata, broken data) makes the pixel missing
+        scale.check_values(block, name, product, n0)
+        invalid = scale.invalid_mask(block)  # no data (0) or NaN, at the band's own resolution
+        if seen is not None and not invalid.all():
+            seen.add(name)
+        if name in exact and invalid.any():
+            # a pixel is valid only where every band the model needs has data
+            valid &= ~resample.nearest_rows(invalid, product.bands[name].factor, r0, r1, width, n0)
     shape = (len(bands), -(-(r1 - r0) // factor), -(-width // factor))
     if out is None:
         out = np.empty(shape, np.float32)
@@ -252,6 +264,7 @@ class _StripMaker:
     def __init__(self, product: Product, card: ModelCard, rows: dict, factor: int, layout: TileLayout, method: str):
         self.product, self.card, self.rows, self.f, self.layout, self.method = product, card, rows, factor, layout, method
         self.seconds = 0.0  # time spent reading and preparing strips (in the worker thread)
+        self.seen: set = set()  # the bands that held data in some strip
 
     def __call__(self, y0: int):
         """(strip (C, T, padded width), valid 10 m mask, valid working mask (T, padded width), first 10 m row)."""
@@ -266,7 +279,8 @@ class _StripMaker:
         # the padded strip is allocated once and filled in place: a strip of KappaMask's 13 bands is 290 MB
         strip = np.zeros((len(card.bands), t, cols_pad[0] + layout.width + cols_pad[1]), np.float32)
         inner = strip[:, rows_pad[0] : rows_pad[0] + height, cols_pad[0] : cols_pad[0] + layout.width]
-        _, valid = working_rows(self.product, self.rows, card.bands, card.units, f, r0, r1, self.method, inner)
+        _, valid = working_rows(self.product, self.rows, card.bands, card.units, f, r0, r1, self.method, inner,
+                                self.seen)
         scale.apply_value_scaling(inner, card.value_scaling, card.clip_min)
         if card.pad_mode == "constant":
             stack = strip  # zeros around the data, as allocated
@@ -342,6 +356,7 @@ def available_memory() -> int | None:
 class StripTimes:
     prepare_s: float = 0.0  # reading and preparing strips (in the worker thread)
     wait_s: float = 0.0  # the consumer waiting for a strip
+    bands_with_data: set = field(default_factory=set)  # the bands that held data somewhere
 
 
 def strips(card: ModelCard, plan: TilePlan, method: str, times: StripTimes | None = None):
@@ -366,6 +381,7 @@ def strips(card: ModelCard, plan: TilePlan, method: str, times: StripTimes | Non
                 yield strip
         finally:
             times.prepare_s = make_strip.seconds
+            times.bands_with_data = make_strip.seen
 
 
 def tile_columns(plan: TilePlan) -> list[int]:
@@ -459,6 +475,10 @@ def run(
             progress.update(len(col_starts))
     if progress is not None:
         progress.close()
+    empty = [name for name in card.bands if name not in times.bands_with_data]
+    if empty and len(empty) < len(card.bands):
+        log.warning("%s: band(s) %s hold no data at all, so every pixel is missing (a pixel is classified only where "
+                    "every band the model needs has data)", product.id, ", ".join(empty))
     classes, buffer_s = _buffered(classes, options.buffers, grid)
     window = data_window(classes)
     preview = true_colour(product, window)

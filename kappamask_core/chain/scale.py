@@ -15,6 +15,7 @@ from __future__ import annotations
 import numpy as np
 
 from ..foundation.bands import BAND_BY_NAME
+from ..foundation.errors import InputError
 
 
 def harmonised_dn(values: np.ndarray, band: str, product) -> np.ndarray:
@@ -57,7 +58,24 @@ def apply_value_scaling(stack: np.ndarray, scaling, clip_min: float | None) -> n
 
 
 def invalid_mask(values: np.ndarray) -> np.ndarray:
-    """Pixels with no data in this band: DN 0, or NaN."""
+    """Pixels with no data in this band: DN 0, or NaN and infinities (openEO's no-data, broken values)."""
     if np.issubdtype(values.dtype, np.floating):
-        return (values == 0) | np.isnan(values)
+        return (values == 0) | ~np.isfinite(values)
     return values == 0
+
+
+def check_values(values: np.ndarray, band: str, product, first_row: int = 0) -> None:
+    """The rule every band's values meet, whatever read them: DN are never negative (an offset is declared
+    separately, never stored in the values). Unsigned integers need no look."""
+    if product.units != "dn" or values.size == 0 or np.issubdtype(values.dtype, np.unsignedinteger):
+        return
+    if np.issubdtype(values.dtype, np.floating):
+        finite = values[np.isfinite(values)]
+        low = finite.min() if finite.size else 0
+    else:
+        low = values.min()
+    if low < 0:
+        row = first_row + int(np.argwhere(values < 0)[0][0])
+        raise InputError(f"{product.source or product.id}: band(s) {band} hold negative values (down to {low:.6g}, "
+                         f"first in native row {row}); Sentinel-2 DN are never negative (an offset is given "
+                         "separately: UDF context \"offset\")")

@@ -19,6 +19,7 @@ import os
 import re
 import xml.etree.ElementTree as ET
 import zipfile
+import zlib
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
@@ -35,6 +36,10 @@ from ..foundation.grid import Grid
 
 log = logging.getLogger(__name__)
 
+# what reading a zip member can raise: damaged data (zlib, CRC), encryption, compression zipfile cannot read
+ZIP_ERRORS = (OSError, EOFError, zipfile.BadZipFile, zlib.error, NotImplementedError, RuntimeError)
+ZIP_METHODS = {zipfile.ZIP_STORED: "stored", zipfile.ZIP_DEFLATED: "deflate"}  # what GDAL's /vsizip/ reads too
+
 # the bundled demo scene (package data): a real L1C crop near Berlin, 13 band files (see its README)
 DEMO_DATA = Path(__file__).resolve().parents[1] / "demo_data"
 ORIGIN_TOLERANCE_M = 1.0  # the bands of one product share their upper-left corner to well under a metre
@@ -42,17 +47,31 @@ BAND_FILE_RE = re.compile(r"_(B\d{2}|B8A|AOT|WVP|SCL)(?:_(\d{2})m)?\.(jp2|tif|ti
 DATETIME_RE = re.compile(r"(\d{8}T\d{6})")
 
 
+@dataclass(frozen=True)
+class Layout:
+    """How a band file's pixels lie: flipped rows (a south-up file), flipped columns, an internal mask (GDAL
+    mask band or alpha) that marks pixels without data, and the value scale and offset its tags declare."""
+
+    flip_y: bool = False
+    flip_x: bool = False
+    masked: bool = False
+    scale: float | None = None  # physical value = stored value * scale + offset (GeoTIFF tags)
+    offset: float | None = None
+
+
 class FileBand:
-    """One band stored in a raster file (local path or GDAL path such as /vsizip/).
+    """One band stored in a raster file (local path or GDAL path such as /vsizip/), read north-up whatever the
+    file's own orientation, with its mask applied (pixels without data read as 0, Sentinel-2's no-data).
 
     ``checksum`` is what the product's manifest says of the file: (size, MD5,
     a function that opens the file's bytes), or None where there is no manifest.
     """
 
     def __init__(self, name: str, path: str, factor: int, shape: tuple[int, int], dtype: str,
-                 overview_level: int | None = None):
+                 overview_level: int | None = None, layout: Layout = Layout()):
         self.name, self.path, self.factor, self.shape, self.dtype = name, path, factor, shape, dtype
         self.overview_level = overview_level  # read a reduced resolution level (JPEG 2000 / COG overviews)
+        self.layout = layout
         self.checksum: tuple[int, str, Any] | None = None
 
     def reduced(self, coarsest_factor: int) -> "FileBand":
@@ -77,7 +96,7 @@ class FileBand:
             return self
         scale = overviews[level]
         band = FileBand(self.name, self.path, self.factor * scale,
-                        (-(-self.shape[0] // scale), -(-self.shape[1] // scale)), self.dtype, level)
+                        (-(-self.shape[0] // scale), -(-self.shape[1] // scale)), self.dtype, level, self.layout)
         band.checksum = self.checksum
         return band
 
@@ -92,7 +111,7 @@ class FileBand:
                 while block := fh.read(1 << 20):
                     digest.update(block)
                     length += len(block)
-        except (OSError, zipfile.BadZipFile) as exc:
+        except ZIP_ERRORS as exc:
             raise InputError(f"{source}: cannot read band {self.name} ({self.path}): {exc}") from None
         if length != size or digest.hexdigest() != md5:
             raise InputError(f"{source}: band {self.name} ({Path(self.path).name}) does not match the product's "
@@ -106,22 +125,45 @@ class FileBand:
     def open(self) -> "FileRows":
         return FileRows(self)
 
+    def file_window(self, row0: int, row1: int, col0: int, col1: int):
+        """The file's window (rasterio) that holds north-up rows [row0, row1) and columns [col0, col1)."""
+        from rasterio.windows import Window
+
+        h, w = self.shape
+        if self.layout.flip_y:
+            row0, row1 = h - row1, h - row0
+        if self.layout.flip_x:
+            col0, col1 = w - col1, w - col0
+        return Window(col0, row0, col1 - col0, row1 - row0)
+
+    def as_read(self, values: np.ndarray, dataset, window) -> np.ndarray:
+        """Values read from the file turned north-up, with pixels its mask or nodata value marks set to 0."""
+        values = as_missing(values, dataset.nodata)
+        if self.layout.masked:
+            mask = dataset.read_masks(1, window=window, out_shape=values.shape)
+            values[mask == 0] = 0
+        if self.layout.flip_y:
+            values = values[::-1]
+        if self.layout.flip_x:
+            values = values[:, ::-1]
+        return np.ascontiguousarray(values)
+
     def read_decimated(self, shape: tuple[int, int], window=None) -> np.ndarray:
         """The band, or ``window`` of it (row0, row1, col0, col1 on the 10 m grid), shrunk to ``shape``.
 
         JP2 and COG decode a lower resolution level for this.
         """
         from rasterio.enums import Resampling
-        from rasterio.windows import Window
 
         f = self.factor
-        region = None if window is None else Window.from_slices(
-            (window[0] // f, max(window[0] // f + 1, -(-window[1] // f))),
-            (window[2] // f, max(window[2] // f + 1, -(-window[3] // f))))
+        if window is None:
+            window = (0, self.shape[0] * f, 0, self.shape[1] * f)
+        r0, c0 = window[0] // f, window[2] // f
+        region = self.file_window(r0, max(r0 + 1, -(-window[1] // f)), c0, max(c0 + 1, -(-window[3] // f)))
         try:
             with decoding_env(), open_raster(self.path) as ds:
-                return as_missing(ds.read(1, window=region, out_shape=shape, resampling=Resampling.nearest),
-                                  ds.nodata)
+                values = ds.read(1, window=region, out_shape=shape, resampling=Resampling.nearest)
+                return self.as_read(values, ds, region)
         except Exception as exc:
             raise InputError(f"cannot read band {self.name} from {self.path}: {_gdal_message(exc)}") from None
 
@@ -150,12 +192,11 @@ class FileRows:
             raise InputError(f"cannot read band {band.name} from {band.path}: {exc}") from None
 
     def read_rows(self, row0: int, row1: int) -> np.ndarray:
-        from rasterio.windows import Window
-
+        window = self.band.file_window(row0, row1, 0, self.band.shape[1])
         try:
             with decoding_env():
-                values = self.dataset.read(1, window=Window(0, row0, self.band.shape[1], row1 - row0))
-            return as_missing(values, self.dataset.nodata)
+                values = self.dataset.read(1, window=window)
+                return self.band.as_read(values, self.dataset, window)
         except Exception as exc:  # GDAL errors for truncated or corrupt files come in many types
             raise InputError(f"cannot read band {self.band.name} from {self.band.path} (rows {row0} to {row1}): "
                              f"{_gdal_message(exc)}; the file is damaged") from None
@@ -231,6 +272,7 @@ class Product:
     platform: str | None = None
     source: str = ""
     extra: dict = field(default_factory=dict)
+    scaling_source: str | None = None  # what declared the offsets and quantification (None: the defaults)
 
     def verify(self, names) -> None:
         """Check the named bands' files against the product's manifest, where it has one."""
@@ -353,32 +395,88 @@ def _pick_band_files(paths, source: str = "") -> dict[str, str]:
     return chosen
 
 
+def _north_up(transform: Affine, shape) -> tuple[Affine, bool, bool]:
+    """The transform of the file's pixels turned north-up and west-left, and whether rows / columns flip."""
+    h, w = shape
+    flip_y, flip_x = transform.e > 0, transform.a < 0
+    a, c, e, f = transform.a, transform.c, transform.e, transform.f
+    if flip_y:
+        e, f = -e, f + transform.e * h
+    if flip_x:
+        a, c = -a, c + transform.a * w
+    return Affine(a, 0, c, 0, e, f), flip_y, flip_x
+
+
+def _band_header(name: str, path: str, source: str) -> dict:
+    """What a band file says of itself, checked by the rules every reader shares: a geotransform without
+    rotation, integer DN of at least 16 bits for spectral bands, and the layout its pixels are read in."""
+    from rasterio.enums import MaskFlags
+
+    try:
+        with open_raster(path) as ds:
+            shape, transform, crs, dtype = ds.shape, ds.transform, ds.crs, ds.dtypes[0]
+            flags = ds.mask_flag_enums[0]
+            scale, offset = ds.scales[0], ds.offsets[0]
+    except Exception as exc:
+        raise InputError(f"{source}: cannot open band {name} ({path}): {exc}") from None
+    file = Path(str(path)).name
+    if crs is not None and (transform.b != 0 or transform.d != 0):
+        raise InputError(f"{source}: band {name} ({file}) has a rotated or sheared geotransform "
+                         f"({tuple(transform)[:6]}); Sentinel-2 bands lie on a north-up UTM grid: the file was "
+                         "warped, so give the product's own bands")
+    spectral = BAND_BY_NAME[name].quantification_key != "none"
+    kind = np.dtype(dtype)
+    if not np.issubdtype(kind, np.integer):
+        raise InputError(f"{source}: band {name} ({file}) has data type {dtype}; Sentinel-2 DN must be integers")
+    if spectral and kind.itemsize < 2:
+        raise InputError(f"{source}: band {name} ({file}) holds {dtype} values, which cannot carry Sentinel-2 DN (up "
+                         "to 65535): the file was converted to 8 bits (a picture, not the band)")
+    scaled = (scale not in (None, 1.0)) or (offset not in (None, 0.0))
+    if scaled and not (scale and math.isfinite(scale) and scale > 0 and math.isfinite(offset or 0.0)):
+        raise InputError(f"{source}: band {name} ({file}) declares scale {scale} and offset {offset}; the scale must "
+                         "be a positive number")
+    georeferenced = crs is not None
+    north_up, flip_y, flip_x = _north_up(transform, shape) if georeferenced else (transform, False, False)
+    masked = MaskFlags.all_valid not in flags and MaskFlags.nodata not in flags  # a mask band or alpha
+    layout = Layout(flip_y, flip_x, masked, float(scale) if scaled else None, float(offset or 0.0) if scaled else None)
+    return {"shape": shape, "transform": north_up, "crs": crs, "dtype": dtype, "layout": layout}
+
+
 def open_band_files(files: dict[str, str], source: str) -> tuple[Grid, dict[str, FileBand]]:
     """Open band headers only; derive the 10 m grid and each band's factor.
 
     The grid is the one most bands agree on, so that a damaged band (cropped,
     shifted, resampled) is the one named in the error, whatever its resolution.
+    Bands are georeferenced all or none: without georeferencing, each band's native resolution comes from the
+    band table and the grid is an unlocated 10 m grid (said once).
     """
-    headers = {}
-    for name, path in files.items():
-        try:
-            with open_raster(path) as ds:
-                headers[name] = (ds.shape, ds.transform, ds.crs, ds.dtypes[0])
-        except Exception as exc:
-            raise InputError(f"{source}: cannot open band {name} ({path}): {exc}") from None
+    headers = {name: _band_header(name, path, source) for name, path in files.items()}
+    located = sorted(n for n, h in headers.items() if h["crs"] is not None)
+    if located and len(located) < len(headers):
+        bare = sorted(set(headers) - set(located))
+        raise InputError(f"{source}: band(s) {', '.join(bare)} have no georeferencing while {', '.join(located)} have; "
+                         "the bands come from different sources (or the files were converted): give the product's "
+                         "own bands")
+    if not located:
+        _say_once(f"{source}: the band files carry no georeferencing: each band is taken at its native Sentinel-2 "
+                  "resolution on an unlocated 10 m grid, and the outputs have no coordinates")
+        for name, header in headers.items():
+            f = BAND_BY_NAME[name].factor
+            header["transform"] = Affine(10.0 * f, 0, 0, 0, -10.0 * f, 0)
     factors = {}
-    for name, (shape, transform, crs, _) in headers.items():
-        factors[name] = max(1, round(abs(transform.a) / 10.0)) if crs is not None else BAND_BY_NAME[name].factor
+    for name, header in headers.items():
+        transform = header["transform"]
+        factors[name] = max(1, round(abs(transform.a) / 10.0))
         # a band coarser than it exists (a 10 m band in 20 m pixels) is misnamed, e.g. swapped with another band;
         # only a resolution the file name states (B02_20m) allows it
         named = BAND_FILE_RE.search(str(files[name]))
         allowed = max(BAND_BY_NAME[name].resolution, int(named.group(2)) if named and named.group(2) else 0)
-        if crs is not None and abs(transform.a) > allowed * 1.01:
+        if abs(transform.a) > allowed * 1.01:
             raise InputError(f"{source}: band {name} ({Path(str(files[name])).name}) has {abs(transform.a):g} m "
                              f"pixels, but {name} is a {BAND_BY_NAME[name].resolution} m band; the file is misnamed "
                              "or resampled")
 
-    crss = {name: header[2] for name, header in headers.items() if header[2] is not None}
+    crss = {name: header["crs"] for name, header in headers.items() if header["crs"] is not None}
     if len(set(map(str, crss.values()))) > 1:
         by_crs: dict[str, list[str]] = {}
         for name, crs in crss.items():
@@ -388,28 +486,28 @@ def open_band_files(files: dict[str, str], source: str) -> tuple[Grid, dict[str,
                          "come from different products or were reprojected")
 
     def same_origin(name, origin):
-        transform, crs = headers[name][1], headers[name][2]
-        return crs is None or origin is None or (abs(transform.c - origin[0]) < ORIGIN_TOLERANCE_M and
-                                                 abs(transform.f - origin[1]) < ORIGIN_TOLERANCE_M)
+        transform = headers[name]["transform"]
+        return (abs(transform.c - origin[0]) < ORIGIN_TOLERANCE_M and
+                abs(transform.f - origin[1]) < ORIGIN_TOLERANCE_M)
 
     def same_size(name, size):
-        (h, w), f = headers[name][0], factors[name]
+        (h, w), f = headers[name]["shape"], factors[name]
         return (math.ceil(size[0] / f), math.ceil(size[1] / f)) == (h, w)
 
     candidates = []
     for name in sorted(headers, key=lambda n: factors[n]):  # finest bands first: their size is exact
-        (h, w), transform = headers[name][0], headers[name][1]
+        (h, w), transform = headers[name]["shape"], headers[name]["transform"]
         size = (h * factors[name], w * factors[name])
-        origin = (transform.c, transform.f) if headers[name][2] is not None else None
+        origin = (transform.c, transform.f)
         agree = [n for n in headers if same_size(n, size) and same_origin(n, origin)]
         candidates.append((len(agree), -factors[name], name, size, origin))
     _, _, ref_name, size, _ = max(candidates, key=lambda c: (c[0], c[1]))
-    shape, transform, crs, _ = headers[ref_name]
     f = factors[ref_name]
-    grid = Grid(size[0], size[1], transform @ Affine.scale(1 / f), crs)
-    origin = (grid.transform.c, grid.transform.f) if crs is not None else None
+    grid = Grid(size[0], size[1], headers[ref_name]["transform"] @ Affine.scale(1 / f), headers[ref_name]["crs"])
+    origin = (grid.transform.c, grid.transform.f)
     bands = {}
-    for name, (bshape, btransform, bcrs, dtype) in headers.items():
+    for name, header in headers.items():
+        btransform, bshape = header["transform"], header["shape"]
         if not same_origin(name, origin):
             raise InputError(
                 f"{source}: band {name}'s upper-left corner ({btransform.c:.1f}, {btransform.f:.1f}) is "
@@ -421,10 +519,61 @@ def open_band_files(files: dict[str, str], source: str) -> tuple[Grid, dict[str,
                 f"{source}: band {name} has shape {bshape} at {factors[name] * 10} m, which does not fit the "
                 f"{grid.height} x {grid.width} 10 m grid of the other bands; the file is damaged or from another product"
             )
-        if not np.issubdtype(np.dtype(dtype), np.integer):
-            raise InputError(f"{source}: band {name} has data type {dtype}; Sentinel-2 DN must be integers")
-        bands[name] = FileBand(name, files[name], factors[name], bshape, dtype)
+        bands[name] = FileBand(name, files[name], factors[name], bshape, header["dtype"], layout=header["layout"])
     return grid, bands
+
+
+def declared_scaling(declared: dict[str, tuple[float, float]], source: str, what: str):
+    """(offsets, quantification) from per-band (scale, offset) pairs, where physical value = DN x scale + offset
+    (GeoTIFF tags, STAC ``raster:bands``): quantification 1 / scale and a DN offset of offset / scale. Bands of
+    one quantification kind must agree on their scale."""
+    offsets: dict[str, float] = {}
+    quantification: dict[str, tuple[float, str]] = {}
+    for name, (scale, offset) in declared.items():
+        if not all(isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
+                   for v in (scale, offset)) or scale <= 0:
+            raise InputError(f"{source}: {what} of {name} give scale {scale!r} and offset {offset!r}; the scale must "
+                             "be a positive number and the offset a number")
+        key = BAND_BY_NAME[name].quantification_key
+        q = round(1.0 / scale, 6)
+        if key in quantification and not math.isclose(quantification[key][0], q, rel_tol=1e-6):
+            other = quantification[key][1]
+            raise InputError(f"{source}: {what} of {other} and {name} give different scales "
+                             f"({1 / quantification[key][0]:g} and {scale:g}); one product's bands share one scale")
+        quantification.setdefault(key, (q, name))
+        offsets[name] = offset / scale
+    return offsets, {key: q for key, (q, _) in quantification.items()}
+
+
+def tag_scaling(bands: dict, source: str):
+    """(offsets, quantification) that the bands' own scale and offset tags declare (the GeoTIFFs of catalogues
+    such as Earth Search), see :func:`declared_scaling`."""
+    declared = {name: (band.layout.scale, band.layout.offset) for name, band in bands.items()
+                if getattr(band, "layout", None) is not None and band.layout.scale is not None}
+    return declared_scaling(declared, source, "the scale and offset tags")
+
+
+def merge_scaling(product: "Product", offsets: dict, quantification: dict, what: str) -> None:
+    """Take the scaling ``what`` declares (tags, STAC raster:bands) into the product. Where the product's scaling
+    was already declared (``product.scaling_source``: its metadata file, another declaration), the two must
+    agree: a product whose sources contradict each other is refused, never guessed."""
+    if not offsets and not quantification:
+        return
+    if product.scaling_source is not None:
+        for key, value in quantification.items():
+            have = product.quantification[key]
+            if not math.isclose(have, value, rel_tol=1e-6):
+                raise InputError(f"{product.source}: {what} gives quantification {value:g} for {key} bands, but "
+                                 f"{product.scaling_source} says {have:g}; the sources contradict each other")
+        for name, value in offsets.items():
+            have = product.offsets.get(name, 0.0)
+            if not math.isclose(have, value, abs_tol=1e-3):
+                raise InputError(f"{product.source}: {what} gives band {name} the DN offset {value:g}, but "
+                                 f"{product.scaling_source} says {have:g}; the sources contradict each other")
+        return
+    product.quantification.update(quantification)
+    product.offsets.update(offsets)
+    product.scaling_source = what
 
 
 def level_evidence(names, text: str = "") -> str | None:
@@ -460,7 +609,7 @@ def open_band_folder(folder: str | os.PathLike, level: str | None = None) -> Pro
     stems = [Path(p).name for p in files.values()]
     prefixes = {BAND_FILE_RE.split(stem)[0] for stem in stems}
     prefix = prefixes.pop() if len(prefixes) == 1 else folder.name
-    return Product(
+    product = Product(
         id=prefix,
         level=check_level(level, bands, " ".join(stems), str(folder)),
         grid=grid,
@@ -468,6 +617,8 @@ def open_band_folder(folder: str | os.PathLike, level: str | None = None) -> Pro
         datetime=_datetime_from_name(prefix),
         source=str(folder),
     )
+    merge_scaling(product, *tag_scaling(bands, product.source), "the bands' scale and offset tags")
+    return product
 
 
 def parse_manifest(xml_bytes: bytes, source: str) -> dict[str, tuple[int, str]]:
@@ -534,7 +685,7 @@ def _safe_from_listing(names: list[str], read_member, gdal_path, source: str, le
     product_level = meta.get("level")
     if level and product_level and level != product_level:
         raise InputError(f"{source}: the product is {product_level}, but level {level} was requested")
-    return Product(
+    product = Product(
         id=meta.get("id") or Path(source).name.removesuffix(".zip").removesuffix(".SAFE"),
         level=product_level or level,
         grid=grid,
@@ -545,7 +696,10 @@ def _safe_from_listing(names: list[str], read_member, gdal_path, source: str, le
         datetime=meta.get("datetime"),
         platform=meta.get("platform"),
         source=source,
+        scaling_source=Path(mtd[0]).name,
     )
+    merge_scaling(product, *tag_scaling(bands, source), "the bands' scale and offset tags")
+    return product
 
 
 def open_safe(path: str | os.PathLike, level: str | None = None) -> Product:
@@ -564,11 +718,40 @@ def open_safe_zip(path: str | os.PathLike, level: str | None = None) -> Product:
     except (zipfile.BadZipFile, OSError) as exc:
         raise InputError(f"{path}: not a readable zip file ({exc})") from None
     with archive:
-        names = [n for n in archive.namelist() if not n.endswith("/")]
+        names = _checked_members(archive, str(path))
+
+        def read_member(name):
+            try:
+                return archive.read(name)
+            except ZIP_ERRORS as exc:
+                raise InputError(f"{path}: cannot read {name} from the zip ({exc}); the archive is damaged") from None
+
         return _safe_from_listing(
-            names, archive.read, lambda n: f"/vsizip/{path.resolve()}/{n}", str(path), level,
+            names, read_member, lambda n: f"/vsizip/{path.resolve()}/{n}", str(path), level,
             functools.partial(_zip_member, path),
         )
+
+
+def _checked_members(archive: zipfile.ZipFile, source: str) -> list[str]:
+    """The file members of a zip, refusing what makes its content ambiguous or unreadable: a name given twice
+    (readers disagree on which copy counts: the checksum would check one, GDAL decode the other), an encrypted
+    member, or a compression method other than stored and deflate."""
+    seen: set[str] = set()
+    names = []
+    for info in archive.infolist():
+        if info.filename in seen:
+            raise InputError(f"{source}: the zip holds {info.filename} twice; which copy is the product cannot be "
+                             "told, so the archive is refused")
+        seen.add(info.filename)
+        if info.is_dir():
+            continue
+        if info.flag_bits & 0x1:
+            raise InputError(f"{source}: {info.filename} is encrypted in the zip; give the product unencrypted")
+        if info.compress_type not in ZIP_METHODS:
+            raise InputError(f"{source}: {info.filename} uses zip compression method {info.compress_type}, which "
+                             f"cannot be read here (only {' and '.join(ZIP_METHODS.values())}); zip the product again")
+        names.append(info.filename)
+    return names
 
 
 @contextlib.contextmanager
@@ -673,7 +856,7 @@ DN_AT_LEAST, REFLECTANCE_AT_MOST = 10.0, 100.0
 def _check_units(bands: dict, units: str, source: str) -> None:
     """Refuse values whose range contradicts ``units``, for the array and for each band: a map made from them
     would be silently wrong (one band in reflectance among DN bands reads as black)."""
-    peaks, lows = {}, {}
+    peaks = {}
     for band in bands.values():
         if band.name in ("SCL",):
             continue
@@ -682,7 +865,7 @@ def _check_units(bands: dict, units: str, source: str) -> None:
             values = values[np.isfinite(values)]
         values = values[values != 0]
         if values.size:
-            peaks[band.name], lows[band.name] = float(np.abs(values).max()), float(values.min())
+            peaks[band.name] = float(np.abs(values).max())
     if not peaks:
         return  # no data at all: nothing to tell, every pixel comes out missing
     peak = max(peaks.values())
@@ -700,11 +883,7 @@ def _check_units(bands: dict, units: str, source: str) -> None:
             raise InputError(f"{source}: band(s) {', '.join(odd)} hold values up to {max(spectral[n] for n in odd):.3g} "
                              f"while the other bands reach {peak:.6g}: they are on another scale (reflectance?); "
                              "give every band as DN")
-        negative = sorted(name for name, low in lows.items() if low < 0)
-        if negative:
-            raise InputError(f"{source}: band(s) {', '.join(negative)} hold negative values (down to "
-                             f"{min(lows[n] for n in negative):.6g}); Sentinel-2 DN are never negative (an offset is "
-                             "given separately: UDF context \"offset\")")
+        # negative DN are refused where every reader's values pass (kappamask_core.chain.scale.check_values)
     if units == "reflectance":
         odd = sorted(name for name, value in spectral.items() if value > REFLECTANCE_AT_MOST)
         if odd:
