@@ -94,7 +94,8 @@ def _bounded_session(api: str, credentials: dict):
             response = super().send(request, **kwargs)
             if not response._content_consumed:
                 chunks, size = [], 0
-                for chunk in response.iter_content(1 << 16):
+                # read1: what has arrived, so that a server trickling its answer meets the deadline
+                while chunk := response.raw.read1(1 << 16, decode_content=True):
                     size += len(chunk)
                     if time.monotonic() > deadline or size > MAX_PAGE_BYTES:
                         response.close()
@@ -143,6 +144,7 @@ def search_items(api: str, collections, *, bbox=None, datetime=None, query=None,
     next link or a redirect elsewhere; every page is bounded in time and size, and a search that loops or runs
     past :data:`MAX_PAGES` pages stops with one line."""
     try:
+        from pystac.errors import STACError, STACTypeError
         from pystac_client import Client
         from pystac_client.exceptions import APIError
         from pystac_client.stac_api_io import StacApiIO
@@ -177,7 +179,7 @@ def search_items(api: str, collections, *, bbox=None, datetime=None, query=None,
     except (OSError, ValueError) as exc:  # unreachable, not a STAC API
         raise InputError(f"cannot search the STAC API at {api}: {redact(' '.join(str(exc).split())[:300])}") \
             from None
-    except (KeyError, TypeError, AttributeError, IndexError) as exc:  # pystac-client on a page that is not STAC
+    except (KeyError, TypeError, AttributeError, IndexError, STACError, STACTypeError) as exc:  # not STAC pages
         raise InputError(f"the STAC API at {api} answered a page that is not a STAC API page ("
                          f"{type(exc).__name__}: {redact(' '.join(str(exc).split())[:200])})") from None
 

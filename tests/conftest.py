@@ -220,6 +220,14 @@ def fail(capsys, *argv, command="classify"):
     return lines[0]
 
 
+def main_ok(source, outdir, *args) -> None:
+    """Run ``kappamask classify`` in-process with the bundled model; it must succeed."""
+    from kappamask_core.faces.cli import main
+
+    code = main(["classify", str(source), "-o", str(outdir), "--model", "default", "--no-progress", *map(str, args)])
+    assert code == 0
+
+
 def leftovers(folder: Path) -> list[str]:
     return sorted(p.name for p in folder.rglob("*")) if folder.exists() else []
 

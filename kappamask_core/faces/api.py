@@ -14,6 +14,7 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+import os
 import re
 from pathlib import Path
 
@@ -25,19 +26,40 @@ from ..chain.infer import Runner
 from ..chain.buffers import usable_mask
 from ..chain.pipeline import ClassifyOptions, make_runner, run
 from ..io.readers import open_product
-from ..io.files import atomic_files, remove_stale_parts, writable_folder
+from ..io.files import atomic_files, new_folder_removed_on_failure, remove_stale_parts
 from ..io.writers import ScoresWriter, write_cog, write_quicklook, write_usable
 
 log = logging.getLogger(__name__)
 
 
+SAFE_NAME = re.compile(r"[0-9A-Za-z][0-9A-Za-z._-]*")
+
+
 def safe_name(product_id: str) -> str:
-    return re.sub(r"[^0-9A-Za-z._-]+", "_", product_id).strip("_") or "product"
+    """A file name for a product id, different for different ids: an id that is a safe name already is kept;
+    any other is made safe and followed by a short hash of the id itself ("A B" and "A_B" get two names)."""
+    if SAFE_NAME.fullmatch(product_id) and len(product_id) <= 200:
+        return product_id
+    cleaned = re.sub(r"[^0-9A-Za-z._-]+", "_", product_id).strip("_.-")[:180] or "product"
+    return f"{cleaned}-{hashlib.sha256(product_id.encode()).hexdigest()[:10]}"
 
 
-def output_folder(outdir) -> Path:
-    """The output folder, created and checked for writing before any work starts."""
-    return writable_folder(outdir)
+def input_identity(product) -> dict:
+    """What tells one input from another with the same id (a second crop of a scene, another copy of a band):
+    its id, level, grid and each band's file size, shape and data type. A completion record names it, so that a
+    rerun keeps only outputs made from this very input."""
+    bands = {}
+    for name, band in sorted(product.bands.items()):
+        path = getattr(band, "path", None)
+        try:
+            size = os.path.getsize(path) if path and not str(path).startswith("/vsi") else None
+        except OSError:
+            size = None
+        bands[name] = [list(band.shape), str(band.dtype), size]
+    grid = product.grid
+    return {"id": product.id, "level": product.level, "shape": list(grid.shape),
+            "transform": [round(v, 6) for v in tuple(grid.transform)[:6]],
+            "crs": grid.crs.to_wkt() if grid.crs is not None else None, "bands": bands}
 
 
 def product_files(stem: str, scores: bool, outputs, usable: bool = False) -> dict[str, str]:
@@ -52,9 +74,11 @@ def product_files(stem: str, scores: bool, outputs, usable: bool = False) -> dic
     return names
 
 
-def settings_digest(card, options: ClassifyOptions, encoding: str, usable: bool) -> str:
-    """What decides a product's outputs besides the input: the card and every setting that changes a file."""
+def settings_digest(card, options: ClassifyOptions, encoding: str, usable: bool, product=None) -> str:
+    """What decides a product's outputs: the input (:func:`input_identity`), the card and every setting that
+    changes a file."""
     settings = {"card": card.sha256, "weights": card.weights.get("sha256"), "encoding": encoding, "usable": usable,
+                "input": None if product is None else input_identity(product),
                 **{k: getattr(options, k) for k in ("overlap", "margin", "stitch", "resampling", "decode", "buffers",
                                                    "scores", "fp16", "precision")}}
     return hashlib.sha256(json.dumps(settings, sort_keys=True, default=str).encode()).hexdigest()
@@ -88,7 +112,13 @@ def classify_to_files(inputs, outdir, *, model="auto", weights=None, level=None,
     options = options or ClassifyOptions()
     if encoding not in ENCODINGS:
         raise InputError(f"unknown encoding {encoding!r}; choose one of {', '.join(ENCODINGS)}")
-    outdir = output_folder(outdir)
+    with new_folder_removed_on_failure(outdir) as folder:
+        return _classify_into(inputs, folder, model, weights, level, options, encoding, stac, usable, force, finish,
+                              progress)
+
+
+def _classify_into(inputs, outdir, model, weights, level, options, encoding, stac, usable, force, finish,
+                   progress) -> list[dict]:
     batch = _Batch(outdir, model, weights, level, options, encoding, plugins.outputs(None if stac else ()), usable,
                    force)
     if isinstance(inputs, (list, tuple)):
@@ -163,7 +193,7 @@ class _Batch:
         runner = self.runners.get(card.source)
         finals = {role: self.outdir / name
                   for role, name in product_files(stem, options.scores, outputs, usable).items()}
-        digest = settings_digest(runner.card if runner else card, options, encoding, usable)
+        digest = settings_digest(runner.card if runner else card, options, encoding, usable, product)
         if not self.force and finished(finals, digest, outputs):
             log.info("%s: outputs exist and are complete, made with the same settings: skipped", product.id)
             return finals

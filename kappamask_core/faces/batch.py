@@ -23,7 +23,8 @@ from ..foundation import plugins
 from ..foundation.errors import InputError, KappaMaskError
 from ..foundation.machine import available_cores
 from ..chain.pipeline import ClassifyOptions
-from .api import classify_to_files, failures_line, output_folder
+from ..io.files import new_folder_removed_on_failure
+from .api import classify_to_files, failures_line
 
 LOCAL_SCHEDULERS = ("processes", "threads", "sync")
 SCHEDULER_ADDRESS = re.compile(r"^(tcp|tls|ucx|ws|wss|inproc)://[^\s/]+(:\d+)?/?$")
@@ -103,24 +104,24 @@ def classify_many(inputs, outdir, *, model="auto", weights=None, level=None, opt
         raise InputError("parallel runs need Dask: pip install 'kappamask[dask]'") from None
     # paths as text; other inputs (pystac items of a search) as they are: Dask hands them to the workers
     inputs = [str(i) if isinstance(i, (str, os.PathLike)) else i for i in inputs]
-    outdir = output_folder(outdir)
-    options = options or ClassifyOptions()
-    local = scheduler in LOCAL_SCHEDULERS
-    if options.threads is None and local:
-        options = replace(options, threads=max(1, available_cores() // max(1, workers)))
-    options = replace(options, progress=False)  # one bar for the whole batch instead
-    tasks = [dask.delayed(_classify_one)(src, str(outdir), model, weights, level, options, encoding, usable, force)
-             for src in inputs]
-    if local:
-        from dask.diagnostics import ProgressBar
+    with new_folder_removed_on_failure(outdir) as outdir:  # a batch that wrote nothing leaves no folder
+        options = options or ClassifyOptions()
+        local = scheduler in LOCAL_SCHEDULERS
+        if options.threads is None and local:
+            options = replace(options, threads=max(1, available_cores() // max(1, workers)))
+        options = replace(options, progress=False)  # one bar for the whole batch instead
+        tasks = [dask.delayed(_classify_one)(src, str(outdir), model, weights, level, options, encoding, usable, force)
+                 for src in inputs]
+        if local:
+            from dask.diagnostics import ProgressBar
 
-        with ProgressBar(out=sys.stderr) if progress else contextlib.nullcontext():
-            written = list(dask.compute(*tasks, scheduler=scheduler, num_workers=workers))
-    else:
-        written = _on_cluster(tasks, scheduler)
-    failed = [(src, result) for src, result in zip(inputs, written) if isinstance(result, KappaMaskError)]
-    if failed:  # the other products are complete; say what failed, as one line
-        raise type(failed[0][1])(failures_line(failed, len(inputs)))
-    for output in plugins.outputs():
-        output.finish(written, Path(outdir), encoding)
-    return written
+            with ProgressBar(out=sys.stderr) if progress else contextlib.nullcontext():
+                written = list(dask.compute(*tasks, scheduler=scheduler, num_workers=workers))
+        else:
+            written = _on_cluster(tasks, scheduler)
+        failed = [(src, result) for src, result in zip(inputs, written) if isinstance(result, KappaMaskError)]
+        if failed:  # the other products are complete; say what failed, as one line
+            raise type(failed[0][1])(failures_line(failed, len(inputs)))
+        for output in plugins.outputs():
+            output.finish(written, Path(outdir), encoding)
+        return written

@@ -35,6 +35,26 @@ def writable_folder(outdir) -> Path:
     return path
 
 
+@contextlib.contextmanager
+def new_folder_removed_on_failure(outdir):
+    """The output folder (:func:`writable_folder`); if this call created it and the block fails leaving it empty,
+    it is removed again: a run that wrote nothing leaves nothing, not even an empty folder."""
+    created, path = [], Path(outdir) if outdir is not None else None
+    while path is not None and str(path).strip() and not path.exists() and path != path.parent:
+        created.append(path)  # deepest first
+        path = path.parent
+    folder = writable_folder(outdir)
+    try:
+        yield folder
+    except BaseException:
+        for made in created:
+            try:
+                made.rmdir()  # only when empty; products finished before the failure keep their files
+            except OSError:
+                break
+        raise
+
+
 def remove_stale_parts(final: Path) -> list[Path]:
     """Remove the temporary files an earlier run left beside ``final`` when it was killed (SIGKILL, power loss:
     no clean-up ran). This run is about to write ``final`` itself, so no other run's work is lost."""

@@ -159,7 +159,10 @@ def read_georeferenced_map(path: Path):
             if ds.count != 1:
                 raise InputError(f"{path} has {ds.count} bands; a class map has one")
             georef = (ds.crs, ds.transform) if ds.crs is not None else None
-            return ds.read(1), georef
+            values = ds.read(1, masked=True)  # the file's nodata value and mask band mark pixels without a class
+            if np.ma.is_masked(values):
+                return values.astype(np.float32).filled(np.nan), georef  # NaN: missing, never compared
+            return np.ma.getdata(values), georef
     except InputError:
         raise
     except Exception as exc:  # numpy and GDAL fail on damaged files in many ways

@@ -45,7 +45,7 @@ from ..foundation.classes import CLASSES, MISSING
 from ..foundation.errors import InputError
 from ..chain.infer import open_runner
 from ..chain.pipeline import ClassifyOptions, model_tiles
-from ..io.files import atomic_files, sha256_file
+from ..io.files import atomic_files, sha256_file, writable_folder
 from ..foundation.version import __version__
 from ..io.readers import DEMO_DATA, open_product
 from ..models.cards import MIN_AGREEMENT, MIN_DICE, MIN_SHARE, card_from_dict, check_passes, weights_dir
@@ -250,6 +250,13 @@ def make_variant(model, precision: str = "int8", *, level: str | None = None, ca
         if why:
             raise InputError(f"cannot make a bf16 variant here: {why}; its check would prove nothing")
     calibrate = list(calibrate or default_calibration(card))
+    folder = writable_folder(output) if output else weights_dir()  # a file in the way: one line, before any work
+    named = lambda source: str(Path(source).resolve()) if isinstance(source, (str, os.PathLike)) else id(source)  # noqa: E731
+    shared = {named(c) for c in calibrate} & {named(c) for c in (check or [])}
+    if shared and precision == "int8":
+        raise InputError("a product is named both to calibrate and to check the variant; the check would grade the "
+                         "variant on its own calibration tiles: name other products for --check (or leave it out, "
+                         "and the tiles alternate)")
     if precision == "bf16":  # nothing to calibrate: every tile checks
         calibration, checking = [], sample_tiles(list(check or calibrate), card, max_tiles, seed + 1, level)
         how = "named check products" if check else "tiles of the products named (nothing is calibrated for bf16)"
@@ -265,10 +272,8 @@ def make_variant(model, precision: str = "int8", *, level: str | None = None, ca
         raise InputError(f"{len(calibration) + len(checking)} tile(s) with data: calibration and check need at least "
                          "one each; name more or larger products")
     log.info("%s: calibrating on %d tiles, checking on %d", card.id, len(calibration), len(checking))
-    folder = Path(output) if output else weights_dir()
     stem = Path(variant_card_name(card.id, precision)).stem
     onnx_path, card_path = folder / f"{stem}.onnx", folder / f"{stem}.json"
-    folder.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(prefix="kappamask-variant-") as work:
         candidate = Path(work) / f"{stem}.onnx"
         if precision == "int8":

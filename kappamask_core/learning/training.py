@@ -228,10 +228,14 @@ def _initial_roles(base, arch: str):
     if text.endswith((".hdf5", ".h5")):
         keras = read_keras_weights(text)
         return to_roles(keras, detect_architecture(keras, arch)), sha256_file(text)
-    if text.endswith(".onnx"):
-        return roles_from_onnx(text), sha256_file(text)
-    path = resolve_model(text).path
-    return roles_from_onnx(path), sha256_file(path)
+    path = text if text.endswith(".onnx") else resolve_model(text).path
+    try:
+        return roles_from_onnx(path), sha256_file(path)
+    except OSError as exc:
+        raise InputError(f"--from {base}: cannot read it ({exc.strerror or exc})") from None
+    except Exception as exc:  # onnx's parser fails in its own ways on a file that is not a model
+        raise InputError(f"--from {base}: not an ONNX model this package can continue training from "
+                         f"({type(exc).__name__})") from None
 
 
 class _Samples:
@@ -269,6 +273,8 @@ def train(data, outdir, *, arch: str = "kappamask-v2", level: str = "L1C", base=
     gamma = (DEFAULT_GAMMA if arch == "kappamask-v2" else 1.0) if gamma is None else float(gamma)
     if epochs < 1 or batch_size < 1 or patience < 1 or lr_patience < 1:
         raise InputError("epochs, batch size, patience and learning-rate patience must be at least 1")
+    if threads is not None and (isinstance(threads, bool) or not isinstance(threads, int) or threads < 1):
+        raise InputError(f"--threads must be a whole number of at least 1, not {threads!r}")
     for name, value, low, high in (("learning rate (--lr)", lr, 0, 1), ("--gamma", gamma, 0, 10),
                                    ("--val-fraction", val_fraction, 0, 1)):
         if not (isinstance(value, (int, float)) and math.isfinite(value) and low < value < high):
@@ -315,7 +321,12 @@ def train(data, outdir, *, arch: str = "kappamask-v2", level: str = "L1C", base=
     model = networks.build(arch, len(card.bands))
     roles, base_sha = _initial_roles(base, arch)
     if roles is not None:
-        networks.load_roles(model, roles)
+        try:
+            networks.load_roles(model, roles)
+        except (KeyError, ValueError) as exc:  # a role the network lacks, or weights of another shape
+            raise InputError(f"--from {base}: its weights are not those of {arch} with {len(card.bands)} input "
+                             f"bands ({' '.join(str(exc).split())[:160]}); start from a {arch} {level} network") \
+                from None
     optimiser = torch.optim.Adam(model.parameters(), lr=lr)
     scheduler = torch.optim.lr_scheduler.ReduceLROnPlateau(optimiser, mode="min", factor=0.5,
                                                            patience=lr_patience)

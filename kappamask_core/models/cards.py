@@ -350,9 +350,12 @@ def weights_dir() -> Path:
     named like a built-in one (``kappamask-v2-l1c.json``) takes its place.
     """
     chosen = _WEIGHTS_FOLDER.get()
-    if chosen is not None:
-        return chosen
-    return Path(os.environ.get(WEIGHTS_DIR_ENV) or cache_dir() / "weights")
+    if chosen is None:
+        chosen = Path(os.environ.get(WEIGHTS_DIR_ENV) or cache_dir() / "weights")
+    if chosen.exists() and not chosen.is_dir():
+        raise ModelError(f"the weights folder {chosen} is a file (set by ${WEIGHTS_DIR_ENV} or $KAPPAMASK_CACHE); "
+                         "point it at a folder")
+    return chosen
 
 
 @contextlib.contextmanager
