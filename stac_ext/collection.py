@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import json
 from datetime import datetime, timezone
 from pathlib import Path
 
-from .common import COG_MEDIA_TYPE, EXTENSIONS, class_table, write_json_atomic
+from kappamask_core.io.files import atomic_files
+
+from .common import COG_MEDIA_TYPE, EXTENSIONS, class_table
 
 
 def build_collection(items, encoding: str = "kappamask"):
@@ -56,12 +59,13 @@ def write_collection(items, outdir, encoding: str = "kappamask") -> Path:
     data = collection.to_dict(include_self_link=False, transform_hrefs=False)
     data["links"] = [l for l in data["links"] if l["rel"] != "root"] + [
         {"rel": "root", "href": "./catalog.json", "type": "application/json"}]
-    write_json_atomic(outdir / "collection.json", data)
     catalog = {
         "type": "Catalog", "stac_version": pystac.get_stac_version(), "id": "kappamask-outputs",
         "description": f"KappaMask outputs written {datetime.now(timezone.utc).isoformat(timespec='seconds')}",
         "links": [{"rel": "root", "href": "./catalog.json", "type": "application/json"},
                   {"rel": "child", "href": "./collection.json", "type": "application/json"}],
     }
-    write_json_atomic(outdir / "catalog.json", catalog)
+    with atomic_files(outdir / "collection.json", outdir / "catalog.json") as (collection_tmp, catalog_tmp):
+        Path(collection_tmp).write_text(json.dumps(data, indent=2) + "\n")
+        Path(catalog_tmp).write_text(json.dumps(catalog, indent=2) + "\n")  # the two appear together
     return outdir / "collection.json"

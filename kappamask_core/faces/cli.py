@@ -182,7 +182,7 @@ def cmd_models_show(args) -> int:
 
 
 def cmd_evaluate(args) -> int:
-    from ..learning.evaluate import evaluate_paths, write_confusion_png
+    from ..learning.evaluate import evaluate_paths
 
     merges = {}
     for item in args.merge or []:
@@ -194,14 +194,9 @@ def cmd_evaluate(args) -> int:
                             prediction_scheme=args.prediction_scheme, merges=merges)
     print(result.table("markdown"))
     if args.output:
-        out = Path(args.output)
-        from ..io.files import atomic_path
+        from ..learning.evaluate import write_evaluation
 
-        for name, fmt in (("metrics.md", "markdown"), ("metrics.csv", "csv")):
-            with atomic_path(out / name) as tmp:
-                Path(tmp).write_text(result.table(fmt) + "\n")
-        write_confusion_png(result, out / "confusion_matrix.png")
-        log.info("wrote %s", ", ".join(str(out / n) for n in ("metrics.md", "metrics.csv", "confusion_matrix.png")))
+        log.info("wrote %s", ", ".join(map(str, write_evaluation(result, args.output))))
     return 0
 
 

@@ -13,6 +13,7 @@ answer, and a cap on the bytes it reads. Every credential is registered for reda
 from __future__ import annotations
 
 import base64
+import contextlib
 import http.client
 import json
 import socket
@@ -149,6 +150,35 @@ class Session:
                 url = urljoin(url, response.headers["location"])
                 continue
             return response
+        raise NetworkError(f"{self.what}: more than {MAX_REDIRECTS} redirects from {redact(self.url(path))}")
+
+    @contextlib.contextmanager
+    def stream(self, path: str, accept: str = "*/*"):
+        """GET ``path`` (redirects followed, credentials only to the session's origin) and yield the open answer
+        of a 200, for the caller to read as it arrives (with its own deadline); any other status is an error."""
+        url = self.url(path)
+        for _ in range(MAX_REDIRECTS + 1):
+            if urlsplit(url).scheme.lower() not in ("http", "https"):
+                raise NetworkError(f"{self.what}: {redact(url)} is not an http(s) URL; not followed")
+            request = urllib.request.Request(url, headers={"Accept": accept, "User-Agent": "kappamask",
+                                                           **self.headers_for(url)})
+            self.requests += 1
+            try:
+                answer = _OPENER.open(request, timeout=self.timeout_s)
+            except urllib.error.HTTPError as exc:
+                location = exc.headers.get("Location") if exc.headers else None
+                exc.close()
+                if exc.code in REDIRECTS and location:
+                    url = urljoin(url, location)
+                    continue
+                raise NetworkError(f"{self.what}: {redact(url)} answered HTTP {exc.code}") from None
+            except (OSError, http.client.HTTPException, ValueError) as exc:
+                reason = getattr(exc, "reason", None) or exc
+                raise NetworkError(f"cannot reach {self.what} at {redact(url)} "
+                                   f"({redact(' '.join(str(reason).split()))})") from None
+            with answer:
+                yield answer
+            return
         raise NetworkError(f"{self.what}: more than {MAX_REDIRECTS} redirects from {redact(self.url(path))}")
 
     def _send(self, request: urllib.request.Request, deadline: float) -> Response:

@@ -424,13 +424,7 @@ def _band_header(name: str, path: str, source: str) -> dict:
         raise InputError(f"{source}: band {name} ({file}) has a rotated or sheared geotransform "
                          f"({tuple(transform)[:6]}); Sentinel-2 bands lie on a north-up UTM grid: the file was "
                          "warped, so give the product's own bands")
-    spectral = BAND_BY_NAME[name].quantification_key != "none"
-    kind = np.dtype(dtype)
-    if not np.issubdtype(kind, np.integer):
-        raise InputError(f"{source}: band {name} ({file}) has data type {dtype}; Sentinel-2 DN must be integers")
-    if spectral and kind.itemsize < 2:
-        raise InputError(f"{source}: band {name} ({file}) holds {dtype} values, which cannot carry Sentinel-2 DN (up "
-                         "to 65535): the file was converted to 8 bits (a picture, not the band)")
+    check_dtype(name, dtype, f"{source}: band {name} ({file})", floats=False)
     scaled = (scale not in (None, 1.0)) or (offset not in (None, 0.0))
     if scaled and not (scale and math.isfinite(scale) and scale > 0 and math.isfinite(offset or 0.0)):
         raise InputError(f"{source}: band {name} ({file}) declares scale {scale} and offset {offset}; the scale must "
@@ -440,6 +434,20 @@ def _band_header(name: str, path: str, source: str) -> dict:
     masked = MaskFlags.all_valid not in flags and MaskFlags.nodata not in flags  # a mask band or alpha
     layout = Layout(flip_y, flip_x, masked, float(scale) if scaled else None, float(offset or 0.0) if scaled else None)
     return {"shape": shape, "transform": north_up, "crs": crs, "dtype": dtype, "layout": layout}
+
+
+def check_dtype(name: str, dtype, what: str, floats: bool = True, units: str = "dn") -> None:
+    """The data type a band's values may have, whatever holds them: integers (floats only where ``floats``: openEO
+    and xarray cubes), and for spectral DN at least 16 bits (an 8-bit band is a picture, not the band)."""
+    kind = np.dtype(dtype)
+    if np.issubdtype(kind, np.floating) and floats:
+        return
+    if not np.issubdtype(kind, np.integer):
+        raise InputError(f"{what} has data type {dtype}; Sentinel-2 DN must be integers"
+                         + (" (or floating-point values in an array)" if floats else ""))
+    if units == "dn" and BAND_BY_NAME[name].quantification_key != "none" and kind.itemsize < 2:
+        raise InputError(f"{what} holds {dtype} values, which cannot carry Sentinel-2 DN (up to 65535): it was "
+                         "converted to 8 bits (a picture, not the band)")
 
 
 def open_band_files(files: dict[str, str], source: str) -> tuple[Grid, dict[str, FileBand]]:
@@ -824,9 +832,15 @@ def from_dataarray(da, level: str | None = None, units: str = "dn", product_id: 
     if repeated:  # two layers for one band: which one is meant cannot be known
         raise InputError(f"the array's band labels repeat ({', '.join(repeated)}): "
                          f"{[str(b) for b in da['bands'].values]}; give each band once")
-    bands = {name: ArrayBand(name, np.asarray(da.sel(bands=given[0]).transpose("y", "x").values))
-             for name, given in labels.items()}
     source = f"xarray.DataArray {product_id}"
+    nodata = _attribute(da.attrs, ("nodata", "_FillValue"))
+    bands = {}
+    for name, given in labels.items():
+        check_dtype(name, da.dtype, f"{source}: band {name}", units=units)
+        values = np.asarray(da.sel(bands=given[0]).transpose("y", "x").values)
+        if nodata is not None:  # the array's own no-data value is missing like Sentinel-2's 0
+            values = as_missing(values.copy(), nodata)
+        bands[name] = ArrayBand(name, values)
     _check_units(bands, units, source)
     crs = da.attrs.get("crs")
     if crs is None and "spatial_ref" in da.coords:
@@ -839,7 +853,7 @@ def from_dataarray(da, level: str | None = None, units: str = "dn", product_id: 
             crs = CRS.from_user_input(crs)
         except CRSError as exc:
             raise InputError(f"{source}: its CRS {str(crs)[:80]!r} is not understood ({exc})") from None
-    return Product(
+    product = Product(
         id=product_id,
         level=check_level(level, bands, "", source),
         grid=_grid_from_coords(da, crs),
@@ -847,6 +861,40 @@ def from_dataarray(da, level: str | None = None, units: str = "dn", product_id: 
         units=units,
         source=source,
     )
+    declared = _scaling_attributes(da.attrs, labels)
+    if declared and units == "dn":  # raw values with CF scale_factor / add_offset (rioxarray, odc-stac without decoding)
+        merge_scaling(product, *declared_scaling(declared, source, "the scale_factor and add_offset attributes"),
+                      "the array's scale_factor and add_offset attributes")
+    return product
+
+
+def _attribute(attrs: dict, keys):
+    """A finite number among ``attrs[keys]`` (the first present), or None."""
+    for key in keys:
+        value = attrs.get(key)
+        if isinstance(value, (list, tuple, np.ndarray)) and len(value) >= 1:
+            value = value[0]
+        if isinstance(value, (int, float, np.number)) and not isinstance(value, bool) and np.isfinite(value):
+            return float(value)
+    return None
+
+
+def _scaling_attributes(attrs: dict, labels: dict) -> dict[str, tuple[float, float]]:
+    """{band: (scale, offset)} from CF ``scale_factor`` / ``add_offset`` (one number, or one per band in the
+    array's band order) or rioxarray's ``scales`` / ``offsets``; empty where the array declares none."""
+    scale = next((attrs[k] for k in ("scale_factor", "scales") if k in attrs), None)
+    offset = next((attrs[k] for k in ("add_offset", "offsets") if k in attrs), None)
+    if scale is None and offset is None:
+        return {}
+    order = [name for name in labels]
+    def per_band(value, default):
+        if value is None:
+            return [default] * len(order)
+        values = list(value) if isinstance(value, (list, tuple, np.ndarray)) else [value] * len(order)
+        return values if len(values) == len(order) else [values[0]] * len(order)
+    scales, offsets = per_band(scale, 1.0), per_band(offset, 0.0)
+    declared = {name: (float(s), float(o)) for name, s, o in zip(order, scales, offsets)}
+    return {} if all(v == (1.0, 0.0) for v in declared.values()) else declared
 
 
 # The largest valid value tells DN (thousands) from reflectance (about 0 to 1.5; at most 6.5535).

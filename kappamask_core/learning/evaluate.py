@@ -20,7 +20,7 @@ import numpy as np
 from ..foundation.classes import CLASS_BY_NAME, CLASSES, MISSING
 from ..foundation.errors import InputError
 from ..foundation.schemes import UNDEFINED, to_classes
-from ..io.files import atomic_path
+from ..io.files import atomic_files, atomic_path
 from .kappaset import read_label
 
 EVALUATED = tuple(c for c in CLASSES if c.value != MISSING)  # clear, shadow, semi-transparent, cloud
@@ -218,8 +218,25 @@ def evaluate_paths(reference, prediction, **kwargs) -> Evaluation:
 
 def write_confusion_png(evaluation: Evaluation, path, title: str = "") -> Path:
     """Row-normalised confusion matrix (percent of each reference class), as in the paper's Figure 8."""
-    from PIL import Image, ImageDraw
+    with atomic_path(path) as tmp:
+        confusion_image(evaluation, title).save(tmp, format="PNG")
+    return Path(path)
 
+
+def write_evaluation(evaluation: Evaluation, folder) -> list[Path]:
+    """``metrics.md``, ``metrics.csv`` and ``confusion_matrix.png`` in ``folder``, all three or none."""
+    folder = Path(folder)
+    paths = [folder / "metrics.md", folder / "metrics.csv", folder / "confusion_matrix.png"]
+    with atomic_files(*paths) as (markdown, csv_file, png):
+        Path(markdown).write_text(evaluation.table("markdown") + "\n")
+        Path(csv_file).write_text(evaluation.table("csv") + "\n")
+        confusion_image(evaluation).save(png, format="PNG")
+    return paths
+
+
+def confusion_image(evaluation: Evaluation, title: str = ""):
+    """The row-normalised confusion matrix as a picture (PIL image)."""
+    from PIL import Image, ImageDraw
 
     cm = evaluation.confusion.astype(np.float64)
     rows = cm.sum(axis=1, keepdims=True)
@@ -242,6 +259,4 @@ def write_confusion_png(evaluation: Evaluation, path, title: str = "") -> Path:
             text = f"{pct[i, j]:.1f}%" if rows[i, 0] else "n/a"
             draw.text((x0 + cell // 2 - 18, y0 + cell // 2 - 6), text, fill="black" if pct[i, j] < 60 else "white")
     draw.text((10, top + n * cell + 20), f"Reference rows; {evaluation.total} pixels", fill="black")
-    with atomic_path(path) as tmp:
-        img.save(tmp, format="PNG")
-    return Path(path)
+    return img

@@ -322,11 +322,41 @@ def builtin_card(card_id: str) -> ModelCard:
     return load_card(path)
 
 
+# What decides what a network computes from a product: its bands and their scaling, its levels, its tiling and the
+# meaning of its outputs. A card derived from another (imported weights, a reduced-precision variant) keeps them.
+DECISIVE = ("levels", "input", "output", "tiling")
+
+
+def decisive_differences(card: ModelCard, reference: ModelCard, ignore=("input.layout",)) -> list[str]:
+    """The decisive fields in which ``card`` differs from ``reference`` (``ignore``: sub-fields a derived card may
+    set, such as the input layout an imported ONNX graph fixes)."""
+    def part(raw, key):
+        value = json.loads(json.dumps(raw.get(key)))
+        for skipped in ignore:
+            top, _, sub = skipped.partition(".")
+            if top == key and isinstance(value, dict):
+                value.pop(sub, None)
+        return value
+
+    return [key for key in DECISIVE if part(card.raw, key) != part(reference.raw, key)]
+
+
 def installed_card(card_id: str) -> ModelCard:
-    """The card for a built-in id: the user's imported card in the weights folder if there is one, else the built-in."""
+    """The card for a built-in id: the user's imported card in the weights folder if there is one, else the built-in.
+
+    An imported card keeps the built-in's decisive fields (:data:`DECISIVE`): one edited by hand (other scaling,
+    other bands) is refused with one line, never run."""
     builtin = builtin_card(card_id)  # unknown ids fail here, whatever the weights folder holds
     imported = weights_dir() / f"{card_id}.json"
-    return load_card(imported) if imported.is_file() else builtin
+    if not imported.is_file():
+        return builtin
+    card = load_card(imported)
+    differ = decisive_differences(card, builtin)
+    if differ or card.id != card_id:
+        what = f"its {', '.join(differ)} differ from" if differ else f"its id {card.id!r} is not that of"
+        raise ModelError(f"{imported}: {what} the built-in {card_id}: the card was edited after it was imported; "
+                         "import the weights again (kappamask models import) or remove the card")
+    return card
 
 
 def cache_dir() -> Path:

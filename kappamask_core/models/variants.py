@@ -27,7 +27,7 @@ from pathlib import Path
 
 from ..foundation.errors import ModelError
 from ..io.files import sha256_file
-from .cards import ModelCard, load_card, weights_dir
+from .cards import ModelCard, decisive_differences, load_card, weights_dir
 from .resolve import Model
 from .weights import locate_model
 
@@ -37,7 +37,6 @@ PRECISIONS = ("auto", "fp32", "int8", "bf16")
 VARIANT_PRECISIONS = ("int8", "bf16")  # the order in which auto tries the faithful ones
 ENGINES = {"int8": "onnxruntime", "bf16": "openvino"}
 FILE_PRECISION = {"int8": "int8", "bf16": "fp32"}  # what the ONNX file holds (a bf16 variant's file is float32)
-DECISIVE = ("levels", "input", "output", "tiling")  # what a variant shares with its parent, field for field
 
 
 def variant_card_name(card_id: str, precision: str) -> str:
@@ -79,7 +78,7 @@ def problem(card: ModelCard, parent: ModelCard | None = None, precision: str | N
     if parent is not None:
         if parent_id != parent.id:
             return f"it was made from {parent_id!r}, not {parent.id!r}"
-        differ = [key for key in DECISIVE if card.raw.get(key) != parent.raw.get(key)]
+        differ = decisive_differences(card, parent, ignore=())
         if differ:
             return (f"its {', '.join(differ)} differ from its network's: a variant computes what its network "
                     "computes, with the same bands, scaling, tiling and classes")

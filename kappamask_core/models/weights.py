@@ -29,13 +29,14 @@ import os
 import sys
 import tempfile
 import time
-import urllib.request
 from datetime import datetime, timezone
 from pathlib import Path
 
-from ..foundation.errors import ModelError
+from ..foundation.errors import KappaMaskError, ModelError
 from ..foundation.version import __version__
+from ..foundation.redact import redact
 from ..io.files import atomic_files, atomic_path, sha256_file
+from ..io.http import NetworkError, Session, split_userinfo
 from .cards import ModelCard, builtin_card, cache_dir, card_from_dict, load_card, weights_dir
 from .keras_weights import detect_architecture, read_keras_weights, to_roles
 from .onnx_graphs import OPSET, build
@@ -137,29 +138,37 @@ def weights_status(card: ModelCard, probe: bool = True) -> str:
         return "missing"
     if not probe:
         return "downloadable"
+    clean, userinfo = split_userinfo(url)
     try:
-        request = urllib.request.Request(url, method="HEAD")
-        with urllib.request.urlopen(request, timeout=PROBE_TIMEOUT_S):
-            return "downloadable"
-    except (OSError, http.client.HTTPException, ValueError):
+        session = Session(clean, userinfo, timeout_s=PROBE_TIMEOUT_S, deadline_s=2 * PROBE_TIMEOUT_S, what=url)
+        return "downloadable" if session.request("HEAD", clean, accept="*/*").status == 200 else "unreachable"
+    except KappaMaskError:
         return "unreachable"
 
 
 # ----------------------------------------------------------------------------- downloading
 
 def download(url: str, sha256: str | None = None) -> Path:
-    """Fetch a model file into the cache (atomically) and check its sha256."""
+    """Fetch a model file into the cache (atomically) and check its sha256.
+
+    A file already in the cache is used only when it has the expected sha256: the card's, or, for a URL whose
+    card pins none, the one recorded when this URL was first downloaded (a file put there by anyone else is
+    downloaded again, never trusted)."""
     target = cache_dir() / Path(url.split("?")[0]).name
-    if target.is_file() and (sha256 is None or sha256_file(target) == sha256):
+    expected = sha256 or (_trusted().get(f"url:{url}") or {}).get("sha256")
+    if target.is_file() and expected and sha256_file(target) == expected:
         return target
     tmp, digest = _fetch(url, target.parent, f"model file {target.name}",
                          "Download that file elsewhere and pass it with --weights.")
     try:
-        if sha256 and digest != sha256:
-            raise ModelError(f"model downloaded from {url} does not match the sha256 {sha256} (got {digest})")
+        if expected and digest != expected:
+            raise ModelError(f"model downloaded from {url} does not match the sha256 {expected} (got {digest})"
+                             + ("" if sha256 else f"; it had that sha256 when first downloaded (see {_trust_path()})"))
         os.replace(tmp, target)
     finally:
         tmp.unlink(missing_ok=True)
+    if not sha256:
+        _record_trust(f"url:{url}", url, digest)
     return target
 
 
@@ -176,8 +185,10 @@ def _fetch(url: str, folder: Path, what: str, offline_hint: str) -> tuple[Path, 
         raise ModelError(f"cannot write to the weights folder {folder}: {exc}") from None
     tmp, digest, done = Path(name), hashlib.sha256(), 0
     started = time.monotonic()
+    clean, userinfo = split_userinfo(url)  # a password in a mirror's URL goes to that host only, as Basic auth
     try:
-        with os.fdopen(fd, "wb") as out, urllib.request.urlopen(url, timeout=TIMEOUT_S) as response:
+        with os.fdopen(fd, "wb") as out, Session(clean, userinfo, timeout_s=TIMEOUT_S, what=what).stream(clean) \
+                as response:
             total = int(response.headers.get("Content-Length") or 0) or None
             log.info("downloading %s from %s%s", what, url, f" ({total / 1e6:.1f} MB)" if total else "")
             bar = _progress(total, what)
@@ -199,11 +210,14 @@ def _fetch(url: str, folder: Path, what: str, offline_hint: str) -> tuple[Path, 
         if total is not None and done != total:
             raise ModelError(f"the download of {what} from {url} stopped after {done} of {total} bytes; nothing "
                              f"was kept, try again. {offline_hint}")
+    except NetworkError as exc:
+        tmp.unlink(missing_ok=True)
+        raise ModelError(f"cannot download {what} from {redact(url)} ({exc}). {offline_hint}") from None
     except (OSError, http.client.HTTPException, ValueError) as exc:
         tmp.unlink(missing_ok=True)
         reason = getattr(exc, "reason", None) or getattr(exc, "strerror", None) or exc
-        raise ModelError(f"cannot download {what} from {url} ({' '.join(str(reason).split())}). {offline_hint}") \
-            from None
+        raise ModelError(f"cannot download {what} from {redact(url)} ({' '.join(str(reason).split())}). "
+                         f"{offline_hint}") from None
     except BaseException:
         tmp.unlink(missing_ok=True)
         raise
