@@ -68,6 +68,9 @@ def graph_node(process_id: str, edit: Callable[[dict], None]) -> Callable[[dict]
 
 
 EXECUTION = ("tests/test_openeo_execution.py",)
+CREDENTIALS = "tests/test_credentials_and_network.py"
+BANDS = "tests/test_band_validation.py"
+UDF = "tests/test_udf.py"
 MUTATIONS = [
     # issue 18: the openEO tests fail for what a backend refuses
     Mutation("process graph: UDF with a syntax error", "process_graphs/kappamask_l1c.json",
@@ -139,6 +142,68 @@ MUTATIONS = [
     Mutation("STAC publish: asset hrefs not moved onto --href-base", "stac_ext/publish.py",
              replace('asset["href"] = href_base.rstrip("/") + "/" + quote(href.removeprefix("./"))', "pass"),
              ("tests/test_stac_api.py", "-k", "search_classify_publish")),
+    # issue 28: credentials stay with their host, nothing planted or edited is trusted, one validation
+    Mutation("credentials: the session sends them to every origin", "kappamask_core/io/http.py",
+             replace("return dict(self.credentials) if origin(url) == self.origin else {}",
+                     "return dict(self.credentials)"), (CREDENTIALS, "-k", "publish_follows")),
+    Mutation("credentials: a write follows a redirect", "kappamask_core/io/http.py",
+             replace('if response.status in REDIRECTS and method in ("GET", "HEAD") and',
+                     "if response.status in REDIRECTS and"), (CREDENTIALS, "-k", "publish_follows")),
+    Mutation("credentials: a search sends them to another origin", "stac_ext/search.py",
+             replace("if origin(request.url) != api_origin:", "if False:"),
+             (CREDENTIALS, "-k", "next_link_to_another or redirect_to_another")),
+    Mutation("credentials: log lines are not redacted", "kappamask_core/foundation/redact.py",
+             replace("            handler.addFilter(found)", "            pass"), (CREDENTIALS, "-k", "vv")),
+    Mutation("search: a page that links back is asked for again", "stac_ext/search.py",
+             replace("if signature in self.pages:", "if False:"), (CREDENTIALS, "-k", "same_page")),
+    Mutation("publish: the bulk answer's refusals are not read", "stac_ext/publish.py",
+             replace("refused = _bulk_refusals(answer, chunk)", "refused = []"), (CREDENTIALS, "-k", "bulk_answer")),
+    Mutation("publish: nothing is read back", "stac_ext/publish.py",
+             replace("missing = [item_id for item_id in done if item_id not in stored]", "missing = []"),
+             (CREDENTIALS, "-k", "keeps_nothing")),
+    Mutation("UDF: unpacked files are not compared on reuse", "udf/kappamask_udf.py",
+             replace("if _listing(folder) != written:", "if False:"), (UDF, "-k", "changed_between")),
+    Mutation("UDF: entries with '..' are unpacked", "udf/kappamask_udf.py",
+             replace(' or ".." in parts', ""), (UDF, "-k", "traversal")),
+    Mutation("variants: the seal is not checked", "kappamask_core/models/variants.py",
+             replace('if variant.get("seal") != seal(card.raw):', "if False:"),
+             ("tests/test_precision.py", "-k", "look_faithful or resealed")),
+    Mutation("variants: decisive fields not compared with the parent's", "kappamask_core/models/variants.py",
+             replace("differ = decisive_differences(card, parent, ignore=())", "differ = []"),
+             ("tests/test_precision.py", "-k", "resealed")),
+    Mutation("variants: the card's faithful flag is trusted", "kappamask_core/models/cards.py",
+             replace('return not self.variant or check_passes(self.variant.get("check"))',
+                     'return not self.variant or bool(self.variant.get("check", {}).get("faithful"))'),
+             ("tests/test_precision.py", "-k", "look_faithful")),
+    Mutation("imported cards: a hand edit is not noticed", "kappamask_core/models/cards.py",
+             replace("    if differ or card.id != card_id:", "    if False:"), (BANDS, "-k", "imported_card")),
+    Mutation("downloads: a cached file is trusted unchecked", "kappamask_core/models/weights.py",
+             replace("if target.is_file() and expected and sha256_file(target) == expected:",
+                     "if target.is_file():"), (BANDS, "-k", "planted_in_the_download_cache")),
+    Mutation("readers: a zip member given twice", "kappamask_core/io/readers.py",
+             replace("        if info.filename in seen:", "        if False:"), (BANDS, "-k", "twice")),
+    Mutation("readers: south-up files read as they are", "kappamask_core/io/readers.py",
+             replace("flip_y, flip_x = transform.e > 0, transform.a < 0", "flip_y, flip_x = False, False"),
+             (BANDS, "-k", "south_up")),
+    Mutation("readers: scale and offset tags ignored", "kappamask_core/io/readers.py",
+             replace('    merge_scaling(product, *tag_scaling(bands, product.source), "the bands\' scale and offset '
+                     'tags")\n', ""), (BANDS, "-k", "scale_and_offset_tags_are_applied")),
+    Mutation("readers: 8-bit bands accepted", "kappamask_core/io/readers.py",
+             replace("and kind.itemsize < 2:", "and kind.itemsize < 1:"), (BANDS, "-k", "8_bit")),
+    Mutation("pipeline: a pixel is valid where any band has data", "kappamask_core/chain/pipeline.py",
+             replace("if name in exact and invalid.any():", "if name == bands[0] and invalid.any():"),
+             (BANDS, "-k", "corner or without_any_data")),
+    Mutation("scale: negative DN accepted", "kappamask_core/chain/scale.py",
+             replace("    if low < 0:", "    if False:"), (BANDS, "-k", "negative")),
+    Mutation("pipeline: any offset accepted", "kappamask_core/chain/pipeline.py",
+             replace("OFFSET_RANGE[0] <= offset <= OFFSET_RANGE[1]", "True"), (BANDS, "-k", "implausible_offset")),
+    Mutation("STAC reader: an unreadable metadata asset is passed over", "stac_ext/reader.py",
+             replace("        except (InputError, OSError) as exc:\n            raise InputError(",
+                     "        except (InputError, OSError) as exc:\n            return\n            raise InputError("),
+             (CREDENTIALS, "-k", "metadata_asset")),
+    Mutation("batch: the completion record leaves out the input", "kappamask_core/faces/api.py",
+             replace('"input": None if product is None else input_identity(product),', '"input": None,'),
+             ("tests/test_reruns_and_outputs.py", "-k", "second_crop")),
 ]
 
 

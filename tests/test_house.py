@@ -132,3 +132,11 @@ def test_every_package_folder_is_in_the_wheel():
         for init in base.rglob("__init__.py"):
             on_disk.add(".".join((name, *init.parent.relative_to(base).parts)))
     assert on_disk == listed, f"not listed: {sorted(on_disk - listed)}; listed but absent: {sorted(listed - on_disk)}"
+
+
+def test_no_test_skips_past_the_strict_mode():
+    """Under ci/test.sh a missing package of the test extra must fail, not skip: tests import optional packages
+    through conftest's require(), never pytest.importorskip, which would skip even there."""
+    found = [f"{path.name}:{number}" for path in (ROOT / "tests").rglob("*.py") if path.name != "test_house.py"
+             for number, line in enumerate(path.read_text().splitlines(), 1) if "importorskip(" in line]
+    assert not found, f"pytest.importorskip bypasses the strict mode: {', '.join(found)}"

@@ -68,13 +68,23 @@ def nearest_rows(native: np.ndarray, factor: int, row0: int, row1: int, width: i
 
 def area_rows(native: np.ndarray, factor: int, row0: int, row1: int, width: int, coarse: int,
               offset: int = 0) -> np.ndarray:
-    """Fine rows [row0, row1) averaged onto a grid ``coarse`` x coarser: an area-weighted average.
+    """Fine rows [row0, row1) averaged onto a grid ``coarse`` x coarser: an area-weighted average of the pixels
+    that have data.
 
     Each native pixel counts by the area it covers in a coarse cell (it is
     replicated onto the fine grid, then f x f blocks are averaged), computed
     straight from the stored values without a float copy at fine resolution.
+    Pixels without data (0) do not count: a cell at the edge of the data is
+    the mean of its valid pixels, not darkened by the missing ones (which,
+    for DN that carry an offset, would stand for a negative reflectance).
     """
-    return block_mean(nearest_rows(native, factor, row0, row1, width, offset), coarse)
+    fine = nearest_rows(native, factor, row0, row1, width, offset)
+    if fine.all():  # the common case: every pixel has data
+        return block_mean(fine, coarse)
+    valid = fine != 0
+    counts = block_mean(valid.astype(np.float32), coarse)
+    means = block_mean(fine, coarse)
+    return np.divide(means, counts, out=np.zeros_like(means), where=counts > 0)
 
 
 def block_mean(array: np.ndarray, factor: int) -> np.ndarray:

@@ -549,7 +549,7 @@ def declared_scaling(declared: dict[str, tuple[float, float]], source: str, what
             raise InputError(f"{source}: {what} of {other} and {name} give different scales "
                              f"({1 / quantification[key][0]:g} and {scale:g}); one product's bands share one scale")
         quantification.setdefault(key, (q, name))
-        offsets[name] = offset / scale
+        offsets[name] = round(offset / scale, 6)  # -0.2 / 0.0001 is -2000.0000000000002 in binary
     return offsets, {key: q for key, (q, _) in quantification.items()}
 
 
