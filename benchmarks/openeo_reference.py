@@ -1,18 +1,21 @@
-"""The reference output of the openEO benchmark scenario: kappamask_l1c on its example area, executed here.
+"""The reference outputs of the openEO benchmark scenarios: each published process on its example area, executed here.
 
-    python benchmarks/openeo_reference.py OUTDIR [--processes DIR]
+    python benchmarks/openeo_reference.py PUBLISHED [--process ID ...]
 
-Runs the published process (``kappamask openeo build --base-url ...`` output in --processes, default
-process_graphs/) with its example extents through the tests' local backend (tests/openeo_backend.py:
-openeo-pg-parser-networkx, openeo-processes-dask, and apply_neighborhood, run_udf and load_collection as
-Copernicus Data Space runs them), on the bundled demo scene's product (``../shared/data``, T33UUU,
-2017-02-16). Writes OUTDIR/reference/openEO_2017-02-16Z.tif (float32, as a GTiff batch job writes the date)
-and OUTDIR/reference/preview.png; serve both under the base URL's reference/ folder. Needs the test extra.
+PUBLISHED is what ``kappamask openeo build OUT --base-url ...`` wrote. For each process, its scenario
+(``algorithm_catalog/<organization>/<process>/benchmark_scenarios/<process>.json``) is run through the tests'
+local backend (tests/openeo_backend.py: openeo-pg-parser-networkx, openeo-processes-dask, and apply_neighborhood,
+run_udf and load_collection as Copernicus Data Space runs them) on the real products behind the example areas
+(``../shared/data``: T33UUU on 2017-02-16 for L1C, T56LMM on 2019-02-20 for L2A), and its results are written the
+way the catalogue downloads a job's results (``download_results(include_stac_metadata=True)``): the GeoTIFF of
+the date (float32, as a GTiff batch job writes it) and ``job-results.json``, into the process's ``reference/``
+folder, which the scenario's reference data name. Serve them with the rest. Needs the test extra.
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import sys
 from pathlib import Path
 
@@ -24,51 +27,78 @@ sys.path.insert(0, str(ROOT / "tests"))
 sys.path.insert(0, str(ROOT))
 
 
-def reference(outdir: Path, processes: Path) -> list[Path]:
+def job_results(outdir: Path, spec: dict, scenario: dict) -> list[Path]:
+    """Run the scenario's call of ``spec`` (a process, as JSON) and write its results into ``outdir`` as the
+    catalogue downloads them: one GeoTIFF per date with data, named as a GTiff batch job names it, and the
+    results' metadata (a STAC collection whose ``derived_from`` links name the products the job read)."""
     import rasterio
     from affine import Affine
 
-    import json
-
     import openeo_backend as backend
-    from kappamask_core.models.resolve import resolve_card
-    from kappamask_core.chain.pipeline import RGB_BANDS
-    from kappamask_core.io.files import atomic_path
-    from kappamask_core.io.writers import write_quicklook
-    from kappamask_udf.openeo_build import EXAMPLE_BBOX, EXAMPLE_DATES, REFERENCE_FILE
+    from kappamask_core.io.files import atomic_files
 
-    result = backend.crop_to_extent(backend.execute("kappamask_l1c", pg_dir=processes), "SENTINEL2_L1C")
-    classes = result.isel(t=0, bands=0)
-    x, y = classes["x"].values, classes["y"].values
+    (node,) = scenario["process_graph"].values()
+    collection = next(n for n in spec["process_graph"].values()
+                      if n["process_id"] == "load_collection")["arguments"]["id"]
+    result = backend.crop_to_extent(backend.execute_spec(spec, **node["arguments"]), collection)
+    x, y = result["x"].values, result["y"].values
     res = float(x[1] - x[0])
     transform = Affine(res, 0, float(x[0]) - res / 2, 0, -res, float(y[0]) + res / 2)
-    crs = backend.scene("SENTINEL2_L1C").attrs["crs"]
-    folder = Path(outdir) / "reference"
-    folder.mkdir(parents=True, exist_ok=True)
-    tif = folder / REFERENCE_FILE
-    with atomic_path(tif) as tmp:
-        with rasterio.open(tmp, "w", driver="GTiff", height=classes.shape[0], width=classes.shape[1], count=1,
-                           dtype="float32", crs=crs, transform=transform, compress="deflate") as ds:
-            ds.write(classes.values.astype(np.float32)[None])
-            ds.set_band_description(1, str(result["bands"].values[0]))
-    rgb = backend.crop_to_extent(backend.load_collection("SENTINEL2_L1C", EXAMPLE_BBOX, EXAMPLE_DATES["L1C"],
-                                                         list(RGB_BANDS)), "SENTINEL2_L1C").isel(t=0)
-    preview = np.clip(np.nan_to_num(rgb.transpose("y", "x", "bands").values) / 10000 / 0.3 * 255, 0, 255)
-    spec = json.loads((processes / "kappamask_l1c.json").read_text())
-    card = resolve_card(spec["parameters"][-1]["default"]["model"], "L1C")
-    png = write_quicklook(folder / "preview.png", classes.values.astype(np.uint8), preview.astype(np.uint8),
-                          f"kappamask_l1c on its example area (T33UUU, 2017-02-16)  model: {card.name}", card.predicts)
-    return [tif, png]
+    crs = backend.scene(collection).attrs["crs"]
+    outdir = Path(outdir)
+    dates, files = [], {}
+    for i, when in enumerate(result["t"].values):
+        values = result.isel(t=i).values.astype(np.float32)
+        if not np.isfinite(values).any() or not (np.nan_to_num(values) != 0).any():
+            continue  # a date without data: no file, as a batch job writes none
+        date = str(when)[:10]
+        dates.append(date)
+        files[outdir / f"openEO_{date}Z.tif"] = values
+    metadata = {
+        "type": "Collection", "stac_version": "1.0.0", "id": f"{node['process_id']}-reference",
+        "description": f"The results of {node['process_id']} on its example area, made by benchmarks/"
+                       "openeo_reference.py (the project's emulation of the backend)",
+        "license": "proprietary",
+        "extent": {"spatial": {"bbox": [[node["arguments"]["spatial_extent"][k] for k in
+                                         ("west", "south", "east", "north")]]},
+                   "temporal": {"interval": [[f"{dates[0]}T00:00:00Z", f"{dates[-1]}T00:00:00Z"]]}},
+        "links": [{"rel": "derived_from", "href": product} for product in backend.products_read(collection, dates)],
+        "assets": {path.name: {"href": f"./{path.name}", "type": "image/tiff; application=geotiff",
+                               "roles": ["data"], "bands": [{"name": str(b)} for b in result["bands"].values]}
+                   for path in files},
+    }
+    finals = [*files, outdir / "job-results.json"]
+    with atomic_files(*finals) as temps:
+        for temp, (path, values) in zip(temps, files.items()):
+            with rasterio.open(temp, "w", driver="GTiff", height=values.shape[1], width=values.shape[2],
+                               count=values.shape[0], dtype="float32", crs=crs, transform=transform,
+                               compress="deflate") as ds:
+                ds.write(values)
+                for band, name in enumerate(result["bands"].values, 1):
+                    ds.set_band_description(band, str(name))
+        Path(temps[-1]).write_text(json.dumps(metadata, indent=2) + "\n")
+    return finals
+
+
+def scenario_folders(published: Path):
+    """(process id, process JSON, scenario) of every process in a publication."""
+    for path in sorted(Path(published).glob("algorithm_catalog/*/*/benchmark_scenarios/*.json")):
+        pid = path.stem
+        spec = json.loads((path.parents[1] / "openeo_udp" / f"{pid}.json").read_text())
+        (scenario,) = json.loads(path.read_text())
+        yield pid, path.parents[1], spec, scenario
 
 
 def main(argv=None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("outdir")
-    parser.add_argument("--processes", default=str(ROOT / "process_graphs"),
-                        help="folder with kappamask_l1c.json (default: %(default)s)")
+    parser.add_argument("published", help="the folder kappamask openeo build --base-url wrote")
+    parser.add_argument("--process", action="append", help="only these processes (default: all)")
     args = parser.parse_args(argv)
-    for path in reference(Path(args.outdir), Path(args.processes)):
-        print(path)
+    for pid, folder, spec, scenario in scenario_folders(Path(args.published)):
+        if args.process and pid not in args.process:
+            continue
+        for path in job_results(folder / "reference", spec, scenario):
+            print(path)
 
 
 if __name__ == "__main__":

@@ -138,12 +138,13 @@ def end_to_end(source, model, device, batch_size, decode="reduced", extra=(), pr
     return elapsed, float(reported) if reported else usage.ru_maxrss / 1024, out
 
 
-def imported_v2(hdf5: Path):
-    """The KappaMask v2 card imported from an official-format Keras file (converted once, kept in .data)."""
+def imported_v2(hdf5: Path, arch: str = "kappamask-v2"):
+    """The KappaMask card (v2, or ``arch``) imported from an official-format Keras file (converted once, kept in
+    .data)."""
     folder = HERE / ".data" / f"imported_{hdf5.stem}"
-    card_path = folder / "kappamask-v2-l1c.json"
+    card_path = folder / f"{arch}-l1c.json"
     if not card_path.exists():
-        import_keras(hdf5, arch="kappamask-v2", outdir=folder, trained="random" not in hdf5.name)
+        import_keras(hdf5, arch=arch, outdir=folder, trained="random" not in hdf5.name)
     return load_card(card_path)
 
 

@@ -1,7 +1,7 @@
 """Memory and time of the openEO UDF on one chunk, for long time series: what to give executor-memory and
 python-memory on Copernicus Data Space.
 
-    python benchmarks/udf_memory.py [--dates 1 10 50] [--kappamask-v2 [HDF5]] [--v2-card CARD]
+    python benchmarks/udf_memory.py [--dates 1 10 50] [--kappamask-v2 [HDF5]] [--kappamask-v1 [HDF5]] [--v2-card CARD]
                                     [--precision fp32 auto] [--skip-default]
 
 One chunk is what apply_neighborhood hands the UDF with the process graphs: 448 px plus 32 px overlap on each
@@ -26,6 +26,7 @@ HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent
 UDF = ROOT / "udf" / "kappamask_udf.py"
 GOLDEN_V2 = ROOT.parent / "shared" / "data" / "kappamask_keras_golden" / "kappamask_v2_l1c_random.hdf5"
+GOLDEN_V1 = GOLDEN_V2.with_name("kappamask_v1_l1c_random.hdf5")
 CHUNK = 512
 
 _CHILD = r"""
@@ -93,6 +94,9 @@ def main(argv=None) -> None:
     parser.add_argument("--kappamask-v2", nargs="?", const=str(GOLDEN_V2), metavar="HDF5",
                         help="also measure KappaMask v2 imported from this official-format Keras file (default: the "
                              "golden fixture, RANDOM weights)")
+    parser.add_argument("--kappamask-v1", nargs="?", const=str(GOLDEN_V1), metavar="HDF5",
+                        help="also measure KappaMask v1 imported from this file (default: the golden fixture, RANDOM "
+                             "weights)")
     parser.add_argument("--v2-card", metavar="CARD",
                         help="also measure this KappaMask v2 card, e.g. the trained subject of benchmarks/subjects.py, "
                              "whose faithful int8 or bf16 variant (benchmarks/precision.py --keep) runs with precision auto")
@@ -111,6 +115,12 @@ def main(argv=None) -> None:
 
         card = imported_v2(Path(args.kappamask_v2))
         models.append((card.source, f"KappaMask v2 ({card.name})"))
+    if args.kappamask_v1:
+        sys.path.insert(0, str(HERE))
+        from run import imported_v2
+
+        card = imported_v2(Path(args.kappamask_v1), "kappamask-v1")
+        models.append((card.source, f"KappaMask v1 ({card.name})"))
     if args.v2_card:
         models.append((args.v2_card, f"KappaMask v2 network of {args.v2_card}"))
     for model, label in models:

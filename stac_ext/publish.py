@@ -142,15 +142,13 @@ def read_run(folder: Path):
 
 def _rehref(data: dict, folder: Path, href_base: str | None, allow_local: bool) -> dict:
     """The object with its relative asset hrefs on ``href_base``, and no links to local files."""
-    from urllib.parse import quote as quote_path
-
     data = json.loads(json.dumps(data))
     for key, asset in data.get("assets", {}).items():
         href = asset.get("href", "")
         if "://" in href:
             continue
         if href_base:
-            asset["href"] = href_base.rstrip("/") + "/" + quote_path(href.removeprefix("./"))
+            asset["href"] = href_base.rstrip("/") + "/" + quote(href.removeprefix("./"))
         elif allow_local:
             asset["href"] = (folder / href).resolve().as_uri()
         else:

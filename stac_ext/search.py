@@ -84,6 +84,7 @@ def _bounded_session(api: str, credentials: dict):
             super().__init__()
             self.headers.update(credentials)
             self.pages: set = set()  # what each page of items held: its item ids and where it sent on
+            self.counted = 0  # pages of items received
 
         def send(self, request, **kwargs):
             if origin(request.url) != api_origin:  # another host, port or scheme: no credentials
@@ -124,7 +125,8 @@ def _bounded_session(api: str, credentials: dict):
                 raise SearchLoop(f"the STAC API at {redact(api)} sent a page of the search again "
                                  f"({request.method} {redact(request.url)}): its next links lead back; stopped")
             self.pages.add(signature)
-            if len(self.pages) > MAX_PAGES:
+            self.counted += 1
+            if self.counted > MAX_PAGES:
                 raise SearchLoop(f"the search at {redact(api)} went past {MAX_PAGES} pages; stopped (narrow it with "
                                  "--bbox, --datetime or --max-items)")
 

@@ -103,7 +103,7 @@ def evaluate(con, graph: dict, loaded: list) -> dict:
     return {"loads": loads, "apply_neighborhood": neighborhoods, "result_bytes": len(result)}
 
 
-def main(graph_dir: Path, bands_by_collection: dict) -> dict:
+def main(graph_dir: Path, bands_by_collection: dict, composition: dict | None = None) -> dict:
     # the dummy backend's own configuration: basic auth, no OIDC round trips
     os.environ["OPENEO_BACKEND_CONFIG"] = str(Path(openeo_driver.dummy.__file__).with_name("dummy_config.py"))
     logging.getLogger("werkzeug").setLevel(logging.WARNING)
@@ -141,8 +141,35 @@ def main(graph_dir: Path, bands_by_collection: dict) -> dict:
             }
     report["listed"] = sorted(p["id"] for p in con.list_user_defined_processes())
     report["explicit_job_options"] = EXPLICIT_OPTIONS
+    if composition is not None:
+        report["composition"] = compose(con, files, composition)
     return report
 
 
+def compose(con, files: str, composition: dict) -> dict:
+    """A user's graph with kappamask_mask and another catalogue process that carries default_job_options, both
+    called by URL; then the way the openEO guide gives: kappamask_mask stored in the user's account and called by
+    id, the other by URL, with the merged job options passed explicitly."""
+    other = composition["other"]
+    (Path(composition["folder"]) / "others").mkdir(exist_ok=True)
+    (Path(composition["folder"]) / "others" / f"{other['id']}.json").write_text(json.dumps(other))
+    other_url, ours_url = f"{files}/others/{other['id']}.json", f"{files}/kappamask_mask.json"
+    args = arguments()
+    graph = {"ours": {"process_id": "kappamask_mask", "namespace": ours_url, "arguments": args},
+             "theirs": {"process_id": other["id"], "namespace": other_url,
+                        "arguments": {"data": {"from_node": "ours"}}, "result": True}}
+    result = {}
+    try:
+        con.create_job(graph)
+        result["both_by_url"] = "created"
+    except Exception as exc:  # the backend's answer, as a user sees it
+        result["both_by_url"] = f"{type(exc).__name__}: {exc}"
+    graph["ours"].pop("namespace")
+    job = con.create_job(graph, additional={"job_options": composition["explicit"]})
+    result["ours_by_id"] = {"job_options": job_options_of(job.job_id)}
+    return result
+
+
 if __name__ == "__main__":
-    print(json.dumps(main(Path(sys.argv[1]), json.loads(Path(sys.argv[2]).read_text()))))
+    extra = json.loads(Path(sys.argv[3]).read_text()) if len(sys.argv) > 3 else None
+    print(json.dumps(main(Path(sys.argv[1]), json.loads(Path(sys.argv[2]).read_text()), extra)))

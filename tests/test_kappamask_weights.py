@@ -486,7 +486,7 @@ print(out.get_datacube_list()[0].get_array().shape, "KAPPAMASK_WEIGHTS_DIR" in o
 
 
 def test_process_graphs_for_kappamask_v2_load_its_13_or_14_features():
-    from kappamask_udf.openeo_build import build_templates
+    from kappamask_udf.processes import build_templates
 
     specs = build_templates("kappamask-v2")
 

@@ -27,8 +27,8 @@ import pytest
 from conftest import ROOT, STRICT_ENV
 from kappamask_core.foundation.bands import BANDS
 from kappamask_core.models.resolve import resolve_card
-from kappamask_udf.openeo_build import (CHUNK, COLLECTIONS, MASK_OUTPUT, OVERLAP, TIME_STEP, UDF_PYTHON, Publication,
-                                        merge_job_options, write_templates)
+from kappamask_udf.processes import (CHUNK, COLLECTIONS, MASK_OUTPUT, OVERLAP, TASK_CPUS, TIME_STEP, UDF_PYTHON,
+                                     Publication, merge_job_options, write_templates)
 
 OPENEO_DRIVER = "openeo-driver==0.136.0a4"
 PUBLICATION = Publication("https://example.org/kappamask", "0" * 64)
@@ -54,6 +54,14 @@ def _driver_python() -> Path:
     return python
 
 
+# another catalogue process that sets job options of its own (as APEx processes with a dependency archive do)
+OTHER_UDP = {"id": "other_ndvi", "process_graph": {"ndvi1": {"process_id": "ndvi", "arguments": {
+    "data": {"from_parameter": "data"}}, "result": True}},
+    "parameters": [{"name": "data", "description": "a cube", "schema": {"type": "object", "subtype": "datacube"}}],
+    "default_job_options": {"udf-dependency-archives": ["https://example.org/other.zip#other_deps"],
+                            "executor-memory": "4G"}}
+
+
 @pytest.fixture(scope="module")
 def published(tmp_path_factory) -> Path:
     """The processes as `kappamask openeo build --base-url` writes them (no archive needed for the graphs)."""
@@ -75,8 +83,12 @@ def report(published, tmp_path_factory) -> dict:
     bands = {cid: [b.name for b in BANDS if level in b.levels] for level, cid in COLLECTIONS.items()}
     collections = tmp_path_factory.mktemp("dummy") / "collections.json"
     collections.write_text(json.dumps(bands))
+    composition = collections.with_name("composition.json")
+    ours = json.loads((published / "kappamask_mask.json").read_text())["default_job_options"]
+    composition.write_text(json.dumps({"other": OTHER_UDP, "folder": str(published),
+                                       "explicit": merge_job_options(ours, OTHER_UDP["default_job_options"])}))
     run = subprocess.run([str(python), str(ROOT / "tests" / "dummy_backend_session.py"), str(published),
-                          str(collections)], capture_output=True, text=True, timeout=600)
+                          str(collections), str(composition)], capture_output=True, text=True, timeout=600)
     assert run.returncode == 0, run.stderr[-3000:]
     return json.loads(run.stdout)
 
@@ -94,7 +106,7 @@ def test_a_call_loads_the_cards_bands_and_hands_the_udf_its_context(report, spec
         entry = report["processes"][pid][way]
         evaluated, args = entry["evaluated"], entry["arguments"]
         level = "L1C" if pid == "kappamask_l1c" else "L2A"
-        options_default = spec["parameters"][-1]["default"]
+        options_default = next(p["default"] for p in spec["parameters"] if p["name"] == "options")
         card = resolve_card(options_default["model"], level)
         loads = evaluated["loads"]
         assert loads[0]["collection"] == COLLECTIONS[level]
@@ -109,8 +121,10 @@ def test_a_call_loads_the_cards_bands_and_hands_the_udf_its_context(report, spec
         assert [s["value"] for s in neighborhood["overlap"]] == [OVERLAP, OVERLAP]
         # the caller's options (their default when not given) resolved inside the context, beside the archive,
         # the level of the collection the process loads and, for masking, the output the process sets itself
-        expected = {"options": args.get("options", options_default), "level": level,
+        expected = {"options": args.get("options", options_default), "level": level, "threads": TASK_CPUS,
                     "dependency_archive": PUBLICATION.archive_url, "dependency_sha256": PUBLICATION.archive_sha256}
+        if level == "L1C":  # the L1C offset, a parameter of its own (default 0), resolved beside the options
+            expected["offset"] = next(p["default"] for p in spec["parameters"] if p["name"] == "offset")
         if pid == "kappamask_mask":
             expected["output"] = MASK_OUTPUT
         assert neighborhood["context"] == expected
@@ -139,4 +153,16 @@ def test_default_job_options_reach_a_job_only_from_a_url_namespace(report, specs
         merged = merge_job_options(defaults, explicit)
         assert merged["udf-dependency-archives"] == (defaults["udf-dependency-archives"]
                                                       + explicit["udf-dependency-archives"])
-        assert merged["executor-memory"] == defaults["executor-memory"]
+        assert merged["python-memory"] == defaults["python-memory"]
+
+
+def test_composition_with_another_process_that_sets_job_options(report, specs):
+    """openeo-python-driver refuses a job whose graph calls two processes with default_job_options by URL; the way
+    the openEO guide gives works: kappamask_mask stored in the user's account and called by id, the other by URL,
+    with merge_job_options of both passed explicitly. The job then carries both archives and both settings."""
+    composition = report["composition"]
+    assert "Merging multiple default job options" in composition["both_by_url"]
+    stored = composition["ours_by_id"]["job_options"]
+    ours, theirs = specs["kappamask_mask"]["default_job_options"], OTHER_UDP["default_job_options"]
+    assert stored["udf-dependency-archives"] == ours["udf-dependency-archives"] + theirs["udf-dependency-archives"]
+    assert stored["python-memory"] == ours["python-memory"] and stored["executor-memory"] == "4G"

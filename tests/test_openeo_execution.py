@@ -235,3 +235,55 @@ def test_the_whole_time_series_per_call_gives_the_same_map():
                                  options={"model": "ukis-csmask-6b-l1c"})
     assert all(c["dims"] == ("t", "bands", "y", "x") for c in backend.LOG["chunks"])
     np.testing.assert_array_equal(whole.values, per_date.values)
+
+
+# ----------------------------------------------------------------------------- a batch job's UDF dependencies
+
+INLINE = '# /// script\n# dependencies = [\n#   "onnxruntime",\n# ]\n# ///\n'
+
+
+def test_the_published_processes_trigger_no_install_and_an_inline_block_would_cost_one_per_call(tmp_path):
+    """geopyspark-driver pip-installs a UDF's inline (PEP 723) dependencies before every batch job and, in zip mode
+    (Copernicus Data Space), unpacks them for every run_udf call. The published processes declare none: no
+    install, no unpack. The same process with an inline block for onnxruntime: one install per job, one unpack of
+    the whole onnxruntime per chunk and date."""
+    from test_udf import WHEEL_CACHE, cached_wheels
+    from kappamask_udf.archive import onnxruntime_wheel
+    from kappamask_udf.processes import Publication, build_templates
+
+    wheel = cached_wheels(["onnxruntime-*cp311*manylinux*x86_64.whl"], lambda: [onnxruntime_wheel(WHEEL_CACHE)])[0]
+    published = build_templates("default", Publication("https://example.org/kappamask", "0" * 64))["kappamask_l1c"]
+    url = "https://example.org/kappamask/kappamask_l1c.json"
+    caller = {"call1": {"process_id": "kappamask_l1c", "namespace": url, "arguments": {}, "result": True}}
+    plain = copy.deepcopy(published)
+    for node in walk(plain["process_graph"]):  # the archive's URL cannot be reached here: the test's own install
+        if node["process_id"] == "apply_neighborhood":
+            node["arguments"]["context"] = {k: v for k, v in node["arguments"]["context"].items()
+                                            if not k.startswith("dependency_")}
+    costs = {}
+    for name, udf in (("published", UDF_CODE), ("inline block", INLINE + UDF_CODE)):
+        spec_ = copy.deepcopy(plain)
+        for node in walk(spec_["process_graph"]):
+            if node["process_id"] == "run_udf":
+                node["arguments"]["udf"] = udf
+        work = tmp_path / name.replace(" ", "_")
+        work.mkdir()
+        state = backend.prepare_batch_job(caller, wheel.parent, work, specs={url: spec_})
+        backend.execute_spec(spec_)
+        costs[name] = dict(state, calls=len(backend.LOG["chunks"]))
+    assert costs["published"]["dependencies"] == [] and costs["published"]["installs"] == 0
+    assert costs["published"]["unpacks"] == 0
+    inline = costs["inline block"]
+    assert inline["dependencies"] == ["onnxruntime"] and inline["installs"] == 1
+    assert inline["unpacks"] == inline["calls"] > 1
+    print(f"\ninline block: install {inline['install_s']:.1f} s, {inline['unpacks']} unpacks of onnxruntime "
+          f"({inline['unpack_s'] / inline['unpacks']:.2f} s each); published: none")
+
+
+def test_a_failed_install_fails_the_job(tmp_path):
+    spec_ = copy.deepcopy(spec("kappamask_l1c"))
+    for node in walk(spec_["process_graph"]):
+        if node["process_id"] == "run_udf":
+            node["arguments"]["udf"] = INLINE.replace("onnxruntime", "no-such-package-kappamask") + UDF_CODE
+    with pytest.raises(RuntimeError, match="UdfDependencyHandlingFailure"):
+        backend.prepare_batch_job(spec_["process_graph"], tmp_path, tmp_path)

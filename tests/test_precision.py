@@ -214,7 +214,7 @@ def test_precision_reaches_the_udf_and_the_archive_carries_the_faithful_variant(
     import zipfile
 
     from kappamask_core.faces.datacube import classify_datacube
-    from kappamask_udf.openeo_build import build_archive
+    from kappamask_udf.archive import build_archive
 
     made = make_variant(str(parent), calibrate=[level(blocks_cube(1))], check=[level(blocks_cube(2))])
     cube = blocks_cube(6).expand_dims(t=[np.datetime64("2020-01-01")])
@@ -363,7 +363,7 @@ def _reseal(card_path: Path) -> None:
 
 
 def test_a_failed_variant_edited_to_look_faithful_is_never_run_listed_or_shipped(parent, tmp_path, capsys):
-    from kappamask_udf.openeo_build import build_archive
+    from kappamask_udf.archive import build_archive
 
     scene = level(blocks_cube(4))
     with pytest.MonkeyPatch.context() as patch:

@@ -11,7 +11,7 @@ STANDARD = {"load_collection", "apply_neighborhood", "run_udf", "reduce_dimensio
 
 
 def test_checked_in_templates_are_up_to_date(tmp_path):
-    from kappamask_udf.openeo_build import write_templates
+    from kappamask_udf.processes import write_templates
 
     written = write_templates(tmp_path)
     assert {p.name for p in written} == {"kappamask_l1c.json", "kappamask_l2a.json", "kappamask_mask.json"}
@@ -39,7 +39,7 @@ def test_templates_parse_and_use_standard_processes(name):
 
 
 def test_published_processes_name_their_archive_in_job_options_and_context(tmp_path):
-    from kappamask_udf.openeo_build import Publication, write_templates
+    from kappamask_udf.processes import Publication, write_templates
 
     publication = Publication("https://example.org/releases/v1", "ab" * 32)
     for path in write_templates(tmp_path, publication=publication):

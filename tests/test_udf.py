@@ -177,7 +177,7 @@ def runtime_site(folder: Path, packages=UDF_RUNTIME) -> Path:
 @pytest.fixture(scope="module")
 def onnxruntime_wheel() -> Path:
     """onnxruntime's wheel for the UDF runtime (CPython 3.11, manylinux x86_64), downloaded once and cached."""
-    from kappamask_udf.openeo_build import onnxruntime_wheel as download
+    from kappamask_udf.archive import onnxruntime_wheel as download
 
     return cached_wheels(["onnxruntime-*cp311*manylinux*x86_64.whl"], lambda: [download(WHEEL_CACHE)])[0]
 
@@ -465,7 +465,7 @@ def test_an_archive_url_that_is_not_https_or_has_no_checksum_is_refused(cube, co
 @pytest.fixture(scope="module")
 def openvino_wheels() -> list:
     """OpenVINO's wheels for the UDF runtime (openvino and openvino-telemetry), downloaded once and cached."""
-    from kappamask_udf.openeo_build import openvino_wheels as download
+    from kappamask_udf.archive import openvino_wheels as download
 
     return cached_wheels(["openvino-*cp311*manylinux*x86_64.whl", "openvino_telemetry-*.whl"],
                          lambda: download(WHEEL_CACHE))
@@ -518,3 +518,25 @@ def test_an_archive_with_openvino_runs_the_faithful_bf16_variant(tmp_path, onnxr
     out = report(run_udf_in_runtime(tmp_path / "work", [site], context))
     assert out["ran"] == ["conv-udf-test-bf16"] and out["modules"]["openvino"].startswith(str(deps))
     assert set(out["values"]) <= {1, 2, 4} and len(out["values"]) > 1
+
+
+def test_an_l1c_date_that_still_carries_the_offset_is_said_once_in_the_job_log(cube, caplog):
+    """Baseline 04.00 L1C DN carry +1000; if the backend did not remove it, every chunk of the date is darker than
+    any clear scene's darkest pixels allow. The UDF says so once per date and process, through openEO's inspect
+    (the job log); without the offset it says nothing."""
+    import logging
+
+    from openeo.udf import UdfData, XarrayDataCube, run_udf_code
+
+    small = cube.isel(y=slice(0, 256), x=slice(0, 256))
+    shifted = small.where(small == 0, small + 1000)
+    run = lambda data: run_udf_code(UDF_PATH.read_text(), UdfData(  # noqa: E731
+        datacube_list=[XarrayDataCube(data)], user_context={"level": "L1C"}))
+    with caplog.at_level(logging.WARNING, logger="openeo.udf.debug.user"):
+        run(small)
+        assert not [r for r in caplog.records if "offset" in r.getMessage()]
+        run(shifted)
+        run(shifted.isel(x=slice(0, 200)))  # another chunk of the same date
+    said = [r.getMessage() for r in caplog.records if r.name == "openeo.udf.debug.user"]
+    assert len([m for m in said if "+1000 offset" in m and "2017-02-16" in m]) == 1, said
+    assert all(m.startswith("KappaMask UDF: ") for m in said)

@@ -7,36 +7,40 @@ from kappamask_core.foundation.errors import InputError
 DEFAULT_ARCHIVE_MODELS = ["ukis-csmask-6b-l1c", "ukis-csmask-6b-l2a"]
 
 
+PUBLICATION_FLAGS = ("code_url", "onnxruntime_wheel", "contact_name", "contact_email", "organization", "org_id")
+
+
 def cmd_build(args) -> int:
-    from .openeo_build import Contact, publish, write_templates
+    from .catalogue import Contact, publish
+    from .processes import write_templates
 
     if Path(args.outdir).exists() and not Path(args.outdir).is_dir():
         raise InputError(f"{args.outdir} is a file; name a folder to write the processes into")
     if args.base_url is None:
-        for flag in ("code_url", "onnxruntime_wheel", "contact_name", "contact_email", "organization"):
+        for flag in PUBLICATION_FLAGS:
             if getattr(args, flag):
-
                 raise InputError(f"--{flag.replace('_', '-')} belongs to a publication: give --base-url too")
         for path in write_templates(Path(args.outdir), args.model):
             print(path)
         return 0
     if not args.code_url:
-
         raise InputError("--base-url needs --code-url (the public repository the catalogue entries link to)")
     contact = Contact(**{k: v for k, v in (("name", args.contact_name), ("organization", args.organization),
                                           ("email", args.contact_email)) if v})
     for path in publish(Path(args.outdir), args.base_url, model=args.model, archive_models=args.archive_model,
-                        onnxruntime=args.onnxruntime_wheel, code_url=args.code_url, contact=contact):
+                        onnxruntime=args.onnxruntime_wheel, code_url=args.code_url, contact=contact,
+                        organization=args.org_id or "kappamask"):
         print(path)
-    print(f"serve the folder's files at {args.base_url}; then make the reference output with "
-          "'python benchmarks/openeo_reference.py' and serve it under reference/")
+    print(f"serve the folder at {args.base_url}; then make each scenario's reference output with 'python "
+          f"benchmarks/openeo_reference.py {args.outdir}' and serve it too")
     return 0
 
 
 def cmd_package(args) -> int:
     import tempfile
 
-    from .openeo_build import DEPENDENCY_FOLDER, build_archive, onnxruntime_wheel, openvino_wheels
+    from .archive import build_archive, onnxruntime_wheel, openvino_wheels
+    from .processes import DEPENDENCY_FOLDER
 
     models = args.model or DEFAULT_ARCHIVE_MODELS
     with tempfile.TemporaryDirectory(prefix="kappamask-wheels-") as wheels:
@@ -51,14 +55,18 @@ def cmd_package(args) -> int:
 def register(sub) -> None:
     openeo = sub.add_parser("openeo", help="openEO process graphs and UDF dependency archive")
     cmds = openeo.add_subparsers(dest="openeo", required=True)
-    p = cmds.add_parser("build", help="write the user-defined processes; with --base-url, everything to publish them "
-                                      "(archive, processes, catalogue records, benchmark scenario)")
+    p = cmds.add_parser("build", help="write the user-defined processes; with --base-url (and --code-url), everything "
+                                      "to publish them in the openEO algorithm catalogue's layout (archive, processes, "
+                                      "records, benchmark scenarios)")
     p.add_argument("outdir", nargs="?", default="process_graphs")
     p.add_argument("--model", default="default", help="model whose bands the processes load (default: %(default)s)")
     p.add_argument("--base-url", metavar="URL",
                    help="public https:// folder where the files will be served (e.g. a release's assets or object "
                         "storage); without it the processes are templates that name no archive")
-    p.add_argument("--code-url", metavar="URL", help="public repository of this code, for the catalogue records")
+    p.add_argument("--code-url", metavar="URL",
+                   help="public repository of this code, for the catalogue records (required with --base-url)")
+    p.add_argument("--org-id", metavar="ID",
+                   help="the organization's folder in the catalogue, algorithm_catalog/ID/ (default: kappamask)")
     p.add_argument("--archive-model", action="append", metavar="ID",
                    help="model to put into the archive (repeatable; default: the bundled 6-band L1C and L2A models, "
                         "or --model)")

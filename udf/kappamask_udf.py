@@ -336,6 +336,41 @@ def _provide_dependencies(context: dict):
     return ours / "models" if ours is not None and (ours / "models").is_dir() else None
 
 
+def _warnings_to_job_log():
+    """While the UDF runs, the core's warnings (which model ran instead of KappaMask, an offset that looks
+    unremoved) go to the job's log through openEO's ``inspect`` (level warning), each message once per process:
+    every chunk of a date would otherwise say the same."""
+    import contextlib
+    import logging
+
+    state = _state()
+    said = state.__dict__.setdefault("said", set())
+
+    class JobLog(logging.Handler):
+        def emit(self, record):
+            message = record.getMessage()
+            if message in said:
+                return
+            said.add(message)
+            try:
+                from openeo.udf.debug import inspect
+
+                inspect(message=f"KappaMask UDF: {message}", code="KappaMask", level="warning")
+            except Exception:  # no openEO here: the warning stays in Python's own log
+                pass
+
+    @contextlib.contextmanager
+    def forwarding():
+        handler, logger = JobLog(logging.WARNING), logging.getLogger("kappamask_core")
+        logger.addHandler(handler)
+        try:
+            yield
+        finally:
+            logger.removeHandler(handler)
+
+    return forwarding()
+
+
 def _number(context, key, whole=False, minimum=None):
     """A numeric context value, or None when absent; anything else is an error that names the key."""
     value = context.get(key)
@@ -410,7 +445,7 @@ def apply_datacube(cube: xarray.DataArray, context: dict) -> xarray.DataArray:
         )
         import contextlib
 
-        with weights_folder(models) if models is not None else contextlib.nullcontext():
+        with weights_folder(models) if models is not None else contextlib.nullcontext(), _warnings_to_job_log():
             return classify_datacube(
                 cube,
                 model=context.get("model", "auto"),

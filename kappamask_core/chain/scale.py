@@ -79,3 +79,29 @@ def check_values(values: np.ndarray, band: str, product, first_row: int = 0) -> 
         raise InputError(f"{product.source or product.id}: band(s) {band} hold negative values (down to {low:.6g}, "
                          f"first in native row {row}); Sentinel-2 DN are never negative (an offset is given "
                          "separately: UDF context \"offset\")")
+
+
+# An offset that was not removed. From processing baseline 04.00 on, L1C DN are reflectance x 10000 + 1000, so no
+# valid pixel is below 1000; before it (and once the offset is removed), the darkest pixels of a scene are: water
+# and shadows in the near and short-wave infrared, dark vegetation in the red, reach a few hundred DN.
+OFFSET_FLOOR_DN = 1000
+OFFSET_QUANTILE = 0.001  # the darkest 0.1 % of each band's valid pixels
+OFFSET_MIN_PIXELS = 10000  # fewer valid pixels tell nothing
+
+
+def offset_suspected(product, bands) -> bool:
+    """True when the product's DN look as if they still carry the +1000 offset of baseline 04.00: in every one of
+    ``bands`` the darkest 0.1 % of the valid pixels lie at or above 1000 DN (no band reaches down into the dark
+    range clear scenes have), over at least 10,000 valid pixels. Products whose offset was declared are not
+    looked at. What this costs in false alarms is measured in benchmarks/offset_rule.py."""
+    if product.units != "dn" or any(product.offsets.get(b, 0.0) for b in bands):
+        return False
+    lows = []
+    for name in bands:
+        values = np.asarray(product.bands[name].read())
+        values = values[(values != 0) & np.isfinite(values)] if np.issubdtype(values.dtype, np.floating) \
+            else values[values != 0]
+        if values.size < OFFSET_MIN_PIXELS:
+            return False
+        lows.append(float(np.quantile(values, OFFSET_QUANTILE)))
+    return bool(lows) and min(lows) >= OFFSET_FLOOR_DN

@@ -7,6 +7,9 @@ is cached per process.
 
 from __future__ import annotations
 
+import logging
+
+from ..chain import scale
 from ..foundation.bands import BAND_BY_NAME
 from ..chain.buffers import usable_mask
 from ..foundation.classes import CLASSES, encode
@@ -15,6 +18,8 @@ from ..models.cards import ALIASES, AUTO
 from ..models.resolve import resolve_card, resolve_model
 from ..chain.pipeline import ClassifyOptions, check_compatible, make_runner, run
 from ..io.readers import flips_to_north_up, from_dataarray, level_evidence
+
+log = logging.getLogger(__name__)
 
 # The band labels of each output: the UDF's apply_metadata renames the cube's bands to these
 OUTPUT_BANDS = {
@@ -88,6 +93,12 @@ def classify_datacube(cube, *, model: str = "auto", level: str | None = None, un
     results = []
     for i in range(count):
         step, opened = first if i == 0 else product(i)
+        if level == "L1C" and scale.offset_suspected(opened, card.bands):
+            when = step[time_dim].values if time_dim and time_dim in step.coords else step.attrs.get("t", "")
+            log.warning("date %s: the darkest 0.1 %% of the pixels of every band are at or above %d DN, as if the "
+                        "DN still carried the +1000 offset of processing baseline 04.00; if they do, pass offset "
+                        "-1000 (the process's 'offset' parameter)", str(when)[:10] or "of this chunk",
+                        scale.OFFSET_FLOOR_DN)
         result = run(opened, card, options=options, runner=runner)
         if output == "classes":
             values = encode(result.classes, encoding)[None]

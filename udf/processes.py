@@ -1,0 +1,288 @@
+"""The openEO user-defined processes around the KappaMask UDF, built offline with the openEO client.
+
+The UDF inside them is the content of ``udf/kappamask_udf.py`` as it is, so the two cannot drift apart (a test
+regenerates and compares them). Without a :class:`Publication` they are templates that name no archive; with
+one they name the dependency archive, its sha256 and the batch-job options sized for their model
+(:func:`job_options`). Publishing them in the openEO algorithm catalogue's layout is :mod:`kappamask_udf.catalogue`.
+"""
+
+import json
+import logging
+import re
+from dataclasses import dataclass
+from pathlib import Path
+
+from kappamask_core.faces.datacube import OUTPUT_BANDS
+from kappamask_core.foundation.errors import InputError, OutputError
+from kappamask_core.io.files import atomic_files
+from kappamask_core.models.resolve import resolve_card
+
+log = logging.getLogger(__name__)
+
+UDF_FILE = Path(__file__).with_name("kappamask_udf.py")
+CHUNK, OVERLAP = 448, 32  # apply_neighborhood: the UDF sees 448 + 2 x 32 = 512 px
+TIME_STEP = "P1D"  # one date per UDF call: a chunk's memory does not grow with the time series
+DEPENDENCY_FOLDER = "kappamask_deps"
+ARCHIVE_NAME = "kappamask_udf_deps.zip"
+COLLECTIONS = {"L1C": "SENTINEL2_L1C", "L2A": "SENTINEL2_L2A"}
+PROCESS_IDS = ("kappamask_l1c", "kappamask_l2a", "kappamask_mask")
+UDF_PYTHON = "3.11"  # the runtime the dependency archive is built for (onnxruntime's binary wheel too)
+MASK_OUTPUT = "usable"  # kappamask_mask keeps the pixels whose usable value is 1 (clear after buffering)
+# Small areas on real products, so that each process runs with no arguments (the openEO Web Editor, the benchmark
+# scenarios) and its reference output can be made from the same product here (../shared/data): a crop of T33UUU near
+# Berlin on 2017-02-16 with thin cloud and haze (the bundled demo scene's product) for L1C, and the strip of T56LMM
+# (Coral Sea, off Queensland) that the L2A sample holds, on 2019-02-20.
+EXAMPLE_BBOX = {"L1C": {"west": 12.52, "south": 52.46, "east": 12.62, "north": 52.51},
+                "L2A": {"west": 152.084, "south": -11.85, "east": 152.101, "north": -11.765}}
+EXAMPLE_DATES = {"L1C": ["2017-02-16", "2017-02-17"], "L2A": ["2019-02-20", "2019-02-21"]}
+EXAMPLE_AREAS = {"L1C": "T33UUU near Berlin, 2017-02-16", "L2A": "T56LMM off Queensland, 2019-02-20"}
+# The L2A DN arrive on Copernicus Data Space with the baseline-04.00 offset already applied: load_collection
+# subtracts 1000 from products of baseline 04.00 and later (openeo-geopyspark-driver issues 1051 and 1212,
+# openeo-geotrellis-extensions issue 144), so the UDF takes offset 0. No source cited here says the same of
+# SENTINEL2_L1C: the L1C process takes the offset as a parameter of its own (default 0), and the UDF says in the job
+# log when a date's data make an offset that was not removed likely (kappamask_core.chain.scale.offset_suspected).
+CDSE_OFFSET = 0
+
+# Batch jobs: each executor runs EXECUTOR_CORES tasks at once (task-cpus 1), each in a Python worker that holds one
+# 512 px chunk and date (P1D) and the model's session. openeo-geopyspark-driver (job_options.py) gives Python
+# python-memory for all the executor's workers together and, when only python-memory is set, 128 MiB of JVM
+# overhead; the executor's heap keeps the backend's default (2G). Peak of one worker, one date per call, measured
+# with benchmarks/udf_memory.py (2026-12-06, 2 cores): bundled 6-band model 534 to 585 MiB (1 to 4 dates), KappaMask
+# v2 990 to 1131 MiB, KappaMask v1 989 to 1064 MiB (both float32). Asked for: the highest of these, times the
+# workers, times MEMORY_MARGIN.
+EXECUTOR_CORES = 2
+TASK_CPUS = 1
+MEMORY_MARGIN = 1.5
+WORKER_PEAK_MIB = {"ukis-csmask": 585, "kappamask-v2": 1131, "kappamask-v1": 1064}
+ORGANIZATION_RE = re.compile(r"[a-z0-9][a-z0-9_]*")
+
+
+@dataclass(frozen=True)
+class Publication:
+    """Where the published files will be served: ``base_url`` is the root of a tree in the openEO algorithm
+    catalogue's layout (``algorithm_catalog/<organization>/<process>/...``) that also holds the archive; the
+    archive's sha256 goes into the processes, so the UDF can check what it downloads."""
+
+    base_url: str
+    archive_sha256: str | None = None
+    organization: str = "kappamask"
+
+    def __post_init__(self):
+        if not self.base_url.startswith("https://"):
+            raise InputError(f"the base URL must be a public https:// URL, not {self.base_url!r}")
+        if not ORGANIZATION_RE.fullmatch(self.organization):
+            raise InputError(f"the organization id {self.organization!r} must be lower-case letters, digits and _ "
+                             "(it names a folder of the algorithm catalogue)")
+
+    def url(self, name: str) -> str:
+        return f"{self.base_url.rstrip('/')}/{name}"
+
+    def folder(self, pid: str) -> str:
+        """The process's folder in the catalogue's layout, relative to the base URL."""
+        return f"algorithm_catalog/{self.organization}/{pid}"
+
+    def process_path(self, pid: str) -> str:
+        return f"{self.folder(pid)}/openeo_udp/{pid}.json"
+
+    def process_url(self, pid: str) -> str:
+        return self.url(self.process_path(pid))
+
+    @property
+    def archive_url(self) -> str:
+        return self.url(ARCHIVE_NAME)
+
+
+def worker_peak_mib(card) -> int:
+    """The measured peak of one Python worker running ``card``'s network on a chunk (:data:`WORKER_PEAK_MIB`)."""
+    family = next((name for name in WORKER_PEAK_MIB if card.id.startswith(name)), None)
+    if family is None:  # another network: the largest figure measured
+        log.warning("model %s: its UDF memory was not measured; asking for the largest figure measured (%s)",
+                    card.id, max(WORKER_PEAK_MIB, key=WORKER_PEAK_MIB.get))
+        return max(WORKER_PEAK_MIB.values())
+    return WORKER_PEAK_MIB[family]
+
+
+def job_options(archive_url: str, cards) -> dict:
+    """The batch-job options a process carries: our archive, and Python memory for its workers, sized from the
+    measured peak of the most demanding of ``cards`` (:data:`WORKER_PEAK_MIB`) with :data:`MEMORY_MARGIN`."""
+    peak = max(worker_peak_mib(card) for card in cards)
+    workers = EXECUTOR_CORES // TASK_CPUS
+    return {"udf-dependency-archives": [f"{archive_url}#{DEPENDENCY_FOLDER}"],
+            "executor-cores": EXECUTOR_CORES, "task-cpus": TASK_CPUS,
+            "python-memory": f"{int(round(peak * workers * MEMORY_MARGIN / 100.0)) * 100}m"}
+
+
+def merge_job_options(*options: dict) -> dict:
+    """Job options merged so that nothing is lost: lists are joined (each entry once), objects merged key by key,
+    and for any other value the later one wins.
+
+    A backend merges a process's ``default_job_options`` with the caller's shallowly, so a caller who passes
+    their own ``udf-dependency-archives`` would drop ours; pass ``merge_job_options(defaults, yours)`` instead.
+    """
+    merged: dict = {}
+    for option in options:
+        for key, value in (option or {}).items():
+            old = merged.get(key)
+            if isinstance(old, list) and isinstance(value, list):
+                merged[key] = list(dict.fromkeys([*old, *value]))
+            elif isinstance(old, dict) and isinstance(value, dict):
+                merged[key] = merge_job_options(old, value)
+            else:
+                merged[key] = value
+    return merged
+
+
+def udf_context(options, publication: Publication | None, **fixed) -> dict:
+    """apply_neighborhood's context: the caller's options under ``options``; beside them the keys this process
+    sets itself (the archive, threads, and what ``fixed`` names), which win over the caller's."""
+    context = {"options": options, "threads": TASK_CPUS}  # one task's CPUs: never more threads than it has
+    if publication is not None:
+        context["dependency_archive"] = publication.archive_url
+        if publication.archive_sha256:
+            context["dependency_sha256"] = publication.archive_sha256
+    return {**context, **fixed}
+
+
+def _options_parameter(card, mask: bool = False, level: str = "L2A"):
+    """The process's 'options' parameter: the UDF context as one object."""
+    from openeo.api.process import Parameter
+
+    default = {"model": card.id, "stitch": "crop"}
+    if level == "L2A":
+        default["offset"] = CDSE_OFFSET
+    if not mask:
+        default["output"] = "classes"
+    output = ("" if mask else
+              "output ('classes': one band 'kappamask' with 0 missing, 1 clear, 2 cloud shadow, 3 semi-transparent "
+              "cloud, 4 cloud; 'usable': 1 clear after buffering, 0 not, 255 missing; 'scores': one band per class; "
+              "on Copernicus Data Space the values arrive as float32, missing as 0 or 255, not NaN), ")
+    offset = ("" if level == "L1C" else
+              "offset (DN offset of the delivered bands: 0 on Copernicus Data Space, whose L2A arrive harmonised; "
+              "-1000 for unharmonised DN of baseline 04.00 and later), ")
+    return Parameter.object(
+        "options", default=default, optional=True,
+        description=(
+            "The KappaMask UDF context (all keys optional): model (default " + card.id + "; 'auto' picks KappaMask "
+            "v2 when the archive holds it), stitch ('crop' keeps tile centres as KappaMask does, 'blend' ramps "
+            "weights), " + offset + output + "buffer (metres by class, e.g. {\"cloud\": 300, \"cloud_shadow\": 100}; "
+            "exact up to 320 m), encoding ('kappamask' or 'km_predict'). An object given here replaces the default "
+            "as a whole." + (" The output is set by this process (the usable mask) and cannot be changed."
+                             if mask else "")))
+
+
+def _offset_parameter():
+    from openeo.api.process import Parameter
+
+    return Parameter.number(
+        "offset", default=CDSE_OFFSET, optional=True,
+        description=("The DN offset of the delivered L1C bands. Products of processing baseline 04.00 and later "
+                     "(from January 2022) store DN + 1000; whether SENTINEL2_L1C on Copernicus Data Space removes it "
+                     "is not confirmed. 0 (the default) takes the DN as delivered; give -1000 if they still carry "
+                     "it. The UDF writes a warning to the job log for a date whose data make an offset that was not "
+                     "removed likely."))
+
+
+def _extent_parameters(level: str):
+    from openeo.api.process import Parameter
+
+    return [Parameter.bounding_box("spatial_extent", default=EXAMPLE_BBOX[level],
+                                   description="Area to classify (bounding box). The default is a small example "
+                                               f"area ({EXAMPLE_AREAS[level]})."),
+            Parameter.temporal_interval("temporal_extent", default=EXAMPLE_DATES[level],
+                                        description="Time interval to classify. The default holds one example "
+                                                    "acquisition (or a few).")]
+
+
+def _classes_cube(level: str, card, spatial_extent, temporal_extent, context: dict):
+    import openeo
+    from openeo.rest.datacube import DataCube
+
+    cube = DataCube.load_collection(COLLECTIONS[level], connection=None, spatial_extent=spatial_extent,
+                                    temporal_extent=temporal_extent, bands=list(card.bands), fetch_metadata=False)
+    udf = openeo.UDF(UDF_FILE.read_text(), runtime="Python", version=UDF_PYTHON,
+                     context={"from_parameter": "context"})
+    size = [{"dimension": d, "value": CHUNK, "unit": "px"} for d in ("x", "y")]
+    size.append({"dimension": "t", "value": TIME_STEP})
+    overlap = [{"dimension": d, "value": OVERLAP, "unit": "px"} for d in ("x", "y")]
+    return cube.apply_neighborhood(udf, size=size, overlap=overlap, context=context)
+
+
+def model_levels(model: str) -> list[str]:
+    """The levels ``model`` takes; a one-level model gets only that level's processes (the others would fail)."""
+    return [level for level in ("L1C", "L2A") if level in resolve_card(model, level).levels]
+
+
+def build_templates(model: str = "default", publication: Publication | None = None) -> dict[str, dict]:
+    """The user-defined processes, keyed by process id."""
+    from openeo.api.process import Parameter
+    from openeo.rest.datacube import DataCube
+    from openeo.rest.udp import build_process_dict
+
+    templates = {}
+    returns = {"description": "A raster data cube.", "schema": {"type": "object", "subtype": "datacube"}}
+    levels = model_levels(model)
+    skipped = [pid for pid in PROCESS_IDS if not any(pid.endswith(lvl.lower()) for lvl in levels)
+               and not (pid == "kappamask_mask" and "L2A" in levels)]
+    if skipped:
+        log.warning("model %s takes %s products only: %s not written (each would fail on the other level)", model,
+                    "/".join(levels), ", ".join(skipped))
+
+    def extras(card):
+        return {} if publication is None else {"default_job_options": job_options(publication.archive_url, [card])}
+
+    for level in levels:
+        card = resolve_card(model, level)
+        spatial_extent, temporal_extent = _extent_parameters(level)
+        options = _options_parameter(card, level=level)
+        parameters = [spatial_extent, temporal_extent, options]
+        fixed = {"level": level}
+        if level == "L1C":
+            offset = _offset_parameter()
+            parameters.append(offset)
+            fixed["offset"] = offset
+        cube = _classes_cube(level, card, spatial_extent, temporal_extent, udf_context(options, publication, **fixed))
+        pid = f"kappamask_{level.lower()}"
+        templates[pid] = build_process_dict(
+            cube, process_id=pid,
+            summary=f"Cloud and cloud-shadow classes for Sentinel-2 {level} ({card.name})",
+            description=(f"Loads {COLLECTIONS[level]} with the bands of model {card.id} "
+                         f"({', '.join(card.bands)}) and classifies each date with the KappaMask UDF in "
+                         f"{CHUNK} px chunks with {OVERLAP} px overlap. Network: {card.name}. {card.description}"),
+            parameters=parameters, returns=returns, categories=["cubes", "cloud detection"], **extras(card))
+    if "L2A" not in levels:
+        return templates
+    card = resolve_card(model, "L2A")
+    spatial_extent, temporal_extent = _extent_parameters("L2A")
+    options = _options_parameter(card, mask=True)
+    bands = Parameter.array("bands", item_schema={"type": "string"}, default=["B02", "B03", "B04", "B08"],
+                            optional=True, description="Bands of SENTINEL2_L2A to return, masked.")
+    usable = _classes_cube("L2A", card, spatial_extent, temporal_extent,
+                           udf_context(options, publication, level="L2A", output=MASK_OUTPUT))
+    data = DataCube.load_collection(COLLECTIONS["L2A"], connection=None, spatial_extent=spatial_extent,
+                                    temporal_extent=temporal_extent, bands=bands, fetch_metadata=False)
+    # 1 is usable (clear after buffering); 0 not usable and 255 missing are masked
+    masked = data.mask(usable.band(OUTPUT_BANDS[MASK_OUTPUT][0]) != 1)
+    templates["kappamask_mask"] = build_process_dict(
+        masked, process_id="kappamask_mask",
+        summary=f"Sentinel-2 L2A with every pixel that is not clear masked ({card.name})",
+        description=(f"Classifies SENTINEL2_L2A with model {card.id} ({card.name}) and returns the requested bands "
+                     "with cloud, cloud shadow, semi-transparent cloud and missing pixels set to no-data, for "
+                     "example before computing NDVI on clear pixels only. Buffers around clouds and shadows "
+                     "(options.buffer) are masked as well."),
+        parameters=[spatial_extent, temporal_extent, bands, options],
+        returns=returns, categories=["cubes", "cloud detection", "masks"], **extras(card))
+    return templates
+
+
+def write_templates(outdir: Path, model: str = "default", publication: Publication | None = None) -> list[Path]:
+    """The processes as ``<process>.json`` in ``outdir``, all or none: templates that name no archive, or, with a
+    ``publication``, naming its archive."""
+    outdir = Path(outdir)
+    if outdir.exists() and not outdir.is_dir():
+        raise OutputError(f"{outdir} is a file, not a folder for the process graphs")
+    specs = build_templates(model, publication)
+    paths = [outdir / f"{pid}.json" for pid in specs]
+    with atomic_files(*paths) as temps:
+        for temp, spec in zip(temps, specs.values()):
+            Path(temp).write_text(json.dumps(spec, indent=2) + "\n")
+    return paths
