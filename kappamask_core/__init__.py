@@ -2,31 +2,30 @@
 
 Classes: 0 missing, 1 clear, 2 cloud shadow, 3 semi-transparent cloud, 4 cloud.
 
-The parts, in the order the data flows (each sub-package's docstring says what it owns and may import):
-``foundation`` (tables, errors, grid arithmetic), ``io`` (reading products, writing files), ``models`` (cards,
-weights, and :func:`~kappamask_core.models.resolve.resolve_model`, where a model name becomes a runnable
-model), ``chain`` (scale, resample, infer, stitch, buffers, and the pipeline), ``learning`` (training,
-selection, evaluation) and ``faces`` (the Python API that writes files, batches, data cubes, the command line).
+The parts, in the order the data flows (each sub-package's docstring says what it owns and may import, and
+``__all__`` lists its public names): ``foundation`` (tables, errors, grid arithmetic), ``io`` (reading products,
+writing files), ``models`` (cards, weights, runners, variants, and :func:`resolve_model`, where a model name
+becomes a runnable model), ``chain`` (the prepared job and the steps it streams through), ``learning``
+(training, selection, evaluation) and ``faces`` (the Python API that writes files, batches, data cubes, variants,
+the command line). The names below are the ones most users need.
 """
 
-from .chain.pipeline import ClassifyOptions, classify, run
-from .foundation.classes import CLASSES
-from .foundation.errors import InputError, KappaMaskError, ModelError, OutputError
-from .foundation.version import __version__
-from .io.readers import open_product
-from .models.resolve import Model, resolve_model
+from .chain import Classification, ClassifyOptions
+from .faces import classify, classify_datacube, classify_many, classify_to_files, make_variant, run
+from .foundation import (
+                         CLASSES,
+                         BandsError,
+                         InputError,
+                         KappaMaskError,
+                         ModelError,
+                         OutputError,
+                         TrainingError,
+                         __version__,
+)
+from .io import Product, open_product
+from .models import Model, ModelCard, resolve_model
 
-__all__ = [
-    "CLASSES",
-    "ClassifyOptions",
-    "InputError",
-    "KappaMaskError",
-    "Model",
-    "ModelError",
-    "OutputError",
-    "__version__",
-    "classify",
-    "open_product",
-    "resolve_model",
-    "run",
-]
+__all__ = ["CLASSES", "BandsError", "Classification", "ClassifyOptions", "InputError", "KappaMaskError", "Model",
+           "ModelCard", "ModelError", "OutputError", "Product", "TrainingError", "__version__", "classify",
+           "classify_datacube", "classify_many", "classify_to_files", "make_variant", "open_product",
+           "resolve_model", "run"]

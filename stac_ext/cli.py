@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from kappamask_core.foundation.errors import InputError
+from kappamask_core.foundation import InputError
 
 
 def cmd_validate(args) -> int:

@@ -6,7 +6,7 @@ import json
 from datetime import datetime, timezone
 from pathlib import Path
 
-from kappamask_core.io.files import atomic_files
+from kappamask_core.io import atomic_files
 
 from .common import COG_MEDIA_TYPE, EXTENSIONS, class_table
 

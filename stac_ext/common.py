@@ -3,8 +3,7 @@ an encoding."""
 
 from __future__ import annotations
 
-
-from kappamask_core.foundation.classes import CLASSES, ENCODINGS, MISSING
+from kappamask_core.foundation import CLASSES, ENCODINGS, MISSING
 
 COG_MEDIA_TYPE = "image/tiff; application=geotiff; profile=cloud-optimized"
 EXTENSIONS = {

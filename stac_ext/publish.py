@@ -24,9 +24,8 @@ from datetime import datetime
 from pathlib import Path
 from urllib.parse import quote
 
-from kappamask_core.foundation.errors import InputError, KappaMaskError
-from kappamask_core.foundation.redact import redact
-from kappamask_core.io.http import REDIRECTS, Session
+from kappamask_core.foundation import InputError, KappaMaskError, redact
+from kappamask_core.io import REDIRECTS, Session
 
 from .search import auth_headers
 

@@ -17,12 +17,19 @@ from datetime import datetime
 from pathlib import Path
 from urllib.parse import urljoin
 
-from kappamask_core.foundation.bands import BAND_BY_NAME, normalise_band_name
-from kappamask_core.foundation.errors import InputError
-from kappamask_core.foundation.redact import redact
-from kappamask_core.io.http import fetch
-from kappamask_core.io.readers import (OFFSET_BASELINE, Product, check_level, declared_scaling, merge_scaling,
-                                       open_band_files, parse_baseline, parse_product_metadata, tag_scaling)
+from kappamask_core.foundation import BAND_BY_NAME, InputError, normalise_band_name, redact
+from kappamask_core.io import (
+    OFFSET_BASELINE,
+    Product,
+    check_level,
+    declared_scaling,
+    fetch,
+    merge_scaling,
+    open_band_files,
+    parse_baseline,
+    parse_product_metadata,
+    tag_scaling,
+)
 
 RESOLUTION_SUFFIX = re.compile(r"^(.*?)[_-](\d{2})m$", re.IGNORECASE)
 FETCH_DEADLINE_S = 120.0  # an item or metadata asset over HTTP, however slowly it trickles

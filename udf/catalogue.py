@@ -25,9 +25,9 @@ from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
 
-from kappamask_core.foundation.errors import InputError, OutputError
-from kappamask_core.io.files import atomic_files
-from kappamask_core.models.resolve import resolve_card
+from kappamask_core.foundation import InputError, OutputError
+from kappamask_core.io import atomic_files
+from kappamask_core.models import resolve_card
 
 from .archive import build_archive, onnxruntime_wheel
 from .processes import ARCHIVE_NAME, CHUNK, EXAMPLE_AREAS, EXAMPLE_DATES, Publication, build_templates, model_levels
@@ -133,7 +133,7 @@ def write_logo(path: Path) -> Path:
     the stripes read on both)."""
     from PIL import Image
 
-    from kappamask_core.foundation.classes import CLASSES
+    from kappamask_core.foundation import CLASSES
 
     image = Image.new("RGB", (160, 40))
     for i, cls in enumerate(CLASSES):
@@ -195,9 +195,8 @@ def write_preview(path: Path, card) -> bool:
     with the process's network. False where there is none (L2A: no L2A scene is bundled)."""
     if "L1C" not in card.levels:
         return False
-    from kappamask_core.chain.pipeline import run
-    from kappamask_core.io.readers import DEMO_DATA
-    from kappamask_core.io.writers import write_quicklook
+    from kappamask_core import run
+    from kappamask_core.io import DEMO_DATA, write_quicklook
 
     result = run(DEMO_DATA, card)
     write_quicklook(path, result.classes, result.preview, f"example output (T33UUU, 2017-02-16)  model: {card.name}",

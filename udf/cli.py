@@ -2,7 +2,7 @@
 
 from pathlib import Path
 
-from kappamask_core.foundation.errors import InputError
+from kappamask_core.foundation import InputError
 
 DEFAULT_ARCHIVE_MODELS = ["ukis-csmask-6b-l1c", "ukis-csmask-6b-l2a"]
 
@@ -58,7 +58,8 @@ def register(sub) -> None:
     p = cmds.add_parser("build", help="write the user-defined processes; with --base-url (and --code-url), everything "
                                       "to publish them in the openEO algorithm catalogue's layout (archive, processes, "
                                       "records, benchmark scenarios)")
-    p.add_argument("outdir", nargs="?", default="process_graphs")
+    p.add_argument("outdir", nargs="?", default="process_graphs",
+                   help="folder to write into (default: %(default)s)")
     p.add_argument("--model", default="default", help="model whose bands the processes load (default: %(default)s)")
     p.add_argument("--base-url", metavar="URL",
                    help="public https:// folder where the files will be served (e.g. a release's assets or object "
@@ -73,8 +74,8 @@ def register(sub) -> None:
     p.add_argument("--onnxruntime-wheel", metavar="FILE",
                    help="onnxruntime wheel for CPython 3.11 on manylinux x86_64 (default: downloaded with pip)")
     p.add_argument("--contact-name", help="contact named in the catalogue records")
-    p.add_argument("--contact-email")
-    p.add_argument("--organization")
+    p.add_argument("--contact-email", help="contact's e-mail in the catalogue records")
+    p.add_argument("--organization", help="contact's organization in the catalogue records")
     p.set_defaults(func=cmd_build)
     p = cmds.add_parser("package", help="build the UDF dependency archive (kappamask_core + model files)")
     p.add_argument("output", help="archive to write (.zip)")

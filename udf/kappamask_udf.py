@@ -169,7 +169,11 @@ def _use_folders(context: dict):
 def _check_archive_url(url) -> None:
     from urllib.parse import urlsplit
 
-    parts = urlsplit(url) if isinstance(url, str) else None
+    try:
+        parts = urlsplit(url) if isinstance(url, str) else None
+        parts and parts.port  # a port that is not a number fails on access
+    except ValueError:  # an unclosed IPv6 bracket, a port that is not a number
+        parts = None
     if parts is None or parts.scheme not in ("https", "http") or not parts.hostname:
         raise ValueError(f"KappaMask UDF: context 'dependency_archive' must be an https URL, not {url!r}")
     if parts.scheme == "http" and parts.hostname not in LOCAL_HOSTS:
@@ -419,10 +423,10 @@ def apply_datacube(cube: xarray.DataArray, context: dict) -> xarray.DataArray:
     _check_types(context)
     models = _provide_dependencies(context)
     try:
-        from kappamask_core.faces.datacube import classify_datacube
-        from kappamask_core.foundation.errors import BandsError, KappaMaskError
-        from kappamask_core.chain.pipeline import ClassifyOptions
-        from kappamask_core.models.cards import weights_folder
+        from kappamask_core.chain import ClassifyOptions
+        from kappamask_core.faces import classify_datacube
+        from kappamask_core.foundation import BandsError, KappaMaskError
+        from kappamask_core.models import weights_folder
     except ImportError as exc:
         raise ImportError(
             "KappaMask UDF: kappamask_core is not available. Add the archive built by 'kappamask openeo package' "

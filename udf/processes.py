@@ -12,10 +12,10 @@ import re
 from dataclasses import dataclass
 from pathlib import Path
 
-from kappamask_core.faces.datacube import OUTPUT_BANDS
-from kappamask_core.foundation.errors import InputError, OutputError
-from kappamask_core.io.files import atomic_files
-from kappamask_core.models.resolve import resolve_card
+from kappamask_core.faces import OUTPUT_BANDS
+from kappamask_core.foundation import InputError, OutputError
+from kappamask_core.io import atomic_files
+from kappamask_core.models import resolve_card
 
 log = logging.getLogger(__name__)
 

@@ -1,9 +1,22 @@
-"""The chain: read -> scale -> resample -> tile -> infer -> stitch, and the pipeline that drives one product.
+"""The chain: read -> scale -> resample -> tile -> infer -> stitch, for one prepared job.
 
-Each step is a small module with plain functions on numpy arrays: ``scale`` (DN to the card's units and
-scaling), ``resample`` (native grids to the working grid and back), ``infer`` (ONNX Runtime over batches of
-tiles of a resolved model), ``stitch`` (tiles back into rows), ``buffers`` (growing classes after stitching).
-``pipeline`` streams a product through them, one tile row at a time.
+- ``options``: :class:`ClassifyOptions`, how a run classifies (stitching, overlap, precision, buffers, ...)
+- ``job``: :func:`prepare` makes the :class:`Job` (product opened, model resolved and checked, runner made,
+  tiles and memory planned), once, for every face
+- ``plan``: the tile layout and the memory a product needs
+- ``strips``: the bands read and prepared one tile-high strip at a time, in a worker thread
+- ``scale``: DN to the card's units and scaling; ``resample``: native grids to the working grid and back
+- ``stitch``: tiles back into rows; ``buffers``: classes grown by metres after stitching
+- ``pipeline``: :func:`execute` streams a job through the steps; ``lookup``: models that read the product's own
+  mask; ``preview``: the true-colour picture of the quicklook
+- ``results``: :class:`Classification`, what a run returns
 
 May import: foundation, io, models, chain.
 """
+
+from .job import Job, prepare
+from .options import ClassifyOptions
+from .pipeline import execute
+from .results import Classification
+
+__all__ = ["Classification", "ClassifyOptions", "Job", "execute", "prepare"]

@@ -12,11 +12,21 @@ halo of the buffer's radius, so memory stays bounded on a full product.
 from __future__ import annotations
 
 import math
+import time
 
 import numpy as np
 
-from ..foundation.classes import (CLASS_BY_NAME, CLEAR, CLOUD, CLOUD_SHADOW, MISSING, NOT_USABLE,
-                                  SEMI_TRANSPARENT_CLOUD, USABLE, USABLE_MISSING)
+from ..foundation.classes import (
+    CLASS_BY_NAME,
+    CLEAR,
+    CLOUD,
+    CLOUD_SHADOW,
+    MISSING,
+    NOT_USABLE,
+    SEMI_TRANSPARENT_CLOUD,
+    USABLE,
+    USABLE_MISSING,
+)
 from ..foundation.errors import InputError
 from ..foundation.machine import available_cores
 
@@ -44,7 +54,7 @@ def parse_buffers(spec) -> tuple[tuple[str, float], ...]:
         pairs = list(spec.items())
     else:
         pairs = list(spec)
-    out = {}
+    out: dict[str, float] = {}
     for name, value in pairs:
         key = str(name).strip().lower()
         if key not in NAMES:
@@ -126,3 +136,11 @@ def usable_mask(classes: np.ndarray) -> np.ndarray:
     mask[classes == CLEAR] = USABLE
     mask[classes == MISSING] = USABLE_MISSING
     return mask
+
+
+def buffered(classes: np.ndarray, buffers, grid) -> tuple[np.ndarray, float]:
+    """``classes`` with ``buffers`` grown on ``grid`` (unchanged without buffers), and the seconds it took."""
+    if not buffers:
+        return classes, 0.0
+    started = time.perf_counter()
+    return buffer_classes(classes, buffers, grid.resolution), time.perf_counter() - started

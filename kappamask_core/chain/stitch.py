@@ -79,13 +79,14 @@ def stitch_array(array: np.ndarray, layout: TileLayout, fn, mode: str = "crop", 
     """
     c, h, w = array.shape
     t, m = layout.tile, layout.margin
-    padded = np.pad(array, ((0, 0), layout.padding(h), layout.padding(w)), mode=pad_mode)
-    stitcher = None
-    result = None
+    # pad_mode is one of numpy's modes (the card schema's enum); numpy's stubs want it as a literal
+    padded = np.pad(array, ((0, 0), layout.padding(h), layout.padding(w)), mode=pad_mode)  # type: ignore[call-overload]
+    stitcher: RowStitcher | None = None
+    result: np.ndarray | None = None
     for y0 in layout.row_starts():
         batch = np.stack([padded[:, y0 + m : y0 + m + t, x0 + m : x0 + m + t] for x0 in layout.col_starts()])
         scores = fn(batch)
-        if stitcher is None:
+        if stitcher is None or result is None:
             stitcher = RowStitcher(layout, scores.shape[1], mode)
             result = np.zeros((scores.shape[1], h, w), np.float32)
         for i, tile_scores in enumerate(scores):

@@ -1,5 +1,18 @@
-"""The faces: how users call the product. The Python API that writes files (``api``), many products with
-Dask (``batch``), openEO data cubes (``datacube``, behind the UDF) and the command line (``cli``).
+"""The faces: how users call the product.
+
+- ``api``: :func:`classify` and :func:`run` for one product, :func:`classify_to_files` for a run's files
+- ``batch``: many products at once with Dask (:func:`classify_many`)
+- ``datacube``: openEO data cubes and other xarray cubes (:func:`classify_datacube`, behind the UDF)
+- ``quantize``: reduced-precision variants made from real tiles and checked (:func:`make_variant`)
+- ``cli``: the ``kappamask`` command line, one module per group of commands with its parser
 
 May import: foundation, io, models, chain, learning, faces.
 """
+
+from .api import classify, classify_to_files, run
+from .batch import classify_many
+from .datacube import OUTPUT_BANDS, classify_datacube
+from .quantize import make_variant
+
+__all__ = ["OUTPUT_BANDS", "classify", "classify_datacube", "classify_many", "classify_to_files", "make_variant",
+           "run"]

@@ -1,4 +1,5 @@
-"""Batch use: classify inputs and write each product's files (COG, quicklook, scores, STAC item) together.
+"""The Python API: :func:`classify` (a map, in memory), :func:`run` (with what made it) and
+:func:`classify_to_files` (each product's files: COG, quicklook, scores, STAC item, written together).
 
 A product's files appear together or not at all: they are written under
 temporary names and renamed into place only when every one of them is
@@ -15,33 +16,30 @@ import hashlib
 import json
 import logging
 import os
-import re
+from collections.abc import Iterable
+from dataclasses import replace
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
+from ..chain.buffers import usable_mask
+from ..chain.job import prepare
+from ..chain.options import ClassifyOptions
+from ..chain.pipeline import execute
+from ..chain.results import Classification, ScoresSink
 from ..foundation import plugins
-from ..models.resolve import resolve_model
 from ..foundation.classes import ENCODINGS
 from ..foundation.errors import InputError, KappaMaskError
-from ..chain.infer import Runner
-from ..chain.buffers import usable_mask
-from ..chain.pipeline import ClassifyOptions, make_runner, run
+from ..foundation.types import PathLike, ProductSource
+from ..io.files import atomic_files, new_folder_removed_on_failure, remove_stale_parts, safe_name
 from ..io.readers import open_product
-from ..io.files import atomic_files, new_folder_removed_on_failure, remove_stale_parts
 from ..io.writers import ScoresWriter, write_cog, write_quicklook, write_usable
+from ..models.resolve import ModelSpec
+from ..models.runners import RunnerCache
+
+if TYPE_CHECKING:
+    import xarray
 
 log = logging.getLogger(__name__)
-
-
-SAFE_NAME = re.compile(r"[0-9A-Za-z][0-9A-Za-z._-]*")
-
-
-def safe_name(product_id: str) -> str:
-    """A file name for a product id, different for different ids: an id that is a safe name already is kept;
-    any other is made safe and followed by a short hash of the id itself ("A B" and "A_B" get two names)."""
-    if SAFE_NAME.fullmatch(product_id) and len(product_id) <= 200:
-        return product_id
-    cleaned = re.sub(r"[^0-9A-Za-z._-]+", "_", product_id).strip("_.-")[:180] or "product"
-    return f"{cleaned}-{hashlib.sha256(product_id.encode()).hexdigest()[:10]}"
 
 
 def input_identity(product) -> dict:
@@ -80,7 +78,7 @@ def settings_digest(card, options: ClassifyOptions, encoding: str, usable: bool,
     settings = {"card": card.sha256, "weights": card.weights.get("sha256"), "encoding": encoding, "usable": usable,
                 "input": None if product is None else input_identity(product),
                 **{k: getattr(options, k) for k in ("overlap", "margin", "stitch", "resampling", "decode", "buffers",
-                                                   "scores", "fp16", "precision")}}
+                                                   "scores", "precision")}}
     return hashlib.sha256(json.dumps(settings, sort_keys=True, default=str).encode()).hexdigest()
 
 
@@ -93,8 +91,10 @@ def finished(finals: dict, digest: str, outputs) -> bool:
     return bool(verdicts) and all(verdicts)
 
 
-def classify_to_files(inputs, outdir, *, model="auto", weights=None, level=None, options=None,
-                      encoding="kappamask", stac=True, usable=False, force=False, finish=True,
+def classify_to_files(inputs: Iterable[ProductSource], outdir: PathLike, *, model: ModelSpec = "auto",
+                      weights: PathLike | None = None, level: str | None = None,
+                      options: ClassifyOptions | None = None, encoding: str = "kappamask", stac: bool = True,
+                      usable: bool = False, force: bool = False, finish: bool = True,
                       progress: bool = False) -> list[dict]:
     """Classify each input and write ``<id>_kappamask.tif`` / ``.png`` (and STAC) into ``outdir``.
 
@@ -180,24 +180,20 @@ class _Batch:
     def __init__(self, outdir, model, weights, level, options, encoding, outputs, usable, force):
         self.outdir, self.model, self.weights, self.level, self.options = outdir, model, weights, level, options
         self.encoding, self.outputs, self.usable, self.force = encoding, outputs, usable, force
-        self.runners: dict[str, Runner] = {}
+        self.runners = RunnerCache()
 
     def classify(self, source, product) -> dict:
         """One product's files, written together (or found complete and kept)."""
         options, encoding, outputs, usable = self.options, self.encoding, self.outputs, self.usable
+        job = prepare(product, self.model, level=self.level, weights=self.weights, options=options,
+                      runners=self.runners)
         stem = f"{safe_name(product.id)}_kappamask"
-        resolved = resolve_model(self.model, product.level or self.level, product.bands, self.weights, announce=False)
-        card = resolved.card
-        if not resolved.lookup and card.source not in self.runners:  # lookup cards (SCL) need no session
-            self.runners[card.source] = make_runner(resolved, options)
-        runner = self.runners.get(card.source)
         finals = {role: self.outdir / name
                   for role, name in product_files(stem, options.scores, outputs, usable).items()}
-        digest = settings_digest(runner.card if runner else card, options, encoding, usable, product)
+        digest = settings_digest(job.card, options, encoding, usable, product)
         if not self.force and finished(finals, digest, outputs):
             log.info("%s: outputs exist and are complete, made with the same settings: skipped", product.id)
             return finals
-        resolved.announce()
         stale = [p for final in finals.values() for p in remove_stale_parts(Path(final))]
         if stale:
             log.warning("%s: removed %d partial file(s) an interrupted run left: %s", product.id, len(stale),
@@ -205,23 +201,62 @@ class _Batch:
         with atomic_files(*finals.values()) as temp_list:
             temps = dict(zip(finals, map(Path, temp_list)))
             with ScoresWriter(temps.get("scores"), product.grid) as scores:
-                result = run(product, runner.card if runner else card, options=options, runner=runner,
-                             scores_sink=scores if options.scores else None)
-            card = result.card
+                result = execute(job, scores_sink=scores if options.scores else None)
             result.runtime["settings_sha256"] = digest
-            tags = {"model": card.id, "model_name": card.name, "model_trained": str(card.trained).lower(),
-                    "model_precision": card.precision}
-            if card.variant:
-                tags["model_variant_of"] = card.variant["parent"]["id"]
-            write_cog(temps["cog"], result.classes, result.grid, encoding, tags)
-            write_quicklook(temps["quicklook"], result.classes, result.preview,
-                            f"{product.id}  model: {card.name}, {card.precision}", card.predicts,
-                            result.preview_window)
-            if usable:
-                write_usable(temps["usable"], usable_mask(result.classes), result.grid)
+            write_product_files(result, temps, encoding, usable)
             for output in outputs:
                 output.write(result, finals, temps, source, encoding)
         pct = result.class_percentages()
         log.info("%s: %s (%.1f s)", product.id, ", ".join(f"{k} {v:.1f}%" for k, v in pct.items() if k != "missing"),
                  result.timings["total_s"])
         return finals
+
+
+def write_product_files(result, temps: dict, encoding: str, usable: bool) -> None:
+    """The COG (with the model in its tags), the quicklook and the usable mask of one classification."""
+    card, product = result.card, result.product
+    tags = {"model": card.id, "model_name": card.name, "model_trained": str(card.trained).lower(),
+            "model_precision": card.precision}
+    if card.variant:
+        tags["model_variant_of"] = card.variant["parent"]["id"]
+    write_cog(temps["cog"], result.classes, result.grid, encoding, tags)
+    write_quicklook(temps["quicklook"], result.classes, result.preview,
+                    f"{product.id}  model: {card.name}, {card.precision}", card.predicts, result.preview_window)
+    if usable:
+        write_usable(temps["usable"], usable_mask(result.classes), result.grid)
+
+
+def run(source: ProductSource, model: ModelSpec = "auto", *, level: str | None = None, units: str = "dn",
+        weights: PathLike | None = None, options: ClassifyOptions | None = None, runners: RunnerCache | None = None,
+        scores_sink: ScoresSink | None = None) -> Classification:
+    """Classify one product and return the :class:`~kappamask_core.chain.results.Classification` (the class map,
+    the grid, the model that ran, timings); see :func:`classify` for the arguments. ``scores_sink`` takes the
+    per-class scores strip by strip (``options.scores``; e.g. a
+    :class:`~kappamask_core.io.writers.ScoresWriter`), instead of memory."""
+    job = prepare(source, model, level=level, units=units, weights=weights, options=options, runners=runners)
+    return execute(job, scores_sink)
+
+
+def classify(source: ProductSource, model: ModelSpec = "auto", *, level: str | None = None, units: str = "dn",
+             weights: PathLike | None = None, options: ClassifyOptions | None = None,
+             **overrides: Any) -> "xarray.DataArray | xarray.Dataset":
+    """Classify a Sentinel-2 product into the five KappaMask classes.
+
+    source: SAFE folder or .zip, folder of band files, STAC item (path or pystac.Item) or xarray.DataArray with a
+        'bands' dimension.
+    model: 'auto' (KappaMask v2 where its weights are installed or can be downloaded, else the bundled offline
+        model, with a warning), 'default' (the bundled offline model), a built-in id (``kappamask models list``),
+        an alias such as 'kappamask-v2', or a card .json path.
+    level: 'L1C' or 'L2A' where the input does not say.
+    units: 'dn' or 'reflectance' (xarray input).
+    weights: ONNX file (path or URL) for cards that do not bundle one.
+    options / overrides: a :class:`~kappamask_core.chain.options.ClassifyOptions`, or its fields as keywords.
+
+    Returns an xarray.DataArray (uint8, y/x, CRS in attrs) of classes 0 missing, 1 clear, 2 cloud shadow,
+    3 semi-transparent cloud, 4 cloud; with ``scores=True`` an xarray.Dataset holding ``classes`` and ``scores``.
+    """
+    try:
+        options = replace(options or ClassifyOptions(), **overrides)
+    except TypeError as exc:
+        raise InputError(f"unknown option: {exc}") from None
+    return run(source, model, level=level, units=units, weights=weights, options=options).to_xarray()

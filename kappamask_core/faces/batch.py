@@ -16,14 +16,18 @@ import contextlib
 import os
 import re
 import sys
+from collections.abc import Iterable
 from dataclasses import replace
 from pathlib import Path
+from typing import Any
 
+from ..chain.options import ClassifyOptions
 from ..foundation import plugins
 from ..foundation.errors import InputError, KappaMaskError
 from ..foundation.machine import available_cores
-from ..chain.pipeline import ClassifyOptions
+from ..foundation.types import PathLike, ProductSource
 from ..io.files import new_folder_removed_on_failure
+from ..models.resolve import ModelSpec
 from .api import classify_to_files, failures_line
 
 LOCAL_SCHEDULERS = ("processes", "threads", "sync")
@@ -90,8 +94,9 @@ def _classify_one(source, outdir, model, weights, level, options, encoding, usab
         return exc
 
 
-def classify_many(inputs, outdir, *, model="auto", weights=None, level=None, options: ClassifyOptions | None = None,
-                  encoding: str = "kappamask", workers: int = 2, scheduler="processes",
+def classify_many(inputs: Iterable[ProductSource], outdir: PathLike, *, model: ModelSpec = "auto",
+                  weights: PathLike | None = None, level: str | None = None, options: ClassifyOptions | None = None,
+                  encoding: str = "kappamask", workers: int = 2, scheduler: Any = "processes",
                   progress: bool = True, usable: bool = False, force: bool = False) -> list[dict]:
     """Classify ``inputs`` in parallel with Dask; returns the paths written per input, in input order.
 

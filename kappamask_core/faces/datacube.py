@@ -8,16 +8,25 @@ is cached per process.
 from __future__ import annotations
 
 import logging
+import os
+from typing import TYPE_CHECKING
 
 from ..chain import scale
-from ..foundation.bands import BAND_BY_NAME
 from ..chain.buffers import usable_mask
+from ..chain.job import prepare
+from ..chain.options import ClassifyOptions
+from ..chain.pipeline import execute
+from ..foundation.bands import BAND_BY_NAME
 from ..foundation.classes import CLASSES, encode
 from ..foundation.errors import InputError
-from ..models.cards import ALIASES, AUTO
-from ..models.resolve import resolve_card, resolve_model
-from ..chain.pipeline import ClassifyOptions, check_compatible, make_runner, run
-from ..io.readers import flips_to_north_up, from_dataarray, level_evidence
+from ..io.arrays import flips_to_north_up, from_dataarray
+from ..io.product import level_evidence
+from ..models.cards import ALIASES, AUTO, ModelCard
+from ..models.resolve import Model, resolve_card
+from ..models.runners import PROCESS_RUNNERS
+
+if TYPE_CHECKING:
+    import xarray
 
 log = logging.getLogger(__name__)
 
@@ -45,9 +54,9 @@ def _model_level(model: str) -> str | None:
     return card.levels[0] if len(card.levels) == 1 else None
 
 
-def classify_datacube(cube, *, model: str = "auto", level: str | None = None, units: str = "dn",
+def classify_datacube(cube: "xarray.DataArray", *, model: str = "auto", level: str | None = None, units: str = "dn",
                       offset: float = 0.0, output: str = "classes", encoding: str = "kappamask",
-                      weights: str | None = None, options: ClassifyOptions | None = None):
+                      weights: str | None = None, options: ClassifyOptions | None = None) -> "xarray.DataArray":
     """(t?, bands, y, x) cube -> (t?, bands, y, x) cube whose bands are :data:`OUTPUT_BANDS` ``[output]``.
 
     Buffers (``options.buffers``) are exact within a chunk's core as long as they
@@ -84,27 +93,28 @@ def classify_datacube(cube, *, model: str = "auto", level: str | None = None, un
             opened.offsets = {b: float(offset) for b in opened.bands if BAND_BY_NAME[b].quantification_key == "band"}
         return step, opened
 
-    # bands and level first: a user who loaded the wrong bands should hear that before anything about weights
-    first = product(0)
-    card = resolve_card(str(model), level, first[1].bands)
-    check_compatible(first[1], card)
-    # lookup cards need no session
-    runner = None if card.scheme else make_runner(resolve_model(card, weights=weights), options, cached=True)
-    results = []
+    results: list = []
+    asked: str | os.PathLike | ModelCard | Model = model
     for i in range(count):
-        step, opened = first if i == 0 else product(i)
-        if level == "L1C" and scale.offset_suspected(opened, card.bands):
+        step, opened = product(i)
+        # the first date resolves the model (and checks the cube's bands before anything of weights); the others
+        # reuse it, and the process's session
+        job = prepare(opened, asked, weights=weights, options=options, runners=PROCESS_RUNNERS)
+        asked = job.asked
+        if level == "L1C" and scale.offset_suspected(opened, job.card.bands):
             when = step[time_dim].values if time_dim and time_dim in step.coords else step.attrs.get("t", "")
             log.warning("date %s: the darkest 0.1 %% of the pixels of every band are at or above %d DN, as if the "
                         "DN still carried the +1000 offset of processing baseline 04.00; if they do, pass offset "
                         "-1000 (the process's 'offset' parameter)", str(when)[:10] or "of this chunk",
                         scale.OFFSET_FLOOR_DN)
-        result = run(opened, card, options=options, runner=runner)
+        result = execute(job)
         if output == "classes":
             values = encode(result.classes, encoding)[None]
         elif output == "usable":
             values = usable_mask(result.classes)[None]
         else:
+            if result.scores is None:  # options.scores is set for this output: never the case
+                raise RuntimeError("the scores were asked for but not kept")
             values = result.scores
         labels = list(OUTPUT_BANDS[output])
         flip_y, flip_x = flips_to_north_up(step)
@@ -112,7 +122,6 @@ def classify_datacube(cube, *, model: str = "auto", level: str | None = None, un
         results.append(xr.DataArray(values, dims=("bands", "y", "x"),
                                     coords={"bands": labels, "y": step["y"], "x": step["x"]} if "x" in step.coords
                                     else {"bands": labels}))
-        first = None  # the first date's arrays are not kept for the rest of the series
     out = xr.concat(results, dim=time_dim) if time_dim else results[0]
     if time_dim:
         out = out.assign_coords({time_dim: cube[time_dim]}) if time_dim in cube.coords else out

@@ -1,8 +1,40 @@
 """The foundation: the tables and arithmetic every other part reads.
 
-The five classes and their encodings (``classes``), the Sentinel-2 band table (``bands``), the class schemes
-of other masks (``schemes``), the error hierarchy (``errors``), grid and tile arithmetic without I/O
-(``grid``), and the entry points through which adapters plug in (``plugins``).
+- ``classes``: the five classes, their encodings and the usable-pixel table, the one source of truth
+- ``bands``: the Sentinel-2 band table (resolution, levels, quantification)
+- ``schemes``: the class schemes of other masks, mapped onto the five classes
+- ``errors``: the error hierarchy (each error is also a ``ValueError``, ``OSError`` or ``RuntimeError``)
+- ``grid``: grids and tile layouts, arithmetic without I/O
+- ``redact``: secrets kept out of every log line and message
+- ``machine``: the cores this process may use (affinity and cgroup quota)
+- ``plugins``: the entry points through which the adapters plug in
+- ``types``: the names of the kinds of values public functions take (paths, band names, product sources)
+- ``version``: the package version
 
 May import: foundation.
 """
+
+from .bands import BAND_BY_NAME, BANDS, Band, normalise_band_name
+from .classes import (
+                      CLASS_BY_NAME,
+                      CLASSES,
+                      ENCODINGS,
+                      MISSING,
+                      USABLE_CLASSES,
+                      USABLE_MISSING,
+                      OutputClass,
+                      data_bounds,
+                      data_window,
+                      encode,
+)
+from .errors import BandsError, InputError, KappaMaskError, ModelError, OutputError, TrainingError
+from .grid import Grid, TileLayout
+from .redaction import add_secret, redact
+from .schemes import SCHEMES, to_classes
+from .types import Bands, PathLike, ProductSource
+from .version import __version__
+
+__all__ = ["BANDS", "BAND_BY_NAME", "Band", "BandsError", "CLASSES", "CLASS_BY_NAME", "ENCODINGS", "Grid",
+           "InputError", "KappaMaskError", "MISSING", "ModelError", "OutputClass", "OutputError", "SCHEMES",
+           "TileLayout", "TrainingError", "USABLE_CLASSES", "USABLE_MISSING", "__version__", "add_secret", "Bands", "PathLike", "ProductSource",
+           "data_bounds", "data_window", "encode", "normalise_band_name", "redact", "to_classes"]

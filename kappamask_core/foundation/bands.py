@@ -11,6 +11,8 @@ from dataclasses import dataclass
 
 @dataclass(frozen=True)
 class Band:
+    """One Sentinel-2 band: its native resolution, the levels that carry it, its quantification."""
+
     name: str
     resolution: int  # native pixel size in metres
     common_name: str | None  # STAC eo common name, where one exists

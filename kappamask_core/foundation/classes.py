@@ -14,6 +14,8 @@ import numpy as np
 
 @dataclass(frozen=True)
 class OutputClass:
+    """One of the five classes: its value in the maps, its name, description and colour."""
+
     value: int
     name: str  # STAC-safe: ^[0-9A-Za-z-_]+$
     title: str

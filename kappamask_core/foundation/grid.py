@@ -19,6 +19,8 @@ from affine import Affine
 
 @dataclass(frozen=True)
 class Grid:
+    """A raster grid: its shape, affine transform and CRS (None for an unlocated 10 m grid)."""
+
     height: int
     width: int
     transform: Affine = Affine.identity()

@@ -10,16 +10,18 @@ import contextlib
 import errno
 import functools
 import glob
-import shutil
 import hashlib
 import os
+import re
+import shutil
 import tempfile
+from collections.abc import Iterator
 from pathlib import Path
 
 from ..foundation.errors import OutputError
 
 
-def writable_folder(outdir) -> Path:
+def writable_folder(outdir: str | os.PathLike | None) -> Path:
     """The output folder, created and checked for writing before any work starts."""
     if outdir is None or not str(outdir).strip():
         raise OutputError("no output folder given (an empty path); name one with -o")
@@ -78,13 +80,13 @@ def temp_beside(final: Path) -> str:
 
 
 @contextlib.contextmanager
-def atomic_files(*finals: str | os.PathLike):
+def atomic_files(*paths: str | os.PathLike) -> Iterator[list[str]]:
     """Yield a temporary path beside each final path; when the block succeeds, rename them all into place.
 
     If the block fails, or a rename fails, none of the files is left under its
     final name, and no temporary file is left either.
     """
-    finals = [Path(f) for f in finals]
+    finals = [Path(f) for f in paths]
     temps: list[str] = []
     try:
         for final in finals:
@@ -128,7 +130,7 @@ def write_problem(exc: BaseException, folder: Path | None = None) -> str | None:
     quota, permissions) rather than a bug. GDAL and PyTorch report these in exception types of their own, with
     the system's words in the exception or its cause, or only in GDAL's log: then a ``folder`` with less than
     1 MiB free tells."""
-    seen = exc
+    seen: BaseException | None = exc
     while seen is not None:
         if isinstance(seen, OSError) and seen.errno in WRITE_ERRNOS:
             return seen.strerror or WRITE_ERRNOS[seen.errno]
@@ -148,7 +150,7 @@ def write_problem(exc: BaseException, folder: Path | None = None) -> str | None:
 
 
 @contextlib.contextmanager
-def atomic_path(final: str | os.PathLike):
+def atomic_path(final: str | os.PathLike) -> Iterator[str]:
     """Yield a temporary path beside ``final``; rename it into place on success."""
     with atomic_files(final) as (tmp,):
         yield tmp
@@ -167,3 +169,15 @@ def _sha256_cached(path: str, size: int, mtime_ns: int, chunk: int = 1 << 20) ->
         while block := fh.read(chunk):
             digest.update(block)
     return digest.hexdigest()
+
+
+SAFE_NAME = re.compile(r"[0-9A-Za-z][0-9A-Za-z._-]*")
+
+
+def safe_name(product_id: str) -> str:
+    """A file name for a product id, different for different ids: an id that is a safe name already is kept;
+    any other is made safe and followed by a short hash of the id itself ("A B" and "A_B" get two names)."""
+    if SAFE_NAME.fullmatch(product_id) and len(product_id) <= 200:
+        return product_id
+    cleaned = re.sub(r"[^0-9A-Za-z._-]+", "_", product_id).strip("_.-")[:180] or "product"
+    return f"{cleaned}-{hashlib.sha256(product_id.encode()).hexdigest()[:10]}"

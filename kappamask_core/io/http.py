@@ -7,7 +7,7 @@ another scheme, is sent without them. Only GET and HEAD follow redirects (at mos
 other methods a redirect is answered as it is, so a caller never reports a POST as done that the server sent
 elsewhere. Every request has a per-operation timeout and a total deadline that covers a server trickling its
 answer, and a cap on the bytes it reads. Every credential is registered for redaction
-(:mod:`kappamask_core.foundation.redact`) and never appears in an error message.
+(:mod:`kappamask_core.foundation.redaction`) and never appears in an error message.
 """
 
 from __future__ import annotations
@@ -20,11 +20,12 @@ import socket
 import time
 import urllib.error
 import urllib.request
+from collections.abc import Iterator
 from dataclasses import dataclass
-from urllib.parse import unquote, urljoin, urlsplit, urlunsplit
+from urllib.parse import SplitResult, unquote, urljoin, urlsplit, urlunsplit
 
 from ..foundation.errors import InputError
-from ..foundation.redact import add_secret, redact
+from ..foundation.redaction import add_secret, redact
 
 TIMEOUT_S = 30.0  # per network operation (connect, each read)
 DEADLINE_S = 300.0  # for a whole request, its redirects and its body
@@ -39,21 +40,38 @@ class NetworkError(InputError):
     credential)."""
 
 
+def parse_url(url: str) -> SplitResult:
+    """``url`` split into its parts; one that cannot be parsed (an unclosed IPv6 bracket, a port that is not a
+    number) is a :class:`NetworkError`, whoever gave it (an option, a page's link, a redirect)."""
+    try:
+        parts = urlsplit(url)
+        parts.port  # parsed on access: a port that is not a number fails here
+    except ValueError as exc:
+        raise NetworkError(f"{redact(url)} is not a valid URL ({exc})") from None
+    return parts
+
+
+def join_url(base: str, link: str) -> str:
+    """``link`` (a redirect's Location, a page's href) resolved against ``base``, checked like :func:`parse_url`."""
+    try:
+        joined = urljoin(base, link)
+    except ValueError as exc:
+        raise NetworkError(f"{redact(link)} (from {redact(base)}) is not a valid URL ({exc})") from None
+    parse_url(joined)
+    return joined
+
+
 def origin(url: str) -> tuple[str, str, int]:
     """(scheme, host, port) of an http(s) URL; the port defaults by scheme."""
-    parts = urlsplit(url)
+    parts = parse_url(url)
     scheme = parts.scheme.lower()
-    try:
-        port = parts.port
-    except ValueError:
-        raise NetworkError(f"{redact(url)}: the port is not a number") from None
-    return scheme, (parts.hostname or "").lower(), port or {"http": 80, "https": 443}.get(scheme, 0)
+    return scheme, (parts.hostname or "").lower(), parts.port or {"http": 80, "https": 443}.get(scheme, 0)
 
 
 def split_userinfo(url: str) -> tuple[str, dict]:
     """``url`` without ``user:password@`` and the Basic Authorization header it stood for (the password is
     registered as a secret); ``({}`` where the URL has none)."""
-    parts = urlsplit(url)
+    parts = parse_url(url)
     if parts.username is None and parts.password is None:
         return url, {}
     user, password = unquote(parts.username or ""), unquote(parts.password or "")
@@ -117,7 +135,7 @@ class Session:
     def __init__(self, base_url: str, headers: dict | None = None, *, timeout_s: float = TIMEOUT_S,
                  deadline_s: float = DEADLINE_S, max_bytes: int = MAX_BYTES, what: str = "the API"):
         base, userinfo = split_userinfo(base_url)
-        if urlsplit(base).scheme.lower() not in ("http", "https"):
+        if parse_url(base).scheme.lower() not in ("http", "https"):
             raise InputError(f"{redact(base_url)} is not an http(s) URL")
         self.base = base.rstrip("/") + "/"
         self.origin = origin(self.base)
@@ -126,13 +144,13 @@ class Session:
         self.requests = 0
 
     def url(self, path: str) -> str:
-        return urljoin(self.base, path)
+        return join_url(self.base, path)
 
     def headers_for(self, url: str) -> dict:
         """The credential headers ``url`` may receive: all of them at the session's origin, none elsewhere."""
         return dict(self.credentials) if origin(url) == self.origin else {}
 
-    def request(self, method: str, path: str, body=None, *, accept: str = "application/json",
+    def request(self, method: str, path: str, body: object = None, *, accept: str = "application/json",
                 deadline_s: float | None = None) -> Response:
         """One request (GET and HEAD follow redirects); any status comes back as a :class:`Response`."""
         method = method.upper()
@@ -140,25 +158,25 @@ class Session:
         data = None if body is None else (body if isinstance(body, bytes) else json.dumps(body).encode())
         deadline = time.monotonic() + (deadline_s or self.deadline_s)
         for _ in range(MAX_REDIRECTS + 1):
-            if urlsplit(url).scheme.lower() not in ("http", "https"):
+            if parse_url(url).scheme.lower() not in ("http", "https"):
                 raise NetworkError(f"{self.what}: {redact(url)} is not an http(s) URL; not followed")
             headers = {"Accept": accept, "User-Agent": "kappamask", **self.headers_for(url)}
             if data is not None:
                 headers["Content-Type"] = "application/json"
             response = self._send(urllib.request.Request(url, data=data, method=method, headers=headers), deadline)
             if response.status in REDIRECTS and method in ("GET", "HEAD") and "location" in response.headers:
-                url = urljoin(url, response.headers["location"])
+                url = join_url(url, response.headers["location"])
                 continue
             return response
         raise NetworkError(f"{self.what}: more than {MAX_REDIRECTS} redirects from {redact(self.url(path))}")
 
     @contextlib.contextmanager
-    def stream(self, path: str, accept: str = "*/*"):
+    def stream(self, path: str, accept: str = "*/*") -> Iterator[http.client.HTTPResponse]:
         """GET ``path`` (redirects followed, credentials only to the session's origin) and yield the open answer
         of a 200, for the caller to read as it arrives (with its own deadline); any other status is an error."""
         url = self.url(path)
         for _ in range(MAX_REDIRECTS + 1):
-            if urlsplit(url).scheme.lower() not in ("http", "https"):
+            if parse_url(url).scheme.lower() not in ("http", "https"):
                 raise NetworkError(f"{self.what}: {redact(url)} is not an http(s) URL; not followed")
             request = urllib.request.Request(url, headers={"Accept": accept, "User-Agent": "kappamask",
                                                            **self.headers_for(url)})
@@ -169,7 +187,7 @@ class Session:
                 location = exc.headers.get("Location") if exc.headers else None
                 exc.close()
                 if exc.code in REDIRECTS and location:
-                    url = urljoin(url, location)
+                    url = join_url(url, location)
                     continue
                 raise NetworkError(f"{self.what}: {redact(url)} answered HTTP {exc.code}") from None
             except (OSError, http.client.HTTPException, ValueError) as exc:
@@ -208,7 +226,8 @@ class Session:
 def read_bounded(answer, deadline: float, max_bytes: int, what: str, timeout_s: float = TIMEOUT_S) -> bytes:
     """The body of an open HTTP answer, read as it arrives until the total ``deadline`` (a monotonic time) and at
     most ``max_bytes``: a server that trickles or never ends is given up on."""
-    chunks, size = [], 0
+    chunks: list[bytes] = []
+    size = 0
     sock = getattr(getattr(getattr(answer, "fp", None), "raw", None), "_sock", None)
     while True:
         remaining = deadline - time.monotonic()

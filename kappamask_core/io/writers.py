@@ -8,13 +8,14 @@ interrupted run never leaves a partial file under the final name.
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
-from ..foundation.classes import (CLASSES, ENCODINGS, USABLE_CLASSES, USABLE_MISSING, data_window, encode,
-                                  palette)
+from ..foundation.classes import CLASSES, ENCODINGS, USABLE_CLASSES, USABLE_MISSING, data_window, encode, palette
 from ..foundation.errors import OutputError
 from ..foundation.grid import Grid
+from ..foundation.types import PathLike
 from .files import atomic_path, temp_beside
 from .gdal import cache_env
 
@@ -52,7 +53,7 @@ def _write_palette_cog(path, values: np.ndarray, grid: Grid, nodata, colours: di
             return _translate(src, path, nodata=nodata, resampling="mode")
 
 
-def write_cog(path, classes: np.ndarray, grid: Grid, encoding: str = "kappamask", tags: dict | None = None) -> Path:
+def write_cog(path: PathLike, classes: np.ndarray, grid: Grid, encoding: str = "kappamask", tags: dict | None = None) -> Path:
     """Write a uint8 class map as a COG with the class palette and mode overviews (``tags``: e.g. the model)."""
     if encoding not in ENCODINGS:
         raise OutputError(f"unknown encoding {encoding!r}; choose one of {sorted(ENCODINGS)}")
@@ -64,7 +65,7 @@ def write_cog(path, classes: np.ndarray, grid: Grid, encoding: str = "kappamask"
                                **(tags or {})})
 
 
-def write_usable(path, usable: np.ndarray, grid: Grid) -> Path:
+def write_usable(path: PathLike, usable: np.ndarray, grid: Grid) -> Path:
     """The usable-pixel mask (:func:`kappamask_core.chain.buffers.usable_mask`) as a COG: 1 clear after
     buffering, 0 not clear, 255 missing (nodata)."""
     colours = {value: (*CLASSES[colour].rgb, 0 if value == USABLE_MISSING else 255)
@@ -82,11 +83,11 @@ class ScoresWriter:
     ``path`` None the writer does nothing (scores were not asked for).
     """
 
-    def __init__(self, path, grid: Grid):
+    def __init__(self, path: PathLike | None, grid: Grid):
         self.path = None if path is None else Path(path)
         self.grid = grid
         self._strips: Path | None = None
-        self._dataset = None
+        self._dataset: Any = None  # a rasterio dataset while open
 
     def __enter__(self) -> "ScoresWriter":
         if self.path is None:
@@ -124,7 +125,7 @@ class ScoresWriter:
                 self._strips.unlink(missing_ok=True)
 
 
-def write_scores(path, scores: np.ndarray, grid: Grid) -> Path:
+def write_scores(path: PathLike, scores: np.ndarray, grid: Grid) -> Path:
     """Write in-memory per-class scores (5, H, W) as a COG, one band per class."""
     with ScoresWriter(path, grid) as writer:
         writer.write(0, scores)
@@ -147,7 +148,7 @@ QUICKLOOK_SIDE = 1024  # longest side of each panel (px)
 QUICKLOOK_MIN_SIDE = 256  # small inputs are enlarged to this, so the legend fits and pixels can be seen
 
 
-def write_quicklook(path, classes: np.ndarray, preview: np.ndarray | None, title: str = "",
+def write_quicklook(path: PathLike, classes: np.ndarray, preview: np.ndarray | None, title: str = "",
                     predicts: tuple[str, ...] | None = None, window: tuple[int, int, int, int] | None = None) -> Path:
     """PNG: true colour beside the class map, with a legend of the five classes.
 
@@ -164,9 +165,9 @@ def write_quicklook(path, classes: np.ndarray, preview: np.ndarray | None, title
     panel = Image.fromarray(class_image(classes[r0:r1:step, c0:c1:step]))
     scale = max(1.0, QUICKLOOK_MIN_SIDE / max(panel.size))
     size = (round(panel.size[0] * scale), round(panel.size[1] * scale))
-    panels = [panel.resize(size, Image.NEAREST)]
+    panels = [panel.resize(size, Image.Resampling.NEAREST)]
     if preview is not None:
-        panels.insert(0, Image.fromarray(np.ascontiguousarray(preview)).resize(size, Image.BILINEAR))
+        panels.insert(0, Image.fromarray(np.ascontiguousarray(preview)).resize(size, Image.Resampling.BILINEAR))
     labels = []
     for c in CLASSES:
         absent = predicts is not None and c.name not in predicts and c.value != 0

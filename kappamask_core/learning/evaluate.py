@@ -12,14 +12,17 @@ from __future__ import annotations
 
 import csv
 import io
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
 from ..foundation.classes import CLASS_BY_NAME, CLASSES, MISSING
 from ..foundation.errors import InputError
 from ..foundation.schemes import UNDEFINED, to_classes
+from ..foundation.types import PathLike
 from ..io.files import atomic_files, atomic_path
 from .kappaset import read_label
 
@@ -28,6 +31,8 @@ EVALUATED = tuple(c for c in CLASSES if c.value != MISSING)  # clear, shadow, se
 
 @dataclass
 class Evaluation:
+    """A confusion matrix of class maps against labels, with the papers' per-class and overall metrics."""
+
     confusion: np.ndarray  # (4, 4) pixel counts, rows = reference, columns = prediction
     classes: tuple[str, ...]
     excluded: int = 0
@@ -112,7 +117,8 @@ def _classes(values: np.ndarray, scheme: str, what: str) -> np.ndarray:
         raise InputError(f"the {what} is not a class map: {exc}") from None
 
 
-def evaluate_arrays(pairs, reference_scheme="kappamask", prediction_scheme="kappamask", merges=None) -> Evaluation:
+def evaluate_arrays(pairs: Iterable[tuple[str, np.ndarray, np.ndarray]], reference_scheme: str = "kappamask",
+                    prediction_scheme: str = "kappamask", merges: dict[str, str] | None = None) -> Evaluation:
     """``pairs``: iterable of (name, reference array, prediction array)."""
     total = np.zeros((len(EVALUATED),) * 2, np.int64)
     excluded, names = 0, []
@@ -206,7 +212,10 @@ def pair_paths(reference: Path, prediction: Path) -> list[tuple[str, Path, Path]
     raise InputError("give two files or two folders (pairs are matched by file name)")
 
 
-def evaluate_paths(reference, prediction, **kwargs) -> Evaluation:
+def evaluate_paths(reference: PathLike, prediction: PathLike, **kwargs: Any) -> Evaluation:
+    """Evaluate class-map files against reference files (two files, or two folders paired by name), checked to
+    lie on the same grid; ``kwargs`` as for :func:`evaluate_arrays` (schemes, merges)."""
+
     def pairs():
         for name, r, p in pair_paths(reference, prediction):
             (ref, ref_grid), (pred, pred_grid) = read_georeferenced_map(r), read_georeferenced_map(p)
@@ -223,7 +232,7 @@ def write_confusion_png(evaluation: Evaluation, path, title: str = "") -> Path:
     return Path(path)
 
 
-def write_evaluation(evaluation: Evaluation, folder) -> list[Path]:
+def write_evaluation(evaluation: Evaluation, folder: PathLike) -> list[Path]:
     """``metrics.md``, ``metrics.csv`` and ``confusion_matrix.png`` in ``folder``, all three or none."""
     folder = Path(folder)
     paths = [folder / "metrics.md", folder / "metrics.csv", folder / "confusion_matrix.png"]

@@ -13,9 +13,9 @@ from pathlib import Path
 
 import numpy as np
 
-from ..models.cards import ModelCard
-from ..foundation.errors import InputError
 from ..chain.scale import apply_value_scaling
+from ..foundation.errors import InputError
+from ..models.cards import ModelCard
 
 LABEL_VARIABLES = ("Label", "label", "KML1C", "KML2A")
 

@@ -20,14 +20,19 @@ from pathlib import Path
 
 import numpy as np
 
-from ..chain.pipeline import ClassifyOptions, make_runner, open_rows, run, true_colour, working_rows
+from ..chain.job import prepare
+from ..chain.options import ClassifyOptions
+from ..chain.pipeline import execute
+from ..chain.preview import true_colour
 from ..chain.scale import apply_value_scaling
+from ..chain.strips import open_rows, working_rows
 from ..foundation.classes import CLASS_BY_NAME, ENCODINGS, MISSING, encode
 from ..foundation.errors import InputError
-from ..io.files import atomic_files, writable_folder
+from ..foundation.types import PathLike, ProductSource
+from ..io.files import atomic_files, safe_name, writable_folder
 from ..io.readers import open_product
 from ..io.writers import class_image
-from ..models.resolve import resolve_card, resolve_model
+from ..models.resolve import ModelSpec, resolve_card
 
 log = logging.getLogger(__name__)
 
@@ -83,7 +88,9 @@ class EntropySink:
         return sorted(found, key=lambda k: (-k.entropy, k.row, k.col))
 
 
-def select(source, outdir, *, model="auto", n: int = 10, weights=None, level=None, options=None) -> list[dict]:
+def select(source: ProductSource, outdir: PathLike, *, model: ModelSpec = "auto", n: int = 10,
+           weights: PathLike | None = None, level: str | None = None,
+           options: ClassifyOptions | None = None) -> list[dict]:
     """Rank the product's sub-tiles by uncertainty and write the ``n`` most uncertain; return the index rows."""
 
     if n < 1:
@@ -93,19 +100,22 @@ def select(source, outdir, *, model="auto", n: int = 10, weights=None, level=Non
     card = resolve_card(model, product.level or level, product.bands)
     if card.scheme is not None:
         raise InputError(f"model {card.id} is a lookup of the product's own mask; select needs a network")
-    options = options or ClassifyOptions()
+    options = replace(options or ClassifyOptions(), scores=True)
     one_tile = card.tile_size == SUBTILE and card.resolution == 10  # KappaMask: one model tile per sub-tile
     if one_tile:
         options = replace(options, overlap=0, margin=0)
-    runner = make_runner(resolve_model(card, weights=weights), options)
+    job = prepare(product, model, level=level, weights=weights, options=options)
+    runner = job.runner
+    if runner is None:  # refused above already (a lookup card); here for the type checker
+        raise InputError(f"model {job.card.id} has no network to rank sub-tiles with")
     sink = EntropySink(*product.grid.shape)
-    result = run(product, runner.card, options=replace(options, scores=True), runner=runner, scores_sink=sink)
+    result = execute(job, scores_sink=sink)
     ranked = sink.candidates()
     if not ranked:
         raise InputError(f"{product.id}: no sub-tile holds enough data to be labelled")
     chosen = ranked[:n]
     index, features = [], []
-    stems = [f"{_safe(product.id)}_{cand.name}" for cand in chosen]
+    stems = [f"{safe_name(product.id)}_{cand.name}" for cand in chosen]
     finals = [outdir / f"{stem}{suffix}" for stem in stems for suffix in (".nc", ".png")]
     finals += [outdir / "selection.csv", outdir / "selection.geojson"]
     # the selection appears whole or not at all: an interrupted run leaves no sub-tile without its index
@@ -148,12 +158,6 @@ def _channel_codes(card) -> np.ndarray:
                      for c in sorted(card.outputs, key=lambda c: c.index)], np.uint8)
 
 
-def _safe(text: str) -> str:
-    import re
-
-    return re.sub(r"[^0-9A-Za-z._-]+", "_", text).strip("_") or "product"
-
-
 def _write_subtile(path, band_names, bands, label, product, origin, rank, cand) -> None:
     import xarray as xr
 
@@ -177,7 +181,7 @@ def _write_overlay(path, product, classes, window) -> None:
     rgb = true_colour(product, window)
     labels = class_image(classes[r0:r1, c0:c1])
     base = np.zeros_like(labels) if rgb is None else np.asarray(
-        Image.fromarray(rgb).resize((labels.shape[1], labels.shape[0]), Image.BILINEAR))
+        Image.fromarray(rgb).resize((labels.shape[1], labels.shape[0]), Image.Resampling.BILINEAR))
     blended = (0.5 * base + 0.5 * labels).astype(np.uint8)
     Image.fromarray(blended).save(path, format="PNG")
 

@@ -12,23 +12,26 @@ model in :mod:`kappamask_core.models.resolve`.
 
 from __future__ import annotations
 
-import contextlib
-import contextvars
 import functools
 import hashlib
 import json
 import os
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 from ..foundation.bands import BAND_BY_NAME
 from ..foundation.classes import CLASS_BY_NAME
 from ..foundation.errors import ModelError
 from ..foundation.schemes import SCHEMES
+from .folders import weights_dir
+
+if TYPE_CHECKING:
+    import numpy as np
 
 CARD_DIR = Path(__file__).parent / "cards"
 SCHEMA_PATH = CARD_DIR / "card.schema.json"
-WEIGHTS_DIR_ENV = "KAPPAMASK_WEIGHTS_DIR"
 
 # The default model: KappaMask v2 where its weights can be had, else the bundled offline model.
 AUTO = "auto"
@@ -63,6 +66,8 @@ def check_passes(check) -> bool:
 
 @dataclass(frozen=True)
 class OutputChannel:
+    """One output channel of a network and the class it maps onto."""
+
     index: int
     name: str
     maps_to: str  # name of one of the five output classes
@@ -74,6 +79,8 @@ class OutputChannel:
 
 @dataclass(frozen=True)
 class ModelCard:
+    """A model card, validated: bands, levels, scaling, tiling, working resolution, outputs and their classes."""
+
     id: str
     name: str
     version: str
@@ -130,7 +137,7 @@ class ModelCard:
         text = json.dumps(self.raw, sort_keys=True, separators=(",", ":"))
         return hashlib.sha256(text.encode()).hexdigest()
 
-    def class_lut(self):
+    def class_lut(self) -> "np.ndarray":
         """Array mapping output channel index -> five-class value."""
         import numpy as np
 
@@ -180,6 +187,7 @@ def _not_finite(value, where: str = "") -> str | None:
 
     if isinstance(value, float) and not math.isfinite(value):
         return where or "(top level)"
+    items: Iterable[tuple[Any, Any]]
     if isinstance(value, dict):
         items = value.items()
     elif isinstance(value, list):
@@ -195,65 +203,16 @@ def _not_finite(value, where: str = "") -> str | None:
 
 def card_from_dict(data: dict, source: str = "<dict>") -> ModelCard:
     """Validate a card dictionary (schema, then consistency) and build the card."""
-    if isinstance(data, dict):
-        where = _not_finite(data)
-        if where:
-            raise ModelError(f"model card {source} holds a number that is not finite at {where}; every number of a "
-                             "card must be a finite number")
-    try:
-        import jsonschema
-    except ImportError:  # openEO UDF runtimes lack it: the consistency checks below still run
-        jsonschema = None
-    try:
-        if jsonschema is not None:
-            jsonschema.validate(data, _schema())
-    except jsonschema.ValidationError as exc:
-        where = "/".join(str(p) for p in exc.absolute_path) or "(top level)"
-        raise ModelError(f"model card {source} is invalid at {where}: {exc.message}") from None
+    _check_schema(data, source)
     inp, out = data["input"], data["output"]
-    lookup = data.get("framework") == "lookup"
     tiling = data.get("tiling", {"tile_size": 512, "overlap": 0, "pad_mode": "constant", "resolution": 10})
     bands = tuple(inp["bands"])
-    unknown = [b for b in bands if b not in BAND_BY_NAME]
-    if unknown:
-        raise ModelError(f"model card {source} names unknown bands {unknown}")
-    twice = sorted({b for b in bands if bands.count(b) > 1})
-    if twice:
-        raise ModelError(f"model card {source} lists band(s) {', '.join(twice)} more than once")
-    for band, rule in zip(bands, inp["value_scaling"]):
-        problem = _scaling_problem(rule)
-        if problem:
-            raise ModelError(f"model card {source}: the value_scaling of {band} {problem}")
-    if len(inp["value_scaling"]) != len(bands):
-        raise ModelError(
-            f"model card {source}: value_scaling has {len(inp['value_scaling'])} entries "
-            f"but there are {len(bands)} bands"
-        )
-    for level in data["levels"]:
-        missing = [b for b in bands if level not in BAND_BY_NAME[b].levels]
-        if missing:
-            raise ModelError(f"model card {source}: level {level} products have no band(s) {missing}")
-    if lookup:
-        if out["scheme"] not in SCHEMES or len(bands) != 1:
-            raise ModelError(f"model card {source}: a lookup card needs one band and a scheme of {sorted(SCHEMES)}")
+    _check_bands(data, bands, source)
     channels = tuple(OutputChannel(c["index"], c["name"], c["maps_to"]) for c in out.get("classes", []))
     indices = sorted(c.index for c in channels)
     if indices != list(range(len(channels))):
         raise ModelError(f"model card {source}: output class indices must be 0..{len(channels) - 1}, got {indices}")
-    for key in ("overlap", "margin"):
-        if tiling.get(key, 0) >= tiling["tile_size"]:
-            raise ModelError(f"model card {source}: {key} {tiling[key]} must be smaller than the tile size")
-    stride = tiling["tile_size"] - tiling.get("overlap", 0)
-    if stride < tiling["tile_size"] / 4:
-        raise ModelError(f"model card {source}: overlap {tiling['overlap']} leaves a stride of {stride} px, less than "
-                         f"a quarter of its {tiling['tile_size']} px tiles (each pixel would be inferred more than 16 "
-                         f"times); use an overlap of at most {tiling['tile_size'] * 3 // 4}")
-    if tiling["resolution"] % 10 or not MIN_RESOLUTION_M <= tiling["resolution"] <= MAX_RESOLUTION_M:
-        raise ModelError(f"model card {source}: working resolution {tiling['resolution']} m must be a multiple of "
-                         f"10 m from {MIN_RESOLUTION_M} to {MAX_RESOLUTION_M} m")
-    if not MIN_TILE <= tiling["tile_size"] <= MAX_TILE:
-        raise ModelError(f"model card {source}: tile size {tiling['tile_size']} px must be from {MIN_TILE} to "
-                         f"{MAX_TILE} px")
+    _check_tiling(tiling, source)
     return ModelCard(
         id=data["id"],
         name=data["name"],
@@ -284,7 +243,69 @@ def card_from_dict(data: dict, source: str = "<dict>") -> ModelCard:
     )
 
 
+def _check_schema(data, source: str) -> None:
+    """Finite numbers, then the card schema (where jsonschema is installed)."""
+    if isinstance(data, dict):
+        where = _not_finite(data)
+        if where:
+            raise ModelError(f"model card {source} holds a number that is not finite at {where}; every number of a "
+                             "card must be a finite number")
+    try:
+        import jsonschema
+    except ImportError:  # openEO UDF runtimes lack it: the consistency checks that follow still run
+        return
+    try:
+        jsonschema.validate(data, _schema())
+    except jsonschema.ValidationError as exc:
+        where = "/".join(str(p) for p in exc.absolute_path) or "(top level)"
+        raise ModelError(f"model card {source} is invalid at {where}: {exc.message}") from None
+
+
+def _check_bands(data: dict, bands: tuple, source: str) -> None:
+    """Known bands, each once, with one sound scaling rule each, present in every level the card names."""
+    inp, out = data["input"], data["output"]
+    unknown = [b for b in bands if b not in BAND_BY_NAME]
+    if unknown:
+        raise ModelError(f"model card {source} names unknown bands {unknown}")
+    twice = sorted({b for b in bands if bands.count(b) > 1})
+    if twice:
+        raise ModelError(f"model card {source} lists band(s) {', '.join(twice)} more than once")
+    for band, rule in zip(bands, inp["value_scaling"]):
+        problem = _scaling_problem(rule)
+        if problem:
+            raise ModelError(f"model card {source}: the value_scaling of {band} {problem}")
+    if len(inp["value_scaling"]) != len(bands):
+        raise ModelError(
+            f"model card {source}: value_scaling has {len(inp['value_scaling'])} entries "
+            f"but there are {len(bands)} bands"
+        )
+    for level in data["levels"]:
+        missing = [b for b in bands if level not in BAND_BY_NAME[b].levels]
+        if missing:
+            raise ModelError(f"model card {source}: level {level} products have no band(s) {missing}")
+    if data.get("framework") == "lookup" and (out["scheme"] not in SCHEMES or len(bands) != 1):
+        raise ModelError(f"model card {source}: a lookup card needs one band and a scheme of {sorted(SCHEMES)}")
+
+
+def _check_tiling(tiling: dict, source: str) -> None:
+    for key in ("overlap", "margin"):
+        if tiling.get(key, 0) >= tiling["tile_size"]:
+            raise ModelError(f"model card {source}: {key} {tiling[key]} must be smaller than the tile size")
+    stride = tiling["tile_size"] - tiling.get("overlap", 0)
+    if stride < tiling["tile_size"] / 4:
+        raise ModelError(f"model card {source}: overlap {tiling['overlap']} leaves a stride of {stride} px, less than "
+                         f"a quarter of its {tiling['tile_size']} px tiles (each pixel would be inferred more than 16 "
+                         f"times); use an overlap of at most {tiling['tile_size'] * 3 // 4}")
+    if tiling["resolution"] % 10 or not MIN_RESOLUTION_M <= tiling["resolution"] <= MAX_RESOLUTION_M:
+        raise ModelError(f"model card {source}: working resolution {tiling['resolution']} m must be a multiple of "
+                         f"10 m from {MIN_RESOLUTION_M} to {MAX_RESOLUTION_M} m")
+    if not MIN_TILE <= tiling["tile_size"] <= MAX_TILE:
+        raise ModelError(f"model card {source}: tile size {tiling['tile_size']} px must be from {MIN_TILE} to "
+                         f"{MAX_TILE} px")
+
+
 def load_card(path: str | os.PathLike) -> ModelCard:
+    """The card in the JSON file ``path``, validated (cached while the file is unchanged)."""
     path = Path(path)
     try:
         st = path.stat()
@@ -310,6 +331,7 @@ def _load_card(path: str, size: int, mtime_ns: int) -> ModelCard:
 
 
 def builtin_ids() -> list[str]:
+    """The ids of the cards that ship with the package."""
     return sorted(p.stem for p in CARD_DIR.glob("*.json") if p.name != SCHEMA_PATH.name)
 
 
@@ -357,44 +379,3 @@ def installed_card(card_id: str) -> ModelCard:
         raise ModelError(f"{imported}: {what} the built-in {card_id}: the card was edited after it was imported; "
                          "import the weights again (kappamask models import) or remove the card")
     return card
-
-
-def cache_dir() -> Path:
-    """The user cache folder: $KAPPAMASK_CACHE, else $XDG_CACHE_HOME/kappamask, else ~/.cache/kappamask."""
-    root = os.environ.get("KAPPAMASK_CACHE")
-    if not root:
-        xdg = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
-        root = os.path.join(xdg, "kappamask")
-    return Path(root)
-
-
-_WEIGHTS_FOLDER: contextvars.ContextVar[Path | None] = contextvars.ContextVar("kappamask_weights_folder",
-                                                                              default=None)
-
-
-def weights_dir() -> Path:
-    """The user's weights folder: the one :func:`weights_folder` set, else $KAPPAMASK_WEIGHTS_DIR, else ``weights``
-    in the cache folder.
-
-    Imported and downloaded models go here (ONNX file and card); a card here
-    named like a built-in one (``kappamask-v2-l1c.json``) takes its place.
-    """
-    chosen = _WEIGHTS_FOLDER.get()
-    if chosen is None:
-        chosen = Path(os.environ.get(WEIGHTS_DIR_ENV) or cache_dir() / "weights")
-    if chosen.exists() and not chosen.is_dir():
-        raise ModelError(f"the weights folder {chosen} is a file (set by ${WEIGHTS_DIR_ENV} or $KAPPAMASK_CACHE); "
-                         "point it at a folder")
-    return chosen
-
-
-@contextlib.contextmanager
-def weights_folder(path):
-    """Use ``path`` as the weights folder inside the block, without changing the environment (the openEO UDF
-    points the core at the models of its dependency archive this way: Python workers that other jobs reuse keep
-    their environment as it was)."""
-    token = _WEIGHTS_FOLDER.set(Path(path))
-    try:
-        yield Path(path)
-    finally:
-        _WEIGHTS_FOLDER.reset(token)

@@ -48,6 +48,7 @@ def export(arch: str, level: str, output, weights=None, seed: int = 0) -> tuple[
             raise ModelError(f"cannot load PyTorch weights {weights} into {arch}: {exc}") from None
     output = Path(output)
     trained = weights is not None
+    provenance: dict[str, dict]
     if trained:
         card_id, name, note = f"{base.id}-export", f"{base.name} (exported from {Path(weights).name})", ""
         provenance = {"weights_source": {"format": "pytorch-state-dict", "file": Path(weights).name,

@@ -182,12 +182,18 @@ def _mismatch(weights: KerasWeights, layout: list[Slot], arch: str) -> str | Non
     return None
 
 
-def detect_architecture(weights: KerasWeights, arch: str | None = None) -> str:
-    """The KappaMask version whose layout the file fits (checked against ``arch`` when given)."""
+def input_bands(weights: KerasWeights) -> int:
+    """The number of input bands: the first convolution's input channels."""
     channels = weights.input_channels
     if channels is None:
         raise ModelError(f"{weights.path}: the first layer with weights is not a convolution; "
                          "this is not a KappaMask network")
+    return channels
+
+
+def detect_architecture(weights: KerasWeights, arch: str | None = None) -> str:
+    """The KappaMask version whose layout the file fits (checked against ``arch`` when given)."""
+    channels = input_bands(weights)
     candidates = [ARCH_ALIASES[arch]] if arch else list(LAYOUTS)
     reasons = {}
     for name in candidates:
@@ -201,7 +207,7 @@ def detect_architecture(weights: KerasWeights, arch: str | None = None) -> str:
 
 def to_roles(weights: KerasWeights, arch: str) -> dict[str, tuple[np.ndarray, ...]]:
     """Weights by role, in ONNX / PyTorch layout: conv (W[, b]), sep (depthwise, pointwise), bn (4 vectors)."""
-    layout = LAYOUTS[arch](weights.input_channels)
+    layout = LAYOUTS[arch](input_bands(weights))
     reason = _mismatch(weights, layout, arch)
     if reason:
         raise ModelError(f"{weights.path} does not fit {arch}: {reason}")

@@ -30,7 +30,7 @@ from torch import nn
 from .keras_weights import canonical_arch
 
 OUTPUTS = ("UNDEFINED", "CLEAR", "CLOUD_SHADOW", "SEMI_TRANSPARENT_CLOUD", "CLOUD", "MISSING")
-KERAS_BN = {"eps": 1e-3, "momentum": 0.01}  # Keras: epsilon 0.001, momentum 0.99
+BN_EPS, BN_MOMENTUM = 1e-3, 0.01  # Keras: epsilon 0.001, momentum 0.99 (PyTorch counts the other way)
 
 
 def _symmetric_pad_axis(x: torch.Tensor, before: int, after: int, dim: int) -> torch.Tensor:
@@ -65,13 +65,13 @@ class SymmetricSamePad(nn.Module):
 
 def conv_bn(cin: int, cout: int, kernel: int, stride: int = 1) -> nn.Sequential:
     return nn.Sequential(SymmetricSamePad(kernel, stride), nn.Conv2d(cin, cout, kernel, stride, bias=False),
-                         nn.BatchNorm2d(cout, **KERAS_BN))
+                         nn.BatchNorm2d(cout, eps=BN_EPS, momentum=BN_MOMENTUM))
 
 
 def sep_bn(cin: int, cout: int, kernel: int = 3) -> nn.Sequential:
     """Keras SeparableConv2D (depthwise then pointwise, no bias) followed by batch normalisation."""
     return nn.Sequential(SymmetricSamePad(kernel), nn.Conv2d(cin, cin, kernel, groups=cin, bias=False),
-                         nn.Conv2d(cin, cout, 1, bias=False), nn.BatchNorm2d(cout, **KERAS_BN))
+                         nn.Conv2d(cin, cout, 1, bias=False), nn.BatchNorm2d(cout, eps=BN_EPS, momentum=BN_MOMENTUM))
 
 
 class EntryBlock(nn.Module):
@@ -107,7 +107,7 @@ class ConvBlock(nn.Sequential):
     def __init__(self, cin: int, cout: int = 256, kernel: int = 3, dilation: int = 1, bias: bool = False):
         super().__init__(SymmetricSamePad(kernel, 1, dilation), nn.Conv2d(cin, cout, kernel, dilation=dilation,
                                                                           bias=bias),
-                         nn.BatchNorm2d(cout, **KERAS_BN), nn.ReLU())
+                         nn.BatchNorm2d(cout, eps=BN_EPS, momentum=BN_MOMENTUM), nn.ReLU())
 
 
 class DeepLabV3PlusXception(nn.Module):

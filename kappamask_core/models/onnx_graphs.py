@@ -64,7 +64,7 @@ class GraphBuilder:
     def conv(self, x: str, role: str, stride: int = 1, dilation: int = 1, pads=(0, 0, 0, 0), group: int = 1,
              index: int | None = None) -> str:
         """A convolution with the weights of ``role`` (or, with ``index``, only that array of it: separable parts)."""
-        arrays = self.weights[role] if index is None else (self.weights[role][index],)
+        arrays: tuple[np.ndarray, ...] = self.weights[role] if index is None else (self.weights[role][index],)
         first = 0 if index is None else index
         w = arrays[0]
         inputs = [x, self.const(w, name=f"{role}:{first}")]

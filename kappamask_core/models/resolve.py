@@ -21,9 +21,12 @@ import logging
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Union
 
 from ..foundation.errors import ModelError
-from .cards import ALIASES, AUTO, ModelCard, installed_card, load_card, weights_dir
+from ..foundation.types import Bands, PathLike
+from .cards import ALIASES, AUTO, ModelCard, installed_card, load_card
+from .folders import weights_dir
 from .weights import MIRROR_ENV, locate_model, offline
 
 log = logging.getLogger(__name__)
@@ -36,6 +39,7 @@ FALLBACK = "default"
 class Model:
     """A model ready to run: its card and its verified ONNX file (None for a lookup model)."""
 
+
     card: ModelCard
     path: Path | None
     note: str | None = None  # what a user must hear when it runs (why 'auto' fell back to the offline model)
@@ -46,12 +50,24 @@ class Model:
         """True for a model that looks up a mask the product carries (no network to run)."""
         return self.card.scheme is not None
 
+    @property
+    def network(self) -> Path:
+        """The verified ONNX file; a lookup model has none (one clear error for the caller that needs one)."""
+        if self.path is None:
+            raise ModelError(f"model {self.card.id!r} looks up the product's own mask; it has no network")
+        return self.path
+
     def announce(self) -> None:
         """Log the note, once for this model: a batch that skips finished products says nothing it need not."""
         if self.note and not self._said:
             self._said.append(True)
             log.warning(self.note)
 
+
+
+# what the functions that take a model accept: a built-in id, an alias, "auto", a card or ONNX path, a card, or a
+# resolved Model
+ModelSpec = Union[str, "os.PathLike[str]", ModelCard, Model]
 
 def _check_level(text: str, level: str | None) -> str:
     if level is None:
@@ -62,7 +78,7 @@ def _check_level(text: str, level: str | None) -> str:
     return level
 
 
-def resolve_card(model: str | os.PathLike | ModelCard = AUTO, level: str | None = None, bands=None) -> ModelCard:
+def resolve_card(model: ModelSpec = AUTO, level: str | None = None, bands: Bands | None = None) -> ModelCard:
     """The card of ``model`` (see the module text). For ``auto`` this decides which model runs, which may look
     for, download and convert KappaMask's weights; every other name gives its card without touching weights."""
     if isinstance(model, ModelCard):
@@ -75,14 +91,14 @@ def resolve_card(model: str | os.PathLike | ModelCard = AUTO, level: str | None 
     if text.endswith(".json") or os.sep in text:
         return load_card(text)
     if text == AUTO:
-        return resolve_model(AUTO, level, bands).card
+        return resolve_model(AUTO, level, bands, announce=False).card  # said when it runs (Model.announce)
     if text in ALIASES:
         return installed_card(ALIASES[text][_check_level(text, level)])
     return installed_card(text)
 
 
-def resolve_model(model: str | os.PathLike | ModelCard | Model = AUTO, level: str | None = None, bands=None,
-                  weights=None, fetch: bool = True, announce: bool = True) -> Model:
+def resolve_model(model: ModelSpec = AUTO, level: str | None = None, bands: Bands | None = None,
+                  weights: PathLike | None = None, fetch: bool = True, announce: bool = True) -> Model:
     """``model`` as a :class:`Model` whose ONNX file has been found and verified (see the module text).
 
     ``weights`` (a path or an http(s) URL) overrides where the card's file is looked for. Without ``fetch`` no
@@ -100,7 +116,7 @@ def resolve_model(model: str | os.PathLike | ModelCard | Model = AUTO, level: st
     if card.scheme is not None:
         return Model(card, None)
     if weights is None and str(model).endswith(".onnx"):
-        weights = model
+        weights = str(model)
     card, path = locate_model(card, weights, fetch)
     return Model(card, path)
 

@@ -1,7 +1,7 @@
 """Reduced-precision variants of a network: what they are called, where they are found, when one may run in the
 network's place, and how an edited one is told from the one that was made.
 
-A variant (made by ``kappamask models quantize``, :mod:`kappamask_core.learning.quantize`) is an ONNX file and a
+A variant (made by ``kappamask models quantize``, :mod:`kappamask_core.models.quantize`) is an ONNX file and a
 card named ``<network id>-<precision>``. Its card records its parent (id and weights sha256), how it was made and
 its check against the parent, and is **sealed** when it is written: :func:`seal` is the sha256 of the card's
 canonical JSON, which names the ONNX file's sha256, so it covers the file's bytes too. A variant is used only when
@@ -27,13 +27,16 @@ from pathlib import Path
 
 from ..foundation.errors import ModelError
 from ..io.files import sha256_file
-from .cards import ModelCard, decisive_differences, load_card, weights_dir
+from .cards import ModelCard, decisive_differences, load_card
+from .folders import weights_dir
 from .resolve import Model
 from .weights import locate_model
 
 log = logging.getLogger(__name__)
 
-PRECISIONS = ("auto", "fp32", "int8", "bf16")
+# auto: a faithful variant on CPUs, else the network as published; fp32: always as published; fp16: the network
+# computed in float16 (for GPUs); int8 / bf16: that variant (an explicit request runs it even when it failed its check)
+PRECISIONS = ("auto", "fp32", "fp16", "int8", "bf16")
 VARIANT_PRECISIONS = ("int8", "bf16")  # the order in which auto tries the faithful ones
 ENGINES = {"int8": "onnxruntime", "bf16": "openvino"}
 FILE_PRECISION = {"int8": "int8", "bf16": "fp32"}  # what the ONNX file holds (a bf16 variant's file is float32)
@@ -203,10 +206,11 @@ def with_precision(model: Model, precision: str = "auto", cpu: bool = True) -> M
         why = problem(model.card)
         if why:
             raise ModelError(f"model {model.card.id} cannot be used: {why}")
-    if model.lookup or model.card.variant or precision == "fp32":
-        if model.card.variant and precision == "fp32":
-            raise ModelError(f"model {model.card.id} is a {model.card.precision} variant; for the network as "
-                             f"published run its parent {model.card.variant['parent']['id']}")
+    if model.lookup or model.card.variant or precision in ("fp32", "fp16"):
+        if model.card.variant and precision in ("fp32", "fp16"):
+            raise ModelError(f"model {model.card.id} is a {model.card.precision} variant; for the network "
+                             f"{'as published' if precision == 'fp32' else 'in float16'} run its parent "
+                             f"{model.card.variant['parent']['id']}")
         return model
     if precision == "auto":
         if not cpu:

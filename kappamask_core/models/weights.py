@@ -2,7 +2,7 @@
 
 * **Finding** (:func:`locate_model`): an explicit file or URL, the Python
   package that ships the file, a path relative to the card, the user's weights
-  folder (:func:`kappamask_core.models.cards.weights_dir`), the card's URL; every file
+  folder (:func:`kappamask_core.models.folders.weights_dir`), the card's URL; every file
   is checked against the card's sha256.
 * **Importing** (:func:`import_keras`): an official Keras HDF5 file becomes an
   ONNX model plus its card, with numpy, h5py and onnx only
@@ -33,12 +33,14 @@ from datetime import datetime, timezone
 from pathlib import Path
 
 from ..foundation.errors import KappaMaskError, ModelError
+from ..foundation.redaction import redact
+from ..foundation.types import PathLike
 from ..foundation.version import __version__
-from ..foundation.redact import redact
 from ..io.files import atomic_files, atomic_path, sha256_file
 from ..io.http import NetworkError, Session, split_userinfo
-from .cards import ModelCard, builtin_card, cache_dir, card_from_dict, load_card, weights_dir
-from .keras_weights import detect_architecture, read_keras_weights, to_roles
+from .cards import ModelCard, builtin_card, card_from_dict, load_card
+from .folders import cache_dir, weights_dir
+from .keras_weights import detect_architecture, input_bands, read_keras_weights, to_roles
 from .onnx_graphs import OPSET, build
 
 log = logging.getLogger(__name__)
@@ -53,6 +55,7 @@ DOWNLOAD_DEADLINE_S = 3600  # for any one file, whatever its rate
 
 
 def offline() -> bool:
+    """True when network access is off ($KAPPAMASK_OFFLINE or --offline)."""
     return os.environ.get(OFFLINE_ENV, "").strip().lower() not in ("", "0", "false", "no")
 
 
@@ -213,6 +216,9 @@ def _fetch(url: str, folder: Path, what: str, offline_hint: str) -> tuple[Path, 
     except NetworkError as exc:
         tmp.unlink(missing_ok=True)
         raise ModelError(f"cannot download {what} from {redact(url)} ({exc}). {offline_hint}") from None
+    except KappaMaskError:  # said above, in full
+        tmp.unlink(missing_ok=True)
+        raise
     except (OSError, http.client.HTTPException, ValueError) as exc:
         tmp.unlink(missing_ok=True)
         reason = getattr(exc, "reason", None) or getattr(exc, "strerror", None) or exc
@@ -328,7 +334,8 @@ def _detect_level(arch: str, channels: int, level: str | None, path) -> str:
                      "input features for both, and the file name does not say); pass --level L1C or --level L2A")
 
 
-def import_keras(path, arch: str | None = None, level: str | None = None, outdir=None, trained: bool = True,
+def import_keras(path: PathLike, arch: str | None = None, level: str | None = None, outdir: PathLike | None = None,
+                 trained: bool = True,
                  source: dict | None = None) -> tuple[Path, Path]:
     """Convert an official-format Keras HDF5 file into an ONNX model and its card; return both paths.
 
@@ -340,7 +347,7 @@ def import_keras(path, arch: str | None = None, level: str | None = None, outdir
     """
     keras = read_keras_weights(path)
     arch = detect_architecture(keras, arch)
-    level = _detect_level(arch, keras.input_channels, level, path)
+    level = _detect_level(arch, input_bands(keras), level, path)
     base = builtin_card(f"{arch}-{level.lower()}")
     source = dict(source or {"file": Path(path).name, "sha256": sha256_file(path)})
     outdir = Path(outdir) if outdir else weights_dir()
@@ -359,9 +366,8 @@ def import_keras(path, arch: str | None = None, level: str | None = None, outdir
 def write_network(arch: str, base: ModelCard, roles: dict, onnx_path, card_path, *, card_id: str, name: str,
                   note: str, trained: bool, provenance: dict) -> tuple[Path, Path]:
     """Build the ONNX graph of ``arch`` from ``roles`` and write it with a card derived from ``base``, both or neither."""
-    import onnx  # heavy, and only needed to write a model
-
     import numpy as np
+    import onnx  # heavy, and only needed to write a model
 
     onnx_path, card_path = Path(onnx_path), Path(card_path)
     damaged = sorted(role for role, arrays in roles.items() if not all(np.isfinite(a).all() for a in arrays))

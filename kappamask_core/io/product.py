@@ -1,0 +1,177 @@
+"""What every reader makes: a :class:`Product`, a Sentinel-2 image whose bands are read lazily at native
+resolution, with the metadata the scaling step needs; and the rules every reader applies alike: the level a
+product's own bands and names tell, the data types a band's values may have, and scalings declared by several
+sources, which must agree (:func:`declared_scaling`, :func:`merge_scaling`)."""
+
+from __future__ import annotations
+
+import logging
+import math
+import re
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any, Protocol
+
+import numpy as np
+
+from ..foundation.bands import BAND_BY_NAME, DEFAULT_QUANTIFICATION
+from ..foundation.errors import BandsError, InputError
+from ..foundation.grid import Grid
+
+log = logging.getLogger(__name__)
+
+OFFSET_BASELINE = (4, 0)  # from processing baseline 04.00 on, DN carry a -1000 offset
+
+
+class Band(Protocol):
+    """One band of a product, read at its native resolution: a file (:class:`kappamask_core.io.bandfiles.FileBand`)
+    or an array held in memory (:class:`kappamask_core.io.arrays.ArrayBand`)."""
+
+    name: str
+    factor: int  # native pixel size in units of the product's 10 m grid
+    shape: tuple[int, int]
+    dtype: str
+
+    def read(self) -> np.ndarray: ...
+
+    def open(self) -> Any: ...
+
+    def read_decimated(self, shape: tuple[int, int], window: object = None) -> np.ndarray: ...
+
+
+@dataclass
+class Product:
+    """A Sentinel-2 image ready for the core steps.
+
+    ``grid`` is the base grid (10 m for products); every band has an integer
+    ``factor`` = its native pixel size in base pixels. ``units`` says whether
+    band values are DN (``dn``) or reflectance (``reflectance``).
+    """
+
+    id: str
+    level: str | None
+    grid: Grid
+    bands: Mapping[str, Band]
+    units: str = "dn"
+    offsets: dict[str, float] = field(default_factory=dict)
+    quantification: dict[str, float] = field(default_factory=lambda: dict(DEFAULT_QUANTIFICATION))
+    baseline: str | None = None
+    datetime: datetime | None = None
+    platform: str | None = None
+    source: str = ""
+    extra: dict = field(default_factory=dict)
+    scaling_source: str | None = None  # what declared the offsets and quantification (None: the defaults)
+
+    def verify(self, names: Iterable[str]) -> None:
+        """Check the named bands' files against the product's manifest, where it has one."""
+        for name in names:
+            verify = getattr(self.bands.get(name), "verify", None)
+            if verify is not None:  # bands of files a manifest lists
+                verify(self.source or self.id)
+
+    def require(self, names: Iterable[str]) -> None:
+        missing = [n for n in names if n not in self.bands]
+        if missing:
+            have = ", ".join(sorted(self.bands)) or "none"
+            raise BandsError(f"{self.source or self.id}: missing band(s) {', '.join(missing)} (found: {have})")
+
+
+def parse_baseline(text: object) -> tuple[int, int]:
+    """A processing baseline such as '04.00', '4.0' or 'N0400' as (major, minor); anything else is an error."""
+    m = re.fullmatch(r"\s*N?(\d{1,2})\.?(\d{2})\s*|\s*(\d{1,2})\.(\d{1,2})\s*", str(text))
+    if not m:
+        raise InputError(f"processing baseline {text!r} is not a version such as 04.00")
+    major, minor = (m.group(1), m.group(2)) if m.group(1) else (m.group(3), m.group(4))
+    return int(major), int(minor)
+
+
+def check_dtype(name: str, dtype, what: str, floats: bool = True, units: str = "dn") -> None:
+    """The data type a band's values may have, whatever holds them: integers (floats only where ``floats``: openEO
+    and xarray cubes), and for spectral DN at least 16 bits (an 8-bit band is a picture, not the band)."""
+    kind = np.dtype(dtype)
+    if np.issubdtype(kind, np.floating) and floats:
+        return
+    if not np.issubdtype(kind, np.integer):
+        raise InputError(f"{what} has data type {dtype}; Sentinel-2 DN must be integers"
+                         + (" (or floating-point values in an array)" if floats else ""))
+    if units == "dn" and BAND_BY_NAME[name].quantification_key != "none" and kind.itemsize < 2:
+        raise InputError(f"{what} holds {dtype} values, which cannot carry Sentinel-2 DN (up to 65535): it was "
+                         "converted to 8 bits (a picture, not the band)")
+
+
+def declared_scaling(declared: dict[str, tuple[float, float]], source: str,
+                     what: str) -> tuple[dict[str, float], dict[str, float]]:
+    """(offsets, quantification) from per-band (scale, offset) pairs, where physical value = DN x scale + offset
+    (GeoTIFF tags, STAC ``raster:bands``): quantification 1 / scale and a DN offset of offset / scale. Bands of
+    one quantification kind must agree on their scale."""
+    offsets: dict[str, float] = {}
+    quantification: dict[str, tuple[float, str]] = {}
+    for name, (scale, offset) in declared.items():
+        if not all(isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
+                   for v in (scale, offset)) or scale <= 0:
+            raise InputError(f"{source}: {what} of {name} give scale {scale!r} and offset {offset!r}; the scale must "
+                             "be a positive number and the offset a number")
+        key = BAND_BY_NAME[name].quantification_key
+        q = round(1.0 / scale, 6)
+        if key in quantification and not math.isclose(quantification[key][0], q, rel_tol=1e-6):
+            other = quantification[key][1]
+            raise InputError(f"{source}: {what} of {other} and {name} give different scales "
+                             f"({1 / quantification[key][0]:g} and {scale:g}); one product's bands share one scale")
+        quantification.setdefault(key, (q, name))
+        offsets[name] = round(offset / scale, 6)  # -0.2 / 0.0001 is -2000.0000000000002 in binary
+    return offsets, {key: q for key, (q, _) in quantification.items()}
+
+
+def merge_scaling(product: "Product", offsets: dict, quantification: dict, what: str) -> None:
+    """Take the scaling ``what`` declares (tags, STAC raster:bands) into the product. Where the product's scaling
+    was already declared (``product.scaling_source``: its metadata file, another declaration), the two must
+    agree: a product whose sources contradict each other is refused, never guessed."""
+    if not offsets and not quantification:
+        return
+    if product.scaling_source is not None:
+        for key, value in quantification.items():
+            have = product.quantification[key]
+            if not math.isclose(have, value, rel_tol=1e-6):
+                raise InputError(f"{product.source}: {what} gives quantification {value:g} for {key} bands, but "
+                                 f"{product.scaling_source} says {have:g}; the sources contradict each other")
+        for name, value in offsets.items():
+            have = product.offsets.get(name, 0.0)
+            if not math.isclose(have, value, abs_tol=1e-3):
+                raise InputError(f"{product.source}: {what} gives band {name} the DN offset {value:g}, but "
+                                 f"{product.scaling_source} says {have:g}; the sources contradict each other")
+        return
+    product.quantification.update(quantification)
+    product.offsets.update(offsets)
+    product.scaling_source = what
+
+
+def level_evidence(names, text: str = "") -> str | None:
+    """The level a product's own bands and names say it is, or None when they do not say."""
+    upper = text.upper()
+    if "MSIL2A" in upper or {"AOT", "WVP", "SCL"} & set(names):
+        return "L2A"
+    if "MSIL1C" in upper or "B10" in names:
+        return "L1C"
+    return None
+
+
+def check_level(level: str | None, names: Iterable[str], text: str, source: str) -> str | None:
+    """The product's level: its own evidence, checked against ``level`` when one is given."""
+    evidence = level_evidence(names, text)
+    if level and evidence and level != evidence:
+        why = ("its file names say MSIL2A" if "MSIL2A" in text.upper() else "its file names say MSIL1C"
+               if "MSIL1C" in text.upper() else "it has B10, which only L1C products carry" if evidence == "L1C"
+               else "it has AOT, WVP or SCL, which only L2A products carry")
+        raise BandsError(f"{source}: level {level} was requested, but the product is {evidence} ({why})")
+    return evidence or level
+
+
+_SAID: set = set()
+
+
+def say_once(message: str) -> None:
+    """A warning a batch that opens the product again (a rerun, each Dask task) need not repeat."""
+    if message not in _SAID:
+        _SAID.add(message)
+        log.warning(message)

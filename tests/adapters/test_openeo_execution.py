@@ -1,0 +1,281 @@
+"""The checked-in process graphs executed as Copernicus Data Space runs them (see tests/helpers/openeo_backend.py).
+
+Every output each process advertises runs, on two dates (the second holds no data), with chunks on a layout
+grid, real neighbouring data in the overlap, float32 input and float32 cell-centre coordinates. The last tests
+show that these executions fail where a backend would: a UDF with a syntax error, an unsupported runtime
+version, a band the collection does not have; and that a graph which drops the context gives another map."""
+
+from __future__ import annotations
+
+import copy
+import json
+
+import numpy as np
+import pytest
+from helpers import ROOT, identity_card, identity_onnx, require, walk
+from helpers import openeo_backend as backend
+
+require("openeo_processes_dask", "openeo_pg_parser_networkx")
+
+
+UDF_CODE = (ROOT / "udf" / "kappamask_udf.py").read_text()
+L2A_EXTENT = {"west": 152.0816, "south": -11.85, "east": 152.10, "north": -11.76}  # T56LMM's strip of data
+L2A_DATES = ["2019-02-20", "2019-02-26"]  # the product's date and the test collection's date without data
+SIX = ["B02", "B03", "B04", "B08", "B11", "B12"]
+
+
+def spec(name: str) -> dict:
+    return json.loads((backend.PG_DIR / f"{name}.json").read_text())
+
+
+TWO_DATES = ["2017-02-16", "2017-02-20"]  # the product's date and the test collection's date without data
+
+
+@pytest.fixture(scope="module")
+def l1c_outputs():
+    """kappamask_l1c on its example area over two dates, for each output it advertises."""
+    return {output: backend.crop_to_extent(backend.execute("kappamask_l1c", temporal_extent=TWO_DATES, options={
+        "model": "ukis-csmask-6b-l1c", "output": output}), "SENTINEL2_L1C")
+        for output in ("classes", "usable", "scores")}
+
+
+def _mutated(name: str, change) -> dict:
+    data = copy.deepcopy(spec(name))
+    change(data)
+    return data
+
+
+def _set_udf(data, edit):
+    for node in walk(data["process_graph"]):
+        if node["process_id"] == "run_udf":
+            edit(node["arguments"])
+
+
+def _set_node(data, process_id, edit):
+    for node in walk(data["process_graph"]):
+        if node["process_id"] == process_id:
+            edit(node["arguments"])
+
+
+MUTATIONS = {
+    "a UDF with a syntax error": (
+        lambda d: _set_udf(d, lambda a: a.update(udf=a["udf"].replace("def apply_datacube(", "def apply_datacube(("))),
+        SyntaxError),
+    "an unsupported runtime version": (lambda d: _set_udf(d, lambda a: a.update(version="9.99")), "InvalidVersion"),
+    "a band the collection does not have": (
+        lambda d: _set_node(d, "load_collection", lambda a: a.update(bands=["B02", "B03", "B04", "B08", "B11", "B13"])),
+        "has no band"),
+}
+INLINE = '# /// script\n# dependencies = [\n#   "onnxruntime",\n# ]\n# ///\n'
+
+
+def test_a_process_runs_with_no_arguments_at_all():
+    """The example extents and default options make a call without arguments work (the openEO Web Editor)."""
+    out = backend.execute("kappamask_l1c")
+    assert out.sizes["t"] == 1 and [str(b) for b in out["bands"].values] == ["kappamask"]
+    assert (out.values > 0).mean() > 0.99
+
+
+def test_each_output_runs_on_every_date_with_what_the_backend_hands_the_udf(l1c_outputs):
+    classes, usable, scores = (l1c_outputs[o] for o in ("classes", "usable", "scores"))
+    assert [str(b) for b in classes["bands"].values] == ["kappamask"]
+    assert [str(b) for b in usable["bands"].values] == ["usable"]
+    assert [str(b) for b in scores["bands"].values] == ["missing", "clear", "cloud_shadow", "semi_transparent_cloud",
+                                                        "cloud"]
+    for cube in (classes, usable, scores):
+        assert cube.dims == ("t", "bands", "y", "x") and cube.sizes["t"] == 2 and cube.dtype == np.float32
+    # what each call of the UDF received: one date (t size P1D), float32 data and float32 coordinates, 512 px
+    chunks = backend.LOG["chunks"]
+    assert chunks and all(c["dims"] == ("bands", "y", "x") and c["dtype"] == "float32" and
+                          c["x_dtype"] == "float32" and c["shape"][1:] == (512, 512) for c in chunks)
+    real, empty = classes.isel(t=0, bands=0).values, classes.isel(t=1, bands=0).values
+    assert (empty == 0).all() and (usable.isel(t=1).values == 255).all() and (scores.isel(t=1).values == 0).all()
+    assert (real > 0).all() and len(np.unique(real)) >= 3
+    # the three outputs describe the same map: usable is clear (255 where missing), scores peak at the class
+    np.testing.assert_array_equal(usable.values == 1, classes.values == 1)
+    np.testing.assert_array_equal(usable.values == 255, classes.values == 0)
+    np.testing.assert_array_equal(scores.isel(t=0).argmax("bands").values, real)
+
+
+def test_the_executed_map_agrees_with_a_direct_run_of_the_same_area(l1c_outputs):
+    from kappamask_core import classify
+
+    loaded = backend.load_collection("SENTINEL2_L1C", spec("kappamask_l1c")["parameters"][0]["default"], None, SIX)
+    direct = classify(backend.crop_to_extent(loaded, "SENTINEL2_L1C").isel(t=0), "ukis-csmask-6b-l1c",
+                      level="L1C").values
+    agreement = float((l1c_outputs["classes"].isel(t=0, bands=0).values == direct).mean())
+    print(f"kappamask_l1c executed in chunks agrees with a direct run of the same area on {100 * agreement:.2f} %")
+    # at 30 m a 512 px chunk is 171 working pixels, less than one of the model's 256 px tiles, and its output
+    # depends on context (docs/house.md); exactness of the chunk mechanics is the next test's
+    assert agreement > 0.85
+
+
+def test_a_context_free_model_gives_exactly_the_direct_result(tmp_path):
+    """With a per-pixel (identity) model the executed graph equals a direct run on every pixel, dates and buffer
+    edges included: chunking, overlap, layout offset, float32 coordinates and the options' path are exact."""
+    from kappamask_core.faces.datacube import classify_datacube
+
+    bands = ("B02", "B03", "B04", "B08", "B11", "B12")
+    identity_onnx(tmp_path / "identity.onnx", 6)
+    card = identity_card(tmp_path / "card.json", bands,
+                         ("clear", "cloud_shadow", "semi_transparent_cloud", "cloud", "clear", "cloud"),
+                         tile=64, overlap=8, levels=("L1C",))
+    out = backend.execute("kappamask_l1c", temporal_extent=TWO_DATES, options={"model": str(card)})
+    loaded = backend.load_collection("SENTINEL2_L1C", spec("kappamask_l1c")["parameters"][0]["default"],
+                                     TWO_DATES, list(bands))
+    direct = classify_datacube(loaded, model=str(card), level="L1C")
+    np.testing.assert_array_equal(out.values, direct.values.astype(np.float32))
+
+
+def test_kappamask_mask_masks_exactly_the_unusable_pixels_whatever_output_is_asked():
+    options = {"model": "ukis-csmask-6b-l2a", "buffer": {"cloud": 100}}
+    # the caller asks for scores; the mask process sets its own output (usable) beside the options
+    masked = backend.execute("kappamask_mask", spatial_extent=L2A_EXTENT, temporal_extent=L2A_DATES,
+                             bands=["B04", "B08"], options={**options, "output": "scores"})
+    usable = backend.execute("kappamask_l2a", spatial_extent=L2A_EXTENT, temporal_extent=L2A_DATES,
+                             options={**options, "output": "usable"})
+    data = backend.load_collection("SENTINEL2_L2A", L2A_EXTENT, L2A_DATES, ["B04", "B08"])
+    assert [str(b) for b in usable["bands"].values] == ["usable"]
+    keep = (usable.isel(bands=0) == 1).values
+    assert keep.any() and (~keep).any() and masked.sizes["t"] == 2
+    assert np.isnan(masked.values[:, 0][~keep]).all() and np.isnan(masked.values[:, 1][~keep]).all()
+    np.testing.assert_array_equal(masked.values[:, :, keep[0]], data.values[:, :, keep[0]])
+
+
+def test_a_cloud_buffer_grows_cloud_and_nothing_else():
+    plain = backend.execute("kappamask_l2a", spatial_extent=L2A_EXTENT, temporal_extent=L2A_DATES,
+                            options={"model": "ukis-csmask-6b-l2a"})
+    grown = backend.execute("kappamask_l2a", spatial_extent=L2A_EXTENT, temporal_extent=L2A_DATES,
+                            options={"model": "ukis-csmask-6b-l2a", "buffer": {"cloud": 200}})
+    a, b = plain.isel(t=0, bands=0).values, grown.isel(t=0, bands=0).values
+    assert (a == 4).sum() > 0 and (b == 4).sum() > (a == 4).sum()
+    assert ((a == 4) <= (b == 4)).all()  # no cloud pixel is lost
+    changed = a != b
+    assert (b[changed] == 4).all() and (a[changed] != 0).all()  # only clear/shadow became cloud; missing stays
+
+
+@pytest.mark.parametrize("metres,exact", [(300, True), (320, True), (600, False)])
+def test_buffers_are_exact_up_to_the_chunk_overlap(tmp_path, metres, exact):
+    """A buffer needs the classes within its radius: up to the 32 px (320 m) overlap every chunk has them, so the
+    executed map equals a buffered direct run of the whole area; a wider buffer is cut at chunk edges."""
+    from kappamask_core import ClassifyOptions
+    from kappamask_core.faces.datacube import classify_datacube
+
+    bands = ("B02", "B03", "B04", "B08", "B11", "B12")
+    identity_onnx(tmp_path / "identity.onnx", 6)
+    card = identity_card(tmp_path / "card.json", bands, ("clear", "cloud_shadow", "semi_transparent_cloud", "cloud",
+                                                         "clear", "clear"), tile=64, overlap=8, levels=("L1C",))
+    options = {"model": str(card), "buffer": {"cloud": metres}}
+    out = backend.execute("kappamask_l1c", options=options)
+    loaded = backend.load_collection("SENTINEL2_L1C", spec("kappamask_l1c")["parameters"][0]["default"],
+                                     spec("kappamask_l1c")["parameters"][1]["default"], list(bands))
+    direct = classify_datacube(loaded, model=str(card), level="L1C",
+                               options=ClassifyOptions(buffers={"cloud": metres})).values.astype(np.float32)
+    unbuffered = classify_datacube(loaded, model=str(card), level="L1C").values
+    assert ((direct == 4) & (unbuffered != 4)).sum() > 100  # the buffer did grow the clouds
+    equal = np.array_equal(out.values, direct)
+    assert equal == exact, f"{metres} m: {(out.values != direct).sum()} pixels differ"
+
+
+@pytest.mark.parametrize("output,labels", [("classes", ["kappamask"]), ("usable", ["usable"]),
+                                           ("scores", ["missing", "clear", "cloud_shadow",
+                                                       "semi_transparent_cloud", "cloud"])])
+def test_apply_metadata_names_the_bands_the_udf_returns(output, labels):
+    from openeo.metadata import Band, BandDimension, CubeMetadata, SpatialDimension, TemporalDimension
+
+    from kappamask_core.faces.datacube import OUTPUT_BANDS
+
+    metadata = CubeMetadata(dimensions=[
+        TemporalDimension(name="t", extent=None), SpatialDimension(name="x", extent=None),
+        SpatialDimension(name="y", extent=None), BandDimension(name="bands", bands=[Band(b) for b in SIX])])
+    namespace = {}
+    exec(compile(UDF_CODE, "kappamask_udf.py", "exec"), namespace)
+    assert namespace["OUTPUT_BANDS"] == OUTPUT_BANDS  # the UDF's copy (it runs without the archive) is the core's
+    # the processes nest the caller's options: the keys beside them win
+    assert namespace["apply_metadata"](metadata, {"options": {"output": "classes"}, "output": output}).band_names \
+        == labels
+
+
+@pytest.mark.parametrize("mutation", sorted(MUTATIONS))
+def test_an_execution_fails_where_a_backend_refuses(mutation):
+    change, expected = MUTATIONS[mutation]
+    broken = _mutated("kappamask_l1c", change)
+    if isinstance(expected, type):
+        with pytest.raises(expected):
+            backend.execute_spec(broken, options={"model": "ukis-csmask-6b-l1c"})
+    else:
+        with pytest.raises(Exception, match=expected):
+            backend.execute_spec(broken, options={"model": "ukis-csmask-6b-l1c"})
+
+
+def test_a_graph_that_drops_the_context_fails_instead_of_running_another_model(tmp_path):
+    """Without the context the UDF knows neither the caller's model nor the level (six bands are in L1C and
+    L2A alike): it must refuse, not run its default model on a guessed level."""
+    bands = ("B02", "B03", "B04", "B08", "B11", "B12")
+    identity_onnx(tmp_path / "identity.onnx", 6)
+    card = identity_card(tmp_path / "card.json", bands, ("clear", "cloud_shadow", "semi_transparent_cloud", "cloud",
+                                                         "clear", "cloud"), tile=64, overlap=8, levels=("L1C",))
+    kept = backend.execute("kappamask_l1c", options={"model": str(card)})
+    assert kept.sizes["bands"] == 1
+    with pytest.raises(ValueError, match='give the level'):
+        backend.execute_spec(_mutated("kappamask_l1c", lambda d: _set_node(
+            d, "apply_neighborhood", lambda a: a.pop("context"))), options={"model": str(card)})
+
+
+def test_the_whole_time_series_per_call_gives_the_same_map():
+    """Without a t size the UDF gets every date at once (more memory, the same result)."""
+    def whole_series(data):
+        _set_node(data, "apply_neighborhood", lambda a: a.update(size=[s for s in a["size"] if s["dimension"] != "t"]))
+
+    per_date = backend.execute("kappamask_l1c", temporal_extent=TWO_DATES, options={"model": "ukis-csmask-6b-l1c"})
+    whole = backend.execute_spec(_mutated("kappamask_l1c", whole_series), temporal_extent=TWO_DATES,
+                                 options={"model": "ukis-csmask-6b-l1c"})
+    assert all(c["dims"] == ("t", "bands", "y", "x") for c in backend.LOG["chunks"])
+    np.testing.assert_array_equal(whole.values, per_date.values)
+
+
+def test_the_published_processes_trigger_no_install_and_an_inline_block_would_cost_one_per_call(tmp_path):
+    """geopyspark-driver pip-installs a UDF's inline (PEP 723) dependencies before every batch job and, in zip mode
+    (Copernicus Data Space), unpacks them for every run_udf call. The published processes declare none: no
+    install, no unpack. The same process with an inline block for onnxruntime: one install per job, one unpack of
+    the whole onnxruntime per chunk and date."""
+    from helpers import WHEEL_CACHE, cached_wheels
+    from kappamask_udf.archive import onnxruntime_wheel
+    from kappamask_udf.processes import Publication, build_templates
+
+    wheel = cached_wheels(["onnxruntime-*cp311*manylinux*x86_64.whl"], lambda: [onnxruntime_wheel(WHEEL_CACHE)])[0]
+    published = build_templates("default", Publication("https://example.org/kappamask", "0" * 64))["kappamask_l1c"]
+    url = "https://example.org/kappamask/kappamask_l1c.json"
+    caller = {"call1": {"process_id": "kappamask_l1c", "namespace": url, "arguments": {}, "result": True}}
+    plain = copy.deepcopy(published)
+    for node in walk(plain["process_graph"]):  # the archive's URL cannot be reached here: the test's own install
+        if node["process_id"] == "apply_neighborhood":
+            node["arguments"]["context"] = {k: v for k, v in node["arguments"]["context"].items()
+                                            if not k.startswith("dependency_")}
+    costs = {}
+    for name, udf in (("published", UDF_CODE), ("inline block", INLINE + UDF_CODE)):
+        spec_ = copy.deepcopy(plain)
+        for node in walk(spec_["process_graph"]):
+            if node["process_id"] == "run_udf":
+                node["arguments"]["udf"] = udf
+        work = tmp_path / name.replace(" ", "_")
+        work.mkdir()
+        state = backend.prepare_batch_job(caller, wheel.parent, work, specs={url: spec_})
+        backend.execute_spec(spec_)
+        costs[name] = dict(state, calls=len(backend.LOG["chunks"]))
+    assert costs["published"]["dependencies"] == [] and costs["published"]["installs"] == 0
+    assert costs["published"]["unpacks"] == 0
+    inline = costs["inline block"]
+    assert inline["dependencies"] == ["onnxruntime"] and inline["installs"] == 1
+    assert inline["unpacks"] == inline["calls"] > 1
+    print(f"\ninline block: install {inline['install_s']:.1f} s, {inline['unpacks']} unpacks of onnxruntime "
+          f"({inline['unpack_s'] / inline['unpacks']:.2f} s each); published: none")
+
+
+def test_a_failed_install_fails_the_job(tmp_path):
+    spec_ = copy.deepcopy(spec("kappamask_l1c"))
+    for node in walk(spec_["process_graph"]):
+        if node["process_id"] == "run_udf":
+            node["arguments"]["udf"] = INLINE.replace("onnxruntime", "no-such-package-kappamask") + UDF_CODE
+    with pytest.raises(RuntimeError, match="UdfDependencyHandlingFailure"):
+        backend.prepare_batch_job(spec_["process_graph"], tmp_path, tmp_path)

@@ -1,0 +1,62 @@
+"""Tile layouts and grids: tile counts, starts, padding and the stitching weights."""
+
+import numpy as np
+import pytest
+
+from kappamask_core.chain.stitch import stitch_array
+from kappamask_core.foundation.grid import Grid, TileLayout, axis_weights, tile_count
+
+
+def test_full_product_tile_counts():
+    # KappaMask: 512 px tiles, 32 px overlap over 10980 px -> 23 x 23 = 529 tiles; no overlap -> 22 x 22 = 484
+    assert len(TileLayout(10980, 10980, 512, 32)) == 529
+    assert len(TileLayout(10980, 10980, 512, 0)) == 484
+    assert tile_count(100, 512, 32) == 1
+
+
+@pytest.mark.parametrize("mode", ["crop", "blend"])
+@pytest.mark.parametrize("pad_mode", ["constant", "symmetric"])
+@pytest.mark.parametrize(
+    "h,w,tile,overlap,margin",
+    [(10, 13, 8, 2, 0), (100, 37, 16, 5, 0), (5, 3, 16, 4, 0), (64, 64, 16, 0, 0), (97, 101, 32, 31, 0),
+     (10, 13, 8, 2, 3), (100, 37, 16, 6, 7), (1, 1, 8, 2, 3), (256, 512, 256, 52, 51)],
+)
+def test_identity_model_reproduces_input(h, w, tile, overlap, margin, mode, pad_mode):
+    rng = np.random.default_rng(h * w + tile)
+    array = rng.random((3, h, w)).astype(np.float32)
+    layout = TileLayout(h, w, tile, overlap, margin)
+    out = stitch_array(array, layout, lambda batch: batch, mode, pad_mode)
+    np.testing.assert_allclose(out, array, rtol=1e-5, atol=1e-6)
+
+
+def test_tiles_cover_raster_and_start_before_edge_with_margin():
+    layout = TileLayout(300, 200, 64, 16, 10)
+    assert layout.row_starts()[0] == -10
+    assert layout.row_starts()[-1] + 64 >= 300
+    assert layout.padding(300) == (10, layout.row_starts()[-1] + 64 - 300)
+
+
+@pytest.mark.parametrize("overlap", [1, 2, 7, 32])
+def test_blend_weights_sum_to_one_across_overlap(overlap):
+    tile = 64
+    a = axis_weights(tile, overlap, True, False, "blend")
+    b = axis_weights(tile, overlap, False, True, "blend")
+    np.testing.assert_allclose(a[tile - overlap :] + b[:overlap], 1.0, rtol=1e-6)
+
+
+@pytest.mark.parametrize("overlap", [1, 2, 7, 32])
+def test_crop_weights_hand_each_pixel_to_one_tile(overlap):
+    tile = 64
+    a = axis_weights(tile, overlap, True, False, "crop")
+    b = axis_weights(tile, overlap, False, True, "crop")
+    np.testing.assert_array_equal(a[tile - overlap :] + b[:overlap], 1.0)
+    assert a[: tile - overlap].min() == 1 and b[overlap:].min() == 1
+
+
+def test_grid_coarsen_covers_the_grid():
+    from affine import Affine
+
+    g = Grid(10980, 10980, Affine(10, 0, 0, 0, -10, 0))
+    c = g.coarsen(3)
+    assert c.shape == (3660, 3660) and c.resolution == 30
+    assert Grid(7, 7).coarsen(3).shape == (3, 3)

@@ -1,0 +1,79 @@
+"""Writers: class-map overviews, streamed scores and quicklooks."""
+
+from __future__ import annotations
+
+import logging
+
+import numpy as np
+import rasterio
+
+from kappamask_core.faces.cli import main
+
+
+def test_quicklook_of_a_small_input_keeps_its_legend(bigearthnet, tmp_path):
+    from PIL import Image, ImageDraw
+
+    patch = next(p for p in sorted(bigearthnet.iterdir()) if p.is_dir())
+    assert main(["classify", str(patch), "-o", str(tmp_path), "--model", "default", "--no-progress"]) == 0
+    image = Image.open(next(tmp_path.glob("*.png")))
+    probe = ImageDraw.Draw(Image.new("RGB", (1, 1)))
+    widest = 30 + probe.textlength("3 Semi-transparent cloud  (not predicted by this model)")
+    assert image.width >= widest and image.height > 256
+
+
+def test_quicklook_of_a_sliver_shows_the_data(t56lmm, tmp_path):
+    from PIL import Image
+
+    assert main(["classify", str(t56lmm), "-o", str(tmp_path), "--model", "default", "--no-progress"]) == 0
+    image = np.asarray(Image.open(next(tmp_path.glob("*.png"))).convert("RGB"))
+    panel_height = image.shape[0] - (28 + 20 * 5)
+    # the classes panel: the rightmost run of columns that are not the canvas's background (the legend may make
+    # the canvas wider than the two panels)
+    used = ~(image[:panel_height] == (32, 32, 32)).all(axis=2).all(axis=0)
+    last = int(np.flatnonzero(used)[-1])
+    first = last - int(np.flatnonzero(~used[: last + 1][::-1])[0]) + 1
+    classes_panel = image[:panel_height, first : last + 1]
+    black = (classes_panel.sum(axis=2) == 0).mean()
+    # what the panel should show: the data's bounding box plus a 2 % margin, recomputed here from the COG
+    with rasterio.open(next(tmp_path.glob("*.tif"))) as ds:
+        classes = ds.read(1)
+    rows, cols = np.flatnonzero((classes != 0).any(axis=1)), np.flatnonzero((classes != 0).any(axis=0))
+    pad = max(2, max(rows[-1] + 1 - rows[0], cols[-1] + 1 - cols[0]) // 50)
+    window = classes[max(0, rows[0] - pad) : rows[-1] + 1 + pad, max(0, cols[0] - pad) : cols[-1] + 1 + pad]
+    expected = float((window == 0).mean())
+    print(f"T56LMM quicklook: {image.shape[1]} x {image.shape[0]} px, {100 * black:.1f} % black; "
+          f"{100 * expected:.1f} % of its window is missing")
+    assert abs(black - expected) < 0.02 and expected < (classes == 0).mean() - 0.4  # the tile is 99.9 % missing
+
+
+def test_scores_stream_to_disk_and_equal_the_in_memory_scores(band_folder, tmp_path):
+    from kappamask_core import ClassifyOptions, run
+
+    out = tmp_path / "out"
+    assert main(["classify", str(band_folder), "-o", str(out), "--model", "default", "--scores",
+                 "--no-progress"]) == 0
+    assert sorted(p.name for p in out.iterdir()) == [
+        "T33UUU_20170216T102101_kappamask.json", "T33UUU_20170216T102101_kappamask.png",
+        "T33UUU_20170216T102101_kappamask.tif", "T33UUU_20170216T102101_scores.tif"]
+    expected = run(band_folder, "default", options=ClassifyOptions(scores=True)).scores
+    with rasterio.open(out / "T33UUU_20170216T102101_scores.tif") as ds:
+        np.testing.assert_allclose(ds.read(), expected, atol=1e-6)
+        assert [ds.tags(i + 1)["class"] for i in range(ds.count)] == [
+            "missing", "clear", "cloud_shadow", "semi_transparent_cloud", "cloud"]
+
+
+def test_class_map_overviews_hold_class_values_and_gdal_stays_quiet(caplog, tmp_path):
+    from affine import Affine
+    from rasterio.crs import CRS
+
+    from kappamask_core.foundation.grid import Grid
+    from kappamask_core.io.writers import write_cog
+
+    classes = np.random.default_rng(0).integers(0, 5, (2048, 2048)).astype(np.uint8)
+    with caplog.at_level(logging.INFO):
+        out = write_cog(tmp_path / "map.tif", classes,
+                        Grid(2048, 2048, Affine(10, 0, 0, 0, -10, 0), CRS.from_epsg(32633)))
+    assert not [r for r in caplog.records if "palette" in r.getMessage()]
+    with rasterio.open(out) as ds:
+        assert ds.overviews(1) == [2, 4]
+        assert set(np.unique(ds.read(1, out_shape=(512, 512)))) <= {0, 1, 2, 3, 4}
