@@ -11,7 +11,8 @@ the command line). The names below are the ones most users need.
 """
 
 from .chain import Classification, ClassifyOptions
-from .faces import classify, classify_datacube, classify_many, classify_to_files, make_variant, run
+from .faces import (classify, classify_cube, classify_datacube, classify_many, classify_to_files, composite,
+                    make_variant, run)
 from .foundation import (
                          CLASSES,
                          BandsError,
@@ -27,5 +28,5 @@ from .models import Model, ModelCard, resolve_model
 
 __all__ = ["CLASSES", "BandsError", "Classification", "ClassifyOptions", "InputError", "KappaMaskError", "Model",
            "ModelCard", "ModelError", "OutputError", "Product", "TrainingError", "__version__", "classify",
-           "classify_datacube", "classify_many", "classify_to_files", "make_variant", "open_product",
-           "resolve_model", "run"]
+           "classify_cube", "classify_datacube", "classify_many", "classify_to_files", "composite", "make_variant",
+           "open_product", "resolve_model", "run"]

@@ -17,7 +17,7 @@ from datetime import datetime
 from pathlib import Path
 from urllib.parse import urljoin
 
-from kappamask_core.foundation import BAND_BY_NAME, InputError, normalise_band_name, redact
+from kappamask_core.foundation import BAND_BY_NAME, InputError, asset_band, redact
 from kappamask_core.io import (
     OFFSET_BASELINE,
     Product,
@@ -31,23 +31,9 @@ from kappamask_core.io import (
     tag_scaling,
 )
 
-RESOLUTION_SUFFIX = re.compile(r"^(.*?)[_-](\d{2})m$", re.IGNORECASE)
 FETCH_DEADLINE_S = 120.0  # an item or metadata asset over HTTP, however slowly it trickles
 MAX_JSON_BYTES = 32 << 20
 METADATA_KEYS = ("product_metadata", "product-metadata", "metadata", "MTD_MSIL1C", "MTD_MSIL2A", "mtd")
-
-
-def _band_of(key: str) -> tuple[str, int] | None:
-    """Asset key -> (band name, resolution in m), or None for non-band assets."""
-    base, res = key, None
-    m = RESOLUTION_SUFFIX.match(key)
-    if m:
-        base, res = m.group(1), int(m.group(2))
-    try:
-        name = normalise_band_name(base)
-    except KeyError:
-        return None
-    return name, res or BAND_BY_NAME[name].resolution
 
 
 def gdal_path(href: str, base: str | None) -> str:
@@ -99,7 +85,7 @@ def open_item(source, level: str | None = None) -> Product:
     for key, asset in assets.items():
         if key.lower().endswith("-jp2") and key[:-4] in assets:
             continue  # Earth Search lists each band twice: prefer the COG
-        found = _band_of(key)
+        found = asset_band(key)
         if found is None or not isinstance(asset, dict) or not isinstance(asset.get("href"), str):
             continue
         name, res = found

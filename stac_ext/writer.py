@@ -203,6 +203,66 @@ def item_dict(item) -> dict:
     return item.to_dict(include_self_link=False, transform_hrefs=False)
 
 
+def build_composite_item(info, paths: dict, files: dict):
+    """The STAC item of a composite (:class:`kappamask_core.faces.composite.CompositeFiles`): its bands with
+    ``eo:bands`` and ``raster:bands``, the clear-observation count and the dates as assets, and the dates,
+    products and models that made it."""
+    import pystac
+
+    from kappamask_core.foundation import BAND_BY_NAME
+
+    grid = info.grid
+    west, north = grid.transform * (0, 0)
+    east, south = grid.transform * (grid.width, grid.height)
+    geom, bbox = _lonlat_box(grid.crs, west, south, east, north)
+    start, end = (datetime.fromisoformat(d).replace(tzinfo=timezone.utc) for d in (info.dates[0], info.dates[-1]))
+    props = {
+        "start_datetime": start.isoformat().replace("+00:00", "Z"),
+        "end_datetime": end.isoformat().replace("+00:00", "Z"),
+        "kappamask:composite": {"method": info.method, "dates": info.dates, "products": info.products,
+                                "models": info.models, "buffers_m": info.buffers,
+                                "clear_share": round(info.clear_share, 6)},
+        "processing:software": {"kappamask": __version__},
+        "processing:lineage": (f"{info.method} composite of {len(info.products)} products ({info.dates[0]} to "
+                               f"{info.dates[-1]}) over the pixels their KappaMask classes call clear"
+                               + (" after buffering" if info.buffers else "") + f" (models: {', '.join(info.models)})"),
+        **_projection(grid),
+    }
+    item = pystac.Item(id=Path(paths["bands"]).stem, geometry=geom, bbox=bbox, datetime=None, properties=props,
+                       stac_extensions=[EXTENSIONS[k] for k in ("eo", "raster", "projection", "file", "processing")])
+    bands = [{"name": name, **({"common_name": BAND_BY_NAME[name].common_name}
+                                if BAND_BY_NAME[name].common_name else {})} for name in info.bands]
+    item.add_asset("composite", pystac.Asset(
+        href=Path(paths["bands"]).name, media_type=COG_MEDIA_TYPE, roles=["data"],
+        title=f"{info.method} composite (reflectance x 10000)",
+        extra_fields={"eo:bands": bands,
+                      "raster:bands": [{"data_type": "uint16", "nodata": 0, "scale": 0.0001, "offset": 0,
+                                        "spatial_resolution": grid.resolution} for _ in info.bands],
+                      **_file_info(Path(files["bands"]))}))
+    item.add_asset("clear_count", pystac.Asset(
+        href=Path(paths["clear_count"]).name, media_type=COG_MEDIA_TYPE, roles=["data"],
+        title="Clear observations per pixel",
+        extra_fields={"raster:bands": [{"data_type": "uint16", "spatial_resolution": grid.resolution}],
+                      **_file_info(Path(files["clear_count"]))}))
+    if "date" in paths:
+        item.add_asset("date", pystac.Asset(
+            href=Path(paths["date"]).name, media_type=COG_MEDIA_TYPE, roles=["data"],
+            title="Date each pixel was taken from (days since 1970-01-01)",
+            extra_fields={"raster:bands": [{"data_type": "int32", "nodata": -1,
+                                            "spatial_resolution": grid.resolution}],
+                          **_file_info(Path(files["date"]))}))
+    return item
+
+
+def _lonlat_box(crs, west, south, east, north) -> tuple[dict, list[float]]:
+    if crs is not None:
+        from rasterio.warp import transform_bounds
+
+        west, south, east, north = transform_bounds(crs, "EPSG:4326", west, south, east, north)
+    return ({"type": "Polygon", "coordinates": [[[west, south], [east, south], [east, north], [west, north],
+                                                  [west, south]]]}, [west, south, east, north])
+
+
 class StacItemOutput:
     """The ``kappamask.outputs`` plugin: a STAC item beside each product's COG, a collection over a run."""
 
@@ -233,6 +293,15 @@ class StacItemOutput:
         except (OSError, ValueError, KeyError, TypeError):
             return False
         return True
+
+    @staticmethod
+    def composite_file_names(stem: str) -> dict[str, str]:
+        return {"stac_item": f"{stem}.json"}
+
+    @staticmethod
+    def write_composite(info, finals: dict, temps: dict) -> None:
+        item = build_composite_item(info, finals, temps)
+        Path(temps["stac_item"]).write_text(json.dumps(item_dict(item), indent=2) + "\n")
 
     @staticmethod
     def finish(written: list[dict], outdir, encoding: str) -> None:

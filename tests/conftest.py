@@ -229,3 +229,20 @@ def silent():
     for conn in accepted:
         conn.close()
     sock.close()
+
+
+@pytest.fixture(scope="session")
+def stac_api():
+    """A real STAC API (stac-fastapi-pgstac on PostgreSQL with PostGIS), started once for the session."""
+    import os
+
+    from helpers import STRICT_ENV, stac_api_server
+
+    reason = stac_api_server.missing()
+    if reason:
+        if os.environ.get(STRICT_ENV):
+            pytest.fail(f"the STAC API cannot be started: {reason}")
+        pytest.skip(f"no STAC API here: {reason}")
+    server = stac_api_server.start()
+    yield server
+    server.stop()

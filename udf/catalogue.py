@@ -30,7 +30,8 @@ from kappamask_core.io import atomic_files
 from kappamask_core.models import resolve_card
 
 from .archive import build_archive, onnxruntime_wheel
-from .processes import ARCHIVE_NAME, CHUNK, EXAMPLE_AREAS, EXAMPLE_DATES, Publication, build_templates, model_levels
+from .processes import (ARCHIVE_NAME, CHUNK, EXAMPLE_AREAS, EXAMPLE_DATES, TIMELESS, Publication, build_templates,
+                        model_levels)
 
 CDSE_FEDERATION = "https://openeofed.dataspace.copernicus.eu"
 PLATFORM_RECORD = "../../../../platform_catalog/cdse_openeo_federation.json"  # the catalogue's own record of CDSE
@@ -62,6 +63,8 @@ def reference_files(pid: str) -> list[str]:
     """What a GTiff batch job of the process's example returns, as the catalogue downloads it: the first example
     date's GeoTIFF and the results' metadata (``download_results(include_stac_metadata=True)``)."""
     level = "L1C" if pid.endswith("l1c") else "L2A"
+    if pid in TIMELESS:  # a cube without dates: one file, named without a date
+        return ["openEO.tif", "job-results.json"]
     return [f"openEO_{EXAMPLE_DATES[level][0]}Z.tif", "job-results.json"]
 
 

@@ -25,7 +25,8 @@ TIME_STEP = "P1D"  # one date per UDF call: a chunk's memory does not grow with 
 DEPENDENCY_FOLDER = "kappamask_deps"
 ARCHIVE_NAME = "kappamask_udf_deps.zip"
 COLLECTIONS = {"L1C": "SENTINEL2_L1C", "L2A": "SENTINEL2_L2A"}
-PROCESS_IDS = ("kappamask_l1c", "kappamask_l2a", "kappamask_mask")
+PROCESS_IDS = ("kappamask_l1c", "kappamask_l2a", "kappamask_mask", "kappamask_composite")
+TIMELESS = ("kappamask_composite",)  # processes whose result has no time dimension
 UDF_PYTHON = "3.11"  # the runtime the dependency archive is built for (onnxruntime's binary wheel too)
 MASK_OUTPUT = "usable"  # kappamask_mask keeps the pixels whose usable value is 1 (clear after buffering)
 # Small areas on real products, so that each process runs with no arguments (the openEO Web Editor, the benchmark
@@ -222,7 +223,7 @@ def build_templates(model: str = "default", publication: Publication | None = No
     returns = {"description": "A raster data cube.", "schema": {"type": "object", "subtype": "datacube"}}
     levels = model_levels(model)
     skipped = [pid for pid in PROCESS_IDS if not any(pid.endswith(lvl.lower()) for lvl in levels)
-               and not (pid == "kappamask_mask" and "L2A" in levels)]
+               and not (pid in ("kappamask_mask", "kappamask_composite") and "L2A" in levels)]
     if skipped:
         log.warning("model %s takes %s products only: %s not written (each would fail on the other level)", model,
                     "/".join(levels), ", ".join(skipped))
@@ -271,6 +272,19 @@ def build_templates(model: str = "default", publication: Publication | None = No
                      "(options.buffer) are masked as well."),
         parameters=[spatial_extent, temporal_extent, bands, options],
         returns=returns, categories=["cubes", "cloud detection", "masks"], **extras(card))
+    # the same masked cube, reduced over time: each band's median of the clear observations (openEO's median
+    # leaves no-data out), as users build it with SCL, here with KappaMask
+    composite = masked.reduce_dimension(dimension="t", reducer="median")
+    templates["kappamask_composite"] = build_process_dict(
+        composite, process_id="kappamask_composite",
+        summary=f"A cloud-free median composite of Sentinel-2 L2A over time ({card.name})",
+        description=(f"Classifies every date of SENTINEL2_L2A with model {card.id} ({card.name}), masks every pixel "
+                     "that is not clear (cloud, cloud shadow, semi-transparent cloud, missing, and the buffers of "
+                     "options.buffer) and returns, band by band, the median of the clear observations over the "
+                     "time interval; a pixel without a clear observation is no-data. The result has no time "
+                     "dimension."),
+        parameters=[spatial_extent, temporal_extent, bands, options],
+        returns=returns, categories=["cubes", "cloud detection", "composites"], **extras(card))
     return templates
 
 

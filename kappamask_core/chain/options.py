@@ -22,7 +22,8 @@ class ClassifyOptions:
     """How to run a model; every face (API, CLI, UDF) passes one of these."""
 
     overlap: int | None = None  # working-grid pixels; None = the card's
-    margin: int | None = None  # tiles start this far before the edge; None = the card's
+    # tiles start this far before the edge (rows, columns where they differ: a cube's chunks); None = the card's
+    margin: int | tuple[int, int] | None = None
     stitch: str = "crop"  # "crop" (KappaMask's centre-crop mosaic) or "blend"
     batch_size: int | None = None  # tiles per inference call; None: 1 on CPU (least memory, same speed), 8 on CUDA
     device: str = "auto"  # auto | cpu | cuda | tensorrt
@@ -51,9 +52,6 @@ class ClassifyOptions:
             raise InputError(f"resampling must be one of {resample.METHODS}, not {self.resampling!r}")
         if self.decode not in DECODES:
             raise InputError(f"decode must be one of {DECODES}, not {self.decode!r}")
-        for name in ("overlap", "margin"):
-            if getattr(self, name) is not None and getattr(self, name) < 0:
-                raise InputError(f"{name} must be zero or positive")
         if self.device not in DEVICES:
             raise InputError(f"device must be one of {', '.join(DEVICES)}, not {self.device!r}")
         if self.precision not in PRECISIONS:
@@ -64,5 +62,8 @@ class ClassifyOptions:
                 raise InputError(f"{name.replace('_', ' ')} must be a whole number from 1 to {most}, not {value!r}")
         for name in ("overlap", "margin"):
             value = getattr(self, name)
-            if value is not None and (isinstance(value, bool) or not isinstance(value, int)):
+            values = value if name == "margin" and isinstance(value, tuple) and len(value) == 2 else (value,)
+            if value is not None and any(isinstance(v, bool) or not isinstance(v, int) for v in values):
                 raise InputError(f"{name} must be a whole number of pixels, not {value!r}")
+            if value is not None and any(v < 0 for v in values):
+                raise InputError(f"{name} must be zero or positive")

@@ -21,7 +21,7 @@ class TilePlan:
     layout: TileLayout
     reading: Product  # the product with the band sources the run decodes (see reading_product)
     overlap: int
-    margin: int
+    margin: int | tuple[int, int]  # (rows, columns) where the two differ
 
 
 def plan_tiles(product: Product, card: ModelCard, options: ClassifyOptions) -> TilePlan:
@@ -30,21 +30,24 @@ def plan_tiles(product: Product, card: ModelCard, options: ClassifyOptions) -> T
     work = product.grid.coarsen(factor)
     overlap = card.overlap if options.overlap is None else options.overlap
     margin = card.margin if options.margin is None else options.margin
-    for name, value in (("overlap", overlap), ("margin", margin)):
+    margin_y, margin_x = margin if isinstance(margin, tuple) else (margin, margin)
+    for name, value in (("overlap", overlap), ("margin", margin_y), ("margin", margin_x)):
         if value >= card.tile_size:
             raise InputError(f"{name} {value} must be smaller than the model's tile size {card.tile_size}")
     if card.tile_size - overlap < card.tile_size / 4:
-        many = TileLayout(work.height, work.width, card.tile_size, overlap, margin)
+        many = TileLayout(work.height, work.width, card.tile_size, overlap, margin_y, margin_x)
         raise InputError(f"overlap {overlap} leaves a stride of {card.tile_size - overlap} px, less than a quarter of "
                          f"the model's {card.tile_size} px tiles: {len(many)} tiles instead of "
-                         f"{len(TileLayout(work.height, work.width, card.tile_size, card.overlap, margin))}; use an "
+                         f"{len(TileLayout(work.height, work.width, card.tile_size, card.overlap, margin_y, margin_x))}; use "
+                         f"an "
                          f"overlap of at most {card.tile_size * 3 // 4}")
-    layout = TileLayout(work.height, work.width, card.tile_size, overlap, margin)
-    plan = TilePlan(factor, layout, reading_product(product, card.bands, factor, options.decode), overlap, margin)
+    layout = TileLayout(work.height, work.width, card.tile_size, overlap, margin_y, margin_x)
+    plan = TilePlan(factor, layout, reading_product(product, card.bands, factor, options.decode), overlap,
+                    margin_y if margin_x == margin_y else (margin_y, margin_x))
     need, have = memory_needed(plan, card, product.grid, options), available_memory()
     if have is not None and need > have:
         raise InputError(f"{product.id}: this run needs about {need / 2**30:.1f} GiB of memory (model {card.id}: "
-                         f"{len(card.bands)} bands in strips of {card.tile_size} x {layout.width + 2 * margin} px, "
+                         f"{len(card.bands)} bands in strips of {card.tile_size} x {layout.width + 2 * margin_x} px, "
                          f"a {product.grid.height} x {product.grid.width} px map), but only {have / 2**30:.1f} GiB "
                          "are available")
     return plan
@@ -54,7 +57,7 @@ def memory_needed(plan: TilePlan, card: ModelCard, grid: Grid, options: Classify
     """Bytes a run holds at its peak, roughly: three strips of model input (the one inferred, the one being
     prepared, a padded copy), the stitcher's sums, the class map, the 10 m valid masks of a strip, and the
     scores when they are kept in memory. The network's own working memory comes on top."""
-    strip_px = plan.layout.tile * (plan.layout.width + 2 * plan.margin)
+    strip_px = plan.layout.tile * (plan.layout.width + 2 * plan.layout.col_margin)
     strips_bytes = 3 * len(card.bands) * strip_px * 4 + 2 * len(card.outputs) * strip_px * 4
     rows_10m = min(grid.height, plan.layout.tile * plan.factor)
     masks = 2 * rows_10m * grid.width

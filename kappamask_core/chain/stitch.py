@@ -18,8 +18,8 @@ class RowStitcher:
         self.layout = layout
         self.mode = mode
         t = layout.tile
-        self._x_pad = layout.margin  # buffer column = raster column + margin
-        width = layout.margin + layout.col_starts()[-1] + t
+        self._x_pad = layout.col_margin  # buffer column = raster column + margin
+        width = layout.col_margin + layout.col_starts()[-1] + t
         self._sum = np.zeros((channels, t, width), dtype=np.float32)
         self._weight = np.zeros((t, width), dtype=np.float32)
         self._row_starts = layout.row_starts()
@@ -78,13 +78,13 @@ def stitch_array(array: np.ndarray, layout: TileLayout, fn, mode: str = "crop", 
     instead. ``fn`` maps (n, c, tile, tile) to (n, k, tile, tile).
     """
     c, h, w = array.shape
-    t, m = layout.tile, layout.margin
+    t, m, mx = layout.tile, layout.margin, layout.col_margin
     # pad_mode is one of numpy's modes (the card schema's enum); numpy's stubs want it as a literal
-    padded = np.pad(array, ((0, 0), layout.padding(h), layout.padding(w)), mode=pad_mode)  # type: ignore[call-overload]
+    padded = np.pad(array, ((0, 0), layout.row_padding(), layout.col_padding()), mode=pad_mode)  # type: ignore[call-overload]
     stitcher: RowStitcher | None = None
     result: np.ndarray | None = None
     for y0 in layout.row_starts():
-        batch = np.stack([padded[:, y0 + m : y0 + m + t, x0 + m : x0 + m + t] for x0 in layout.col_starts()])
+        batch = np.stack([padded[:, y0 + m : y0 + m + t, x0 + mx : x0 + mx + t] for x0 in layout.col_starts()])
         scores = fn(batch)
         if stitcher is None or result is None:
             stitcher = RowStitcher(layout, scores.shape[1], mode)

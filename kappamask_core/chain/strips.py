@@ -117,7 +117,7 @@ class _StripMaker:
         r0, r1 = top * f, min(bottom * f, grid.height)
         height = -(-(r1 - r0) // f)
         rows_pad = (top - y0, t - (top - y0) - height)
-        cols_pad = layout.padding(layout.width)
+        cols_pad = layout.col_padding()
         # the padded strip is allocated once and filled in place: a strip of KappaMask's 13 bands is 290 MB
         strip = np.zeros((len(card.bands), t, cols_pad[0] + layout.width + cols_pad[1]), np.float32)
         inner = strip[:, rows_pad[0] : rows_pad[0] + height, cols_pad[0] : cols_pad[0] + layout.width]
@@ -168,7 +168,7 @@ def strips(card: ModelCard, plan: TilePlan, method: str, times: StripTimes | Non
 
 def tile_columns(plan: TilePlan) -> list[int]:
     """The first column of each tile of a row, in padded strip columns."""
-    return [x0 + plan.layout.margin for x0 in plan.layout.col_starts()]
+    return [x0 + plan.layout.col_margin for x0 in plan.layout.col_starts()]
 
 
 def model_tiles(card: ModelCard, plan: TilePlan, method: str = "bilinear"):

@@ -2,7 +2,10 @@
 
 - ``api``: :func:`classify` and :func:`run` for one product, :func:`classify_to_files` for a run's files
 - ``batch``: many products at once with Dask (:func:`classify_many`)
-- ``datacube``: openEO data cubes and other xarray cubes (:func:`classify_datacube`, behind the UDF)
+- ``datacube``: data cubes: the openEO UDF's (:func:`classify_datacube`) and the lazy, many-date cubes of notebooks
+  (:func:`classify_cube`, on dask)
+- ``composites``: cloud-free composites of cubes (:func:`composite`) and of products of one tile
+  (:func:`product_cube`, ``kappamask composite``)
 - ``quantize``: reduced-precision variants made from real tiles and checked (:func:`make_variant`)
 - ``cli``: the ``kappamask`` command line, one module per group of commands with its parser
 
@@ -11,8 +14,9 @@ May import: foundation, io, models, chain, learning, faces.
 
 from .api import classify, classify_to_files, run
 from .batch import classify_many
-from .datacube import OUTPUT_BANDS, classify_datacube
+from .composites import composite, product_cube
+from .datacube import OUTPUT_BANDS, classify_cube, classify_datacube
 from .quantize import make_variant
 
-__all__ = ["OUTPUT_BANDS", "classify", "classify_datacube", "classify_many", "classify_to_files", "make_variant",
-           "run"]
+__all__ = ["OUTPUT_BANDS", "classify", "classify_cube", "classify_datacube", "classify_many", "classify_to_files",
+           "composite", "make_variant", "product_cube", "run"]

@@ -26,6 +26,7 @@ from ..chain.job import prepare
 from ..chain.options import ClassifyOptions
 from ..chain.pipeline import execute
 from ..chain.results import Classification, ScoresSink
+from .datacube import classify_cube
 from ..foundation import plugins
 from ..foundation.classes import ENCODINGS
 from ..foundation.errors import InputError, KappaMaskError
@@ -237,13 +238,31 @@ def run(source: ProductSource, model: ModelSpec = "auto", *, level: str | None =
     return execute(job, scores_sink)
 
 
+def is_cube(source: object) -> bool:
+    """A cube for :func:`classify_cube`: an xarray Dataset, or a DataArray with a time dimension of more than one
+    date, stackstac's 'band' dimension, or dask-backed data; one in-memory image is a product like any other."""
+    import sys
+
+    xr = sys.modules.get("xarray")
+    if xr is None:
+        return False
+    if isinstance(source, xr.Dataset):
+        return True
+    if not isinstance(source, xr.DataArray):
+        return False
+    many = any(source.sizes.get(d, 1) != 1 for d in ("time", "t"))
+    return many or "band" in source.dims or type(source.data).__module__.startswith("dask")
+
+
 def classify(source: ProductSource, model: ModelSpec = "auto", *, level: str | None = None, units: str = "dn",
              weights: PathLike | None = None, options: ClassifyOptions | None = None,
              **overrides: Any) -> "xarray.DataArray | xarray.Dataset":
     """Classify a Sentinel-2 product into the five KappaMask classes.
 
-    source: SAFE folder or .zip, folder of band files, STAC item (path or pystac.Item) or xarray.DataArray with a
-        'bands' dimension.
+    source: SAFE folder or .zip, folder of band files, STAC item (path or pystac.Item), or a cube: an
+        xarray.DataArray with a 'bands' (or stackstac's 'band') dimension, or an odc-stac xarray.Dataset of band
+        variables. A cube with a time dimension, a Dataset or a dask-backed cube is classified by
+        :func:`~kappamask_core.faces.datacube.classify_cube`: one map per date, lazy on dask.
     model: 'auto' (KappaMask v2 where its weights are installed or can be downloaded, else the bundled offline
         model, with a warning), 'default' (the bundled offline model), a built-in id (``kappamask models list``),
         an alias such as 'kappamask-v2', or a card .json path.
@@ -254,9 +273,15 @@ def classify(source: ProductSource, model: ModelSpec = "auto", *, level: str | N
 
     Returns an xarray.DataArray (uint8, y/x, CRS in attrs) of classes 0 missing, 1 clear, 2 cloud shadow,
     3 semi-transparent cloud, 4 cloud; with ``scores=True`` an xarray.Dataset holding ``classes`` and ``scores``.
+    A cube gives (time, y, x) classes (``output="usable"``: the usable mask; ``output="scores"``: scores with a
+    ``class`` dimension).
     """
+    output = overrides.pop("output", None)
     try:
         options = replace(options or ClassifyOptions(), **overrides)
     except TypeError as exc:
         raise InputError(f"unknown option: {exc}") from None
+    if is_cube(source) or output is not None:
+        return classify_cube(source, model=model, level=level, units=units, weights=None if weights is None
+                             else str(weights), options=options, output=output or "classes")
     return run(source, model, level=level, units=units, weights=weights, options=options).to_xarray()

@@ -1,28 +1,36 @@
-"""Classify an xarray data cube with dimensions (t, bands, y, x), as openEO hands one to a UDF.
+"""Data cubes: the openEO UDF's cubes and the lazy, many-date cubes of notebooks, classified date by date.
 
-No openEO import here: the UDF in ``udf/`` only translates its context into
-these arguments. Each time step is classified on its own; the ONNX session
-is cached per process.
+:func:`classify_datacube` is the UDF's path: a (t, bands, y, x) cube in memory, each date classified on its own and
+the result in the UDF's band layout (:data:`OUTPUT_BANDS`). :func:`classify_cube` is the notebook's: a DataArray
+with ``bands`` (or stackstac's ``band``) and optional ``time``, or an odc-stac ``Dataset`` of band variables; when it
+is dask-backed the result is lazy, one task per date and spatial chunk, each chunk read with a halo of the model's
+tile overlap (so tiles near a chunk's edge see their neighbourhood), and nothing is read before ``.compute()``.
+Both classify one date with :func:`classify_values`; the model is resolved once, on the caller's side, and a worker
+process builds its ONNX session once (``PROCESS_RUNNERS``), whatever the number of tasks it runs.
+
+No openEO import here: the UDF in ``udf/`` only translates its context into these arguments.
 """
 
 from __future__ import annotations
 
 import logging
-import os
-from typing import TYPE_CHECKING
+from dataclasses import dataclass, field, replace
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
 
 from ..chain import scale
 from ..chain.buffers import usable_mask
 from ..chain.job import prepare
 from ..chain.options import ClassifyOptions
 from ..chain.pipeline import execute
-from ..foundation.bands import BAND_BY_NAME
+from ..foundation.bands import BAND_BY_NAME, asset_band
 from ..foundation.classes import CLASSES, encode
-from ..foundation.errors import InputError
-from ..io.arrays import flips_to_north_up, from_dataarray
-from ..io.product import level_evidence
+from ..foundation.errors import BandsError, InputError
+from ..io.arrays import band_labels, flips_to_north_up, from_dataarray
+from ..io.product import check_level, level_evidence
 from ..models.cards import ALIASES, AUTO, ModelCard
-from ..models.resolve import Model, resolve_card
+from ..models.resolve import Model, resolve_card, resolve_model
 from ..models.runners import PROCESS_RUNNERS
 
 if TYPE_CHECKING:
@@ -37,6 +45,10 @@ OUTPUT_BANDS = {
     "usable": ("usable",),  # 1 clear after buffering, 0 not, 255 missing
 }
 OUTPUTS = tuple(OUTPUT_BANDS)
+# for composites: the classes and the cloudiness (cloud, semi-transparent cloud and shadow scores summed) of one pass
+CLASSES_AND_CLOUDINESS = "classes+cloudiness"
+CLOUDY = tuple(c.value for c in CLASSES if c.name in ("cloud_shadow", "semi_transparent_cloud", "cloud"))
+TIME_DIMS = ("time", "t")
 
 
 def infer_level(band_names) -> str | None:
@@ -45,14 +57,104 @@ def infer_level(band_names) -> str | None:
     return level_evidence({str(b).upper() for b in band_names})
 
 
-def _model_level(model: str) -> str | None:
+def _model_level(model) -> str | None:
     """The level of a model that takes only one (a card id or path); None for aliases and 'auto'. An unknown
     model is an error here, before anything about levels or bands."""
-    if str(model) in ALIASES or str(model) == AUTO:
+    if isinstance(model, Model):
+        model = model.card
+    if not isinstance(model, ModelCard) and (str(model) in ALIASES or str(model) == AUTO):
         return None
     card = resolve_card(model)
     return card.levels[0] if len(card.levels) == 1 else None
 
+
+def cube_level(model, level: str | None, band_names) -> str:
+    """The level of a cube's dates: given, else the only one the model takes, else what the bands tell."""
+    level = level or _model_level(model) or infer_level(band_names)
+    if level is None:
+        raise InputError(f"the cube's bands ({', '.join(map(str, band_names))}) are in L1C and L2A products "
+                         "alike: give the level (\"L1C\" or \"L2A\"; UDF context \"level\")")
+    if not isinstance(level, str) or level.upper() not in ("L1C", "L2A"):
+        raise InputError(f"level must be \"L1C\" or \"L2A\", not {level!r}")
+    return level.upper()
+
+
+@dataclass(frozen=True)
+class DateSpec:
+    """What every date of a cube shares: its bands, level and units, the resolved model and how it runs. Small
+    and picklable: a dask task carries it to the worker, where the model's session is made once per process."""
+
+    names: tuple[str, ...]  # the cube's band labels, in the cube's order
+    level: str
+    model: Model
+    units: str = "dn"
+    offset: float = 0.0
+    output: str = "classes"
+    encoding: str = "kappamask"
+    options: ClassifyOptions = field(default_factory=ClassifyOptions)
+    attrs: dict = field(default_factory=dict)  # the cube's nodata and CF scaling attributes
+    pixel_size: float = 10.0  # the cube's pixel size, from its coordinates (10 m where they do not tell)
+
+
+def classify_values(values: np.ndarray, spec: DateSpec, when: str = "") -> np.ndarray:
+    """One date: (bands, y, x) values, north-up, to the output's (k, y, x) values (:data:`OUTPUT_BANDS`)."""
+    import xarray as xr
+
+    rows, cols = values.shape[1:]
+    coords = {"bands": list(spec.names), "y": -spec.pixel_size * (np.arange(rows) + 0.5),
+              "x": spec.pixel_size * (np.arange(cols) + 0.5)}  # north-up, the cube's pixel size
+    da = xr.DataArray(values, dims=("bands", "y", "x"), coords=coords, attrs=spec.attrs)
+    opened = from_dataarray(da, level=spec.level, units=spec.units)
+    if spec.offset:
+        opened.offsets = {b: float(spec.offset) for b in opened.bands if BAND_BY_NAME[b].quantification_key == "band"}
+    job = prepare(opened, spec.model, options=spec.options, runners=PROCESS_RUNNERS)
+    if spec.level == "L1C" and scale.offset_suspected(opened, job.card.bands):
+        log.warning("date %s: the darkest 0.1 %% of the pixels of every band are at or above %d DN, as if the "
+                    "DN still carried the +1000 offset of processing baseline 04.00; if they do, pass offset "
+                    "-1000 (the process's 'offset' parameter)", when[:10] or "of this chunk", scale.OFFSET_FLOOR_DN)
+    result = execute(job)
+    if spec.output == CLASSES_AND_CLOUDINESS and result.scores is not None:
+        return np.stack([result.classes.astype(np.float32), result.scores[list(CLOUDY)].sum(axis=0)])
+    if spec.output == "classes":
+        return encode(result.classes, spec.encoding)[None]
+    if spec.output == "usable":
+        return usable_mask(result.classes)[None]
+    if result.scores is None:  # options.scores is set for this output: never the case
+        raise RuntimeError("the scores were asked for but not kept")
+    return result.scores
+
+
+def date_spec(names, model, *, level: str | None, units: str = "dn", offset: float = 0.0, output: str = "classes",
+              encoding: str = "kappamask", weights: str | None = None, options: ClassifyOptions | None = None,
+              attrs: dict | None = None, pixel_size: float = 10.0) -> DateSpec:
+    """Check the arguments and the cube's bands against the model, then resolve the model (once: its weights
+    may be downloaded) into the :class:`DateSpec` of every date."""
+    if output not in (*OUTPUTS, CLASSES_AND_CLOUDINESS):
+        raise InputError(f"output must be one of {OUTPUTS}, not {output!r}")
+    options = options or ClassifyOptions()
+    if output in ("scores", CLASSES_AND_CLOUDINESS) and not options.scores:
+        options = replace(options, scores=True)
+    names = tuple(str(n) for n in names)
+    band_labels(names)  # one band named twice, before anything else
+    level = cube_level(model, level, names)
+    check_level(level, _band_names(names), "", "the cube")  # a level the bands contradict, before any model
+    card = resolve_card(model, level, _band_names(names))
+    missing = [b for b in card.bands if b not in _band_names(names)]
+    if missing:
+        raise BandsError(f"model {card.id!r} needs band(s) {', '.join(missing)}, which the cube lacks (it has "
+                         f"{', '.join(names)}); load them too")
+    if level not in card.levels:
+        raise BandsError(f"model {card.id!r} takes {'/'.join(card.levels)} products, but the cube is {level}")
+    resolved = resolve_model(model, level, _band_names(names), weights, announce=False)
+    return DateSpec(names, level, resolved, units, float(offset), output, encoding, options, dict(attrs or {}),
+                    pixel_size)
+
+
+def _band_names(labels) -> set[str]:
+    return set(band_labels(labels))
+
+
+# ----------------------------------------------------------------------------- the UDF's cubes (in memory)
 
 def classify_datacube(cube: "xarray.DataArray", *, model: str = "auto", level: str | None = None, units: str = "dn",
                       offset: float = 0.0, output: str = "classes", encoding: str = "kappamask",
@@ -64,66 +166,237 @@ def classify_datacube(cube: "xarray.DataArray", *, model: str = "auto", level: s
     """
     import xarray as xr
 
-    if output not in OUTPUTS:
-        raise InputError(f"output must be one of {OUTPUTS}, not {output!r}")
     if "bands" not in cube.dims:
         raise InputError(f"the cube has no 'bands' dimension (dimensions: {cube.dims})")
-    options = options or ClassifyOptions()
-    if output == "scores" and not options.scores:
-        from dataclasses import replace
-
-        options = replace(options, scores=True)
-    time_dim = next((d for d in ("t", "time") if d in cube.dims), None)
+    time_dim = next((d for d in TIME_DIMS if d in cube.dims), None)
     count = cube.sizes[time_dim] if time_dim else 1
     if count == 0:
         raise InputError(f"the cube has no dates (its '{time_dim}' dimension is empty)")
-    level = level or _model_level(model) or infer_level(cube["bands"].values)
-    if level is None:
-        raise InputError(f"the cube's bands ({', '.join(map(str, cube['bands'].values))}) are in L1C and L2A products "
-                         "alike: give the level (\"L1C\" or \"L2A\"; UDF context \"level\")")
-    if not isinstance(level, str) or level.upper() not in ("L1C", "L2A"):
-        raise InputError(f"level must be \"L1C\" or \"L2A\", not {level!r}")
-    level = level.upper()
-
-    def product(i):
-        """Date ``i`` as a product, opened only when it is classified: a long time series is never copied whole."""
-        step = cube.isel({time_dim: i}) if time_dim else cube
-        opened = from_dataarray(step, level=level, units=units)
-        if offset:
-            opened.offsets = {b: float(offset) for b in opened.bands if BAND_BY_NAME[b].quantification_key == "band"}
-        return step, opened
-
-    results: list = []
-    asked: str | os.PathLike | ModelCard | Model = model
+    if output not in OUTPUTS:
+        raise InputError(f"output must be one of {OUTPUTS}, not {output!r}")
+    spec = date_spec(cube["bands"].values, model, level=level, units=units, offset=offset, output=output,
+                     encoding=encoding, weights=weights, options=options, attrs=cube.attrs,
+                     pixel_size=pixel_size(cube) or 10.0)
+    results = []
     for i in range(count):
-        step, opened = product(i)
-        # the first date resolves the model (and checks the cube's bands before anything of weights); the others
-        # reuse it, and the process's session
-        job = prepare(opened, asked, weights=weights, options=options, runners=PROCESS_RUNNERS)
-        asked = job.asked
-        if level == "L1C" and scale.offset_suspected(opened, job.card.bands):
-            when = step[time_dim].values if time_dim and time_dim in step.coords else step.attrs.get("t", "")
-            log.warning("date %s: the darkest 0.1 %% of the pixels of every band are at or above %d DN, as if the "
-                        "DN still carried the +1000 offset of processing baseline 04.00; if they do, pass offset "
-                        "-1000 (the process's 'offset' parameter)", str(when)[:10] or "of this chunk",
-                        scale.OFFSET_FLOOR_DN)
-        result = execute(job)
-        if output == "classes":
-            values = encode(result.classes, encoding)[None]
-        elif output == "usable":
-            values = usable_mask(result.classes)[None]
-        else:
-            if result.scores is None:  # options.scores is set for this output: never the case
-                raise RuntimeError("the scores were asked for but not kept")
-            values = result.scores
-        labels = list(OUTPUT_BANDS[output])
+        step = cube.isel({time_dim: i}) if time_dim else cube
         flip_y, flip_x = flips_to_north_up(step)
-        values = values[:, ::-1 if flip_y else 1, ::-1 if flip_x else 1]  # the map in the cube's own order
-        results.append(xr.DataArray(values, dims=("bands", "y", "x"),
-                                    coords={"bands": labels, "y": step["y"], "x": step["x"]} if "x" in step.coords
-                                    else {"bands": labels}))
+        values = np.asarray(step.transpose("bands", "y", "x").values)[:, ::-1 if flip_y else 1, ::-1 if flip_x else 1]
+        when = str(step[time_dim].values) if time_dim and time_dim in step.coords else str(step.attrs.get("t", ""))
+        mapped = classify_values(values, spec, when)[:, ::-1 if flip_y else 1, ::-1 if flip_x else 1]
+        results.append(xr.DataArray(mapped, dims=("bands", "y", "x"),
+                                    coords={"bands": list(OUTPUT_BANDS[output]), "y": step["y"], "x": step["x"]}
+                                    if "x" in step.coords else {"bands": list(OUTPUT_BANDS[output])}))
     out = xr.concat(results, dim=time_dim) if time_dim else results[0]
     if time_dim:
         out = out.assign_coords({time_dim: cube[time_dim]}) if time_dim in cube.coords else out
         out = out.transpose(time_dim, "bands", "y", "x")
     return out
+
+
+# ----------------------------------------------------------------------------- notebook cubes (lazy on dask)
+
+def band_cube(cube: Any) -> "xarray.DataArray":
+    """A (time, bands, y, x) DataArray from what notebooks load: a DataArray with ``bands`` or stackstac's
+    ``band`` and an optional ``time`` or ``t``, or an odc-stac ``Dataset`` of band variables. Band labels are the
+    catalogues' (``B02``, ``blue``, ``nir08``, ``B8A_20m``); a label that names no Sentinel-2 band is an error."""
+    import xarray as xr
+
+    if isinstance(cube, xr.Dataset):
+        shapes = {name: dict(var.sizes) for name, var in cube.data_vars.items()}
+        if len({tuple(sorted(s.items())) for s in shapes.values()}) > 1:
+            raise InputError(f"the Dataset's variables lie on different grids ({shapes}); load them onto one grid "
+                             "(odc.stac.load(..., resolution=10) or crs= and resolution=)")
+        cube = cube.to_array("bands")
+    if not isinstance(cube, xr.DataArray):
+        raise InputError(f"expected an xarray DataArray or Dataset, got {type(cube).__name__}")
+    if "band" in cube.dims and "bands" not in cube.dims:
+        cube = cube.rename(band="bands")
+    if "bands" not in cube.dims or "bands" not in cube.coords:
+        raise InputError(f"the cube has no labelled 'bands' (or 'band') dimension (dimensions: {cube.dims}); name the "
+                         "bands like B02 or blue")
+    unknown = [str(b) for b in cube["bands"].values if asset_band(str(b)) is None]
+    if unknown:
+        raise InputError(f"the cube's band(s) {', '.join(unknown)} are not Sentinel-2 bands: label them like B02 or "
+                         "blue (the asset keys of Earth Search, CDSE and Planetary Computer are understood), or leave "
+                         "them out")
+    time_dim = next((d for d in TIME_DIMS if d in cube.dims), None)
+    if time_dim is None:
+        cube = cube.expand_dims(time=1)
+    elif time_dim != "time":
+        cube = cube.rename({time_dim: "time"})
+    missing = {"y", "x"} - set(cube.dims)
+    if missing or len(cube.dims) != 4:
+        raise InputError(f"the cube must have dimensions (time, bands, y, x), got {cube.dims}")
+    if cube.sizes["time"] == 0:
+        raise InputError("the cube has no dates (its time dimension is empty)")
+    return cube.transpose("time", "bands", "y", "x")
+
+
+def classify_cube(cube: Any, *, model: Any = "auto", level: str | None = None, units: str = "dn",
+                  offset: float = 0.0, output: str = "classes", encoding: str = "kappamask",
+                  weights: str | None = None, options: ClassifyOptions | None = None) -> "xarray.DataArray":
+    """Classify every date of a cube (:func:`band_cube` says which cubes): a (time, y, x) uint8 DataArray of
+    classes (or ``usable``), or (time, class, y, x) float32 scores; coordinates, ``spatial_ref`` and attributes
+    of the cube kept, so rioxarray and odc-geo writers work. A dask-backed cube gives a lazy result (see the
+    module text); an in-memory one is classified at once."""
+    import xarray as xr
+
+    cube = band_cube(cube)
+    size = pixel_size(cube)
+    if size is not None and not 9.5 <= size <= 10.5:
+        raise InputError(f"the cube's pixels are {size:g} units wide; the models work on Sentinel-2's 10 m grid: "
+                         "load the cube at 10 m in a projected CRS (odc.stac.load(..., resolution=10), "
+                         "stackstac.stack(..., resolution=10))")
+    spec = date_spec(cube["bands"].values, model, level=level, units=units, offset=offset, output=output,
+                     encoding=encoding, weights=weights, options=options, attrs=cube.attrs)
+    flip_y, flip_x = flips_to_north_up(cube)
+    north_up = cube.isel(y=slice(None, None, -1) if flip_y else slice(None),
+                         x=slice(None, None, -1) if flip_x else slice(None))
+    data = north_up.data
+    if is_dask(data):
+        values = lazy_values(data, spec)
+    else:
+        values = np.stack([classify_values(np.asarray(data[t]), spec, str(cube["time"].values[t]))
+                           for t in range(data.shape[0])])
+    values = values[:, :, ::-1 if flip_y else 1, ::-1 if flip_x else 1]  # back to the cube's own order
+    coords = {k: v for k, v in cube.coords.items() if "bands" not in v.dims}
+    if output == "scores":
+        return xr.DataArray(values, dims=("time", "class", "y", "x"),
+                            coords={**coords, "class": list(OUTPUT_BANDS["scores"])}, name="scores",
+                            attrs=_kept_attrs(cube))
+    return xr.DataArray(values[:, 0], dims=("time", "y", "x"), coords=coords, name=output, attrs=_kept_attrs(cube))
+
+
+def pixel_size(cube) -> float | None:
+    """The pixel size the cube's x coordinates tell (their regular spacing), or None where they do not."""
+    if "x" not in cube.coords or cube.sizes.get("x", 0) < 2:
+        return None
+    x = np.asarray(cube["x"].values, dtype=float)
+    return float(abs(x[1] - x[0]))
+
+
+def _kept_attrs(cube) -> dict:
+    return {k: v for k, v in cube.attrs.items() if k in ("crs", "transform", "grid_mapping")}
+
+
+def is_dask(data) -> bool:
+    return type(data).__module__.startswith("dask")
+
+
+def lazy_values(data, spec: DateSpec):
+    """The dask graph: one task per date and spatial chunk. Chunks are cut along the model's own tile grid, as
+    one run over the whole date places its tiles: a chunk's edges lie where crop stitching hands a pixel from one
+    tile to the next, and each chunk is read with half a tile overlap around it, so that it holds exactly the tiles
+    that own its pixels (the first chunk of an axis with the model's margin, the others with none). With crop
+    stitching a chunk's classes are then those of one run over the whole date, seams included."""
+    import dask.array as dsa
+
+    grid = _ChunkGrid.of(spec)
+    chunks = (tuple(1 for _ in range(data.shape[0])), (data.shape[1],),
+              grid.chunks(data.shape[2], max(data.chunks[2])), grid.chunks(data.shape[3], max(data.chunks[3])))
+    if chunks != data.chunks:
+        if chunks[2:] != data.chunks[2:]:
+            log.info("rechunking the cube's y and x to %s and %s px chunks, along the model's tile grid (%d m "
+                     "working pixels, tiles of %d with %d overlap)", max(chunks[2]), max(chunks[3]),
+                     10 * grid.factor, grid.tile, grid.overlap)
+        data = data.rechunk(chunks)
+    depth = {0: 0, 1: 0, 2: grid.halo, 3: grid.halo}
+    grown = dsa.overlap.overlap(data, depth=depth, boundary="none")
+    k = {"scores": len(OUTPUT_BANDS["scores"]), CLASSES_AND_CLOUDINESS: 2}.get(spec.output, 1)
+    dtype = np.uint8 if k == 1 else np.float32
+    raw = replace(spec, output=spec.output if k > 1 else "classes", encoding="kappamask",
+                  options=replace(spec.options, buffers=()))
+    blocks = grown.map_blocks(_classify_block, raw, grid, (len(chunks[2]), len(chunks[3])), dtype=dtype,
+                              chunks=(grown.chunks[0], (k,), grown.chunks[2], grown.chunks[3]))
+    values = dsa.overlap.trim_internal(blocks, depth, boundary="none")
+    if spec.output == "scores":
+        return values
+    if spec.output == CLASSES_AND_CLOUDINESS:  # buffers on the classes, the cloudiness as it is
+        classes = buffered_classes(values[:, :1].astype(np.uint8), spec.options.buffers)
+        return dsa.concatenate([classes.astype(np.float32), values[:, 1:]], axis=1)
+    return _finish_classes(values, spec)
+
+
+@dataclass(frozen=True)
+class _ChunkGrid:
+    """The model's tile grid on one axis, in 10 m pixels: where chunks may end, and the halo they are read with."""
+
+    factor: int  # 10 m pixels per working pixel
+    tile: int  # working pixels
+    overlap: int
+    margin: int
+
+    @classmethod
+    def of(cls, spec: DateSpec) -> "_ChunkGrid":
+        card, options = spec.model.card, spec.options
+        overlap = card.overlap if options.overlap is None else options.overlap
+        margin = card.margin if options.margin is None else options.margin
+        if isinstance(margin, tuple):
+            raise InputError("a cube's tiles take one margin for rows and columns; give margin as one number")
+        return cls(card.resolution // 10, card.tile_size, overlap, margin)
+
+    @property
+    def lead(self) -> int:  # the overlap a tile gives to the tile before it under crop stitching
+        return self.overlap // 2
+
+    @property
+    def halo(self) -> int:
+        return (self.overlap - self.lead) * self.factor
+
+    def chunks(self, length: int, wanted: int) -> tuple[int, ...]:
+        """Chunk sizes along an axis of ``length`` 10 m pixels, near ``wanted``, each ending where crop stitching
+        passes from one tile to the next (the last at the axis's end)."""
+        stride = self.tile - self.overlap
+        per_chunk = max(1, round(wanted / (self.factor * stride)))
+        ends: list[int] = []
+        k = per_chunk
+        while True:
+            end = self.factor * (k * stride - self.margin + self.lead)
+            if end >= length - self.halo:  # the rest is one chunk: none may be thinner than its halo
+                break
+            if end > (ends[-1] if ends else 0) + self.halo:
+                ends.append(end)
+            k += per_chunk
+        bounds = [0, *ends, length]
+        return tuple(b - a for a, b in zip(bounds, bounds[1:]))
+
+
+def _classify_block(block: np.ndarray, spec: DateSpec, grid: _ChunkGrid, counts: tuple[int, int],
+                    block_id=None) -> np.ndarray:
+    """One date's chunk read with the halo: (1, bands, y, x) -> (1, k, y, x) classes (or scores). The halo is
+    symmetric for dask; a chunk keeps of it only the half overlap on its leading sides that its first tiles
+    start at, and tiles of the first chunk of an axis start the model's margin before the edge."""
+    _, _, iy, ix = block_id
+    extra = grid.halo - grid.lead * grid.factor  # halo rows before a chunk that no tile of it covers
+    top, left = (extra if iy else 0), (extra if ix else 0)
+    margins = (grid.margin if iy == 0 else 0, grid.margin if ix == 0 else 0)
+    options = replace(spec.options, margin=margins if margins[0] != margins[1] else margins[0])
+    values = classify_values(np.asarray(block[0, :, top:, left:]), replace(spec, options=options))
+    return np.pad(values, ((0, 0), (top, 0), (left, 0)))[None]
+
+
+def buffered_classes(classes, buffers):
+    """Lazy (time, 1, y, x) classes grown by ``buffers``, each chunk read with a halo of the widest radius: the
+    same as buffering each whole date."""
+    import dask.array as dsa
+
+    if not buffers:
+        return classes
+    radius = int(np.ceil(max(metres for _, metres in buffers) / 10))
+    depth = {0: 0, 1: 0, 2: radius, 3: radius}
+    return dsa.map_overlap(_buffer_block, classes, depth=depth, boundary="none", dtype=np.uint8, buffers=buffers)
+
+
+def _finish_classes(classes, spec: DateSpec):
+    """Buffers (exact across chunks), then the encoding or the usable mask."""
+    classes = buffered_classes(classes, spec.options.buffers)
+    if spec.output == "usable":
+        return classes.map_blocks(usable_mask, dtype=np.uint8)
+    return classes.map_blocks(encode, spec.encoding, dtype=np.uint8)
+
+
+def _buffer_block(classes: np.ndarray, buffers) -> np.ndarray:
+    from ..chain.buffers import buffer_classes
+
+    return buffer_classes(classes[0, 0], buffers)[None, None]

@@ -14,7 +14,7 @@
 May import: foundation.
 """
 
-from .bands import BAND_BY_NAME, BANDS, Band, normalise_band_name
+from .bands import BAND_BY_NAME, BANDS, Band, asset_band, normalise_band_name
 from .classes import (
                       CLASS_BY_NAME,
                       CLASSES,
@@ -36,5 +36,5 @@ from .version import __version__
 
 __all__ = ["BANDS", "BAND_BY_NAME", "Band", "BandsError", "CLASSES", "CLASS_BY_NAME", "ENCODINGS", "Grid",
            "InputError", "KappaMaskError", "MISSING", "ModelError", "OutputClass", "OutputError", "SCHEMES",
-           "TileLayout", "TrainingError", "USABLE_CLASSES", "USABLE_MISSING", "__version__", "add_secret", "Bands", "PathLike", "ProductSource",
+           "TileLayout", "TrainingError", "USABLE_CLASSES", "USABLE_MISSING", "__version__", "add_secret", "asset_band", "Bands", "PathLike", "ProductSource",
            "data_bounds", "data_window", "encode", "normalise_band_name", "redact", "to_classes"]

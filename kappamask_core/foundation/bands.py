@@ -6,6 +6,7 @@ pixel size) and the STAC reader (asset keys of common catalogues).
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 
 
@@ -66,3 +67,21 @@ def normalise_band_name(name: str) -> str:
         if band.common_name and band.common_name.upper() == key:
             return band.name
     raise KeyError(name)
+
+
+RESOLUTION_SUFFIX = re.compile(r"^(.*?)[_-](\d{2})m$", re.IGNORECASE)  # "B02_10m", "SCL-20m"
+
+
+def asset_band(key: str) -> tuple[str, int] | None:
+    """(band name, resolution in m) of a band as catalogues and cubes label it: a Sentinel-2 name ('B02', 'b8a'),
+    an eo common name ('blue', 'nir08', Earth Search's asset keys) or either with a resolution suffix
+    ('B02_10m', CDSE's asset keys); None for anything else (thumbnails, metadata)."""
+    base, resolution = str(key), None
+    match = RESOLUTION_SUFFIX.match(base)
+    if match:
+        base, resolution = match.group(1), int(match.group(2))
+    try:
+        name = normalise_band_name(base)
+    except KeyError:
+        return None
+    return name, resolution or BAND_BY_NAME[name].resolution

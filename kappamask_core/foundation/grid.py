@@ -66,7 +66,9 @@ class TileLayout:
     """Overlapping tiles over a height x width raster.
 
     ``margin`` starts the first tile that many pixels before the raster edge
-    (the pipeline fills them by padding), so edge pixels get context too.
+    (the pipeline fills them by padding), so edge pixels get context too;
+    ``margin_x``, where given, is the margin of the columns (a chunk of a cube
+    that lies on the raster's left edge but not its top one needs both).
     """
 
     height: int
@@ -74,12 +76,18 @@ class TileLayout:
     tile: int
     overlap: int
     margin: int = 0
+    margin_x: int | None = None
 
     def __post_init__(self):
         if not 0 <= self.overlap < self.tile:
             raise ValueError(f"overlap {self.overlap} must be in [0, tile size {self.tile})")
-        if not 0 <= self.margin < self.tile:
-            raise ValueError(f"margin {self.margin} must be in [0, tile size {self.tile})")
+        for margin in (self.margin, self.col_margin):
+            if not 0 <= margin < self.tile:
+                raise ValueError(f"margin {margin} must be in [0, tile size {self.tile})")
+
+    @property
+    def col_margin(self) -> int:
+        return self.margin if self.margin_x is None else self.margin_x
 
     @property
     def stride(self) -> int:
@@ -91,24 +99,28 @@ class TileLayout:
 
     @property
     def cols(self) -> int:
-        return tile_count(self.width, self.tile, self.overlap, self.margin)
+        return tile_count(self.width, self.tile, self.overlap, self.col_margin)
 
     def __len__(self) -> int:
         return self.rows * self.cols
 
-    def starts(self, axis_len: int) -> list[int]:
-        n = tile_count(axis_len, self.tile, self.overlap, self.margin)
-        return [i * self.stride - self.margin for i in range(n)]
-
-    def padding(self, axis_len: int) -> tuple[int, int]:
-        """Pixels to pad before and after an axis so every tile lies inside."""
-        return self.margin, self.starts(axis_len)[-1] + self.tile - axis_len
+    def _starts(self, axis_len: int, margin: int) -> list[int]:
+        n = tile_count(axis_len, self.tile, self.overlap, margin)
+        return [i * self.stride - margin for i in range(n)]
 
     def row_starts(self) -> list[int]:
-        return self.starts(self.height)
+        return self._starts(self.height, self.margin)
 
     def col_starts(self) -> list[int]:
-        return self.starts(self.width)
+        return self._starts(self.width, self.col_margin)
+
+    def row_padding(self) -> tuple[int, int]:
+        """Pixels to pad above and below the raster so every tile lies inside."""
+        return self.margin, self.row_starts()[-1] + self.tile - self.height
+
+    def col_padding(self) -> tuple[int, int]:
+        """Pixels to pad left and right of the raster so every tile lies inside."""
+        return self.col_margin, self.col_starts()[-1] + self.tile - self.width
 
     def windows(self) -> Iterator[tuple[int, int]]:
         for y0 in self.row_starts():

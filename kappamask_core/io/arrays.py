@@ -9,7 +9,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 from affine import Affine
 
-from ..foundation.bands import normalise_band_name
+from ..foundation.bands import asset_band
 from ..foundation.errors import InputError
 from ..foundation.grid import Grid
 from .bandfiles import as_missing
@@ -77,6 +77,22 @@ def flips_to_north_up(da) -> tuple[bool, bool]:
     return (not descending("y") and "y" in da.coords and da.sizes.get("y", 0) > 1), descending("x")
 
 
+def band_labels(given) -> dict[str, list]:
+    """Band name -> the label that names it ('B02', 'blue', 'B02_10m', ...), for the labels of an array's bands;
+    labels that name no band (masks, indices) are not ours to use. One band named twice is an error: which layer
+    is meant cannot be known."""
+    labels: dict[str, list] = {}
+    for label in given:
+        found = asset_band(str(label))
+        if found is not None:
+            labels.setdefault(found[0], []).append(label)
+    repeated = sorted(name for name, named in labels.items() if len(named) > 1)
+    if repeated:
+        raise InputError(f"the array's band labels repeat ({', '.join(repeated)}): {[str(b) for b in given]}; "
+                         "give each band once")
+    return labels
+
+
 def from_dataarray(da: "xarray.DataArray", level: str | None = None, units: str = "dn", product_id: str = "array") -> Product:
     """A product from an xarray DataArray with dims ('bands', 'y', 'x') (and an optional length-1 't'), turned
     north-up (:func:`flips_to_north_up`)."""
@@ -103,16 +119,7 @@ def from_dataarray(da: "xarray.DataArray", level: str | None = None, units: str 
     flip_y, flip_x = flips_to_north_up(da)
     if flip_y or flip_x:
         da = da.isel(y=slice(None, None, -1) if flip_y else slice(None), x=slice(None, None, -1) if flip_x else slice(None))
-    labels: dict[str, list] = {}  # band name -> the labels that name it ('B02', 'blue', ...)
-    for label in da["bands"].values.tolist():
-        try:
-            labels.setdefault(normalise_band_name(str(label)), []).append(label)
-        except KeyError:
-            continue  # other bands (masks, indices) are not ours to use
-    repeated = sorted(name for name, given in labels.items() if len(given) > 1)
-    if repeated:  # two layers for one band: which one is meant cannot be known
-        raise InputError(f"the array's band labels repeat ({', '.join(repeated)}): "
-                         f"{[str(b) for b in da['bands'].values]}; give each band once")
+    labels = band_labels(da["bands"].values.tolist())
     source = f"xarray.DataArray {product_id}"
     nodata = _attribute(da.attrs, ("nodata", "_FillValue"))
     bands = {}

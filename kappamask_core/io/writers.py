@@ -132,6 +132,33 @@ def write_scores(path: PathLike, scores: np.ndarray, grid: Grid) -> Path:
     return Path(path)
 
 
+def write_raster_blocks(path: PathLike, grid: Grid, read, dtype: str, nodata, descriptions, block: int = 2048,
+                        resampling: str = "average") -> Path:
+    """A multi-band COG computed block by block: ``read(((r0, r1), (c0, c1)))`` gives each window's (bands, rows,
+    cols) values, so no more than one block is held (a lazy composite computes as it is written)."""
+    import rasterio
+    from rasterio.windows import Window
+
+    strips = Path(temp_beside(Path(path).with_name(Path(path).name + ".blocks")))
+    try:
+        profile = {"driver": "GTiff", "height": grid.height, "width": grid.width, "count": len(descriptions),
+                   "dtype": dtype, "transform": grid.transform, "tiled": True, "blockxsize": 512,
+                   "blockysize": 512, "compress": "deflate", "zlevel": 1, "nodata": nodata, "BIGTIFF": "IF_SAFER",
+                   **({"crs": grid.crs} if grid.crs is not None else {})}
+        with rasterio.open(strips, "w", **profile) as dst:
+            for i, description in enumerate(descriptions, start=1):
+                dst.set_band_description(i, description)
+            for r0 in range(0, grid.height, block):
+                for c0 in range(0, grid.width, block):
+                    r1, c1 = min(r0 + block, grid.height), min(c0 + block, grid.width)
+                    dst.write(read(((r0, r1), (c0, c1))), window=Window(c0, r0, c1 - c0, r1 - r0))
+        with cache_env(256), rasterio.open(strips) as src:
+            _translate(src, path, nodata=nodata, resampling=resampling)
+    finally:
+        strips.unlink(missing_ok=True)
+    return Path(path)
+
+
 def class_image(classes: np.ndarray, size: tuple[int, int] | None = None) -> np.ndarray:
     """RGB rendering of a class map (values 0..4), optionally shrunk by striding."""
     lut = np.zeros((256, 3), np.uint8)

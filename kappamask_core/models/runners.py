@@ -236,6 +236,7 @@ class RunnerCache:
     def __init__(self, limit: int = 8):
         self.limit = limit
         self._runners: "OrderedDict[tuple, Runner]" = OrderedDict()
+        self.opened = 0  # sessions made so far: a worker that runs many chunks makes one per model
 
     def get(self, model: Model, device: str = "auto", threads: int | None = None, batch_size: int | None = None,
             fp16: bool = False) -> Runner:
@@ -244,6 +245,7 @@ class RunnerCache:
             self._runners.move_to_end(key)
             return self._runners[key]
         runner = self._runners[key] = open_runner(model, device, threads, batch_size, fp16)
+        self.opened += 1
         while len(self._runners) > self.limit:
             self._runners.popitem(last=False)
         return runner

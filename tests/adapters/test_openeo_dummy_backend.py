@@ -122,7 +122,7 @@ def test_a_call_loads_the_cards_bands_and_hands_the_udf_its_context(report, spec
         for load in loads:
             assert load["temporal_extent"] == args["temporal_extent"]
             assert {k: load["spatial_extent"][k] for k in args["spatial_extent"]} == args["spatial_extent"]
-        if pid == "kappamask_mask":  # the masked bands: the 'bands' parameter's default
+        if pid in ("kappamask_mask", "kappamask_composite"):  # the masked bands: the 'bands' parameter's default
             assert loads[1]["bands"] == spec["parameters"][2]["default"]
         (neighborhood,) = evaluated["apply_neighborhood"]
         assert {s["dimension"]: s["value"] for s in neighborhood["size"]} == {"x": CHUNK, "y": CHUNK, "t": TIME_STEP}
@@ -133,7 +133,7 @@ def test_a_call_loads_the_cards_bands_and_hands_the_udf_its_context(report, spec
                     "dependency_archive": PUBLICATION.archive_url, "dependency_sha256": PUBLICATION.archive_sha256}
         if level == "L1C":  # the L1C offset, a parameter of its own (default 0), resolved beside the options
             expected["offset"] = next(p["default"] for p in spec["parameters"] if p["name"] == "offset")
-        if pid == "kappamask_mask":
+        if pid in ("kappamask_mask", "kappamask_composite"):
             expected["output"] = MASK_OUTPUT
         assert neighborhood["context"] == expected
         (node,) = neighborhood["process"].values()

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import copy
 import json
+import warnings
 
 import numpy as np
 import pytest
@@ -140,6 +141,30 @@ def test_kappamask_mask_masks_exactly_the_unusable_pixels_whatever_output_is_ask
     assert keep.any() and (~keep).any() and masked.sizes["t"] == 2
     assert np.isnan(masked.values[:, 0][~keep]).all() and np.isnan(masked.values[:, 1][~keep]).all()
     np.testing.assert_array_equal(masked.values[:, :, keep[0]], data.values[:, :, keep[0]])
+
+
+def test_the_composite_is_the_median_of_the_clear_observations_over_dates_with_cloud_and_without_data():
+    """Three dates: the product's, one without data and one of opaque cloud. The composite of each band is the
+    median of the observations the usable masks call clear (the cloud date adds almost none, the empty one no
+    observation at all), and no-data where there is none."""
+    dates = ["2019-02-20", "2019-03-01"]
+    options = {"model": "ukis-csmask-6b-l2a"}
+    made = backend.execute("kappamask_composite", spatial_extent=L2A_EXTENT, temporal_extent=dates,
+                           bands=["B04", "B08"], options=options)
+    usable = backend.execute("kappamask_l2a", spatial_extent=L2A_EXTENT, temporal_extent=dates,
+                             options={**options, "output": "usable"})
+    data = backend.load_collection("SENTINEL2_L2A", L2A_EXTENT, dates, ["B04", "B08"])
+    assert usable.sizes["t"] == 3 and "t" not in made.dims and made.dims == ("bands", "y", "x")
+    real, empty, cloud = (usable.isel(t=i, bands=0).values for i in range(3))
+    has_data = np.isfinite(data.isel(t=0, bands=0).values)
+    assert (empty[has_data] == 255).all() and (cloud[has_data] == 0).mean() > 0.99  # no data; cloud, not clear
+    clear = usable.isel(bands=0).values == 1
+    assert clear[0].any() and (~clear[0] & has_data).any()
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)  # pixels without a clear observation: NaN
+        expected = np.nanmedian(data.where(clear[:, None]).values, axis=0)
+    np.testing.assert_array_equal(made.values, expected)
+    assert np.isnan(made.values[:, ~clear.any(axis=0)]).all()
 
 
 def test_a_cloud_buffer_grows_cloud_and_nothing_else():

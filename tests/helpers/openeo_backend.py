@@ -7,7 +7,8 @@ UDF sees are implemented here, following that driver's code:
 * ``load_collection``: a real product stands for the collection; band labels it does not have are refused, as a
   backend refuses them; the bounding box is cut from the product's grid together with a buffer of real pixels
   around it (geopyspark loads the overlap of a following apply_neighborhood as a pixel buffer), NaN beyond the
-  product; nodata as NaN. Every collection has one more date on which the area holds no data at all.
+  product; nodata as NaN. Every collection has one more date on which the area holds no data at all, and after it
+  one on which every band is bright and flat (:data:`CLOUD_DN`) wherever the product has data: an opaque cloud.
 * ``apply_neighborhood`` (``GeopysparkDataCube.apply_neighborhood``): the cube is retiled on a layout grid that
   does not start at the cube's first pixel; each chunk is its size plus the overlap on each side, taken from the
   neighbouring data; the chunk reaches the UDF as float32 (``convert_data_type(FLOAT32)``), with x and y as
@@ -52,6 +53,8 @@ UDF_RUNTIMES = {"Python": ("3", "3.11")}
 PIXEL_BUFFER = 32  # real pixels loaded around the bounding box (the processes' overlap)
 LAYOUT_OFFSET = (100, 77)  # rows and columns of the layout grid before the loaded cube's first pixel
 NO_DATA_DATE = {"SENTINEL2_L1C": "2017-02-19T10:30:00", "SENTINEL2_L2A": "2019-02-25T00:16:31"}
+CLOUD_DATE = {"SENTINEL2_L1C": "2017-02-22T10:30:00", "SENTINEL2_L2A": "2019-02-28T00:16:31"}
+CLOUD_DN = 8000.0  # every band of the cloud date, where the product has data: bright and flat, an opaque cloud
 T56_WINDOW = (slice(0, 1100), slice(0, 600))  # rows/columns of the 10 m grid around T56LMM's data
 
 # The parser's results cache: it also carries each node's result to the nodes that use it, so it cannot be left
@@ -104,11 +107,14 @@ _SCENE_CACHE: dict = {}
 
 
 def scene(collection: str) -> xr.DataArray:
-    """The whole product standing for a collection (its first date), with the no-data date added."""
+    """The whole product standing for a collection (its first date), with the no-data date and the cloud date
+    added."""
     if collection not in _SCENE_CACHE:
         cube = SCENES[collection]()
         empty = cube.copy(data=np.full(cube.shape, np.nan)).assign_coords(t=[np.datetime64(NO_DATA_DATE[collection])])
-        _SCENE_CACHE[collection] = xr.concat([cube.where(cube != 0), empty], dim="t")
+        cloud = cube.copy(data=np.where(cube.values != 0, CLOUD_DN, np.nan))
+        cloud = cloud.assign_coords(t=[np.datetime64(CLOUD_DATE[collection])])
+        _SCENE_CACHE[collection] = xr.concat([cube.where(cube != 0), empty, cloud], dim="t")
     return _SCENE_CACHE[collection]
 
 
@@ -343,7 +349,7 @@ def registry():
     specs = importlib.import_module("openeo_processes_dask.specs")
     implementations = importlib.import_module("openeo_processes_dask.process_implementations")
     reg = ProcessRegistry(wrap_funcs=[process])
-    for name in ("reduce_dimension", "array_element", "neq", "mask"):
+    for name in ("reduce_dimension", "array_element", "neq", "mask", "median"):
         reg[name] = Process(spec=getattr(specs, name), implementation=getattr(implementations, name))
     reg["run_udf"] = Process(spec=specs.run_udf, implementation=run_udf)
     reg["load_collection"] = Process(spec=specs.load_collection, implementation=load_collection)

@@ -11,7 +11,7 @@ from ...foundation.errors import InputError
 from .common import add_run_options, log, progress_wanted, run_options
 
 
-def _inputs(args):
+def inputs_of(args):
     """The paths given, then what each input source that was asked for yields (one at a time)."""
     wanted = [source for source in plugins.sources() if source.wanted(args)]
     if not args.inputs and not wanted:
@@ -26,7 +26,7 @@ def _inputs(args):
 def cmd_classify(args) -> int:
     from ..api import classify_to_files
 
-    args.inputs = _inputs(args)
+    args.inputs = inputs_of(args)
     scheduler = getattr(args, "scheduler", None)
     if hasattr(args, "workers"):
         from ..batch import check_parallel

@@ -13,7 +13,8 @@ from ...models.variants import PRECISIONS
 log = logging.getLogger("kappamask")
 
 
-def add_run_options(p: argparse.ArgumentParser) -> None:
+def add_run_options(p: argparse.ArgumentParser, outputs: bool = True) -> None:
+    """The options of a run; ``outputs``: also those that choose a product's files (encoding, scores, usable)."""
     p.add_argument("--model", default="auto",
                    help="auto (KappaMask v2 where its weights can be had, else the bundled offline model), default "
                         "(the bundled offline model), a model id or alias, or a card .json (default: %(default)s)")
@@ -36,14 +37,18 @@ def add_run_options(p: argparse.ArgumentParser) -> None:
                    help="auto: on CPUs, the model's faithful int8 or bf16 variant where one was made (kappamask "
                         "models quantize), else the network as published; fp32: always the network as published; "
                         "fp16: the network in float16 (GPUs); int8, bf16: that variant (default: %(default)s)")
-    p.add_argument("--encoding", choices=["kappamask", "km_predict"], default="kappamask",
-                   help="class values in the GeoTIFF: kappamask (0 missing .. 4 cloud) or km_predict (1..4, 5 missing)")
-    p.add_argument("--scores", action="store_true", help="also write per-class scores (STAC asset)")
+    if outputs:
+        p.add_argument("--encoding", choices=["kappamask", "km_predict"], default="kappamask",
+                       help="class values in the GeoTIFF: kappamask (0 missing .. 4 cloud) or km_predict (1..4, 5 "
+                            "missing)")
+        p.add_argument("--scores", action="store_true", help="also write per-class scores (STAC asset)")
     p.add_argument("--buffer", metavar="CLASS=METRES,...",
                    help="grow classes after stitching, e.g. cloud=300,shadow=100 (cloud, semi_transparent_cloud, "
                         "shadow); a buffer never covers missing pixels or a stronger class")
-    p.add_argument("--usable", action="store_true",
-                   help="also write the usable-pixel mask <id>_usable.tif: 1 clear after buffering, 0 not, 255 missing")
+    if outputs:
+        p.add_argument("--usable", action="store_true",
+                       help="also write the usable-pixel mask <id>_usable.tif: 1 clear after buffering, 0 not, 255 "
+                            "missing")
     p.add_argument("--no-stac", action="store_true", help="do not write STAC items")
     add_progress_option(p)
 
@@ -88,6 +93,6 @@ def run_options(args):
     return ClassifyOptions(
         overlap=args.overlap, margin=args.margin, stitch=args.stitch, batch_size=args.batch_size,
         device=args.device, threads=args.threads, resampling=args.resampling, decode=args.decode,
-        scores=args.scores, buffers=args.buffer, precision=precision,
+        scores=getattr(args, "scores", False), buffers=args.buffer, precision=precision,
         progress=progress_wanted(args),
     )

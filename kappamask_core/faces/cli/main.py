@@ -22,7 +22,7 @@ from ...foundation import plugins, redaction
 from ...foundation.errors import KappaMaskError
 from ...foundation.version import __version__
 from ...io.files import write_problem
-from . import classify, learning, models
+from . import classify, composite, learning, models
 from .common import apply_network_options, log
 
 
@@ -35,6 +35,7 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True)
 
     classify.register(sub)
+    composite.register(sub)
     learning.register(sub)
     models.register(sub)
     for register in plugins.commands():  # sub-commands of the adapters (STAC, openEO)
