@@ -28,7 +28,7 @@ def cmd_publish(args) -> int:
     from .publish import publish
 
     result = publish(args.folder, args.api, collection=args.collection, href_base=args.href_base,
-                     allow_local=args.allow_local_hrefs)
+                     allow_local=args.allow_local_hrefs, tiler_url=args.tiler_url)
     print(result.summary())
     return 0
 
@@ -48,4 +48,7 @@ def register(sub) -> None:
                         "are rewritten onto it")
     p.add_argument("--allow-local-hrefs", action="store_true",
                    help="publish hrefs to the local files (only this machine can read them)")
+    p.add_argument("--tiler-url", metavar="URL",
+                   help="a titiler-pgstac on the API's database: each item then links its map tiles (web-map-links: "
+                        "XYZ and TileJSON, drawn by the classes' render entry)")
     p.set_defaults(func=cmd_publish)

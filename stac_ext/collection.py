@@ -8,7 +8,10 @@ from pathlib import Path
 
 from kappamask_core.io import atomic_files
 
-from .common import COG_MEDIA_TYPE, EXTENSIONS, class_table
+from .common import COG_MEDIA_TYPE, EXTENSIONS, RENDER, class_render, class_table
+
+
+SENTINEL_LEGAL_NOTICE = "https://sentinels.copernicus.eu/documents/247904/690755/Sentinel_Data_Legal_Notice"
 
 
 def build_collection(items, encoding: str = "kappamask"):
@@ -24,7 +27,8 @@ def build_collection(items, encoding: str = "kappamask"):
                  "kappamask:model": sorted({i.properties["kappamask:model"]["id"] for i in items})}
     collection = pystac.Collection(
         id="kappamask-run",
-        description="Cloud and cloud-shadow classification (KappaMask classes) of Sentinel-2 products.",
+        description="Cloud and cloud-shadow classification (KappaMask classes) of Sentinel-2 products. Contains "
+                    "modified Copernicus Sentinel data.",
         title="KappaMask classification",
         license="other",
         extent=pystac.Extent(pystac.SpatialExtent([bbox]), pystac.TemporalExtent([[min(times), max(times)]])),
@@ -33,16 +37,16 @@ def build_collection(items, encoding: str = "kappamask"):
         summaries=pystac.Summaries(summaries),
     )
     collection.extra_fields["item_assets"] = {
-        "classification": {"type": COG_MEDIA_TYPE, "roles": ["data"], "title": "Cloud and cloud-shadow classes",
-                           "classification:classes": classes},
+        "classification": {"type": COG_MEDIA_TYPE, "roles": ["data", "visual"],
+                           "title": "Cloud and cloud-shadow classes", "classification:classes": classes},
         "quicklook": {"type": "image/png", "roles": ["overview"], "title": "True colour and classes"},
+        "thumbnail": {"type": "image/png", "roles": ["thumbnail"], "title": "Classes (thumbnail)"},
     }
     # how tile servers and browsers draw the classes: the COG's own palette, class by class
-    missing = next(c["value"] for c in classes if c.get("nodata"))
-    collection.extra_fields["renders"] = {"classes": {
-        "title": "Cloud and cloud-shadow classes", "assets": ["classification"], "resampling": "nearest",
-        "nodata": missing, "colormap": {str(c["value"]): f"#{c['color_hint']}" for c in classes if not c.get("nodata")},
-    }}
+    collection.extra_fields["renders"] = {RENDER: class_render(encoding)}
+    # the masks are derived from Sentinel-2 products: their use follows the Copernicus Sentinel data terms
+    collection.add_link(pystac.Link("license", SENTINEL_LEGAL_NOTICE, "text/html",
+                                    "Legal notice on the use of Copernicus Sentinel data"))
     return collection
 
 

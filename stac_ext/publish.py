@@ -25,8 +25,9 @@ from pathlib import Path
 from urllib.parse import quote
 
 from kappamask_core.foundation import InputError, KappaMaskError, redact
-from kappamask_core.io import REDIRECTS, Session
+from kappamask_core.io import REDIRECTS, Session, split_userinfo
 
+from .common import EXTENSIONS, RENDER, TILE_FORMAT, TILE_MATRIX_SET, render_query
 from .search import auth_headers
 
 log = logging.getLogger(__name__)
@@ -139,6 +140,25 @@ def read_run(folder: Path):
     return collection, items
 
 
+def _link_tiles(item: dict, tiler_url: str, cid: str) -> None:
+    """The item's tiles on a titiler-pgstac, as web-map-links: an XYZ template and its TileJSON, each drawn by the
+    item's render entry (the same query titiler's own /renders endpoint builds)."""
+    render = item.get("properties", {}).get("renders", {}).get(RENDER)
+    if render is None:
+        raise InputError(f"item {item.get('id')} has no {RENDER!r} render entry to draw its tiles with; classify "
+                         "the run again with this version")
+    base = f"{tiler_url.rstrip('/')}/collections/{quote(cid)}/items/{quote(item['id'])}"
+    query = render_query(render)
+    item["links"] = [link for link in item["links"] if link.get("rel") not in ("xyz", "tilejson")] + [
+        {"rel": "xyz", "type": f"image/{TILE_FORMAT}", "title": render.get("title"),
+         "href": f"{base}/tiles/{TILE_MATRIX_SET}/{{z}}/{{x}}/{{y}}.{TILE_FORMAT}?{query}"},
+        {"rel": "tilejson", "type": "application/json", "title": render.get("title"),
+         "href": f"{base}/{TILE_MATRIX_SET}/tilejson.json?{query}&tile_format={TILE_FORMAT}"}]
+    extensions = item.setdefault("stac_extensions", [])
+    if EXTENSIONS["web-map-links"] not in extensions:
+        extensions.append(EXTENSIONS["web-map-links"])
+
+
 def _rehref(data: dict, folder: Path, href_base: str | None, allow_local: bool) -> dict:
     """The object with its relative asset hrefs on ``href_base``, and no links to local files."""
     data = json.loads(json.dumps(data))
@@ -231,13 +251,20 @@ def _stored_ids(api: _Api, cid: str, ids: list[str]) -> set[str]:
 
 
 def publish(folder, api: str, *, collection: str | None = None, href_base: str | None = None,
-            allow_local: bool = False, headers: dict | None = None) -> Published:
-    """Create or update the collection and upsert every item of the run in ``folder`` into the STAC API."""
+            allow_local: bool = False, headers: dict | None = None, tiler_url: str | None = None) -> Published:
+    """Create or update the collection and upsert every item of the run in ``folder`` into the STAC API. With
+    ``tiler_url`` (a titiler-pgstac on the API's database) each item links its tiles as the web-map-links
+    extension describes: an XYZ template and a TileJSON, drawn by the item's render entry."""
     folder = Path(folder)
     if not folder.is_dir():
         raise InputError(f"{folder}: no such folder")
     if href_base is not None and not href_base.startswith(("http://", "https://", "s3://", "gs://", "az://")):
         raise InputError(f"--href-base must be a URL (https://, s3://, ...), not {href_base!r}")
+    if tiler_url is not None and not tiler_url.startswith(("http://", "https://")):
+        raise InputError(f"--tiler-url must be an http(s) URL, not {redact(tiler_url)!r}")
+    if tiler_url is not None and split_userinfo(tiler_url)[1]:
+        # the links are published for everyone who reads the catalogue: a password in them would be too
+        raise InputError(f"--tiler-url must not hold a user or password ({redact(tiler_url)}): its links are public")
     started = time.perf_counter()
     raw_collection, items = read_run(folder)
     cid = collection or raw_collection["id"]
@@ -246,6 +273,8 @@ def publish(folder, api: str, *, collection: str | None = None, href_base: str |
     for _, data in items:
         item = _rehref(data, folder, href_base, allow_local)
         item["collection"] = cid
+        if tiler_url:
+            _link_tiles(item, tiler_url, cid)
         prepared.append(item)
     client = _Api(api, headers if headers is not None else auth_headers())
     result = Published(cid, len(prepared))

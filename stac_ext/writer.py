@@ -17,7 +17,7 @@ from kappamask_core.foundation import CLASSES, MISSING, USABLE_CLASSES, USABLE_M
 from kappamask_core.io import sha256_file
 
 from .collection import write_collection
-from .common import COG_MEDIA_TYPE, EXTENSIONS, class_table
+from .common import COG_MEDIA_TYPE, EXTENSIONS, RENDER, class_render, class_table
 
 
 def footprint(classes: np.ndarray, grid) -> tuple[dict, list[float]]:
@@ -80,7 +80,8 @@ def build_item(classification, paths: dict, source, encoding: str = "kappamask",
     item = pystac.Item(id=Path(paths["cog"]).name.removesuffix(".tif"), geometry=geom, bbox=bbox, datetime=when,
                        properties=props, stac_extensions=[EXTENSIONS[k] for k in
                                                           ("classification", "raster", "projection", "file",
-                                                           "processing", "eo")])
+                                                           "processing", "eo", "render")])
+    item.properties["renders"] = {RENDER: class_render(encoding)}  # what item-level tilers (titiler) read
     item.properties.update(_projection(classification.grid))
     for key, asset in _assets(classification, paths, files, encoding):
         item.add_asset(key, asset)
@@ -148,7 +149,9 @@ def _assets(classification, paths: dict, files: dict, encoding: str):
 
     resolution = classification.grid.resolution
     yield "classification", pystac.Asset(
-        href=Path(paths["cog"]).name, media_type=COG_MEDIA_TYPE, roles=["data"], title="Cloud and cloud-shadow classes",
+        # "visual": the COG carries its class palette, so viewers (STAC Browser) draw it as it is
+        href=Path(paths["cog"]).name, media_type=COG_MEDIA_TYPE, roles=["data", "visual"],
+        title="Cloud and cloud-shadow classes",
         extra_fields={
             "classification:classes": class_objects(classification, encoding),
             # km_predict files have no nodata value: the key is left out (null is not valid raster:bands)
@@ -159,6 +162,10 @@ def _assets(classification, paths: dict, files: dict, encoding: str):
         })
     yield "quicklook", pystac.Asset(href=Path(paths["quicklook"]).name, media_type="image/png", roles=["overview"],
                                     title="True colour and classes", extra_fields=_file_info(Path(files["quicklook"])))
+    if paths.get("thumbnail"):
+        yield "thumbnail", pystac.Asset(href=Path(paths["thumbnail"]).name, media_type="image/png",
+                                        roles=["thumbnail"], title="Classes (thumbnail)",
+                                        extra_fields=_file_info(Path(files["thumbnail"])))
     if paths.get("scores"):
         yield "scores", pystac.Asset(
             href=Path(paths["scores"]).name, media_type=COG_MEDIA_TYPE, roles=["data"],

@@ -25,6 +25,7 @@ from helpers import (
     identity_card,
     identity_onnx,
     need,
+    serving,
 )
 
 
@@ -246,3 +247,30 @@ def stac_api():
     server = stac_api_server.start()
     yield server
     server.stop()
+
+
+@pytest.fixture(scope="session")
+def tiler(stac_api):
+    """titiler-pgstac on the STAC API's database, started once for the session."""
+    import os
+
+    from helpers import STRICT_ENV, require, stac_api_server
+
+    require("titiler.pgstac")
+    try:
+        server = stac_api_server.start_tiler(stac_api)
+    except RuntimeError as exc:
+        if os.environ.get(STRICT_ENV):
+            raise
+        pytest.skip(str(exc))
+    yield server
+    server.stop()
+
+
+@pytest.fixture
+def served(tmp_path):
+    """The run's output folder served over HTTP with range requests, as object storage would serve it."""
+    folder = tmp_path / "out"
+    folder.mkdir()
+    with serving(folder) as url:
+        yield folder, url

@@ -33,7 +33,7 @@ from ..foundation.errors import InputError, KappaMaskError
 from ..foundation.types import PathLike, ProductSource
 from ..io.files import atomic_files, new_folder_removed_on_failure, remove_stale_parts, safe_name
 from ..io.readers import open_product
-from ..io.writers import ScoresWriter, write_cog, write_quicklook, write_usable
+from ..io.writers import ScoresWriter, write_cog, write_quicklook, write_thumbnail, write_usable
 from ..models.resolve import ModelSpec
 from ..models.runners import RunnerCache
 
@@ -63,7 +63,7 @@ def input_identity(product) -> dict:
 
 def product_files(stem: str, scores: bool, outputs, usable: bool = False) -> dict[str, str]:
     """Role -> file name of one product's outputs."""
-    names = {"cog": f"{stem}.tif", "quicklook": f"{stem}.png"}
+    names = {"cog": f"{stem}.tif", "quicklook": f"{stem}.png", "thumbnail": f"{stem}_thumbnail.png"}
     if scores:
         names["scores"] = f"{stem.removesuffix('_kappamask')}_scores.tif"
     if usable:
@@ -223,6 +223,7 @@ def write_product_files(result, temps: dict, encoding: str, usable: bool) -> Non
     write_cog(temps["cog"], result.classes, result.grid, encoding, tags)
     write_quicklook(temps["quicklook"], result.classes, result.preview,
                     f"{product.id}  model: {card.name}, {card.precision}", card.predicts, result.preview_window)
+    write_thumbnail(temps["thumbnail"], result.classes, result.preview_window)
     if usable:
         write_usable(temps["usable"], usable_mask(result.classes), result.grid)
 

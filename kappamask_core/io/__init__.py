@@ -29,10 +29,11 @@ from .http import (
 from .product import OFFSET_BASELINE, Band, Product, check_level, declared_scaling, merge_scaling, parse_baseline
 from .readers import DEMO_DATA, Reader, open_product
 from .safe import parse_product_metadata
-from .writers import ScoresWriter, write_cog, write_quicklook, write_scores, write_usable
+from .writers import ScoresWriter, write_cog, write_quicklook, write_scores, write_thumbnail, write_usable
 
 __all__ = ["CREDENTIAL_HEADERS", "DEMO_DATA", "NetworkError", "OFFSET_BASELINE", "REDIRECTS", "Band", "Product",
            "Reader", "ScoresWriter", "Session", "atomic_files", "atomic_path", "check_header_values", "check_level",
            "declared_scaling", "fetch", "from_dataarray", "merge_scaling", "open_band_files", "open_product",
            "origin", "parse_baseline", "parse_product_metadata", "safe_name", "sha256_file", "split_userinfo",
-           "tag_scaling", "writable_folder", "write_cog", "write_quicklook", "write_scores", "write_usable"]
+           "tag_scaling", "writable_folder", "write_cog", "write_quicklook", "write_scores", "write_thumbnail",
+           "write_usable"]

@@ -132,6 +132,27 @@ def write_scores(path: PathLike, scores: np.ndarray, grid: Grid) -> Path:
     return Path(path)
 
 
+THUMBNAIL_SIDE = 256  # px: the longest side of an item's thumbnail
+
+
+def write_thumbnail(path: PathLike, classes: np.ndarray, window: tuple[int, int, int, int] | None = None) -> Path:
+    """A small PNG of the classes in their palette over the data window (``window`` as for
+    :func:`write_quicklook`), missing pixels transparent: the picture catalogues and browsers show for an item
+    (at most :data:`THUMBNAIL_SIDE` px a side; an 8-bit palette image, a few kB)."""
+    from PIL import Image
+
+    r0, r1, c0, c1 = window or data_window(classes)
+    step = max(1, int(np.ceil(max(r1 - r0, c1 - c0) / THUMBNAIL_SIDE)))
+    image = Image.fromarray(np.ascontiguousarray(classes[r0:r1:step, c0:c1:step]), mode="P")
+    colours = [0] * 768
+    for c in CLASSES:
+        colours[3 * c.value : 3 * c.value + 3] = c.rgb
+    image.putpalette(colours)
+    with atomic_path(path) as tmp:
+        image.save(tmp, format="PNG", optimize=True, transparency=0)  # class 0 (missing) is transparent
+    return Path(path)
+
+
 def write_raster_blocks(path: PathLike, grid: Grid, read, dtype: str, nodata, descriptions, block: int = 2048,
                         resampling: str = "average") -> Path:
     """A multi-band COG computed block by block: ``read(((r0, r1), (c0, c1)))`` gives each window's (bands, rows,

@@ -225,6 +225,8 @@ def test_t56lmm_item_and_multi_input_collection(t56lmm, bigearthnet, tmp_path, c
     collection = json.loads((tmp_path / "collection.json").read_text())
     assert sum(l["rel"] == "item" for l in collection["links"]) == 2
     assert "classification" in collection["item_assets"]
+    # licence "other" names its terms: the Copernicus Sentinel data legal notice
+    assert collection["license"] == "other" and any(link["rel"] == "license" for link in collection["links"])
     capsys.readouterr()
     assert main(["stac", "validate", str(tmp_path)]) == 0
     assert "INVALID" not in capsys.readouterr().out

@@ -7,8 +7,7 @@ from __future__ import annotations
 import json
 import threading
 import time
-from functools import partial
-from http.server import BaseHTTPRequestHandler, SimpleHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 import numpy as np
@@ -66,40 +65,6 @@ def load_samples(api) -> list[dict]:
     for item in items:
         assert stac_api_server.post(api.url, "collections/samples/items", item) in (200, 201, 409)
     return items
-
-
-class _RangeHandler(SimpleHTTPRequestHandler):
-    """Files with HTTP range requests, as object storage serves COGs to GDAL."""
-
-    def log_message(self, *args):
-        pass
-
-    def do_GET(self):
-        ranged = self.headers.get("Range", "")
-        path = Path(self.translate_path(self.path))
-        if not ranged.startswith("bytes=") or not path.is_file():
-            return super().do_GET()
-        data = path.read_bytes()
-        first, _, last = ranged[6:].partition("-")
-        first, last = int(first), min(int(last) if last else len(data) - 1, len(data) - 1)
-        self.send_response(206)
-        self.send_header("Content-Range", f"bytes {first}-{last}/{len(data)}")
-        self.send_header("Content-Length", str(last - first + 1))
-        self.send_header("Accept-Ranges", "bytes")
-        self.end_headers()
-        self.wfile.write(data[first : last + 1])
-
-
-@pytest.fixture
-def served(tmp_path):
-    """The run's output folder served over HTTP with range requests, as object storage would serve it."""
-    folder = tmp_path / "out"
-    folder.mkdir()
-    server = ThreadingHTTPServer(("127.0.0.1", 0), partial(_RangeHandler, directory=str(folder)))
-    threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True).start()
-    yield folder, f"http://127.0.0.1:{server.server_address[1]}/"
-    server.shutdown()
-    server.server_close()
 
 
 def search(api, **kwargs) -> list:
@@ -178,6 +143,7 @@ def test_search_classify_publish_search_and_load(api, served, capsys):
     renders = collection.extra_fields["renders"]["classes"]
     assert renders["assets"] == ["classification"] and renders["colormap"]["4"].startswith("#")
     assert collection.extra_fields["item_assets"]["classification"]["classification:classes"][0]["value"] == 0
+    assert "sentinels.copernicus.eu" in collection.get_single_link("license").href  # published with its terms
 
     # notebooks: odc-stac and stackstac load the published COGs onto their own grid, values as in the file
     import odc.stac

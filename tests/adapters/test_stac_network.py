@@ -276,3 +276,15 @@ def test_two_items_with_one_id_are_refused(servers, published_run, capsys):
     line = fail(capsys, "publish", published_run, "--api", api.url, "--href-base", "https://example.org/",
                 command="stac")
     assert "are both item" in line and not api.requests
+
+
+@pytest.mark.parametrize("tiler_url, message", [
+    ("ftp://tiler.example/", "must be an http(s) URL"),
+    ("https://bob:tiler-s3cret@tiler.example/", "must not hold a user or password"),
+])
+def test_a_tiler_url_that_would_publish_a_secret_or_no_tiles_is_refused(servers, published_run, capsys, tiler_url,
+                                                                        message):
+    api = servers(lambda request, server: Answer(200, {}))
+    line = fail(capsys, "publish", published_run, "--api", api.url, "--href-base", "https://example.org/",
+                "--tiler-url", tiler_url, command="stac")
+    assert message in line and "tiler-s3cret" not in line and not api.requests

@@ -31,7 +31,7 @@ def test_second_input_failing_leaves_the_first_product_whole(bigearthnet, band_f
     fail(capsys, good, band_folder, "-o", tmp_path / "out", "--model", "default")
     names = leftovers(tmp_path / "out")
     stem = f"{good.name}_kappamask"
-    assert names == [f"{stem}.json", f"{stem}.png", f"{stem}.tif"]
+    assert names == [f"{stem}.json", f"{stem}.png", f"{stem}.tif", f"{stem}_thumbnail.png"]
 
 
 def test_sigterm_while_writing_leaves_no_file(band_folder, tmp_path):

@@ -7,6 +7,11 @@ from __future__ import annotations
 
 import json
 import os
+import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
+from functools import partial
+from http.server import SimpleHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 import numpy as np
@@ -230,6 +235,56 @@ def band_folder_item(folder: Path, item_id: str, when: str, level: str = "L1C") 
             "properties": {"datetime": when, "platform": "sentinel-2a", "processing:level": level,
                            "s2:processing_baseline": "02.04"},
             "links": [], "assets": assets}
+
+
+class RangeHandler(SimpleHTTPRequestHandler):
+    """Files with HTTP range requests, as object storage serves COGs to GDAL, readable from web pages of any
+    origin (CORS), as a public bucket serves them to browsers."""
+
+    def log_message(self, *args):
+        pass
+
+    def end_headers(self):
+        self.send_header("Access-Control-Allow-Origin", "*")
+        super().end_headers()
+
+    def do_GET(self):
+        ranged = self.headers.get("Range", "")
+        path = Path(self.translate_path(self.path))
+        if not ranged.startswith("bytes=") or not path.is_file():
+            return super().do_GET()
+        data = path.read_bytes()
+        first, _, last = ranged[6:].partition("-")
+        first, last = int(first), min(int(last) if last else len(data) - 1, len(data) - 1)
+        self.send_response(206)
+        self.send_header("Content-Range", f"bytes {first}-{last}/{len(data)}")
+        self.send_header("Content-Length", str(last - first + 1))
+        self.send_header("Accept-Ranges", "bytes")
+        self.end_headers()
+        self.wfile.write(data[first : last + 1])
+
+
+@contextmanager
+def serving(folder: Path, handler: type[SimpleHTTPRequestHandler] = RangeHandler) -> Iterator[str]:
+    """``folder`` served on a free port of 127.0.0.1 while the block runs; the base URL, ending in ``/``."""
+    server = ThreadingHTTPServer(("127.0.0.1", 0), partial(handler, directory=str(folder)))
+    threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True).start()
+    try:
+        yield f"http://127.0.0.1:{server.server_address[1]}/"
+    finally:
+        server.shutdown()
+        server.server_close()
+
+
+def artefacts(name: str) -> Path:
+    """A folder for what a test keeps for people to look at (screenshots): under ``KAPPAMASK_TEST_ARTIFACTS`` or
+    the checkout's ``test-artifacts/``, emptied first."""
+    import shutil
+
+    folder = Path(os.environ.get("KAPPAMASK_TEST_ARTIFACTS") or ROOT / "test-artifacts") / name
+    shutil.rmtree(folder, ignore_errors=True)
+    folder.mkdir(parents=True)
+    return folder
 
 
 def leftovers(folder: Path) -> list[str]:

@@ -2,8 +2,9 @@
 
 :func:`start` makes a throw-away database cluster in a temporary folder, starts PostgreSQL on 127.0.0.1, installs
 the pgstac schema with pypgstac, and serves stac-fastapi-pgstac (Transactions and bulk items on) with uvicorn
-on another free port. :func:`missing` says what is not installed (ci/test.sh installs PostgreSQL's PostGIS
-package from Debian; the Python packages are in the test extra).
+on another free port; :func:`start_tiler` serves titiler-pgstac on the same database, as eoAPI pairs them.
+:func:`missing` says what is not installed (ci/test.sh installs PostgreSQL's PostGIS package from Debian; the
+Python packages are in the test extra).
 """
 
 from __future__ import annotations
@@ -57,15 +58,15 @@ def _as_postgres(args: list[str]) -> list[str]:
 
 
 @dataclass
-class StacApi:
+class Service:
+    """A web application served by uvicorn in a process of its own, with its log."""
+
     url: str
-    dsn: str
-    folder: Path
     server: subprocess.Popen
     log: Path
 
     def requests_to(self, path: str) -> int:
-        """How many requests for ``path`` the API has logged so far."""
+        """How many requests for ``path`` the service has logged so far."""
         return sum(f'"{method} {path}' in line for line in self.log.read_text().splitlines()
                    for method in ("GET", "POST"))
 
@@ -75,9 +76,36 @@ class StacApi:
             self.server.wait(10)
         except subprocess.TimeoutExpired:
             self.server.kill()
+
+
+@dataclass
+class StacApi(Service):
+    dsn: str = ""
+    folder: Path = Path()
+
+    def stop(self) -> None:
+        super().stop()
         subprocess.run(_as_postgres([_bin("pg_ctl"), "-D", str(self.folder / "data"), "-m", "immediate", "stop"]),
                        capture_output=True, cwd="/")
         shutil.rmtree(self.folder, ignore_errors=True)
+
+
+def _uvicorn(app: list[str], env: dict, log: Path, probe: str, name: str) -> Service:
+    """Start ``app`` with uvicorn on a free port of 127.0.0.1 and wait until ``probe`` answers."""
+    port = _free_port()
+    server = subprocess.Popen([sys.executable, "-m", "uvicorn", *app, "--host", "127.0.0.1", "--port", str(port)],
+                              env={**os.environ, **env}, cwd="/", stdout=log.open("w"), stderr=subprocess.STDOUT)
+    service = Service(f"http://127.0.0.1:{port}", server, log)
+    deadline = time.monotonic() + 60
+    while True:
+        try:
+            with urllib.request.urlopen(f"{service.url}{probe}", timeout=2):
+                return service
+        except OSError:
+            if server.poll() is not None or time.monotonic() > deadline:
+                service.stop()
+                raise RuntimeError(f"{name} did not start: {log.read_text()[-800:]}") from None
+            time.sleep(0.3)
 
 
 def start() -> StacApi:
@@ -99,25 +127,18 @@ def start() -> StacApi:
     done = subprocess.run([sys.executable, "-m", "pypgstac.pypgstac", "migrate", "--dsn", dsn], **run)
     if done.returncode:
         raise RuntimeError(f"pypgstac migrate failed: {done.stderr[-500:]}")
-    api_port = _free_port()
-    env = {**os.environ, "PGUSER": "postgres", "PGPASSWORD": "unused", "PGHOST": "127.0.0.1", "PGPORT": str(port),
-           "PGDATABASE": "postgres", "ENABLE_TRANSACTIONS_EXTENSIONS": "true"}
-    log = folder / "api.log"
-    server = subprocess.Popen([sys.executable, "-m", "uvicorn", "stac_fastapi.pgstac.app:create_app", "--factory",
-                               "--host", "127.0.0.1", "--port", str(api_port)], env=env, cwd="/",
-                              stdout=log.open("w"), stderr=subprocess.STDOUT)
-    url = f"http://127.0.0.1:{api_port}"
-    api = StacApi(url, dsn, folder, server, log)
-    deadline = time.monotonic() + 60
-    while True:
-        try:
-            with urllib.request.urlopen(f"{url}/_mgmt/ping", timeout=2):
-                return api
-        except OSError:
-            if server.poll() is not None or time.monotonic() > deadline:
-                api.stop()
-                raise RuntimeError(f"stac-fastapi-pgstac did not start: {log.read_text()[-800:]}") from None
-            time.sleep(0.3)
+    env = {"PGUSER": "postgres", "PGPASSWORD": "unused", "PGHOST": "127.0.0.1", "PGPORT": str(port),
+           "PGDATABASE": "postgres", "ENABLE_TRANSACTIONS_EXTENSIONS": "true",
+           "STAC_FASTAPI_TITLE": "KappaMask test catalogue",
+           "STAC_FASTAPI_DESCRIPTION": "Cloud and cloud-shadow masks published by the tests"}
+    try:
+        api = _uvicorn(["stac_fastapi.pgstac.app:create_app", "--factory"], env, folder / "api.log", "/_mgmt/ping",
+                       "stac-fastapi-pgstac")
+    except RuntimeError:
+        subprocess.run(_as_postgres([_bin("pg_ctl"), "-D", str(data), "-m", "immediate", "stop"]), **run)
+        shutil.rmtree(folder, ignore_errors=True)
+        raise
+    return StacApi(api.url, api.server, api.log, dsn, folder)
 
 
 def post(url: str, path: str, body: dict) -> int:
@@ -129,3 +150,9 @@ def post(url: str, path: str, body: dict) -> int:
             return response.status
     except urllib.error.HTTPError as exc:
         return exc.code
+
+
+def start_tiler(api: StacApi) -> Service:
+    """titiler-pgstac on the API's pgstac database, with uvicorn on a free port of 127.0.0.1."""
+    env = {"DATABASE_URL": api.dsn, "GDAL_DISABLE_READDIR_ON_OPEN": "EMPTY_DIR", "TITILER_PGSTAC_API_DEBUG": "TRUE"}
+    return _uvicorn(["titiler.pgstac.main:app"], env, api.folder / "tiler.log", "/healthz", "titiler-pgstac")

@@ -54,7 +54,8 @@ def test_scores_stream_to_disk_and_equal_the_in_memory_scores(band_folder, tmp_p
                  "--no-progress"]) == 0
     assert sorted(p.name for p in out.iterdir()) == [
         "T33UUU_20170216T102101_kappamask.json", "T33UUU_20170216T102101_kappamask.png",
-        "T33UUU_20170216T102101_kappamask.tif", "T33UUU_20170216T102101_scores.tif"]
+        "T33UUU_20170216T102101_kappamask.tif", "T33UUU_20170216T102101_kappamask_thumbnail.png",
+        "T33UUU_20170216T102101_scores.tif"]
     expected = run(band_folder, "default", options=ClassifyOptions(scores=True)).scores
     with rasterio.open(out / "T33UUU_20170216T102101_scores.tif") as ds:
         np.testing.assert_allclose(ds.read(), expected, atol=1e-6)
