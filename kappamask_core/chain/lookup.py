@@ -25,7 +25,8 @@ def run_lookup(job, scores) -> Classification:
     product, card, buffers = job.product, job.card, job.options.buffers
     band = card.bands[0]
     grid = product.grid
-    native = read_bands(product, card.bands)[band]
+    with job.stages("decode"):
+        native = read_bands(product, card.bands)[band]
     lut = lookup_table(card.scheme)
     lut[lut == UNDEFINED] = MISSING  # the five-class map has no 'undefined'
     codes = _class_codes(native, f"{product.source}: band {band}")
@@ -46,6 +47,7 @@ def run_lookup(job, scores) -> Classification:
         runtime={"device": "cpu", "method": f"lookup ({card.scheme})", "resampling": "nearest",
                  "working_resolution": 10, "stitch": None, "overlap": None,
                  **({"buffers_m": dict(buffers)} if buffers else {})},
+        stages=job.stages,
     )
 
 

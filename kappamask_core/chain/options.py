@@ -28,6 +28,7 @@ class ClassifyOptions:
     batch_size: int | None = None  # tiles per inference call; None: 1 on CPU (least memory, same speed), 8 on CUDA
     device: str = "auto"  # auto | cpu | cuda | tensorrt
     threads: int | None = None  # ONNX Runtime intra-op threads; None = the cores this process may use
+    read_threads: int | None = None  # bands decoded at once; None = half the cores this process may use, at least 2
     # auto: a faithful int8/bf16 variant on CPUs where one was made; fp32: the exact network; fp16: the network in
     # float16 (GPUs; needs the gpu extra); int8 / bf16: that variant
     precision: str = "auto"
@@ -56,7 +57,7 @@ class ClassifyOptions:
             raise InputError(f"device must be one of {', '.join(DEVICES)}, not {self.device!r}")
         if self.precision not in PRECISIONS:
             raise InputError(f"precision must be one of {', '.join(PRECISIONS)}, not {self.precision!r}")
-        for name, most in (("batch_size", MAX_BATCH), ("threads", MAX_THREADS)):
+        for name, most in (("batch_size", MAX_BATCH), ("threads", MAX_THREADS), ("read_threads", MAX_THREADS)):
             value = getattr(self, name)
             if value is not None and (isinstance(value, bool) or not isinstance(value, int) or not 1 <= value <= most):
                 raise InputError(f"{name.replace('_', ' ')} must be a whole number from 1 to {most}, not {value!r}")

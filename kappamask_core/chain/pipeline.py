@@ -15,13 +15,12 @@ import time
 import numpy as np
 
 from ..foundation.classes import CLASSES, MISSING, data_window
-from ..models.runners import Runner
 from . import resample
 from .buffers import buffered
 from .job import Job
 from .lookup import run_lookup
 from .plan import TilePlan
-from .preview import true_colour
+from .preview import RGB_BANDS, StripPreview, true_colour
 from .results import Classification, ScoresArray, ScoresSink
 from .stitch import RowStitcher
 from .strips import StripTimes, strips, tile_columns
@@ -36,8 +35,8 @@ def execute(job: Job, scores_sink: ScoresSink | None = None) -> Classification:
     product, options = job.product, job.options
     job.verify()  # against manifest.safe, before any pixel is used
     scores = (scores_sink or ScoresArray(product.grid)) if options.scores else None
-    card, runner, plan = job.card, job.runner, job.plan
-    if runner is None or plan is None:
+    card, plan = job.card, job.plan
+    if job.session is None or plan is None:
         job.announce()
         return run_lookup(job, scores)
     log.info("%s: model %s (%s, %s)", product.id, card.id, card.name, card.precision)
@@ -47,11 +46,15 @@ def execute(job: Job, scores_sink: ScoresSink | None = None) -> Classification:
     stitcher = RowStitcher(layout, len(card.outputs), options.stitch)
     t, col_starts = layout.tile, tile_columns(plan)
     progress = _progress(options, len(layout), product.id)
-    infer_s, skipped, times = 0.0, 0, StripTimes()
-    for stack, valid, valid_work, r0 in strips(card, plan, options.resampling, times):
+    skipped, times, stages = 0, StripTimes(), job.stages
+    # the quicklook's colours from the bands the strips decode anyway, where the model reads them
+    sampled = StripPreview(product) if set(RGB_BANDS) <= set(card.bands) else None
+    for stack, valid, valid_work, r0 in strips(card, plan, options.resampling, times, stages, sampled,
+                                               options.read_threads):
         # auto's fallback, or a variant running in the network's place, says so once, when the model first gets
         # data: input refused in the first strip is one error line, not a warning and an error
         job.announce()
+        runner = job.network_runner()  # made while the first strip was read
         keep = [i for i, x0 in enumerate(col_starts) if valid_work[:, x0 : x0 + t].any()]
         skipped += len(col_starts) - len(keep)
         for i in set(range(len(col_starts))) - set(keep):
@@ -59,26 +62,37 @@ def execute(job: Job, scores_sink: ScoresSink | None = None) -> Classification:
         # one batch at a time: a whole strip of tiles and their scores would double the memory for nothing
         for b in range(0, len(keep), runner.batch_size):
             batch = keep[b : b + runner.batch_size]
-            t1 = time.perf_counter()
-            probs = runner.run(np.stack([stack[:, :, col_starts[i] : col_starts[i] + t] for i in batch]))
-            infer_s += time.perf_counter() - t1
-            for i, tile_scores in zip(batch, probs):
-                stitcher.add(i, tile_scores)
-        start, block = stitcher.finish_row()
-        _emit(start, block, factor, grid, valid, r0, lut, classes, scores)
+            with stages("infer"):
+                probs = runner.run(np.stack([stack[:, :, col_starts[i] : col_starts[i] + t] for i in batch]))
+            with stages("stitch"):
+                for i, tile_scores in zip(batch, probs):
+                    stitcher.add(i, tile_scores)
+        with stages("stitch"):
+            start, block = stitcher.finish_row()
+            _emit(start, block, factor, grid, valid, r0, lut, classes, scores)
         if progress is not None:
             progress.update(len(col_starts))
     if progress is not None:
         progress.close()
     _say_bands_without_data(job, times)
-    classes, buffer_s = buffered(classes, options.buffers, grid)
-    window = data_window(classes)
+    stages.add("wait for a strip", times.wait_s, 0.0)
+    if options.buffers:
+        with stages("buffer"):
+            classes, buffer_s = buffered(classes, options.buffers, grid)
+    else:
+        buffer_s = 0.0
+    with stages("preview"):
+        window = data_window(classes)
+        preview = sampled.picture(product, window) if sampled is not None else None
+        if preview is None:
+            preview = true_colour(product, window)
+    infer_s = stages.table().get("infer", {}).get("wall_s", 0.0)
     timings = {"prepare_s": times.prepare_s, "wait_s": times.wait_s, "infer_s": infer_s, "buffer_s": buffer_s,
                "total_s": time.perf_counter() - job.started}
     return Classification(classes=classes, grid=grid, product=product, card=card,
                           scores=scores.array if isinstance(scores, ScoresArray) else None,
-                          preview=true_colour(product, window), preview_window=window, timings=timings,
-                          runtime=_runtime(job, runner, plan, skipped))
+                          preview=preview, preview_window=window, timings=timings,
+                          runtime=_runtime(job, plan, skipped), stages=stages)
 
 
 def _progress(options, total: int, name: str):
@@ -96,9 +110,9 @@ def _say_bands_without_data(job: Job, times: StripTimes) -> None:
                     "every band the model needs has data)", job.product.id, ", ".join(empty))
 
 
-def _runtime(job: Job, runner: Runner, plan: TilePlan, skipped: int) -> dict:
+def _runtime(job: Job, plan: TilePlan, skipped: int) -> dict:
     """What ran, for the log and the outputs' records."""
-    options, card = job.options, job.card
+    options, card, runner = job.options, job.card, job.network_runner()
     return {
         "providers": list(runner.providers),
         "device": runner.device,

@@ -71,20 +71,64 @@ def area_rows(native: np.ndarray, factor: int, row0: int, row1: int, width: int,
     """Fine rows [row0, row1) averaged onto a grid ``coarse`` x coarser: an area-weighted average of the pixels
     that have data.
 
-    Each native pixel counts by the area it covers in a coarse cell (it is
-    replicated onto the fine grid, then f x f blocks are averaged), computed
-    straight from the stored values without a float copy at fine resolution.
-    Pixels without data (0) do not count: a cell at the edge of the data is
-    the mean of its valid pixels, not darkened by the missing ones (which,
-    for DN that carry an offset, would stand for a negative reflectance).
+    Each native pixel counts by the area it covers in a coarse cell: the value is
+    what replicating the band onto the fine grid and averaging ``coarse`` x
+    ``coarse`` blocks (edges repeated, as :func:`block_mean`) gives, computed
+    without a copy at fine resolution. Pixels without data (0) do not count: a
+    cell at the edge of the data is the mean of its valid pixels, not darkened
+    by the missing ones (which, for DN that carry an offset, would stand for a
+    negative reflectance).
     """
-    fine = nearest_rows(native, factor, row0, row1, width, offset)
-    if fine.all():  # the common case: every pixel has data
-        return block_mean(fine, coarse)
-    valid = fine != 0
-    counts = block_mean(valid.astype(np.float32), coarse)
-    means = block_mean(fine, coarse)
+    if not np.issubdtype(native.dtype, np.integer):
+        # float values: summed on the fine grid, in the order that decides their last bits
+        fine = nearest_rows(native, factor, row0, row1, width, offset)
+        if fine.all():
+            return block_mean(fine, coarse)
+        return _valid_mean(block_mean(fine, coarse), block_mean((fine != 0).astype(np.float32), coarse))
+    # integers (stored DN): the block sums are exact, so they are taken separably, columns first on the native
+    # rows and then rows on the coarse columns, and divided once, as block_mean divides its exact float32 sums
+    rows = _fine_index(row0, row1 - row0, coarse) // factor - offset
+    cols = _fine_index(0, width, coarse) // factor
+    first = int(rows[0])
+    gathered = native[first : int(rows[-1]) + 1][:, cols]
+    cells = coarse * coarse
+    means = _block_sums(gathered, rows - first, coarse).astype(np.float32) / cells
+    if gathered.all():  # the common case: every pixel has data
+        return means
+    counts = _block_sums(gathered != 0, rows - first, coarse).astype(np.float32) / cells
+    return _valid_mean(means, counts)
+
+
+def _fine_index(start: int, n: int, coarse: int) -> np.ndarray:
+    """Fine indices [start, start + n), the last repeated up to a multiple of ``coarse`` (block_mean's edges)."""
+    return np.minimum(np.arange(start, start + n + (-n) % coarse), start + n - 1)
+
+
+def _block_sums(gathered: np.ndarray, rows: np.ndarray, coarse: int) -> np.ndarray:
+    """Sums of ``coarse`` x ``coarse`` fine blocks: ``gathered`` holds the native rows with its columns already on
+    the fine grid; ``rows`` maps each fine row onto them. Strided slices added up (exact in int32 for 16-bit
+    values, in int64 for wider ones) are several times faster than a reduction over a short axis."""
+    cols: np.ndarray = gathered[:, 0::coarse].astype(np.int32 if gathered.dtype.itemsize <= 2 else np.int64)
+    for k in range(1, coarse):
+        cols += gathered[:, k::coarse]
+    sums = cols[rows[0::coarse]]
+    for k in range(1, coarse):
+        sums += cols[rows[k::coarse]]
+    return sums
+
+
+def _valid_mean(means: np.ndarray, counts: np.ndarray) -> np.ndarray:
+    """The mean over a cell's valid pixels, from the mean over all and the valid share; 0 where none is valid."""
     return np.divide(means, counts, out=np.zeros_like(means), where=counts > 0)
+
+
+def block_any(mask: np.ndarray, factor: int) -> np.ndarray:
+    """Whether any pixel of each f x f block is set (2-D); ragged edges repeat the edge pixels."""
+    if factor == 1:
+        return mask
+    h, w = mask.shape
+    mask = np.pad(mask, ((0, (-h) % factor), (0, (-w) % factor)), mode="edge")
+    return np.asarray(mask.reshape(mask.shape[0] // factor, factor, -1, factor).any(axis=(1, 3)))
 
 
 def block_mean(array: np.ndarray, factor: int) -> np.ndarray:

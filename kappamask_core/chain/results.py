@@ -10,6 +10,7 @@ import numpy as np
 
 from ..foundation.classes import CLASSES, MISSING
 from ..foundation.grid import Grid
+from ..foundation.stages import Stages
 from ..io.product import Product
 from ..models.cards import ModelCard
 
@@ -30,6 +31,7 @@ class Classification:
     preview_window: tuple[int, int, int, int] | None = None  # rows and columns of the grid the preview shows
     timings: dict = field(default_factory=dict)
     runtime: dict = field(default_factory=dict)
+    stages: Stages = field(default_factory=Stages, repr=False)  # where the run's time went, stage by stage
     _counts: np.ndarray | None = field(default=None, repr=False)
 
     def class_counts(self) -> np.ndarray:

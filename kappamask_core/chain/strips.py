@@ -14,13 +14,21 @@ import numpy as np
 
 from ..foundation.errors import InputError
 from ..foundation.grid import TileLayout
+from ..foundation.machine import available_cores
+from ..foundation.stages import Stages
 from ..io.gdal import cache_env
 from ..io.product import Product
 from ..models.cards import ModelCard
 from . import resample, scale
 from .plan import TilePlan
+from .preview import StripPreview
 
-READ_THREADS = 2
+
+def read_threads(asked: int | None = None) -> int:
+    """How many bands are decoded at once: ``asked``, or half the cores this process may use and at least 2, since
+    decoding shares the cores with inference, which takes them all (a band is read by one thread at a time)."""
+    return asked or max(2, available_cores() // 2)
+
 BLOCK_CACHE_MIB = 384
 
 
@@ -45,7 +53,8 @@ def open_rows(product: Product, names):
 
 
 def working_rows(product: Product, rows: dict, bands, units: str, factor: int, r0: int, r1: int, method: str,
-                 out: np.ndarray | None = None, seen: set | None = None):
+                 out: np.ndarray | None = None, seen: set | None = None, stages: Stages | None = None,
+                 preview: StripPreview | None = None, threads: int = 2):
     """Bands on the working grid for 10 m rows [r0, r1), in ``units`` (written into ``out`` when given).
 
     ``rows`` maps band names to open row readers (:func:`open_rows`); each band
@@ -53,18 +62,28 @@ def working_rows(product: Product, rows: dict, bands, units: str, factor: int, r
     (:func:`kappamask_core.chain.scale.check_values`) whatever reader it came from.
     Returns (stack (bands, ceil((r1 - r0) / factor), working width) float32,
     valid (r1 - r0, width) bool at 10 m: every band has data there, and none is NaN).
-    ``seen`` collects the names of the bands that hold data in these rows.
+    ``seen`` collects the names of the bands that hold data in these rows; ``stages`` times decoding and the rest;
+    ``preview`` takes its samples of the colour bands; ``threads`` bands are decoded at once.
     """
-    width = product.grid.width
+    stages = stages or Stages()
 
     def read(name):
         band = product.bands[name]
         n0, n1 = resample.native_rows_needed(band.factor, r0, r1, band.shape[0])
-        return rows[name].read_rows(n0, n1), n0
+        with stages("decode"):
+            return rows[name].read_rows(n0, n1), n0
 
-    # two bands decode at once (GDAL releases the GIL); each band file is read by one thread at a time
-    with ThreadPoolExecutor(max_workers=READ_THREADS) as pool:
+    # several bands decode at once (GDAL releases the GIL); each band file is read by one thread at a time
+    with ThreadPoolExecutor(max_workers=threads) as pool:
         blocks = dict(zip(bands, pool.map(read, bands)))
+    with stages("check, resample, scale"):
+        return _to_working_grid(product, blocks, bands, units, factor, r0, r1, method, out, seen, preview)
+
+
+def _to_working_grid(product: Product, blocks: dict, bands, units: str, factor: int, r0: int, r1: int, method: str,
+                     out: np.ndarray | None, seen: set | None, preview: StripPreview | None):
+    """:func:`working_rows` after decoding: ``blocks`` maps each band to (its native rows, the first row's index)."""
+    width = product.grid.width
     # A band decoded from a reduced resolution level blurs its nodata edge (a half-empty 2 x 2 block is not 0):
     # where bands are read exactly, only they decide which pixels have data
     exact = [n for n in bands if getattr(product.bands[n], "overview_level", None) is None] or list(bands)
@@ -72,6 +91,8 @@ def working_rows(product: Product, rows: dict, bands, units: str, factor: int, r
     for name in bands:
         block, n0 = blocks[name]
         scale.check_values(block, name, product, n0)
+        if preview is not None:
+            preview.add(name, block, product.bands[name].factor, n0, r0, r1)
         invalid = scale.invalid_mask(block)  # no data (0) or NaN, at the band's own resolution
         if seen is not None and not invalid.all():
             seen.add(name)
@@ -103,8 +124,10 @@ def working_rows(product: Product, rows: dict, bands, units: str, factor: int, r
 class _StripMaker:
     """Builds the normalised, padded model input for one tile row."""
 
-    def __init__(self, product: Product, card: ModelCard, rows: dict, factor: int, layout: TileLayout, method: str):
+    def __init__(self, product: Product, card: ModelCard, rows: dict, factor: int, layout: TileLayout, method: str,
+                 stages: Stages, preview: StripPreview | None, threads: int):
         self.product, self.card, self.rows, self.f, self.layout, self.method = product, card, rows, factor, layout, method
+        self.stages, self.preview, self.threads = stages, preview, threads
         self.seconds = 0.0  # time spent reading and preparing strips (in the worker thread)
         self.seen: set = set()  # the bands that held data in some strip
 
@@ -122,14 +145,15 @@ class _StripMaker:
         strip = np.zeros((len(card.bands), t, cols_pad[0] + layout.width + cols_pad[1]), np.float32)
         inner = strip[:, rows_pad[0] : rows_pad[0] + height, cols_pad[0] : cols_pad[0] + layout.width]
         _, valid = working_rows(self.product, self.rows, card.bands, card.units, f, r0, r1, self.method, inner,
-                                self.seen)
-        scale.apply_value_scaling(inner, card.value_scaling, card.clip_min)
-        if card.pad_mode == "constant":
-            stack = strip  # zeros around the data, as allocated
-        else:
-            # card.pad_mode is one of numpy's modes (the card schema's enum); numpy's stubs want a literal
-            stack = np.pad(inner, ((0, 0), rows_pad, cols_pad), mode=card.pad_mode)  # type: ignore[call-overload]
-        valid_work = np.pad(resample.block_mean(valid.astype(np.float32), f) > 0, (rows_pad, cols_pad))
+                                self.seen, self.stages, self.preview, self.threads)
+        with self.stages("check, resample, scale"):
+            scale.apply_value_scaling(inner, card.value_scaling, card.clip_min)
+            if card.pad_mode == "constant":
+                stack = strip  # zeros around the data, as allocated
+            else:
+                # card.pad_mode is one of numpy's modes (the card schema's enum); numpy's stubs want a literal
+                stack = np.pad(inner, ((0, 0), rows_pad, cols_pad), mode=card.pad_mode)  # type: ignore[call-overload]
+            valid_work = np.pad(resample.block_any(valid, f), (rows_pad, cols_pad))
         self.seconds += time.perf_counter() - started
         return stack, valid, valid_work, r0
 
@@ -141,17 +165,20 @@ class StripTimes:
     bands_with_data: set = field(default_factory=set)  # the bands that held data somewhere
 
 
-def strips(card: ModelCard, plan: TilePlan, method: str, times: StripTimes | None = None):
+def strips(card: ModelCard, plan: TilePlan, method: str, times: StripTimes | None = None, stages: Stages | None = None,
+           preview: StripPreview | None = None, threads: int | None = None):
     """The model input one tile row at a time, in order: (strip (C, T, padded width), valid 10 m mask, valid
     working mask (T, padded width), first 10 m row). The next strip is prepared in a worker thread while
-    the caller works on the current one."""
+    the caller works on the current one; ``stages`` times the steps, ``preview`` samples the colour bands;
+    ``threads`` bands are decoded at once (:func:`read_threads`)."""
     times = times if times is not None else StripTimes()
     row_starts = plan.layout.row_starts()
     # consecutive strips share JPEG 2000 block rows (1024 px): the cache must hold two block rows of every band
     # read, so that no block is decoded twice; for all 13 bands of a full product that is 336 MiB
     with (cache_env(BLOCK_CACHE_MIB), open_rows(plan.reading, card.bands) as rows,
           ThreadPoolExecutor(max_workers=1) as prefetch):
-        make_strip = _StripMaker(plan.reading, card, rows, plan.factor, plan.layout, method)
+        make_strip = _StripMaker(plan.reading, card, rows, plan.factor, plan.layout, method, stages or Stages(),
+                                 preview, read_threads(threads))
         try:
             pending = prefetch.submit(make_strip, row_starts[0])
             for r in range(len(row_starts)):

@@ -206,10 +206,13 @@ class _Batch:
             result.runtime["settings_sha256"] = digest
             write_product_files(result, temps, encoding, usable)
             for output in outputs:
-                output.write(result, finals, temps, source, encoding)
+                with result.stages(type(output).__name__):  # e.g. the STAC item
+                    output.write(result, finals, temps, source, encoding)
         pct = result.class_percentages()
         log.info("%s: %s (%.1f s)", product.id, ", ".join(f"{k} {v:.1f}%" for k, v in pct.items() if k != "missing"),
                  result.timings["total_s"])
+        # benchmarks/run.py --profile reads the table from the record
+        log.debug("%s: stages: %s", product.id, result.stages.line(), extra={"stages": result.stages.table()})
         return finals
 
 
@@ -220,12 +223,16 @@ def write_product_files(result, temps: dict, encoding: str, usable: bool) -> Non
             "model_precision": card.precision}
     if card.variant:
         tags["model_variant_of"] = card.variant["parent"]["id"]
-    write_cog(temps["cog"], result.classes, result.grid, encoding, tags)
-    write_quicklook(temps["quicklook"], result.classes, result.preview,
-                    f"{product.id}  model: {card.name}, {card.precision}", card.predicts, result.preview_window)
-    write_thumbnail(temps["thumbnail"], result.classes, result.preview_window)
+    stages = result.stages
+    with stages("COG"):
+        write_cog(temps["cog"], result.classes, result.grid, encoding, tags)
+    with stages("quicklook and thumbnail"):
+        write_quicklook(temps["quicklook"], result.classes, result.preview,
+                        f"{product.id}  model: {card.name}, {card.precision}", card.predicts, result.preview_window)
+        write_thumbnail(temps["thumbnail"], result.classes, result.preview_window)
     if usable:
-        write_usable(temps["usable"], usable_mask(result.classes), result.grid)
+        with stages("usable mask"):
+            write_usable(temps["usable"], usable_mask(result.classes), result.grid)
 
 
 def run(source: ProductSource, model: ModelSpec = "auto", *, level: str | None = None, units: str = "dn",

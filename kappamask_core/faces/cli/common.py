@@ -26,6 +26,8 @@ def add_run_options(p: argparse.ArgumentParser, outputs: bool = True) -> None:
     p.add_argument("--stitch", choices=["crop", "blend"], default="crop", help="mosaic of overlapping tiles")
     p.add_argument("--batch-size", type=int, help="tiles per inference call (default: 1 on CPU, 8 on CUDA)")
     p.add_argument("--threads", type=int, help="ONNX Runtime threads (default: all cores)")
+    p.add_argument("--read-threads", type=int,
+                   help="bands decoded at once (default: half the cores, at least 2)")
     p.add_argument("--device", choices=["auto", "cpu", "cuda", "tensorrt"], default="auto")
     p.add_argument("--resampling", choices=["bilinear", "nearest"], default="bilinear",
                    help="upsampling of 20/60 m bands on a 10 m working grid (coarser grids use area averages)")
@@ -92,7 +94,8 @@ def run_options(args):
         precision = "fp16"
     return ClassifyOptions(
         overlap=args.overlap, margin=args.margin, stitch=args.stitch, batch_size=args.batch_size,
-        device=args.device, threads=args.threads, resampling=args.resampling, decode=args.decode,
+        device=args.device, threads=args.threads, read_threads=args.read_threads, resampling=args.resampling,
+        decode=args.decode,
         scores=getattr(args, "scores", False), buffers=args.buffer, precision=precision,
         progress=progress_wanted(args),
     )
