@@ -20,7 +20,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from ..chain import scale
-from ..chain.buffers import usable_mask
+from ..chain.buffers import buffer_classes, usable_mask
 from ..chain.job import prepare
 from ..chain.options import ClassifyOptions
 from ..chain.pipeline import execute
@@ -397,6 +397,4 @@ def _finish_classes(classes, spec: DateSpec):
 
 
 def _buffer_block(classes: np.ndarray, buffers) -> np.ndarray:
-    from ..chain.buffers import buffer_classes
-
     return buffer_classes(classes[0, 0], buffers)[None, None]
