@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from kappamask_core.foundation import InputError
+from kappamask_core.foundation import InputError, redact
 
 
 def cmd_validate(args) -> int:
@@ -29,7 +29,7 @@ def cmd_publish(args) -> int:
 
     result = publish(args.folder, args.api, collection=args.collection, href_base=args.href_base,
                      allow_local=args.allow_local_hrefs, tiler_url=args.tiler_url)
-    print(result.summary())
+    print(redact(result.summary()))
     return 0
 
 

@@ -24,13 +24,15 @@ from datetime import datetime
 from pathlib import Path
 from urllib.parse import quote
 
-from kappamask_core.foundation import InputError, KappaMaskError, redact
-from kappamask_core.io import REDIRECTS, Session, split_userinfo
+from kappamask_core.foundation import InputError, KappaMaskError, checked_url, join_path, redact
+from kappamask_core.io import REDIRECTS, Session
 
 from .common import EXTENSIONS, RENDER, TILE_FORMAT, TILE_MATRIX_SET, render_query
 from .search import auth_headers
 
 log = logging.getLogger(__name__)
+
+HREF_SCHEMES = ("http", "https", "s3", "gs", "az")  # where served files are read from
 
 BULK_SIZE = 500  # items per bulk request
 READ_BACK = 500  # ids per search when the items are read back
@@ -147,7 +149,7 @@ def _link_tiles(item: dict, tiler_url: str, cid: str) -> None:
     if render is None:
         raise InputError(f"item {item.get('id')} has no {RENDER!r} render entry to draw its tiles with; classify "
                          "the run again with this version")
-    base = f"{tiler_url.rstrip('/')}/collections/{quote(cid)}/items/{quote(item['id'])}"
+    base = join_path(tiler_url, "collections", cid, "items", item["id"])
     query = render_query(render)
     item["links"] = [link for link in item["links"] if link.get("rel") not in ("xyz", "tilejson")] + [
         {"rel": "xyz", "type": f"image/{TILE_FORMAT}", "title": render.get("title"),
@@ -167,7 +169,7 @@ def _rehref(data: dict, folder: Path, href_base: str | None, allow_local: bool) 
         if "://" in href:
             continue
         if href_base:
-            asset["href"] = href_base.rstrip("/") + "/" + quote(href.removeprefix("./"))
+            asset["href"] = join_path(href_base, *href.removeprefix("./").split("/"))
         elif allow_local:
             asset["href"] = (folder / href).resolve().as_uri()
         else:
@@ -232,7 +234,7 @@ def _stored_ids(api: _Api, cid: str, ids: list[str]) -> set[str]:
         status, page = api.call("POST", "search", body)
         if status in (404, 405):
             for item_id in chunk:
-                status, _ = api.call("GET", f"collections/{quote(cid)}/items/{quote(item_id)}")
+                status, _ = api.call("GET", f"collections/{quote(cid, safe='')}/items/{quote(item_id, safe='')}")
                 if status == 200:
                     found.add(item_id)
             continue
@@ -258,13 +260,12 @@ def publish(folder, api: str, *, collection: str | None = None, href_base: str |
     folder = Path(folder)
     if not folder.is_dir():
         raise InputError(f"{folder}: no such folder")
-    if href_base is not None and not href_base.startswith(("http://", "https://", "s3://", "gs://", "az://")):
-        raise InputError(f"--href-base must be a URL (https://, s3://, ...), not {href_base!r}")
-    if tiler_url is not None and not tiler_url.startswith(("http://", "https://")):
-        raise InputError(f"--tiler-url must be an http(s) URL, not {redact(tiler_url)!r}")
-    if tiler_url is not None and split_userinfo(tiler_url)[1]:
-        # the links are published for everyone who reads the catalogue: a password in them would be too
-        raise InputError(f"--tiler-url must not hold a user or password ({redact(tiler_url)}): its links are public")
+    # the hrefs and links written from these are published for everyone who reads the catalogue
+    if href_base is not None:
+        href_base = checked_url(href_base, "--href-base", schemes=HREF_SCHEMES)
+    if tiler_url is not None:
+        tiler_url = checked_url(tiler_url, "--tiler-url")
+    checked_url(api, "--api", credentials=True)  # credentials in it go to the API only, as Basic auth
     started = time.perf_counter()
     raw_collection, items = read_run(folder)
     cid = collection or raw_collection["id"]
@@ -279,9 +280,9 @@ def publish(folder, api: str, *, collection: str | None = None, href_base: str |
     client = _Api(api, headers if headers is not None else auth_headers())
     result = Published(cid, len(prepared))
 
-    status, answer = client.call("GET", f"collections/{quote(cid)}")
+    status, answer = client.call("GET", f"collections/{quote(cid, safe='')}")
     if status == 200:
-        client.write("PUT", f"collections/{quote(cid)}", body, what=f"the collection {cid}")
+        client.write("PUT", f"collections/{quote(cid, safe='')}", body, what=f"the collection {cid}")
     elif status == 404:
         client.write("POST", "collections", body, what=f"the collection {cid}")
         result.created_collection = True
@@ -293,7 +294,7 @@ def publish(folder, api: str, *, collection: str | None = None, href_base: str |
     try:
         for start in range(0, len(prepared), BULK_SIZE):
             chunk = prepared[start : start + BULK_SIZE]
-            path = f"collections/{quote(cid)}/bulk_items"
+            path = f"collections/{quote(cid, safe='')}/bulk_items"
             status, answer = client.call("POST", path, {"items": {item["id"]: item for item in chunk},
                                                         "method": "upsert"})
             if status in (404, 405) and not done:  # no bulk here: one at a time
@@ -309,10 +310,10 @@ def publish(folder, api: str, *, collection: str | None = None, href_base: str |
             done += [item["id"] for item in chunk]
         if not result.bulk:
             for item in prepared:
-                path = f"collections/{quote(cid)}/items"
+                path = f"collections/{quote(cid, safe='')}/items"
                 status, answer = client.call("POST", path, item)
                 if status == 409:  # it exists: replace it
-                    client.write("PUT", f"{path}/{quote(item['id'])}", item, what=f"item {item['id']}")
+                    client.write("PUT", f"{path}/{quote(item['id'], safe='')}", item, what=f"item {item['id']}")
                 elif status not in (200, 201, 204):
                     raise PublishError(f"the STAC API refused item {item['id']}: {_why('POST', path, status, answer)}")
                 done.append(item["id"])

@@ -14,9 +14,8 @@ import logging
 import os
 import re
 import time
-from urllib.parse import urlsplit
 
-from kappamask_core.foundation import InputError, KappaMaskError, add_secret, redact
+from kappamask_core.foundation import InputError, KappaMaskError, add_secret, checked_url, redact
 from kappamask_core.io import CREDENTIAL_HEADERS, check_header_values, origin, split_userinfo
 
 log = logging.getLogger(__name__)
@@ -156,9 +155,7 @@ def search_items(api: str, collections, *, bbox=None, datetime=None, query=None,
     if bbox is not None and (len(bbox) != 4 or not (bbox[0] < bbox[2] and bbox[1] < bbox[3])):
         raise InputError(f"--bbox takes west south east north with west < east and south < north, not {bbox}")
     check_datetime(datetime)
-    api, userinfo = split_userinfo(api)
-    if urlsplit(api).scheme.lower() not in ("http", "https"):
-        raise InputError(f"--stac-api must be an http(s) URL, not {redact(api)!r}")
+    api, userinfo = split_userinfo(checked_url(api, "--stac-api", credentials=True))
     credentials = check_header_values({**userinfo, **(headers or {})}, "the STAC API credentials")
     stac_io = StacApiIO(timeout=REQUEST_TIMEOUT_S)
     stac_io.session = _bounded_session(api, credentials)

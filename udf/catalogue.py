@@ -25,7 +25,7 @@ from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
 
-from kappamask_core.foundation import InputError, OutputError
+from kappamask_core.foundation import OutputError, checked_url
 from kappamask_core.io import atomic_files
 from kappamask_core.models import resolve_card
 
@@ -57,6 +57,10 @@ class Contact:
     organization: str | None = None
     email: str | None = None
     url: str | None = None
+
+    def __post_init__(self):
+        if self.url is not None:  # published in every record
+            object.__setattr__(self, "url", checked_url(self.url, "the contact's URL", base=False))
 
 
 def reference_files(pid: str) -> list[str]:
@@ -215,8 +219,7 @@ def publish(outdir: Path, base_url: str, *, model: str = "default", archive_mode
     outdir = Path(outdir)
     if outdir.exists() and not outdir.is_dir():
         raise OutputError(f"{outdir} is a file, not a folder to publish into")
-    if not code_url.startswith("https://"):
-        raise InputError(f"the code URL must be a public https:// URL, not {code_url!r}")
+    code_url = checked_url(code_url, "--code-url", schemes=("https",))
     Publication(base_url, organization=organization)  # checks the base URL and the organization id first
     contact = contact or Contact()
     levels = model_levels(model)

@@ -2,7 +2,7 @@
 
 from pathlib import Path
 
-from kappamask_core.foundation import InputError
+from kappamask_core.foundation import InputError, checked_url, redact
 
 DEFAULT_ARCHIVE_MODELS = ["ukis-csmask-6b-l1c", "ukis-csmask-6b-l2a"]
 
@@ -27,12 +27,13 @@ def cmd_build(args) -> int:
         raise InputError("--base-url needs --code-url (the public repository the catalogue entries link to)")
     contact = Contact(**{k: v for k, v in (("name", args.contact_name), ("organization", args.organization),
                                           ("email", args.contact_email)) if v})
-    for path in publish(Path(args.outdir), args.base_url, model=args.model, archive_models=args.archive_model,
+    base_url = checked_url(args.base_url, "--base-url", schemes=("https",))
+    for path in publish(Path(args.outdir), base_url, model=args.model, archive_models=args.archive_model,
                         onnxruntime=args.onnxruntime_wheel, code_url=args.code_url, contact=contact,
                         organization=args.org_id or "kappamask"):
         print(path)
-    print(f"serve the folder at {args.base_url}; then make each scenario's reference output with 'python "
-          f"benchmarks/openeo_reference.py {args.outdir}' and serve it too")
+    print(redact(f"serve the folder at {base_url}; then make each scenario's reference output with 'python "
+          f"benchmarks/openeo_reference.py {args.outdir}' and serve it too"))
     return 0
 
 

@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from kappamask_core.faces import OUTPUT_BANDS
-from kappamask_core.foundation import InputError, OutputError
+from kappamask_core.foundation import InputError, OutputError, checked_url, join_path
 from kappamask_core.io import atomic_files
 from kappamask_core.models import resolve_card
 
@@ -69,14 +69,14 @@ class Publication:
     organization: str = "kappamask"
 
     def __post_init__(self):
-        if not self.base_url.startswith("https://"):
-            raise InputError(f"the base URL must be a public https:// URL, not {self.base_url!r}")
+        # frozen: the checked form (scheme and host in lower case, no trailing slash) is set through object's own
+        object.__setattr__(self, "base_url", checked_url(self.base_url, "--base-url", schemes=("https",)))
         if not ORGANIZATION_RE.fullmatch(self.organization):
             raise InputError(f"the organization id {self.organization!r} must be lower-case letters, digits and _ "
                              "(it names a folder of the algorithm catalogue)")
 
     def url(self, name: str) -> str:
-        return f"{self.base_url.rstrip('/')}/{name}"
+        return join_path(self.base_url, *name.split("/"))
 
     def folder(self, pid: str) -> str:
         """The process's folder in the catalogue's layout, relative to the base URL."""

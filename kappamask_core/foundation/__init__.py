@@ -6,6 +6,7 @@
 - ``errors``: the error hierarchy (each error is also a ``ValueError``, ``OSError`` or ``RuntimeError``)
 - ``grid``: grids and tile layouts, arithmetic without I/O
 - ``redact``: secrets kept out of every log line and message
+- ``urls``: every URL a user gives, checked by one rule and joined as paths
 - ``machine``: the cores this process may use (affinity and cgroup quota)
 - ``stages``: where a run's time goes, stage by stage (wall and core-seconds)
 - ``plugins``: the entry points through which the adapters plug in
@@ -34,9 +35,10 @@ from .redaction import add_secret, redact
 from .schemes import SCHEMES, to_classes
 from .stages import Stages
 from .types import Bands, PathLike, ProductSource
+from .urls import checked_url, join_path
 from .version import __version__
 
 __all__ = ["BANDS", "BAND_BY_NAME", "Band", "BandsError", "CLASSES", "CLASS_BY_NAME", "ENCODINGS", "Grid",
            "InputError", "KappaMaskError", "MISSING", "ModelError", "OutputClass", "OutputError", "SCHEMES",
-           "Stages", "TileLayout", "TrainingError", "USABLE_CLASSES", "USABLE_MISSING", "__version__", "add_secret", "asset_band", "Bands", "PathLike", "ProductSource",
+           "Stages", "TileLayout", "TrainingError", "USABLE_CLASSES", "USABLE_MISSING", "__version__", "add_secret", "asset_band", "checked_url", "join_path", "Bands", "PathLike", "ProductSource",
            "data_bounds", "data_window", "encode", "normalise_band_name", "redact", "to_classes"]

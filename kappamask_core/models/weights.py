@@ -34,6 +34,7 @@ from pathlib import Path
 
 from ..foundation.errors import KappaMaskError, ModelError
 from ..foundation.redaction import redact
+from ..foundation.urls import checked_url, join_path
 from ..foundation.types import PathLike
 from ..foundation.version import __version__
 from ..io.files import atomic_files, atomic_path, sha256_file
@@ -242,7 +243,11 @@ def official_url(card: ModelCard) -> str:
     """The card's official source URL, or the same file name under ``$KAPPAMASK_WEIGHTS_MIRROR``."""
     url = card.weights["source"]["url"]
     mirror = os.environ.get(MIRROR_ENV, "").strip()
-    return f"{mirror.rstrip('/')}/{url.rsplit('/', 1)[-1]}" if mirror else url
+    if not mirror:
+        return url
+    # a password in the mirror's URL goes to that host only (as Basic auth); paths are joined under it
+    return join_path(checked_url(mirror, f"--weights-mirror (${MIRROR_ENV})", credentials=True),
+                     url.rsplit("/", 1)[-1])
 
 
 def fetch_official(card: ModelCard) -> ModelCard:

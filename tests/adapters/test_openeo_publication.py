@@ -147,16 +147,25 @@ def test_each_process_has_a_scenario_whose_reference_is_what_the_catalogue_downl
 
 
 @pytest.mark.parametrize("args,message", [
-    (["--base-url", "http://example.org/x", "--code-url", CODE], "must be a public https:// URL"),
+    (["--base-url", "http://example.org/x", "--code-url", CODE], "--base-url must be an https:// URL"),
     (["--base-url", BASE], "--base-url needs --code-url"),
     (["--code-url", CODE], "--code-url belongs to a publication"),
     (["--base-url", BASE, "--code-url", CODE, "--org-id", "Bad Org"], "organization id"),
+    (["--base-url", "https://user:pw-s3cret@example.org/km", "--code-url", CODE], "must not hold a user or password"),
+    (["--base-url", "https://example.org/km?token=pw-s3cret", "--code-url", CODE], "must not hold a query string"),
+    (["--base-url", "https://example.org/km#view", "--code-url", CODE], "must not hold a fragment"),
+    (["--base-url", "https://", "--code-url", CODE], "names no host"),
+    (["--base-url", "https://example.org/k m", "--code-url", CODE], "holds a space"),
+    (["--base-url", BASE, "--code-url", "https://bob:pw-s3cret@git.example/km"], "must not hold a user or password"),
+    (["--base-url", BASE, "--code-url", 'https://git.example/"km"'], "which a URL cannot hold"),
+    (["--base-url", BASE, "--code-url", "https://git.example/km\r\n"], "which a URL cannot hold"),
 ])
 def test_bad_publication_arguments_are_one_line_and_write_nothing(tmp_path, capsys, args, message):
     from kappamask_core.faces.cli import main
 
     assert main(["openeo", "build", str(tmp_path / "out"), *args]) == 2
-    assert message in capsys.readouterr().err
+    captured = capsys.readouterr()
+    assert message in captured.err and "pw-s3cret" not in captured.err + captured.out
     assert not (tmp_path / "out").exists()
 
 

@@ -279,8 +279,17 @@ def test_two_items_with_one_id_are_refused(servers, published_run, capsys):
 
 
 @pytest.mark.parametrize("tiler_url, message", [
-    ("ftp://tiler.example/", "must be an http(s) URL"),
+    ("ftp://tiler.example/", "must be an http(s):// URL"),
     ("https://bob:tiler-s3cret@tiler.example/", "must not hold a user or password"),
+    ("https://tiler-s3cret@tiler.example/", "must not hold a user or password"),
+    ("https://tiler.example/?token=tiler-s3cret", "must not hold a query string"),
+    ("https://tiler.example/?se=2030-01-01&sig=tiler-s3cret", "must not hold a query string"),
+    ("https://tiler.example/x?X-Amz-Signature=tiler-s3cret", "must not hold a query string"),
+    ("https://tiler.example/#view", "must not hold a fragment"),
+    ("https://tiler.example/my tiles", "holds a space"),
+    ("https://tiler.example/\r\nX-Injected: 1", "holds"),
+    ("https://", "names no host"),
+    ('https://tiler.example/"x', "holds '\"'"),
 ])
 def test_a_tiler_url_that_would_publish_a_secret_or_no_tiles_is_refused(servers, published_run, capsys, tiler_url,
                                                                         message):
@@ -288,3 +297,43 @@ def test_a_tiler_url_that_would_publish_a_secret_or_no_tiles_is_refused(servers,
     line = fail(capsys, "publish", published_run, "--api", api.url, "--href-base", "https://example.org/",
                 "--tiler-url", tiler_url, command="stac")
     assert message in line and "tiler-s3cret" not in line and not api.requests
+
+
+@pytest.mark.parametrize("option, url, message", [
+    ("--href-base", "https://bucket.example/masks/?sig=tiler-s3cret", "must not hold a query string"),
+    ("--href-base", "https://user:tiler-s3cret@bucket.example/", "must not hold a user or password"),
+    ("--href-base", "https://bucket.example/masks#x", "must not hold a fragment"),
+    ("--href-base", "https://bucket.example/my masks", "holds a space"),
+    ("--href-base", "s3://", "names no host"),
+    ("--api", "http://127.0.0.1:9/?token=tiler-s3cret", "must not hold a query string"),
+])
+def test_every_url_option_of_publish_is_checked_before_any_request(servers, published_run, capsys, option, url,
+                                                                  message):
+    api = servers(lambda request, server: Answer(200, {}))
+    urls = {"--api": api.url, "--href-base": "https://example.org/", option: url}
+    line = fail(capsys, "publish", published_run, *[part for pair in urls.items() for part in pair], command="stac")
+    assert message in line and "tiler-s3cret" not in line and not api.requests
+
+
+def test_published_links_are_built_as_paths_from_any_case_of_scheme(servers, published_run, capsys):
+    """``HTTPS://TILES.EXAMPLE.ORG/`` is an https URL; the item's route is joined under its path and every id is
+    one quoted path segment."""
+    stored = set()
+
+    def items(request):
+        stored.update(request.json()["items"])
+        return Answer(body={"received": len(stored), "success": len(stored), "errors": []})
+
+    def answer(request, server):
+        return _collection_then(items, stored)(request, server)
+
+    api = servers(answer)
+    assert main(["stac", "publish", str(published_run), "--api", api.url, "--collection", "masks 2026/a",
+                 "--href-base", "HTTPS://Bucket.Example/Masks/", "--tiler-url", "HTTPS://TILES.EXAMPLE.ORG/t/"]) == 0
+    bulk = next(r.json() for r in api.requests if r.path.endswith("/bulk_items"))
+    item = next(iter(bulk["items"].values()))
+    links = {link["rel"]: link["href"] for link in item["links"]}
+    prefix = f"https://tiles.example.org/t/collections/masks%202026%2Fa/items/{item['id']}/"
+    assert links["xyz"].startswith(prefix + "tiles/WebMercatorQuad/{z}/{x}/{y}.png?")
+    assert links["tilejson"].startswith(prefix + "WebMercatorQuad/tilejson.json?")
+    assert all(a["href"].startswith("https://bucket.example/Masks/") for a in item["assets"].values())
