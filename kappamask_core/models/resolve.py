@@ -154,7 +154,7 @@ def _choose_auto(level: str, bands) -> Model:
         try:
             card, path = locate_model(kappamask)
         except ModelError as exc:
-            reason = str(exc).rstrip(".")
+            reason = _first_clause(str(exc))
         else:
             log.info("model auto: %s (%s)", card.id, card.name)
             if not card.trained:
@@ -162,6 +162,16 @@ def _choose_auto(level: str, bands) -> Model:
                             card.id)
             return Model(card, path)
     fallback = installed_card(ALIASES[FALLBACK][level])
-    note = (f"KappaMask v2 is not available: {reason}. Running the bundled offline model {fallback.id} instead; it "
-            "has no semi-transparent cloud class, so class 3 will not appear.")
+    source = kappamask.weights.get("source") or {}
+    file = str(source.get("url", "")).rsplit("/", 1)[-1] or kappamask.weights.get("file")
+    note = (f"KappaMask v2 is not available ({reason}); running the bundled offline model {fallback.id}: no "
+            f"semi-transparent cloud, class 3 will not appear. To get KappaMask v2, run once online or 'kappamask "
+            f"models import {file}'.")
     return Model(*locate_model(fallback), note=note)
+
+
+def _first_clause(text: str) -> str:
+    """What went wrong, without the advice and the URLs that follow it (the fallback's note gives its own)."""
+    for end in ("; ", ". "):
+        text = text.split(end, 1)[0]
+    return text.rstrip(".")

@@ -39,7 +39,7 @@ from ..foundation.types import PathLike
 from ..foundation.version import __version__
 from ..io.files import atomic_files, atomic_path, sha256_file
 from ..io.http import NetworkError, Session, split_userinfo
-from .cards import ModelCard, builtin_card, card_from_dict, load_card
+from .cards import ModelCard, builtin_card, builtin_ids, card_from_dict, load_card
 from .folders import cache_dir, weights_dir
 from .keras_weights import detect_architecture, input_bands, read_keras_weights, to_roles
 from .onnx_graphs import OPSET, build
@@ -116,15 +116,35 @@ def _candidates(card: ModelCard) -> list[Path]:
 
 
 def _verified(path: Path, card: ModelCard) -> Path:
+    """``path`` if the card pins its sha256 and the file has it. A card that names one of the project's own models
+    and pins none (KappaMask's, whose ONNX file is made on the user's machine) runs no file at all: only the card
+    the project writes when it converts or imports the weights pins the file it made, so a file put there by
+    anyone else never runs under a trained model's name. A user's own card (another id) may pin none: its name
+    is the user's."""
     expected = card.weights.get("sha256")
-    if expected:
-        actual = sha256_file(path)
-        if actual != expected:
+    if not expected:
+        if card.id in builtin_ids():
             raise ModelError(
-                f"weights file {path} does not match the sha256 in model card {card.id!r} "
-                f"(expected {expected}, got {actual})"
-            )
+                f"{path} was not made or verified by this project (the {card.name} card pins no sha256: its ONNX "
+                f"file is made when the official weights are converted), so it does not run as {card.id}. "
+                f"{_install_hint(card)}")
+        return path
+    actual = sha256_file(path)
+    if actual != expected:
+        raise ModelError(
+            f"weights file {path} does not match the sha256 in model card {card.id!r} "
+            f"(expected {expected}, got {actual})"
+        )
     return path
+
+
+def _install_hint(card: ModelCard) -> str:
+    source = card.weights.get("source")
+    if source:
+        file = source["url"].rsplit("/", 1)[-1]
+        return (f"Install it with 'kappamask models import {file}' (KappaZeta's Keras file), or let a run with "
+                "network access download and convert it.")
+    return card.weights.get("help", "")
 
 
 PROBE_TIMEOUT_S = 5
@@ -179,8 +199,8 @@ def download(url: str, sha256: str | None = None) -> Path:
 def _fetch(url: str, folder: Path, what: str, offline_hint: str) -> tuple[Path, str]:
     """Download ``url`` into a temporary file in ``folder``; return it and its sha256. Nothing is left on failure."""
     if offline():
-        raise ModelError(f"{what} is not installed and network access is off (--offline or {OFFLINE_ENV}=1); it comes "
-                         f"from {url}. "
+        raise ModelError(f"{what} is not installed and network access is off; it comes from {url} (--offline or "
+                         f"{OFFLINE_ENV}=1 keep this run offline). "
                          f"{offline_hint}")
     try:
         folder.mkdir(parents=True, exist_ok=True)

