@@ -292,4 +292,25 @@ def classify(source: ProductSource, model: ModelSpec = "auto", *, level: str | N
     if is_cube(source) or output is not None:
         return classify_cube(source, model=model, level=level, units=units, weights=None if weights is None
                              else str(weights), options=options, output=output or "classes")
-    return run(source, model, level=level, units=units, weights=weights, options=options).to_xarray()
+    result = run(source, model, level=level, units=units, weights=weights, options=options).to_xarray()
+    return like_input(result, source)
+
+
+def like_input(result: "xarray.DataArray | xarray.Dataset", source: object) -> "xarray.DataArray | xarray.Dataset":
+    """The map of an xarray input on exactly the input's grid: turned back to its orientation (a south-up or
+    mirrored array is classified north-up) and given its own x and y coordinates, never ones made up from a
+    transform; other inputs' maps as they are."""
+    import sys
+
+    xr = sys.modules.get("xarray")
+    if xr is None or not isinstance(source, xr.DataArray):
+        return result
+    from ..io.arrays import flips_to_north_up
+
+    flip_y, flip_x = flips_to_north_up(source)
+    result = result.isel(y=slice(None, None, -1) if flip_y else slice(None),
+                         x=slice(None, None, -1) if flip_x else slice(None))
+    result = result.drop_vars([name for name in ("y", "x") if name in result.coords])
+    kept = {name: coord for name, coord in source.coords.items()
+            if set(coord.dims) <= {"y", "x"} and name not in ("bands", "band")}
+    return result.assign_coords(kept)

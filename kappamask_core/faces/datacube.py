@@ -27,7 +27,9 @@ from ..chain.pipeline import execute
 from ..foundation.bands import BAND_BY_NAME, asset_band
 from ..foundation.classes import CLASSES, encode
 from ..foundation.errors import BandsError, InputError
-from ..io.arrays import band_labels, flips_to_north_up, from_dataarray
+from ..io.arrays import (VALUE_ATTRIBUTES, array_crs, band_labels, band_peaks, flips_to_north_up, from_dataarray,
+                         per_band_attribute, pixel_size)
+from ..io.bandfiles import as_missing
 from ..io.product import check_level, level_evidence
 from ..models.cards import ALIASES, AUTO, ModelCard
 from ..models.resolve import Model, resolve_card, resolve_model
@@ -48,6 +50,10 @@ OUTPUTS = tuple(OUTPUT_BANDS)
 # for composites: the classes and the cloudiness (cloud, semi-transparent cloud and shadow scores summed) of one pass
 CLASSES_AND_CLOUDINESS = "classes+cloudiness"
 CLOUDY = tuple(c.value for c in CLASSES if c.name in ("cloud_shadow", "semi_transparent_cloud", "cloud"))
+# scores=True on a cube: the classes and every class's score of one pass
+CLASSES_AND_SCORES = "classes+scores"
+# outputs with more than one band, as (band count, what the first band is)
+MULTI_BAND = {"scores": len(CLASSES), CLASSES_AND_CLOUDINESS: 2, CLASSES_AND_SCORES: 1 + len(CLASSES)}
 TIME_DIMS = ("time", "t")
 
 
@@ -96,15 +102,18 @@ class DateSpec:
     pixel_size: float = 10.0  # the cube's pixel size, from its coordinates (10 m where they do not tell)
 
 
-def classify_values(values: np.ndarray, spec: DateSpec, when: str = "") -> np.ndarray:
-    """One date: (bands, y, x) values, north-up, to the output's (k, y, x) values (:data:`OUTPUT_BANDS`)."""
+def classify_values(values: np.ndarray, spec: DateSpec, when: str = "",
+                    peaks: dict[str, float] | None = None) -> np.ndarray:
+    """One date: (bands, y, x) values, north-up, to the output's (k, y, x) values (:data:`OUTPUT_BANDS`).
+    ``peaks`` (band -> largest valid value of the whole date) decides the units check where ``values`` is one
+    chunk of the date."""
     import xarray as xr
 
     rows, cols = values.shape[1:]
     coords = {"bands": list(spec.names), "y": -spec.pixel_size * (np.arange(rows) + 0.5),
               "x": spec.pixel_size * (np.arange(cols) + 0.5)}  # north-up, the cube's pixel size
     da = xr.DataArray(values, dims=("bands", "y", "x"), coords=coords, attrs=spec.attrs)
-    opened = from_dataarray(da, level=spec.level, units=spec.units)
+    opened = from_dataarray(da, level=spec.level, units=spec.units, peaks=peaks)
     if spec.offset:
         opened.offsets = {b: float(spec.offset) for b in opened.bands if BAND_BY_NAME[b].quantification_key == "band"}
     job = prepare(opened, spec.model, options=spec.options, runners=PROCESS_RUNNERS)
@@ -115,6 +124,8 @@ def classify_values(values: np.ndarray, spec: DateSpec, when: str = "") -> np.nd
     result = execute(job)
     if spec.output == CLASSES_AND_CLOUDINESS and result.scores is not None:
         return np.stack([result.classes.astype(np.float32), result.scores[list(CLOUDY)].sum(axis=0)])
+    if spec.output == CLASSES_AND_SCORES and result.scores is not None:
+        return np.concatenate([encode(result.classes, spec.encoding)[None].astype(np.float32), result.scores])
     if spec.output == "classes":
         return encode(result.classes, spec.encoding)[None]
     if spec.output == "usable":
@@ -129,10 +140,10 @@ def date_spec(names, model, *, level: str | None, units: str = "dn", offset: flo
               attrs: dict | None = None, pixel_size: float = 10.0) -> DateSpec:
     """Check the arguments and the cube's bands against the model, then resolve the model (once: its weights
     may be downloaded) into the :class:`DateSpec` of every date."""
-    if output not in (*OUTPUTS, CLASSES_AND_CLOUDINESS):
+    if output not in (*OUTPUTS, CLASSES_AND_CLOUDINESS, CLASSES_AND_SCORES):
         raise InputError(f"output must be one of {OUTPUTS}, not {output!r}")
     options = options or ClassifyOptions()
-    if output in ("scores", CLASSES_AND_CLOUDINESS) and not options.scores:
+    if output in ("scores", CLASSES_AND_CLOUDINESS, CLASSES_AND_SCORES) and not options.scores:
         options = replace(options, scores=True)
     names = tuple(str(n) for n in names)
     band_labels(names)  # one band named twice, before anything else
@@ -174,6 +185,11 @@ def classify_datacube(cube: "xarray.DataArray", *, model: str = "auto", level: s
         raise InputError(f"the cube has no dates (its '{time_dim}' dimension is empty)")
     if output not in OUTPUTS:
         raise InputError(f"output must be one of {OUTPUTS}, not {output!r}")
+    extra = [d for d in cube.dims if d not in ("bands", "y", "x", time_dim)]
+    if extra or not {"y", "x"} <= set(cube.dims):
+        raise InputError(f"the cube must have dimensions (t, bands, y, x), got {tuple(cube.dims)}: reduce or select "
+                         f"{', '.join(map(str, extra)) or 'the missing ones'} before the UDF")
+    array_crs(cube, "the cube")
     spec = date_spec(cube["bands"].values, model, level=level, units=units, offset=offset, output=output,
                      encoding=encoding, weights=weights, options=options, attrs=cube.attrs,
                      pixel_size=pixel_size(cube) or 10.0)
@@ -207,7 +223,9 @@ def band_cube(cube: Any) -> "xarray.DataArray":
         if len({tuple(sorted(s.items())) for s in shapes.values()}) > 1:
             raise InputError(f"the Dataset's variables lie on different grids ({shapes}); load them onto one grid "
                              "(odc.stac.load(..., resolution=10) or crs= and resolution=)")
+        attrs = _dataset_attributes(cube)
         cube = cube.to_array("bands")
+        cube.attrs = {**{k: v for k, v in cube.attrs.items() if k not in VALUE_NAMES}, **attrs}
     if not isinstance(cube, xr.DataArray):
         raise InputError(f"expected an xarray DataArray or Dataset, got {type(cube).__name__}")
     if "band" in cube.dims and "bands" not in cube.dims:
@@ -233,6 +251,33 @@ def band_cube(cube: Any) -> "xarray.DataArray":
     return cube.transpose("time", "bands", "y", "x")
 
 
+VALUE_NAMES = {name for names in VALUE_ATTRIBUTES.values() for name in names}
+
+
+def _dataset_attributes(ds) -> dict:
+    """The attributes of a Dataset's band variables that change values (scale, offset, nodata), as the one
+    DataArray :meth:`xarray.Dataset.to_array` makes would need them: one value, or one per band in the variables'
+    order (``to_array`` keeps only the Dataset's own attributes). Variables whose ``units`` differ are refused:
+    bands on different scales would be classified as one."""
+    names = list(ds.data_vars)
+    units = {str(ds[name].attrs["units"]) for name in names if "units" in ds[name].attrs}
+    if len(units) > 1:
+        raise InputError(f"the Dataset's band variables are in different units ({', '.join(sorted(units))}); load "
+                         "every band in one unit (DN or reflectance)")
+    attrs = {}
+    for key, aliases in VALUE_ATTRIBUTES.items():
+        values = [per_band_attribute({**ds.attrs, **ds[name].attrs}, key, [name], f"the Dataset's variable {name}")[0]
+                  for name in names]
+        if all(v is None for v in values):
+            continue
+        if key == "nodata" and any(v is None for v in values):
+            values = [float("nan") if v is None else v for v in values]
+        elif key != "nodata":
+            values = [(1.0 if key == "scale_factor" else 0.0) if v is None else v for v in values]
+        attrs[key] = values[0] if len(set(map(str, values))) == 1 else values
+    return attrs
+
+
 def classify_cube(cube: Any, *, model: Any = "auto", level: str | None = None, units: str = "dn",
                   offset: float = 0.0, output: str = "classes", encoding: str = "kappamask",
                   weights: str | None = None, options: ClassifyOptions | None = None) -> "xarray.DataArray":
@@ -243,13 +288,16 @@ def classify_cube(cube: Any, *, model: Any = "auto", level: str | None = None, u
     import xarray as xr
 
     cube = band_cube(cube)
+    array_crs(cube, "the cube")
     size = pixel_size(cube)
     if size is not None and not 9.5 <= size <= 10.5:
         raise InputError(f"the cube's pixels are {size:g} units wide; the models work on Sentinel-2's 10 m grid: "
                          "load the cube at 10 m in a projected CRS (odc.stac.load(..., resolution=10), "
                          "stackstac.stack(..., resolution=10))")
-    spec = date_spec(cube["bands"].values, model, level=level, units=units, offset=offset, output=output,
-                     encoding=encoding, weights=weights, options=options, attrs=cube.attrs)
+    both = output == "classes" and options is not None and options.scores  # as one image gives with scores=True
+    spec = date_spec(cube["bands"].values, model, level=level, units=units, offset=offset,
+                     output=CLASSES_AND_SCORES if both else output, encoding=encoding, weights=weights,
+                     options=options, attrs=cube.attrs)
     flip_y, flip_x = flips_to_north_up(cube)
     north_up = cube.isel(y=slice(None, None, -1) if flip_y else slice(None),
                          x=slice(None, None, -1) if flip_x else slice(None))
@@ -261,19 +309,16 @@ def classify_cube(cube: Any, *, model: Any = "auto", level: str | None = None, u
                            for t in range(data.shape[0])])
     values = values[:, :, ::-1 if flip_y else 1, ::-1 if flip_x else 1]  # back to the cube's own order
     coords = {k: v for k, v in cube.coords.items() if "bands" not in v.dims}
+    if both:
+        scores = xr.DataArray(values[:, 1:], dims=("time", "class", "y", "x"),
+                              coords={**coords, "class": list(OUTPUT_BANDS["scores"])}, name="scores")
+        classes = xr.DataArray(values[:, 0].astype(np.uint8), dims=("time", "y", "x"), coords=coords, name="classes")
+        return xr.Dataset({"classes": classes, "scores": scores}, attrs=_kept_attrs(cube))
     if output == "scores":
         return xr.DataArray(values, dims=("time", "class", "y", "x"),
                             coords={**coords, "class": list(OUTPUT_BANDS["scores"])}, name="scores",
                             attrs=_kept_attrs(cube))
     return xr.DataArray(values[:, 0], dims=("time", "y", "x"), coords=coords, name=output, attrs=_kept_attrs(cube))
-
-
-def pixel_size(cube) -> float | None:
-    """The pixel size the cube's x coordinates tell (their regular spacing), or None where they do not."""
-    if "x" not in cube.coords or cube.sizes.get("x", 0) < 2:
-        return None
-    x = np.asarray(cube["x"].values, dtype=float)
-    return float(abs(x[1] - x[0]))
 
 
 def _kept_attrs(cube) -> dict:
@@ -301,21 +346,37 @@ def lazy_values(data, spec: DateSpec):
                      "working pixels, tiles of %d with %d overlap)", max(chunks[2]), max(chunks[3]),
                      10 * grid.factor, grid.tile, grid.overlap)
         data = data.rechunk(chunks)
-    depth = {0: 0, 1: 0, 2: grid.halo, 3: grid.halo}
+    # an axis of one chunk needs no halo (and one narrower than the halo could not have one)
+    depth = {0: 0, 1: 0, 2: grid.halo if len(chunks[2]) > 1 else 0, 3: grid.halo if len(chunks[3]) > 1 else 0}
     grown = dsa.overlap.overlap(data, depth=depth, boundary="none")
-    k = {"scores": len(OUTPUT_BANDS["scores"]), CLASSES_AND_CLOUDINESS: 2}.get(spec.output, 1)
+    # the units check of each chunk is decided by its whole date, as one run over the date decides it
+    peaks = data.map_blocks(_block_peaks, spec, dtype=np.float64, chunks=(data.chunks[0], data.chunks[1],
+                                                                         (1,) * len(chunks[2]), (1,) * len(chunks[3])))
+    peaks = dsa.broadcast_to(peaks.max(axis=(2, 3), keepdims=True), grown.shape, chunks=grown.chunks)
+    k = MULTI_BAND.get(spec.output, 1)
     dtype = np.uint8 if k == 1 else np.float32
     raw = replace(spec, output=spec.output if k > 1 else "classes", encoding="kappamask",
                   options=replace(spec.options, buffers=()))
-    blocks = grown.map_blocks(_classify_block, raw, grid, (len(chunks[2]), len(chunks[3])), dtype=dtype,
-                              chunks=(grown.chunks[0], (k,), grown.chunks[2], grown.chunks[3]))
+    blocks = dsa.map_blocks(_classify_block, grown, peaks, raw, grid, dtype=dtype,
+                            chunks=(grown.chunks[0], (k,), grown.chunks[2], grown.chunks[3]))
     values = dsa.overlap.trim_internal(blocks, depth, boundary="none")
     if spec.output == "scores":
         return values
-    if spec.output == CLASSES_AND_CLOUDINESS:  # buffers on the classes, the cloudiness as it is
+    if spec.output in (CLASSES_AND_CLOUDINESS, CLASSES_AND_SCORES):  # buffers on the classes, the scores as they are
         classes = buffered_classes(values[:, :1].astype(np.uint8), spec.options.buffers)
+        if spec.output == CLASSES_AND_SCORES:
+            classes = classes.map_blocks(encode, spec.encoding, dtype=np.uint8)
         return dsa.concatenate([classes.astype(np.float32), values[:, 1:]], axis=1)
     return _finish_classes(values, spec)
+
+
+def _block_peaks(block: np.ndarray, spec: DateSpec) -> np.ndarray:
+    """(1, bands, y, x) values -> (1, bands, 1, 1) largest valid values (0 where a band has none here), with the
+    cube's no-data values left out as :func:`~kappamask_core.io.arrays.from_dataarray` leaves them out."""
+    nodata = per_band_attribute(spec.attrs, "nodata", list(spec.names), "the cube")
+    peaks = [band_peaks({"band": as_missing(np.array(block[0, i]), value)}).get("band", 0.0)
+             for i, value in enumerate(nodata)]
+    return np.asarray(peaks, np.float64).reshape(1, -1, 1, 1)
 
 
 @dataclass(frozen=True)
@@ -362,7 +423,7 @@ class _ChunkGrid:
         return tuple(b - a for a, b in zip(bounds, bounds[1:]))
 
 
-def _classify_block(block: np.ndarray, spec: DateSpec, grid: _ChunkGrid, counts: tuple[int, int],
+def _classify_block(block: np.ndarray, peaks: np.ndarray, spec: DateSpec, grid: _ChunkGrid,
                     block_id=None) -> np.ndarray:
     """One date's chunk read with the halo: (1, bands, y, x) -> (1, k, y, x) classes (or scores). The halo is
     symmetric for dask; a chunk keeps of it only the half overlap on its leading sides that its first tiles
@@ -372,7 +433,10 @@ def _classify_block(block: np.ndarray, spec: DateSpec, grid: _ChunkGrid, counts:
     top, left = (extra if iy else 0), (extra if ix else 0)
     margins = (grid.margin if iy == 0 else 0, grid.margin if ix == 0 else 0)
     options = replace(spec.options, margin=margins if margins[0] != margins[1] else margins[0])
-    values = classify_values(np.asarray(block[0, :, top:, left:]), replace(spec, options=options))
+    labels = band_labels(spec.names)
+    position = {label: i for i, label in enumerate(spec.names)}
+    date_peaks = {name: float(peaks[0, position[str(given[0])], 0, 0]) for name, given in labels.items()}
+    values = classify_values(np.asarray(block[0, :, top:, left:]), replace(spec, options=options), peaks=date_peaks)
     return np.pad(values, ((0, 0), (top, 0), (left, 0)))[None]
 
 

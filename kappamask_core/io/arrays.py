@@ -52,15 +52,95 @@ class ArrayBand:
         pass
 
 
-def _grid_from_coords(da, crs) -> Grid:
+def _axis_step(values: np.ndarray, name: str, source: str) -> float | None:
+    """The signed step of a coordinate axis that is strictly monotonic, unique and regular (to the precision its
+    values are stored in: float32 cell centres of openEO chunks are exact to a fraction of a metre only); None for
+    an axis of one value. Anything else is one line that names the axis: a map made on it would be wrong."""
+    if values.size < 2:
+        return None
+    x = values.astype(np.float64)
+    if not np.isfinite(x).all():
+        raise InputError(f"{source}: its {name} coordinates hold NaN or infinite values")
+    diffs = np.diff(x)
+    if (diffs == 0).any():
+        raise InputError(f"{source}: its {name} coordinates repeat ({int((diffs == 0).sum())} repeated value(s)); "
+                         "each row and column must lie at a place of its own")
+    if (diffs > 0).any() and (diffs < 0).any():
+        raise InputError(f"{source}: its {name} coordinates are not in order (rising and falling, as when parts of "
+                         "the cube were swapped or shuffled); sort the cube by x and y (cube.sortby(['y', 'x']))")
+    step = (x[-1] - x[0]) / (x.size - 1)
+    ulp = float(np.spacing(np.abs(values).max().astype(values.dtype))) if np.issubdtype(values.dtype, np.floating) \
+        else 0.0
+    tolerance = max(0.01 * abs(step), 2 * ulp)
+    worst = float(np.abs(x - (x[0] + step * np.arange(x.size))).max())
+    if worst > tolerance:
+        raise InputError(f"{source}: its {name} coordinates are not evenly spaced (steps from {abs(diffs).min():g} "
+                         f"to {abs(diffs).max():g}; a gap, or parts at other resolutions): load the cube onto one "
+                         "regular grid")
+    return float(step)
+
+
+def array_crs(da, source: str):
+    """The CRS an array names (its ``crs`` attribute, or a ``spatial_ref`` coordinate's WKT), parsed; None where
+    it names none. A CRS that is not in metres (degrees, feet) is refused: the models work on metres."""
+    crs = da.attrs.get("crs")
+    if crs is None and "spatial_ref" in da.coords:
+        crs = da["spatial_ref"].attrs.get("crs_wkt") or da["spatial_ref"].attrs.get("spatial_ref")
+    if crs is None:
+        return None
+    from rasterio.crs import CRS
+    from rasterio.errors import CRSError
+
+    try:
+        crs = CRS.from_user_input(crs)
+    except CRSError as exc:
+        raise InputError(f"{source}: its CRS {str(crs)[:80]!r} is not understood ({exc})") from None
+    units = crs.linear_units if crs.is_projected else "degree"
+    if str(units).lower() not in ("metre", "meter", "m"):
+        raise InputError(f"{source}: its CRS ({crs.to_string()[:60]}) is in {units}s, not metres; the models work on "
+                         "a grid in metres: load the cube in a projected CRS such as the product's UTM zone")
+    return crs
+
+
+def grid_steps(da, source: str) -> tuple[float, float] | None:
+    """(x step, y step) of an array's coordinates, checked by one rule for every path (files aside): each axis
+    strictly monotonic, unique and regular, the pixels square. An axis of one value takes the other's size; None
+    where the coordinates tell no size (none, or one pixel)."""
+    steps = {name: _axis_step(np.asarray(da[name].values), name, source) if name in da.coords else None
+             for name in ("x", "y")}
+    dx, dy = steps["x"], steps["y"]
+    if dx is not None and dy is not None:
+        if abs(abs(dx) - abs(dy)) > 0.01 * max(abs(dx), abs(dy)):
+            raise InputError(f"{source}: its pixels are {abs(dx):g} by {abs(dy):g} units (x by y): not square; "
+                             "load the cube onto a grid with one resolution")
+        return dx, dy
+    if dx is None and dy is None:
+        return None
+    size = abs(dx if dx is not None else dy)
+    return (dx if dx is not None else size), (dy if dy is not None else -size)
+
+
+def pixel_size(da, source: str = "the cube") -> float | None:
+    """The checked pixel size of an array's grid (:func:`grid_steps`), or None where its coordinates tell none."""
+    steps = grid_steps(da, source)
+    return None if steps is None else abs(steps[0])
+
+
+def _grid_from_coords(da, crs, source: str) -> Grid:
+    """The grid of a north-up array: its checked coordinates (cell centres) and CRS, or an unlocated 10 m grid."""
     h, w = da.sizes["y"], da.sizes["x"]
-    if "x" in da.coords and "y" in da.coords and w > 1 and h > 1:
-        x, y = np.asarray(da["x"], float), np.asarray(da["y"], float)
-        dx, dy = x[1] - x[0], y[1] - y[0]
-        if np.allclose(np.diff(x), dx) and np.allclose(np.diff(y), dy):
-            transform = Affine(dx, 0, x[0] - dx / 2, 0, dy, y[0] - dy / 2)
-            return Grid(h, w, transform, crs)
-    return Grid(h, w, Affine(10, 0, 0, 0, -10, 0), crs)  # ungeoreferenced: assume 10 m pixels
+    steps = grid_steps(da, source)
+    if steps is None or "x" not in da.coords or "y" not in da.coords:
+        if steps is None and ("x" in da.coords or "y" in da.coords) and h * w > 1:
+            raise InputError(f"{source}: it has coordinates for one axis only; give both x and y, or neither")
+        size = 10.0 if steps is None else abs(steps[0])
+        if "x" in da.coords and "y" in da.coords:  # one pixel: located where its coordinates say, 10 m wide
+            x0, y0 = float(da["x"].values[0]), float(da["y"].values[0])
+            return Grid(h, w, Affine(size, 0, x0 - size / 2, 0, -size, y0 + size / 2), crs)
+        return Grid(h, w, Affine(size, 0, 0, 0, -size, 0), crs)  # ungeoreferenced: assume 10 m pixels
+    dx, dy = steps
+    x0, y0 = float(da["x"].values[0]), float(da["y"].values[0])
+    return Grid(h, w, Affine(dx, 0, x0 - dx / 2, 0, dy, y0 - dy / 2), crs)
 
 
 def flips_to_north_up(da) -> tuple[bool, bool]:
@@ -93,9 +173,11 @@ def band_labels(given) -> dict[str, list]:
     return labels
 
 
-def from_dataarray(da: "xarray.DataArray", level: str | None = None, units: str = "dn", product_id: str = "array") -> Product:
+def from_dataarray(da: "xarray.DataArray", level: str | None = None, units: str = "dn", product_id: str = "array",
+                   peaks: dict[str, float] | None = None) -> Product:
     """A product from an xarray DataArray with dims ('bands', 'y', 'x') (and an optional length-1 't'), turned
-    north-up (:func:`flips_to_north_up`)."""
+    north-up (:func:`flips_to_north_up`). ``peaks`` (band -> largest valid value, :func:`band_peaks`) decides the
+    units check where the array is one chunk of a larger image: the whole image decides, as it does in one run."""
     import xarray as xr
 
     if not isinstance(da, xr.DataArray):
@@ -116,72 +198,74 @@ def from_dataarray(da: "xarray.DataArray", level: str | None = None, units: str 
     empty = [d for d in ("y", "x", "bands") if da.sizes[d] == 0]
     if empty:
         raise InputError(f"the array has no {' and no '.join(empty)} (shape {dict(da.sizes)})")
+    source = f"xarray.DataArray {product_id}"
+    grid_steps(da, source)  # an irregular grid is refused before anything is turned or read
     flip_y, flip_x = flips_to_north_up(da)
     if flip_y or flip_x:
         da = da.isel(y=slice(None, None, -1) if flip_y else slice(None), x=slice(None, None, -1) if flip_x else slice(None))
     labels = band_labels(da["bands"].values.tolist())
-    source = f"xarray.DataArray {product_id}"
-    nodata = _attribute(da.attrs, ("nodata", "_FillValue"))
+    order = da["bands"].values.tolist()
+    nodata = dict(zip(map(str, order), per_band_attribute(da.attrs, "nodata", order, source)))
     bands = {}
     for name, given in labels.items():
         check_dtype(name, da.dtype, f"{source}: band {name}", units=units)
         values = np.asarray(da.sel(bands=given[0]).transpose("y", "x").values)
-        if nodata is not None:  # the array's own no-data value is missing like Sentinel-2's 0
-            values = as_missing(values.copy(), nodata)
+        if nodata[str(given[0])] is not None:  # the array's own no-data value is missing like Sentinel-2's 0
+            values = as_missing(values.copy(), nodata[str(given[0])])
         bands[name] = ArrayBand(name, values)
-    _check_units(bands, units, source)
-    crs = da.attrs.get("crs")
-    if crs is None and "spatial_ref" in da.coords:
-        crs = da["spatial_ref"].attrs.get("crs_wkt")
-    if crs is not None:
-        from rasterio.crs import CRS
-        from rasterio.errors import CRSError
-
-        try:
-            crs = CRS.from_user_input(crs)
-        except CRSError as exc:
-            raise InputError(f"{source}: its CRS {str(crs)[:80]!r} is not understood ({exc})") from None
+    check_units(band_peaks({n: b.array for n, b in bands.items()}) if peaks is None else
+                {n: p for n, p in peaks.items() if n in bands and p > 0}, units, source)
     product = Product(
         id=product_id,
         level=check_level(level, bands, "", source),
-        grid=_grid_from_coords(da, crs),
+        grid=_grid_from_coords(da, array_crs(da, source), source),
         bands=bands,
         units=units,
         source=source,
     )
-    declared = _scaling_attributes(da.attrs, labels)
+    declared = _scaling_attributes(da.attrs, labels, order, source)
     if declared and units == "dn":  # raw values with CF scale_factor / add_offset (rioxarray, odc-stac without decoding)
         merge_scaling(product, *declared_scaling(declared, source, "the scale_factor and add_offset attributes"),
                       "the array's scale_factor and add_offset attributes")
     return product
 
 
-def _attribute(attrs: dict, keys):
-    """A finite number among ``attrs[keys]`` (the first present), or None."""
-    for key in keys:
-        value = attrs.get(key)
-        if isinstance(value, (list, tuple, np.ndarray)) and len(value) >= 1:
-            value = value[0]
-        if isinstance(value, (int, float, np.number)) and not isinstance(value, bool) and np.isfinite(value):
-            return float(value)
-    return None
+# The attributes that change values, each under the names the libraries write them with: CF, rioxarray, odc-stac
+VALUE_ATTRIBUTES = {"scale_factor": ("scale_factor", "scales"), "add_offset": ("add_offset", "offsets"),
+                    "nodata": ("nodata", "_FillValue")}
 
 
-def _scaling_attributes(attrs: dict, labels: dict) -> dict[str, tuple[float, float]]:
+def per_band_attribute(attrs: dict, key: str, labels: list, source: str) -> list[float | None]:
+    """The value of one of :data:`VALUE_ATTRIBUTES` for each of ``labels`` (the array's band labels, in its
+    order): one number for every band, or one per band; None where the array declares none. A list of another
+    length, or a value that is not a finite number, is refused: which band it belongs to cannot be known."""
+    value = next((attrs[name] for name in VALUE_ATTRIBUTES[key] if name in attrs), None)
+    if value is None:
+        return [None] * len(labels)
+    values = list(value) if isinstance(value, (list, tuple, np.ndarray)) else [value] * len(labels)
+    if len(values) != len(labels):
+        raise InputError(f"{source}: its {key} attribute has {len(values)} values for {len(labels)} bands; give "
+                         "one value, or one per band in the array's band order")
+    for v in values:
+        if v is not None and (isinstance(v, bool) or not isinstance(v, (int, float, np.number))
+                              or not np.isfinite(v)):
+            if key == "nodata" and isinstance(v, (float, np.floating)) and np.isnan(v):
+                continue  # NaN marks missing floating-point values, which are missing anyway
+            raise InputError(f"{source}: its {key} attribute holds {v!r}, which is not a finite number")
+    return [None if v is None or (isinstance(v, (float, np.floating)) and np.isnan(v)) else float(v)
+            for v in values]
+
+
+def _scaling_attributes(attrs: dict, labels: dict, order: list, source: str) -> dict[str, tuple[float, float]]:
     """{band: (scale, offset)} from CF ``scale_factor`` / ``add_offset`` (one number, or one per band in the
     array's band order) or rioxarray's ``scales`` / ``offsets``; empty where the array declares none."""
-    scale = next((attrs[k] for k in ("scale_factor", "scales") if k in attrs), None)
-    offset = next((attrs[k] for k in ("add_offset", "offsets") if k in attrs), None)
-    if scale is None and offset is None:
-        return {}
-    order = [name for name in labels]
-    def per_band(value, default):
-        if value is None:
-            return [default] * len(order)
-        values = list(value) if isinstance(value, (list, tuple, np.ndarray)) else [value] * len(order)
-        return values if len(values) == len(order) else [values[0]] * len(order)
-    scales, offsets = per_band(scale, 1.0), per_band(offset, 0.0)
-    declared = {name: (float(s), float(o)) for name, s, o in zip(order, scales, offsets)}
+    scales = per_band_attribute(attrs, "scale_factor", order, source)
+    offsets = per_band_attribute(attrs, "add_offset", order, source)
+    position = {str(label): i for i, label in enumerate(order)}
+    declared = {}
+    for name, given in labels.items():
+        i = position[str(given[0])]
+        declared[name] = (1.0 if scales[i] is None else scales[i], 0.0 if offsets[i] is None else offsets[i])
     return {} if all(v == (1.0, 0.0) for v in declared.values()) else declared
 
 
@@ -189,19 +273,24 @@ def _scaling_attributes(attrs: dict, labels: dict) -> dict[str, tuple[float, flo
 DN_AT_LEAST, REFLECTANCE_AT_MOST = 10.0, 100.0
 
 
-def _check_units(bands: dict, units: str, source: str) -> None:
-    """Refuse values whose range contradicts ``units``, for the array and for each band: a map made from them
-    would be silently wrong (one band in reflectance among DN bands reads as black)."""
+def band_peaks(arrays: dict) -> dict[str, float]:
+    """Band -> the largest absolute valid value (neither 0, the no-data value, nor NaN), for bands with any."""
     peaks = {}
-    for band in bands.values():
-        if band.name in ("SCL",):
+    for name, values in arrays.items():
+        if name in ("SCL",):
             continue
-        values = band.array
         if np.issubdtype(values.dtype, np.floating):
             values = values[np.isfinite(values)]
         values = values[values != 0]
         if values.size:
-            peaks[band.name] = float(np.abs(values).max())
+            peaks[name] = float(np.abs(values).max())
+    return peaks
+
+
+def check_units(peaks: dict[str, float], units: str, source: str) -> None:
+    """Refuse values whose range contradicts ``units``, for the image and for each band (``peaks``:
+    :func:`band_peaks`): a map made from them would be silently wrong (one band in reflectance among DN bands
+    reads as black)."""
     if not peaks:
         return  # no data at all: nothing to tell, every pixel comes out missing
     peak = max(peaks.values())
