@@ -268,7 +268,9 @@ def _finish(model, state, config, card, arch, val_samples, outdir, base) -> Trai
     model.load_state_dict(state["best_state"])
     model.eval()
     best = state["history"][state["best_epoch"] - 1]
-    dice = {k.removeprefix("dice_"): v for k, v in best.items() if k.startswith("dice_")}
+    # a class absent from the validation split has no Dice: null in the card (whose numbers must be finite), not NaN
+    dice = {k.removeprefix("dice_"): (None if isinstance(v, float) and not np.isfinite(v) else v)
+            for k, v in best.items() if k.startswith("dice_")}
     lut = card.class_lut()
     pairs = []
     with torch.no_grad():

@@ -215,3 +215,27 @@ def test_a_loss_that_becomes_nan_stops_and_keeps_the_last_good_checkpoint(tmp_pa
     with pytest.raises(TrainingError, match="last good checkpoint \\(epoch 1\\)"):
         train(data, tmp_path / "run", epochs=3, resume=True, **common)
     assert (tmp_path / "run" / "checkpoint.pt").read_bytes() == saved
+
+
+def test_a_class_absent_from_validation_gives_a_card_the_project_accepts(tmp_path):
+    """Labels of two classes only (B11 never above the rule's threshold): the other classes have no validation
+    Dice. The card records them as null, not NaN, and loads like any other; a run that writes such a card ends."""
+    import h5netcdf  # noqa: F401  (the sub-tiles' format)
+    import xarray as xr
+
+    from kappamask_core.models.cards import load_card
+
+    data = synthetic_set(tmp_path / "d", products=3, per_product=2)
+    for path in sorted(data.iterdir()):
+        ds = xr.load_dataset(path, engine="h5netcdf")
+        ds["B11"] = ds["B11"] * 0 + np.float32(1000 / 65535)
+        dn = np.stack([ds[b].values * 65535 for b in BANDS])
+        label = rule(dn)
+        label[:2, :2] = 5
+        ds["Label"] = (("y", "x"), label)
+        ds.to_netcdf(path, engine="h5netcdf")
+    result = train(data, tmp_path / "run", arch="kappamask-v1", epochs=1, batch_size=2, val_fraction=0.34, threads=2)
+    absent = [name for name, value in result.validation_dice.items() if value is None]
+    assert absent and all(v is None or math.isfinite(v) for v in result.validation_dice.values())
+    card = load_card(result.card)  # the project's own rules accept what it wrote
+    assert card.provenance["training"]["validation_dice"] == result.validation_dice
