@@ -14,7 +14,9 @@ import hashlib
 import os
 import re
 import shutil
+import socket
 import tempfile
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -57,10 +59,44 @@ def new_folder_removed_on_failure(outdir):
         raise
 
 
+def _owner_tag() -> str:
+    """Who writes a temporary file: this machine and process, in its name (another run can tell it is alive)."""
+    host = re.sub(r"[^0-9A-Za-z-]", "-", socket.gethostname())[:32] or "host"
+    return f"{host}-{os.getpid()}"
+
+
+_OWNER = re.compile(r"\.(?P<host>[0-9A-Za-z-]*)-(?P<pid>\d+)\.[^.]*\.part$")
+LEFT_BEHIND_S = 24 * 3600  # a part of another machine's run older than this is not being written any more
+
+
+def _abandoned(path: Path) -> bool:
+    """Whether the temporary file ``path`` belongs to no live run: its process on this machine is gone, or it
+    comes from another machine and has not changed for :data:`LEFT_BEHIND_S`."""
+    found = _OWNER.search(path.name)
+    if found is None:  # an earlier version's part: no owner recorded
+        return True
+    if found["host"] != _owner_tag().rsplit("-", 1)[0]:
+        try:
+            return time.time() - path.stat().st_mtime > LEFT_BEHIND_S
+        except FileNotFoundError:
+            return False
+    pid = int(found["pid"])
+    if pid == os.getpid():
+        return False
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return True
+    except PermissionError:  # alive, another user's
+        return False
+    return False
+
+
 def remove_stale_parts(final: Path) -> list[Path]:
     """Remove the temporary files an earlier run left beside ``final`` when it was killed (SIGKILL, power loss:
-    no clean-up ran). This run is about to write ``final`` itself, so no other run's work is lost."""
-    stale = sorted(final.parent.glob(f".{glob.escape(final.name)}.*.part"))
+    no clean-up ran). A part of a run that is still writing (two runs into one folder) is left alone: removing it
+    would fail that run midway."""
+    stale = [path for path in sorted(final.parent.glob(f".{glob.escape(final.name)}.*.part")) if _abandoned(path)]
     for path in stale:
         path.unlink(missing_ok=True)
     return stale
@@ -69,7 +105,7 @@ def remove_stale_parts(final: Path) -> list[Path]:
 def temp_beside(final: Path) -> str:
     try:
         final.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(dir=final.parent, prefix=f".{final.name}.", suffix=".part")
+        fd, tmp = tempfile.mkstemp(dir=final.parent, prefix=f".{final.name}.{_owner_tag()}.", suffix=".part")
         os.close(fd)
         umask = os.umask(0)
         os.umask(umask)

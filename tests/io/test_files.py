@@ -44,3 +44,32 @@ def test_a_full_disk_is_one_line_and_leaves_nothing(band_folder, tmp_path, capsy
         assert not [p for p in disk.iterdir() if not p.name.startswith(".kappamask-write-test")]
     finally:
         subprocess.run(["umount", str(disk)], check=False)
+
+
+def test_a_second_run_into_the_same_folder_never_removes_the_first_runs_parts(tmp_path):
+    """The parts a killed run left are removed before a product is written again; the parts of a run that is still
+    writing are not (it once failed midway with FileNotFoundError when two runs shared a folder)."""
+    import sys
+
+    from kappamask_core.io.files import remove_stale_parts, temp_beside
+
+    final = tmp_path / "T_kappamask.tif"
+    child = subprocess.Popen([sys.executable, "-c",
+                              "import sys, time; from pathlib import Path; from kappamask_core.io.files import "
+                              "temp_beside; print(temp_beside(Path(sys.argv[1])), flush=True); time.sleep(60)",
+                              str(final)], stdout=subprocess.PIPE, text=True)
+    try:
+        alive = child.stdout.readline().strip()
+        dead = subprocess.run([sys.executable, "-c", "import sys; from pathlib import Path; from kappamask_core.io."
+                               "files import temp_beside; print(temp_beside(Path(sys.argv[1])))", str(final)],
+                              capture_output=True, text=True, check=True).stdout.strip()
+        mine = temp_beside(final)
+        legacy = tmp_path / f".{final.name}.k2j4x8.part"  # an earlier version's name: no owner recorded
+        legacy.write_bytes(b"")
+        removed = remove_stale_parts(final)
+        assert sorted(map(str, removed)) == sorted([dead, str(legacy)])
+        assert os.path.exists(alive) and os.path.exists(mine)
+    finally:
+        child.kill()
+        child.wait()
+    assert remove_stale_parts(final) == [tmp_path / os.path.basename(alive)]

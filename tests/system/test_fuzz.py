@@ -695,7 +695,8 @@ def test_fuzz_variants_never_end_silently_wrong(tmp_path):
     assert code == 0 and err == "", err
     clean = class_map(tmp_path / "clean")
     started = time.perf_counter()
-    outdirs = [tmp_path / "outputs" / name[:40].replace("/", "_") for name, _, _ in variants]
+    # numbered: names cut to 40 characters may repeat, and two runs must never share an output folder
+    outdirs = [tmp_path / "outputs" / f"{k:03d}_{name[:40].replace('/', '_')}" for k, (name, _, _) in enumerate(variants)]
     with ThreadPoolExecutor(max_workers=2) as pool:
         results = list(pool.map(run_variant, [source for _, source, _ in variants], outdirs))
     outcomes, problems, undetected = Counter(), [], []
@@ -817,7 +818,8 @@ def test_fuzz_round_three_credentials_loops_planted_and_edited_files(tmp_path):
         shift = 1000 * rng.randint(1, 3)
         tagged = geotiffs(tmp_path / "geotiffs" / f"tagged{i}", lambda d, p, s=shift: (
             (d.astype("uint32") + np.where(d > 0, s, 0)).astype("uint16"), p, ((0.0001,), (-s / 10000,))))
-        variants.append((f"tags_offset_{shift}", Command(("-m", "kappamask_core.faces.cli", "classify", str(tagged),
+        # one output folder per variant: two runs writing one folder at once would share its files
+        variants.append((f"tags_offset_{i}_{shift}", Command(("-m", "kappamask_core.faces.cli", "classify", str(tagged),
                                                          "-o", "{out}", "--model", "default", "--no-progress"),
                                                         (), nearly_same_map), False, None))
     for flip_y, flip_x in ((True, False), (False, True), (True, True)):
@@ -836,6 +838,7 @@ def test_fuzz_round_three_credentials_loops_planted_and_edited_files(tmp_path):
             "--no-progress"), (), same_map), False, None))
 
     started = time.perf_counter()
+    assert len({name for name, *_ in variants}) == len(variants), "two variants would share an output folder"
     outdirs = [tmp_path / "outputs" / name for name, *_ in variants]
     try:
         with ThreadPoolExecutor(max_workers=2) as pool:
