@@ -23,7 +23,7 @@ from .plan import TilePlan
 from .preview import RGB_BANDS, StripPreview, true_colour
 from .results import Classification, ScoresArray, ScoresSink
 from .stitch import RowStitcher
-from .strips import StripTimes, strips, tile_columns
+from .strips import strips, tile_columns
 
 log = logging.getLogger(__name__)
 
@@ -46,10 +46,11 @@ def execute(job: Job, scores_sink: ScoresSink | None = None) -> Classification:
     stitcher = RowStitcher(layout, len(card.outputs), options.stitch)
     t, col_starts = layout.tile, tile_columns(plan)
     progress = _progress(options, len(layout), product.id)
-    skipped, times, stages = 0, StripTimes(), job.stages
+    skipped, stages = 0, job.stages
+    seen: set[str] = set()  # the bands that held data somewhere
     # the quicklook's colours from the bands the strips decode anyway, where the model reads them
     sampled = StripPreview(product) if set(RGB_BANDS) <= set(card.bands) else None
-    for stack, valid, valid_work, r0 in strips(card, plan, options.resampling, times, stages, sampled,
+    for stack, valid, valid_work, r0 in strips(card, plan, options.resampling, seen, stages, sampled,
                                                options.read_threads):
         # auto's fallback, or a variant running in the network's place, says so once, when the model first gets
         # data: input refused in the first strip is one error line, not a warning and an error
@@ -74,8 +75,7 @@ def execute(job: Job, scores_sink: ScoresSink | None = None) -> Classification:
             progress.update(len(col_starts))
     if progress is not None:
         progress.close()
-    _say_bands_without_data(job, times)
-    stages.add("wait for a strip", times.wait_s, 0.0)
+    _say_bands_without_data(job, seen)
     if options.buffers:
         with stages("buffer"):
             classes, buffer_s = buffered(classes, options.buffers, grid)
@@ -86,8 +86,8 @@ def execute(job: Job, scores_sink: ScoresSink | None = None) -> Classification:
         preview = sampled.picture(product, window) if sampled is not None else None
         if preview is None:
             preview = true_colour(product, window)
-    infer_s = stages.table().get("infer", {}).get("wall_s", 0.0)
-    timings = {"prepare_s": times.prepare_s, "wait_s": times.wait_s, "infer_s": infer_s, "buffer_s": buffer_s,
+    # the stages hold the details (Classification.stages)
+    timings = {"infer_s": stages.table().get("infer", {}).get("wall_s", 0.0), "buffer_s": buffer_s,
                "total_s": time.perf_counter() - job.started}
     return Classification(classes=classes, grid=grid, product=product, card=card,
                           scores=scores.array if isinstance(scores, ScoresArray) else None,
@@ -103,8 +103,8 @@ def _progress(options, total: int, name: str):
     return tqdm(total=total, unit="tile", desc=name[:40], leave=False)
 
 
-def _say_bands_without_data(job: Job, times: StripTimes) -> None:
-    empty = [name for name in job.card.bands if name not in times.bands_with_data]
+def _say_bands_without_data(job: Job, seen: set) -> None:
+    empty = [name for name in job.card.bands if name not in seen]
     if empty and len(empty) < len(job.card.bands):
         log.warning("%s: band(s) %s hold no data at all, so every pixel is missing (a pixel is classified only where "
                     "every band the model needs has data)", job.product.id, ", ".join(empty))

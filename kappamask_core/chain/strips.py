@@ -6,9 +6,7 @@ strip. Only a strip one tile high is held in floating point."""
 from __future__ import annotations
 
 import contextlib
-import time
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, field
 
 import numpy as np
 
@@ -128,14 +126,12 @@ class _StripMaker:
                  stages: Stages, preview: StripPreview | None, threads: int):
         self.product, self.card, self.rows, self.f, self.layout, self.method = product, card, rows, factor, layout, method
         self.stages, self.preview, self.threads = stages, preview, threads
-        self.seconds = 0.0  # time spent reading and preparing strips (in the worker thread)
         self.seen: set = set()  # the bands that held data in some strip
 
     def __call__(self, y0: int):
         """(strip (C, T, padded width), valid 10 m mask, valid working mask (T, padded width), first 10 m row)."""
         card, grid, f, layout = self.card, self.product.grid, self.f, self.layout
         t = layout.tile
-        started = time.perf_counter()
         top, bottom = max(y0, 0), min(y0 + t, layout.height)
         r0, r1 = top * f, min(bottom * f, grid.height)
         height = -(-(r1 - r0) // f)
@@ -154,43 +150,33 @@ class _StripMaker:
                 # card.pad_mode is one of numpy's modes (the card schema's enum); numpy's stubs want a literal
                 stack = np.pad(inner, ((0, 0), rows_pad, cols_pad), mode=card.pad_mode)  # type: ignore[call-overload]
             valid_work = np.pad(resample.block_any(valid, f), (rows_pad, cols_pad))
-        self.seconds += time.perf_counter() - started
         return stack, valid, valid_work, r0
 
 
-@dataclass
-class StripTimes:
-    prepare_s: float = 0.0  # reading and preparing strips (in the worker thread)
-    wait_s: float = 0.0  # the consumer waiting for a strip
-    bands_with_data: set = field(default_factory=set)  # the bands that held data somewhere
-
-
-def strips(card: ModelCard, plan: TilePlan, method: str, times: StripTimes | None = None, stages: Stages | None = None,
+def strips(card: ModelCard, plan: TilePlan, method: str, seen: set | None = None, stages: Stages | None = None,
            preview: StripPreview | None = None, threads: int | None = None):
     """The model input one tile row at a time, in order: (strip (C, T, padded width), valid 10 m mask, valid
     working mask (T, padded width), first 10 m row). The next strip is prepared in a worker thread while
-    the caller works on the current one; ``stages`` times the steps, ``preview`` samples the colour bands;
-    ``threads`` bands are decoded at once (:func:`read_threads`)."""
-    times = times if times is not None else StripTimes()
+    the caller works on the current one; ``seen`` collects the bands that held data somewhere, ``stages`` times
+    the steps (the caller's waits for a strip included), ``preview`` samples the colour bands; ``threads`` bands
+    are decoded at once (:func:`read_threads`)."""
+    stages = stages or Stages()
     row_starts = plan.layout.row_starts()
     # consecutive strips share JPEG 2000 block rows (1024 px): the cache must hold two block rows of every band
     # read, so that no block is decoded twice; for all 13 bands of a full product that is 336 MiB
     with (cache_env(BLOCK_CACHE_MIB), open_rows(plan.reading, card.bands) as rows,
           ThreadPoolExecutor(max_workers=1) as prefetch):
-        make_strip = _StripMaker(plan.reading, card, rows, plan.factor, plan.layout, method, stages or Stages(),
-                                 preview, read_threads(threads))
-        try:
-            pending = prefetch.submit(make_strip, row_starts[0])
-            for r in range(len(row_starts)):
-                t1 = time.perf_counter()
+        make_strip = _StripMaker(plan.reading, card, rows, plan.factor, plan.layout, method, stages, preview,
+                                 read_threads(threads))
+        if seen is not None:
+            make_strip.seen = seen
+        pending = prefetch.submit(make_strip, row_starts[0])
+        for r in range(len(row_starts)):
+            with stages("wait for a strip"):
                 strip = pending.result()
-                times.wait_s += time.perf_counter() - t1
-                if r + 1 < len(row_starts):
-                    pending = prefetch.submit(make_strip, row_starts[r + 1])
-                yield strip
-        finally:
-            times.prepare_s = make_strip.seconds
-            times.bands_with_data = make_strip.seen
+            if r + 1 < len(row_starts):
+                pending = prefetch.submit(make_strip, row_starts[r + 1])
+            yield strip
 
 
 def tile_columns(plan: TilePlan) -> list[int]:
