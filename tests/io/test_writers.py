@@ -109,3 +109,31 @@ def test_the_quicklooks_colours_come_from_the_strips_and_equal_a_decimated_read(
         top_only.add(name, np.full((300, job.product.grid.width), 1000, np.uint16), 1, 0, 0, 300)
     assert top_only.picture(job.product, whole) is None  # rows the strips never read are not made up
     assert top_only.picture(job.product, (0, 300, 0, job.product.grid.width)).shape[1] == result.preview.shape[1]
+
+
+def test_the_thumbnail_draws_each_class_in_its_palette_colour_and_missing_transparent(tmp_path):
+    """Decoded as a viewer decodes it (RGBA): each class's pixels in the class table's colour, opaque; missing
+    pixels fully transparent; the data window's extent only, at most THUMBNAIL_SIDE a side."""
+    from PIL import Image
+
+    from kappamask_core.foundation import CLASSES, data_window
+    from kappamask_core.io.writers import THUMBNAIL_SIDE, write_thumbnail
+
+    classes = np.zeros((600, 900), np.uint8)
+    classes[100:500, 100:800] = np.repeat(np.arange(1, 5, dtype=np.uint8), 175)[None, :]  # four bands of classes
+    classes[200:300, 300:400] = 0  # a hole of missing inside the data
+    path = write_thumbnail(tmp_path / "thumb.png", classes)
+    rgba = np.asarray(Image.open(path).convert("RGBA"))
+    assert max(rgba.shape[:2]) <= THUMBNAIL_SIDE and rgba.shape[1] > rgba.shape[0]
+    r0, r1, c0, c1 = data_window(classes)
+    assert r0 <= 100 and r1 >= 500 and c0 <= 100 and c1 >= 800
+    step = int(np.ceil(max(r1 - r0, c1 - c0) / THUMBNAIL_SIDE))
+    expected = classes[r0:r1:step, c0:c1:step]
+    assert rgba.shape[:2] == expected.shape
+    for c in CLASSES:
+        where = expected == c.value
+        assert where.any(), c.name
+        if c.value == 0:
+            assert (rgba[where][:, 3] == 0).all()
+        else:
+            assert (rgba[where][:, 3] == 255).all() and (rgba[where][:, :3] == c.rgb).all(), c.name

