@@ -21,7 +21,8 @@ fi
 if ! command -v npm >/dev/null; then apt_install "Node.js" nodejs npm; fi
 if ! command -v chromium >/dev/null; then apt_install "Chromium" chromium; fi
 
-python3 -m pip install --quiet --disable-pip-version-check ".[test]"
+# the train extra brings PyTorch (pinned to the CPU build this machine's pip finds) for the fine-tuning tests
+python3 -m pip install --quiet --disable-pip-version-check ".[test,train]"
 # a package of the test extra that cannot be imported fails its tests here instead of skipping them
 export KAPPAMASK_TESTS_STRICT=1
 python3 -m pytest -q "$@"

@@ -236,7 +236,7 @@ def _fetch(url: str, folder: Path, what: str, offline_hint: str) -> tuple[Path, 
                              f"was kept, try again. {offline_hint}")
     except NetworkError as exc:
         tmp.unlink(missing_ok=True)
-        raise ModelError(f"cannot download {what} from {redact(url)} ({exc}). {offline_hint}") from None
+        raise ModelError(f"{exc}. {offline_hint}") from None  # the network error names what and where
     except KappaMaskError:  # said above, in full
         tmp.unlink(missing_ok=True)
         raise

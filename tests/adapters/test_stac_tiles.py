@@ -189,6 +189,44 @@ def colour_pixels(screenshot: Path) -> dict[str, int]:
     return {c.name: int((pixels == c.rgb).all(axis=1).sum()) for c in CLASSES if c.value}
 
 
+FOOTPRINT_STROKE = (51, 153, 204)  # the colour STAC Browser's map (ol-stac) outlines an item's footprint in
+MAP_BACKGROUND = (247, 247, 247)  # its map where nothing is drawn (no base layer offline)
+
+
+def footprint_coverage(screenshot: Path) -> float:
+    """The share of the item's footprint on the map (inside its outline, a few pixels in from the stroke) that is
+    drawn: tiles that were not drawn show the map's empty background there."""
+    from PIL import Image, ImageDraw
+
+    pixels = np.asarray(Image.open(screenshot).convert("RGB"))
+    rows, cols = np.nonzero((pixels == FOOTPRINT_STROKE).all(axis=2))
+    assert rows.size > 100, "no footprint outline on the map"
+    hull = _convex_hull(list(zip(cols.tolist(), rows.tolist())))
+    outline = Image.new("1", (pixels.shape[1], pixels.shape[0]), 0)
+    ImageDraw.Draw(outline).polygon(hull, fill=1)
+    inside = np.asarray(outline, bool)
+    for _ in range(4):  # off the stroke and its anti-aliased edge
+        inside = inside & np.roll(inside, 1, 0) & np.roll(inside, -1, 0) & np.roll(inside, 1, 1) & np.roll(inside, -1, 1)
+    # drawn: anything but the map's empty background (class colours, and their blends where classes meet)
+    empty = (pixels == MAP_BACKGROUND).all(axis=2)
+    return float((inside & ~empty).sum() / inside.sum())
+
+
+def _convex_hull(points: list[tuple[int, int]]) -> list[tuple[int, int]]:
+    points = sorted(set(points))
+
+    def half(seq):
+        chain: list = []
+        for p in seq:
+            while len(chain) >= 2 and ((chain[-1][0] - chain[-2][0]) * (p[1] - chain[-2][1])
+                                       - (chain[-1][1] - chain[-2][1]) * (p[0] - chain[-2][0])) <= 0:
+                chain.pop()
+            chain.append(p)
+        return chain[:-1]
+
+    return half(points) + half(points[::-1])
+
+
 def test_stac_browser_shows_the_collection_its_items_and_an_items_classes_on_the_map(published, tiler,
                                                                                      stac_browser_url):
     from helpers import artefacts
@@ -217,3 +255,6 @@ def test_stac_browser_shows_the_collection_its_items_and_an_items_classes_on_the
         drawn = seen[c.name] / sum(seen[o.name] for o in coloured)
         held = (classes == c.value).sum() / sum((classes == o.value).sum() for o in coloured)
         assert abs(drawn - held) < 0.05, (c.name, seen)
+    # and the whole footprint is drawn: a map with a tile missing keeps its proportions but not its coverage
+    coverage = footprint_coverage(shot)
+    assert coverage >= 0.99, f"only {coverage:.1%} of the item's footprint is drawn"

@@ -45,7 +45,8 @@ def require(*modules: str) -> None:
         except ImportError as exc:
             if os.environ.get(STRICT_ENV):
                 raise ImportError(f"{name} (test extra) cannot be imported: {exc}") from exc
-            pytest.skip(f"{name} is not installed (pip install '.[test]')", allow_module_level=True)
+            extra = "train" if name == "torch" else "test"
+            pytest.skip(f"{name} is not installed (pip install '.[{extra}]')", allow_module_level=True)
 
 
 def need(path: Path) -> Path:

@@ -27,6 +27,7 @@ def cmd_classify(args) -> int:
     from ..api import classify_to_files
 
     args.inputs = inputs_of(args)
+    before = _stamps(args.output) if getattr(args, "output", None) else {}
     scheduler = getattr(args, "scheduler", None)
     if hasattr(args, "workers"):
         from ..batch import check_parallel
@@ -50,6 +51,12 @@ def cmd_classify(args) -> int:
         )
     for out in outputs:
         print(json.dumps({k: str(v) for k, v in out.items()}))
+    kept = [out for out in outputs if _unchanged(out, before)]
+    if kept:  # a rerun that wrote nothing says so, as the demo does
+        command = "demo" if args.command == "demo" else "classify"
+        what = "its outputs are" if len(outputs) == 1 else f"the outputs of {len(kept)} of {len(outputs)} products are"
+        print(f"kappamask {command}: already done in {args.output} ({what} complete and were made with the same "
+              "model and settings); --force to redo", file=sys.stderr)
     return 0
 
 
@@ -58,12 +65,8 @@ def cmd_demo(args) -> int:
 
     args.inputs = [str(DEMO_DATA)]
     args.output = args.outdir
-    before = _stamps(args.outdir)
     start = time.perf_counter()
     code = cmd_classify(args)
-    if before and _stamps(args.outdir) == before:
-        print(f"kappamask demo: already done in {args.outdir} (its outputs are complete and were made with the same "
-              "model and settings); --force to redo", file=sys.stderr)
     log.info("demo finished in %.1f s; outputs in %s", time.perf_counter() - start, args.outdir)
     return code
 
@@ -72,7 +75,15 @@ def _stamps(folder) -> dict:
     from pathlib import Path
 
     folder = Path(folder)
-    return {p.name: p.stat().st_mtime_ns for p in folder.glob("*_kappamask.*")} if folder.is_dir() else {}
+    return {p.name: p.stat().st_mtime_ns for p in folder.glob("*_kappamask*")} if folder.is_dir() else {}
+
+
+def _unchanged(out: dict, before: dict) -> bool:
+    """Whether every file of one product's outputs was there before the run, untouched (the run kept them)."""
+    from pathlib import Path
+
+    paths = [Path(p) for p in out.values() if Path(p).is_file()]
+    return bool(paths) and all(before.get(p.name) == p.stat().st_mtime_ns for p in paths)
 
 
 def register(sub) -> None:
