@@ -274,3 +274,22 @@ def served(tmp_path):
     folder.mkdir()
     with serving(folder) as url:
         yield folder, url
+
+
+# The modules that take minutes (measured on 2 cores: the fuzz test about 5, fine-tuning about 4, the others
+# 10 to 60 s each, with services, notebooks, bare UDF runtimes or the type checker): `pytest -m "not slow"` runs
+# the rest, about half of the suite's time (see README.md).
+SLOW_MODULES = {
+    "tests/system/test_fuzz.py", "tests/system/test_real_data.py", "tests/system/test_notebook.py",
+    "tests/system/test_cube_notebook.py", "tests/system/test_house.py", "tests/learning/test_training.py",
+    "tests/models/test_networks.py", "tests/faces/test_composite.py", "tests/faces/test_quantize.py",
+    "tests/adapters/test_openeo_execution.py", "tests/adapters/test_openeo_dummy_backend.py",
+    "tests/adapters/test_udf.py", "tests/adapters/test_stac_api.py", "tests/adapters/test_stac_tiles.py",
+}
+
+
+def pytest_collection_modifyitems(config, items):
+    root = Path(__file__).resolve().parent.parent
+    for item in items:
+        if Path(item.fspath).resolve().relative_to(root).as_posix() in SLOW_MODULES:
+            item.add_marker(pytest.mark.slow)

@@ -280,9 +280,10 @@ def _dataset_attributes(ds) -> dict:
 
 def classify_cube(cube: Any, *, model: Any = "auto", level: str | None = None, units: str = "dn",
                   offset: float = 0.0, output: str = "classes", encoding: str = "kappamask",
-                  weights: str | None = None, options: ClassifyOptions | None = None) -> "xarray.DataArray":
+                  weights: str | None = None,
+                  options: ClassifyOptions | None = None) -> "xarray.DataArray | xarray.Dataset":
     """Classify every date of a cube (:func:`band_cube` says which cubes): a (time, y, x) uint8 DataArray of
-    classes (or ``usable``), or (time, class, y, x) float32 scores; coordinates, ``spatial_ref`` and attributes
+    classes (or ``usable``), or (time, class, y, x) float32 scores (with ``options.scores``: a Dataset of both); coordinates, ``spatial_ref`` and attributes
     of the cube kept, so rioxarray and odc-geo writers work. A dask-backed cube gives a lazy result (see the
     module text); an in-memory one is classified at once."""
     import xarray as xr

@@ -114,10 +114,11 @@ def grid_steps(da, source: str) -> tuple[float, float] | None:
             raise InputError(f"{source}: its pixels are {abs(dx):g} by {abs(dy):g} units (x by y): not square; "
                              "load the cube onto a grid with one resolution")
         return dx, dy
-    if dx is None and dy is None:
-        return None
-    size = abs(dx if dx is not None else dy)
-    return (dx if dx is not None else size), (dy if dy is not None else -size)
+    if dx is not None:
+        return dx, -abs(dx)
+    if dy is not None:
+        return abs(dy), dy
+    return None
 
 
 def pixel_size(da, source: str = "the cube") -> float | None:
@@ -262,10 +263,10 @@ def _scaling_attributes(attrs: dict, labels: dict, order: list, source: str) -> 
     scales = per_band_attribute(attrs, "scale_factor", order, source)
     offsets = per_band_attribute(attrs, "add_offset", order, source)
     position = {str(label): i for i, label in enumerate(order)}
-    declared = {}
+    declared: dict[str, tuple[float, float]] = {}
     for name, given in labels.items():
-        i = position[str(given[0])]
-        declared[name] = (1.0 if scales[i] is None else scales[i], 0.0 if offsets[i] is None else offsets[i])
+        scale, offset = scales[position[str(given[0])]], offsets[position[str(given[0])]]
+        declared[name] = (1.0 if scale is None else scale, 0.0 if offset is None else offset)
     return {} if all(v == (1.0, 0.0) for v in declared.values()) else declared
 
 
