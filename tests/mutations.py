@@ -340,6 +340,12 @@ MUTATIONS = [
     Mutation("thumbnail: missing drawn opaque", "kappamask_core/io/writers.py",
              replace("optimize=True, transparency=0)", "optimize=True)"),
              ("tests/io/test_writers.py", "-k", "thumbnail")),
+    # issue 35: runners under threads
+    Mutation("runners: one OpenVINO infer request shared by every thread", "kappamask_core/models/runners.py",
+             replace("request = self._requests.request = self.compiled.create_infer_request()",
+                     'request = self._requests.request = self.__dict__.setdefault("_shared", '
+                     "self.compiled.create_infer_request())"),
+             ("tests/models/test_runners.py", "-k", "many_threads")),
 ]
 
 

@@ -11,6 +11,7 @@ present, else CPU; overridable). A card whose ``engine`` is ``openvino`` (a bf16
 from __future__ import annotations
 
 import logging
+import threading
 from collections import OrderedDict
 
 import numpy as np
@@ -198,10 +199,13 @@ class OpenVinoRunner(Runner):
             raise
         except Exception as exc:
             raise ModelError(f"OpenVINO cannot load model file {path}: {' '.join(str(exc).split())[:300]}") from None
-        self.request = self.compiled.create_infer_request()
+        self._requests = threading.local()  # an infer request serves one call at a time: one per thread
 
     def _infer(self, batch: np.ndarray) -> np.ndarray:
-        return self.request.infer({0: batch})[self.compiled.output(0)]
+        request = getattr(self._requests, "request", None)
+        if request is None:
+            request = self._requests.request = self.compiled.create_infer_request()
+        return request.infer({0: batch})[self.compiled.output(0)]
 
 
 def _float16_model(path) -> bytes:
@@ -237,18 +241,20 @@ class RunnerCache:
         self.limit = limit
         self._runners: "OrderedDict[tuple, Runner]" = OrderedDict()
         self.opened = 0  # sessions made so far: a worker that runs many chunks makes one per model
+        self._lock = threading.Lock()  # tasks in threads of one worker (dask's threaded scheduler) share it
 
     def get(self, model: Model, device: str = "auto", threads: int | None = None, batch_size: int | None = None,
             fp16: bool = False) -> Runner:
         key = (model.card.source, model.card.sha256, str(model.path), device, threads, batch_size, fp16)
-        if key in self._runners:
-            self._runners.move_to_end(key)
-            return self._runners[key]
-        runner = self._runners[key] = open_runner(model, device, threads, batch_size, fp16)
-        self.opened += 1
-        while len(self._runners) > self.limit:
-            self._runners.popitem(last=False)
-        return runner
+        with self._lock:  # one session per key, however many threads ask at once
+            if key in self._runners:
+                self._runners.move_to_end(key)
+                return self._runners[key]
+            runner = self._runners[key] = open_runner(model, device, threads, batch_size, fp16)
+            self.opened += 1
+            while len(self._runners) > self.limit:
+                self._runners.popitem(last=False)
+            return runner
 
     def __iter__(self):
         return iter(self._runners.values())

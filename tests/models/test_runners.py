@@ -124,3 +124,30 @@ def test_a_network_that_returns_nan_is_an_error_not_a_missing_map(band_folder, t
                          weights="conv.onnx")
     line = fail(capsys, band_folder, "-o", tmp_path / "out", "--model", card)
     assert "NaN or infinite scores" in line and not leftovers(tmp_path / "out")
+
+
+def test_every_runner_can_be_called_from_many_threads_at_once(tmp_path):
+    """Dask's threaded scheduler runs tasks of one worker in threads that share the process's runner: ONNX
+    Runtime's session and OpenVINO's compiled model (one infer request per thread) give each call its own
+    answer. A shared OpenVINO request raised 'Infer Request is busy' under two threads."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    from helpers import require
+
+    from kappamask_core.models.cards import load_card
+    from kappamask_core.models.runners import OpenVinoRunner
+
+    conv3x3_onnx(tmp_path / "conv.onnx", 4)
+    card = load_card(identity_card(tmp_path / "card.json", BANDS, ("clear", "cloud", "cloud_shadow", "cloud"),
+                                   tile=64, overlap=8, weights="conv.onnx"))
+    model = Model(card, tmp_path / "conv.onnx")
+    batches = [np.random.default_rng(i).random((1, 4, 64, 64), dtype=np.float32) for i in range(48)]
+    runners = [OnnxRunner(model, "cpu", threads=1)]
+    require("openvino")
+    runners.append(OpenVinoRunner(model, "cpu", threads=1))
+    for runner in runners:
+        alone = [runner.run(b) for b in batches]
+        with ThreadPoolExecutor(max_workers=8) as pool:
+            together = list(pool.map(runner.run, batches))
+        for a, b in zip(alone, together):
+            np.testing.assert_array_equal(a, b)

@@ -11,9 +11,10 @@ import json
 import logging
 from pathlib import Path
 
+import numpy as np
 import pytest
 import rasterio
-from helpers import fail
+from helpers import fail, require
 from helpers.variants import BANDS, bf16_here, blocks_cube, edit_card, level
 
 from kappamask_core import ClassifyOptions, run
@@ -317,3 +318,25 @@ def test_an_int8_variant_saved_under_the_bf16_name_is_refused(parent, tmp_path):
     with pytest.raises(Exception, match="precision 'int8', not 'bf16'"):
         run(scene, str(parent), options=ClassifyOptions(precision="bf16"))
     assert run(scene, str(parent)).card.id == "conv-test"
+
+
+def test_a_lazy_cube_on_dasks_threaded_scheduler_runs_the_bf16_variant_in_many_threads(parent):
+    """Tasks of one process share its runner: OpenVINO gives each thread an infer request of its own (one shared
+    request failed with 'Infer Request is busy'); the map equals the one made date by date in memory."""
+    bf16_here()
+    require("dask")
+    import dask
+    import xarray as xr
+
+    from kappamask_core import classify
+
+    made = make_variant(str(parent), "bf16", calibrate=[level(blocks_cube(1))])
+    assert made.check.faithful
+    cube = xr.concat([blocks_cube(s, 320, 320) for s in range(4)], dim="time")
+    cube = cube.assign_coords(time=np.arange(4).astype("datetime64[D]"))
+    eager = classify(cube, str(parent), level="L1C")
+    lazy = classify(cube.chunk({"time": 1, "y": 128, "x": 128}), str(parent), level="L1C")
+    assert len(lazy.chunks[1]) > 1  # several tasks per date
+    with dask.config.set(scheduler="threads", num_workers=8):
+        for _ in range(3):
+            np.testing.assert_array_equal(lazy.compute().values, eager.values)
