@@ -376,8 +376,10 @@ def pytest_in(copy: Path, shim: Path, tests) -> tuple[bool, float, str]:
     """Run ``tests`` in ``copy``; (failed, seconds, the first failure or the summary)."""
     env = {**os.environ, "PYTHONPATH": str(shim), "PYTHONDONTWRITEBYTECODE": "1"}
     started = time.perf_counter()
-    proc = subprocess.run([sys.executable, "-m", "pytest", "-x", "-q", "-p", "no:cacheprovider", *tests], cwd=copy,
-                          env=env, capture_output=True, text=True, timeout=3600)
+    listed = shim.parent / "tests.txt"  # node ids can outgrow a command line: pytest reads them from @file
+    listed.write_text("\n".join(tests) + "\n")
+    proc = subprocess.run([sys.executable, "-m", "pytest", "-x", "-q", "-p", "no:cacheprovider", f"@{listed}"],
+                          cwd=copy, env=env, capture_output=True, text=True, timeout=3600)
     lines = [line for line in proc.stdout.splitlines() if line.startswith(("FAILED", "ERROR"))]
     return proc.returncode != 0, time.perf_counter() - started, (lines[0] if lines else proc.stdout.strip()[-200:])
 
