@@ -27,9 +27,9 @@ from ..chain.pipeline import execute
 from ..foundation.bands import BAND_BY_NAME, asset_band
 from ..foundation.classes import CLASSES, encode
 from ..foundation.errors import BandsError, InputError
-from ..io.arrays import (VALUE_ATTRIBUTES, array_crs, band_labels, band_peaks, flips_to_north_up, from_dataarray,
-                         per_band_attribute, pixel_size)
-from ..io.bandfiles import as_missing
+from ..foundation.grid import ChunkGrid
+from ..io.arrays import (array_crs, band_labels, block_peaks, dataset_bands, flips_to_north_up, from_dataarray,
+                         pixel_size)
 from ..io.product import check_level, level_evidence
 from ..models.cards import ALIASES, AUTO, ModelCard
 from ..models.resolve import Model, resolve_card, resolve_model
@@ -223,9 +223,7 @@ def band_cube(cube: Any) -> "xarray.DataArray":
         if len({tuple(sorted(s.items())) for s in shapes.values()}) > 1:
             raise InputError(f"the Dataset's variables lie on different grids ({shapes}); load them onto one grid "
                              "(odc.stac.load(..., resolution=10) or crs= and resolution=)")
-        attrs = _dataset_attributes(cube)
-        cube = cube.to_array("bands")
-        cube.attrs = {**{k: v for k, v in cube.attrs.items() if k not in VALUE_NAMES}, **attrs}
+        cube = dataset_bands(cube)
     if not isinstance(cube, xr.DataArray):
         raise InputError(f"expected an xarray DataArray or Dataset, got {type(cube).__name__}")
     if "band" in cube.dims and "bands" not in cube.dims:
@@ -249,33 +247,6 @@ def band_cube(cube: Any) -> "xarray.DataArray":
     if cube.sizes["time"] == 0:
         raise InputError("the cube has no dates (its time dimension is empty)")
     return cube.transpose("time", "bands", "y", "x")
-
-
-VALUE_NAMES = {name for names in VALUE_ATTRIBUTES.values() for name in names}
-
-
-def _dataset_attributes(ds) -> dict:
-    """The attributes of a Dataset's band variables that change values (scale, offset, nodata), as the one
-    DataArray :meth:`xarray.Dataset.to_array` makes would need them: one value, or one per band in the variables'
-    order (``to_array`` keeps only the Dataset's own attributes). Variables whose ``units`` differ are refused:
-    bands on different scales would be classified as one."""
-    names = list(ds.data_vars)
-    units = {str(ds[name].attrs["units"]) for name in names if "units" in ds[name].attrs}
-    if len(units) > 1:
-        raise InputError(f"the Dataset's band variables are in different units ({', '.join(sorted(units))}); load "
-                         "every band in one unit (DN or reflectance)")
-    attrs = {}
-    for key, aliases in VALUE_ATTRIBUTES.items():
-        values = [per_band_attribute({**ds.attrs, **ds[name].attrs}, key, [name], f"the Dataset's variable {name}")[0]
-                  for name in names]
-        if all(v is None for v in values):
-            continue
-        if key == "nodata" and any(v is None for v in values):
-            values = [float("nan") if v is None else v for v in values]
-        elif key != "nodata":
-            values = [(1.0 if key == "scale_factor" else 0.0) if v is None else v for v in values]
-        attrs[key] = values[0] if len(set(map(str, values))) == 1 else values
-    return attrs
 
 
 def classify_cube(cube: Any, *, model: Any = "auto", level: str | None = None, units: str = "dn",
@@ -338,7 +309,7 @@ def lazy_values(data, spec: DateSpec):
     stitching a chunk's classes are then those of one run over the whole date, seams included."""
     import dask.array as dsa
 
-    grid = _ChunkGrid.of(spec)
+    grid = _chunk_grid(spec)
     chunks = (tuple(1 for _ in range(data.shape[0])), (data.shape[1],),
               grid.chunks(data.shape[2], max(data.chunks[2])), grid.chunks(data.shape[3], max(data.chunks[3])))
     if chunks != data.chunks:
@@ -351,7 +322,7 @@ def lazy_values(data, spec: DateSpec):
     depth = {0: 0, 1: 0, 2: grid.halo if len(chunks[2]) > 1 else 0, 3: grid.halo if len(chunks[3]) > 1 else 0}
     grown = dsa.overlap.overlap(data, depth=depth, boundary="none")
     # the units check of each chunk is decided by its whole date, as one run over the date decides it
-    peaks = data.map_blocks(_block_peaks, spec, dtype=np.float64, chunks=(data.chunks[0], data.chunks[1],
+    peaks = data.map_blocks(block_peaks, list(spec.names), spec.attrs, dtype=np.float64, chunks=(data.chunks[0], data.chunks[1],
                                                                          (1,) * len(chunks[2]), (1,) * len(chunks[3])))
     peaks = dsa.broadcast_to(peaks.max(axis=(2, 3), keepdims=True), grown.shape, chunks=grown.chunks)
     k = MULTI_BAND.get(spec.output, 1)
@@ -371,60 +342,17 @@ def lazy_values(data, spec: DateSpec):
     return _finish_classes(values, spec)
 
 
-def _block_peaks(block: np.ndarray, spec: DateSpec) -> np.ndarray:
-    """(1, bands, y, x) values -> (1, bands, 1, 1) largest valid values (0 where a band has none here), with the
-    cube's no-data values left out as :func:`~kappamask_core.io.arrays.from_dataarray` leaves them out."""
-    nodata = per_band_attribute(spec.attrs, "nodata", list(spec.names), "the cube")
-    peaks = [band_peaks({"band": as_missing(np.array(block[0, i]), value)}).get("band", 0.0)
-             for i, value in enumerate(nodata)]
-    return np.asarray(peaks, np.float64).reshape(1, -1, 1, 1)
+def _chunk_grid(spec: DateSpec) -> ChunkGrid:
+    """The tile grid of the model and options of a cube's dates, along one axis."""
+    card, options = spec.model.card, spec.options
+    overlap = card.overlap if options.overlap is None else options.overlap
+    margin = card.margin if options.margin is None else options.margin
+    if isinstance(margin, tuple):
+        raise InputError("a cube's tiles take one margin for rows and columns; give margin as one number")
+    return ChunkGrid(card.resolution // 10, card.tile_size, overlap, margin)
 
 
-@dataclass(frozen=True)
-class _ChunkGrid:
-    """The model's tile grid on one axis, in 10 m pixels: where chunks may end, and the halo they are read with."""
-
-    factor: int  # 10 m pixels per working pixel
-    tile: int  # working pixels
-    overlap: int
-    margin: int
-
-    @classmethod
-    def of(cls, spec: DateSpec) -> "_ChunkGrid":
-        card, options = spec.model.card, spec.options
-        overlap = card.overlap if options.overlap is None else options.overlap
-        margin = card.margin if options.margin is None else options.margin
-        if isinstance(margin, tuple):
-            raise InputError("a cube's tiles take one margin for rows and columns; give margin as one number")
-        return cls(card.resolution // 10, card.tile_size, overlap, margin)
-
-    @property
-    def lead(self) -> int:  # the overlap a tile gives to the tile before it under crop stitching
-        return self.overlap // 2
-
-    @property
-    def halo(self) -> int:
-        return (self.overlap - self.lead) * self.factor
-
-    def chunks(self, length: int, wanted: int) -> tuple[int, ...]:
-        """Chunk sizes along an axis of ``length`` 10 m pixels, near ``wanted``, each ending where crop stitching
-        passes from one tile to the next (the last at the axis's end)."""
-        stride = self.tile - self.overlap
-        per_chunk = max(1, round(wanted / (self.factor * stride)))
-        ends: list[int] = []
-        k = per_chunk
-        while True:
-            end = self.factor * (k * stride - self.margin + self.lead)
-            if end >= length - self.halo:  # the rest is one chunk: none may be thinner than its halo
-                break
-            if end > (ends[-1] if ends else 0) + self.halo:
-                ends.append(end)
-            k += per_chunk
-        bounds = [0, *ends, length]
-        return tuple(b - a for a, b in zip(bounds, bounds[1:]))
-
-
-def _classify_block(block: np.ndarray, peaks: np.ndarray, spec: DateSpec, grid: _ChunkGrid,
+def _classify_block(block: np.ndarray, peaks: np.ndarray, spec: DateSpec, grid: ChunkGrid,
                     block_id=None) -> np.ndarray:
     """One date's chunk read with the halo: (1, bands, y, x) -> (1, k, y, x) classes (or scores). The halo is
     symmetric for dask; a chunk keeps of it only the half overlap on its leading sides that its first tiles

@@ -155,3 +155,39 @@ def axis_weights(tile: int, overlap: int, first: bool, last: bool, mode: str = "
     else:
         raise ValueError(f"unknown stitch mode {mode!r}; use 'crop' or 'blend'")
     return w
+
+
+@dataclass(frozen=True)
+class ChunkGrid:
+    """A model's tile grid along one axis of a 10 m cube: where chunks may end so that each holds exactly the tiles
+    one run over the whole axis places (crop stitching), and the halo they are read with."""
+
+    factor: int  # 10 m pixels per working pixel
+    tile: int  # working pixels
+    overlap: int
+    margin: int
+
+    @property
+    def lead(self) -> int:  # the overlap a tile gives to the tile before it under crop stitching
+        return self.overlap // 2
+
+    @property
+    def halo(self) -> int:
+        return (self.overlap - self.lead) * self.factor
+
+    def chunks(self, length: int, wanted: int) -> tuple[int, ...]:
+        """Chunk sizes along an axis of ``length`` 10 m pixels, near ``wanted``, each ending where crop stitching
+        passes from one tile to the next (the last at the axis's end)."""
+        stride = self.tile - self.overlap
+        per_chunk = max(1, round(wanted / (self.factor * stride)))
+        ends: list[int] = []
+        k = per_chunk
+        while True:
+            end = self.factor * (k * stride - self.margin + self.lead)
+            if end >= length - self.halo:  # the rest is one chunk: none may be thinner than its halo
+                break
+            if end > (ends[-1] if ends else 0) + self.halo:
+                ends.append(end)
+            k += per_chunk
+        bounds = [0, *ends, length]
+        return tuple(b - a for a, b in zip(bounds, bounds[1:]))

@@ -288,6 +288,16 @@ def band_peaks(arrays: dict) -> dict[str, float]:
     return peaks
 
 
+def block_peaks(block: np.ndarray, labels: list, attrs: dict) -> np.ndarray:
+    """One chunk of a (1, bands, y, x) cube -> (1, bands, 1, 1) largest valid values (0 where a band has none
+    there), the cube's no-data values left out as :func:`from_dataarray` leaves them out: the maximum over a date's
+    chunks is that date's :func:`band_peaks`, band by band in the cube's order."""
+    nodata = per_band_attribute(attrs, "nodata", labels, "the cube")
+    peaks = [band_peaks({"band": as_missing(np.array(block[0, i]), value)}).get("band", 0.0)
+             for i, value in enumerate(nodata)]
+    return np.asarray(peaks, np.float64).reshape(1, -1, 1, 1)
+
+
 def check_units(peaks: dict[str, float], units: str, source: str) -> None:
     """Refuse values whose range contradicts ``units``, for the image and for each band (``peaks``:
     :func:`band_peaks`): a map made from them would be silently wrong (one band in reflectance among DN bands
@@ -315,3 +325,39 @@ def check_units(peaks: dict[str, float], units: str, source: str) -> None:
         if odd:
             raise InputError(f"{source}: band(s) {', '.join(odd)} hold values up to {max(peaks[n] for n in odd):.6g}, "
                              "which is DN among reflectance bands; give every band as reflectance")
+
+
+def dataset_bands(ds: "xarray.Dataset") -> "xarray.DataArray":
+    """A Dataset of band variables (odc-stac) as one DataArray with a ``bands`` dimension, read like the same bands
+    given as a DataArray: each variable's own attributes that change values become per-band attributes."""
+    attrs = _dataset_attributes(ds)
+    cube = ds.to_array("bands")
+    cube.attrs = {**{k: v for k, v in cube.attrs.items() if k not in VALUE_NAMES}, **attrs}
+    return cube
+
+
+VALUE_NAMES = {name for names in VALUE_ATTRIBUTES.values() for name in names}
+
+
+def _dataset_attributes(ds) -> dict:
+    """The attributes of a Dataset's band variables that change values (scale, offset, nodata), as the one
+    DataArray :meth:`xarray.Dataset.to_array` makes would need them: one value, or one per band in the variables'
+    order (``to_array`` keeps only the Dataset's own attributes). Variables whose ``units`` differ are refused:
+    bands on different scales would be classified as one."""
+    names = list(ds.data_vars)
+    units = {str(ds[name].attrs["units"]) for name in names if "units" in ds[name].attrs}
+    if len(units) > 1:
+        raise InputError(f"the Dataset's band variables are in different units ({', '.join(sorted(units))}); load "
+                         "every band in one unit (DN or reflectance)")
+    attrs = {}
+    for key, aliases in VALUE_ATTRIBUTES.items():
+        values = [per_band_attribute({**ds.attrs, **ds[name].attrs}, key, [name], f"the Dataset's variable {name}")[0]
+                  for name in names]
+        if all(v is None for v in values):
+            continue
+        if key == "nodata" and any(v is None for v in values):
+            values = [float("nan") if v is None else v for v in values]
+        elif key != "nodata":
+            values = [(1.0 if key == "scale_factor" else 0.0) if v is None else v for v in values]
+        attrs[key] = values[0] if len(set(map(str, values))) == 1 else values
+    return attrs

@@ -135,9 +135,13 @@ class Session:
     def __init__(self, base_url: str, headers: dict | None = None, *, timeout_s: float = TIMEOUT_S,
                  deadline_s: float = DEADLINE_S, max_bytes: int = MAX_BYTES, what: str = "the API"):
         base, userinfo = split_userinfo(base_url)
-        if parse_url(base).scheme.lower() not in ("http", "https"):
+        parts = parse_url(base)
+        if parts.scheme.lower() not in ("http", "https"):
             raise InputError(f"{redact(base_url)} is not an http(s) URL")
-        self.base = base.rstrip("/") + "/"
+        # the folder relative paths resolve in: a query or fragment of the URL given belongs to that URL only
+        # (a download's signature), never to the paths joined under it
+        folder = parts.path if parts.path.endswith("/") else f"{parts.path}/"
+        self.base = urlunsplit((parts.scheme, parts.netloc, folder, "", ""))
         self.origin = origin(self.base)
         self.credentials = check_header_values({**userinfo, **(headers or {})}, what)
         self.timeout_s, self.deadline_s, self.max_bytes, self.what = timeout_s, deadline_s, max_bytes, what

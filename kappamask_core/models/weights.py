@@ -34,8 +34,8 @@ from pathlib import Path
 
 from ..foundation.errors import KappaMaskError, ModelError
 from ..foundation.redaction import redact
-from ..foundation.urls import checked_url, join_path
 from ..foundation.types import PathLike
+from ..foundation.urls import checked_url, join_path
 from ..foundation.version import __version__
 from ..io.files import atomic_files, atomic_path, sha256_file
 from ..io.http import NetworkError, Session, split_userinfo
@@ -116,18 +116,14 @@ def _candidates(card: ModelCard) -> list[Path]:
 
 
 def _verified(path: Path, card: ModelCard) -> Path:
-    """``path`` if the card pins its sha256 and the file has it. A card that names one of the project's own models
-    and pins none (KappaMask's, whose ONNX file is made on the user's machine) runs no file at all: only the card
-    the project writes when it converts or imports the weights pins the file it made, so a file put there by
-    anyone else never runs under a trained model's name. A user's own card (another id) may pin none: its name
-    is the user's."""
+    """``path`` if the card pins its sha256 and the file has it; a built-in card that pins none (KappaMask's, whose
+    converted file only the card the conversion writes pins) runs no file. A user's own card may pin none."""
     expected = card.weights.get("sha256")
     if not expected:
         if card.id in builtin_ids():
-            raise ModelError(
-                f"{path} was not made or verified by this project (the {card.name} card pins no sha256: its ONNX "
-                f"file is made when the official weights are converted), so it does not run as {card.id}. "
-                f"{_install_hint(card)}")
+            raise ModelError(f"{path} was not made or verified by this project (the {card.name} card pins no sha256: "
+                             f"its ONNX file is made when the official weights are converted), so it does not run as "
+                             f"{card.id}. {card.weights.get('help', '')}")
         return path
     actual = sha256_file(path)
     if actual != expected:
@@ -136,15 +132,6 @@ def _verified(path: Path, card: ModelCard) -> Path:
             f"(expected {expected}, got {actual})"
         )
     return path
-
-
-def _install_hint(card: ModelCard) -> str:
-    source = card.weights.get("source")
-    if source:
-        file = source["url"].rsplit("/", 1)[-1]
-        return (f"Install it with 'kappamask models import {file}' (KappaZeta's Keras file), or let a run with "
-                "network access download and convert it.")
-    return card.weights.get("help", "")
 
 
 PROBE_TIMEOUT_S = 5
@@ -263,11 +250,9 @@ def official_url(card: ModelCard) -> str:
     """The card's official source URL, or the same file name under ``$KAPPAMASK_WEIGHTS_MIRROR``."""
     url = card.weights["source"]["url"]
     mirror = os.environ.get(MIRROR_ENV, "").strip()
-    if not mirror:
-        return url
-    # a password in the mirror's URL goes to that host only (as Basic auth); paths are joined under it
+    # a password in the mirror's URL goes to that host only (as Basic auth); the file name is joined under it
     return join_path(checked_url(mirror, f"--weights-mirror (${MIRROR_ENV})", credentials=True),
-                     url.rsplit("/", 1)[-1])
+                     url.rsplit("/", 1)[-1]) if mirror else url
 
 
 def fetch_official(card: ModelCard) -> ModelCard:
