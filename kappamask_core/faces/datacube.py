@@ -52,7 +52,7 @@ CLASSES_AND_CLOUDINESS = "classes+cloudiness"
 CLOUDY = tuple(c.value for c in CLASSES if c.name in ("cloud_shadow", "semi_transparent_cloud", "cloud"))
 # scores=True on a cube: the classes and every class's score of one pass
 CLASSES_AND_SCORES = "classes+scores"
-# outputs with more than one band, as (band count, what the first band is)
+# the band count of each output with more than one band
 MULTI_BAND = {"scores": len(CLASSES), CLASSES_AND_CLOUDINESS: 2, CLASSES_AND_SCORES: 1 + len(CLASSES)}
 TIME_DIMS = ("time", "t")
 
@@ -254,9 +254,9 @@ def classify_cube(cube: Any, *, model: Any = "auto", level: str | None = None, u
                   weights: str | None = None,
                   options: ClassifyOptions | None = None) -> "xarray.DataArray | xarray.Dataset":
     """Classify every date of a cube (:func:`band_cube` says which cubes): a (time, y, x) uint8 DataArray of
-    classes (or ``usable``), or (time, class, y, x) float32 scores (with ``options.scores``: a Dataset of both); coordinates, ``spatial_ref`` and attributes
-    of the cube kept, so rioxarray and odc-geo writers work. A dask-backed cube gives a lazy result (see the
-    module text); an in-memory one is classified at once."""
+    classes (or ``usable``), or (time, class, y, x) float32 scores (with ``options.scores``: a Dataset of both);
+    coordinates, ``spatial_ref`` and attributes of the cube kept, so rioxarray and odc-geo writers work. A
+    dask-backed cube gives a lazy result (see the module text); an in-memory one is classified at once."""
     import xarray as xr
 
     cube = band_cube(cube)

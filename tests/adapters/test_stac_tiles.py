@@ -240,7 +240,14 @@ def test_stac_browser_shows_the_collection_its_items_and_an_items_classes_on_the
         assert item_id in page and f"{item_id}_thumbnail.png" in page
     item_id = items[0]
     shot = shots / "item.png"
-    page = load(f"{stac_browser_url}collections/{COLLECTION}/items/{item_id}", shot)
+    # the whole footprint must be drawn: a person waits for the map, so a page whose tiles are still arriving is
+    # looked at again with a longer budget (a map with a tile that never comes fails all three looks)
+    for budget_ms in (20000, 40000, 80000):
+        page = load(f"{stac_browser_url}collections/{COLLECTION}/items/{item_id}", shot, budget_ms=budget_ms)
+        coverage = footprint_coverage(shot)
+        if coverage >= 0.99:
+            break
+    assert coverage >= 0.99, f"only {coverage:.1%} of the item's footprint is drawn"
     assert item_id in page and "Cloud and cloud-shadow classes" in page
     # the map draws the item's tiles from the tiler in the class colours: the classes drawn in colour (cloud is
     # white, as the page is) cover tens of thousands of pixels in the proportions the item has them (the legend's
@@ -255,6 +262,3 @@ def test_stac_browser_shows_the_collection_its_items_and_an_items_classes_on_the
         drawn = seen[c.name] / sum(seen[o.name] for o in coloured)
         held = (classes == c.value).sum() / sum((classes == o.value).sum() for o in coloured)
         assert abs(drawn - held) < 0.05, (c.name, seen)
-    # and the whole footprint is drawn: a map with a tile missing keeps its proportions but not its coverage
-    coverage = footprint_coverage(shot)
-    assert coverage >= 0.99, f"only {coverage:.1%} of the item's footprint is drawn"
