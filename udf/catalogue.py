@@ -24,6 +24,7 @@ import tempfile
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
+from urllib.parse import urlencode
 
 from kappamask_core.foundation import OutputError, checked_url
 from kappamask_core.io import atomic_files
@@ -100,8 +101,10 @@ def record(pid: str, spec: dict, card, publication: Publication, code_url: str, 
         {"rel": "code", "type": "text/html", "title": "Source code", "href": code_url},
         {"rel": "cite-as", "type": "text/html", "title": KAPPAMASK_PAPER[1], "href": KAPPAMASK_PAPER[0]},
         {"rel": "webapp", "type": "text/html", "title": "openEO Web Editor",
-         "href": f"https://editor.openeo.org/?wizard=UDP&wizard~process={pid}&wizard~processUrl={process_url}"
-                 f"&server={CDSE_FEDERATION}"},
+         # a URL inside a query is encoded as a value, never glued in
+         "href": "https://editor.openeo.org/?" + urlencode({"wizard": "UDP", "wizard~process": pid,
+                                                            "wizard~processUrl": process_url,
+                                                            "server": CDSE_FEDERATION})},
     ]
     if network is not None:
         links.append({"rel": "about", "type": "text/html", "title": network[1], "href": network[0]})
