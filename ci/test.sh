@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# The project's test command (as in README.md): install with the test extra, run pytest.
+# The project's test command (as in README.md): install with the test and train extras, run pytest.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
