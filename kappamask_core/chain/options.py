@@ -13,6 +13,7 @@ from . import resample
 from .buffers import parse_buffers
 
 DECODES = ("reduced", "full")
+TILE_PLACEMENTS = ("ground", "raster")
 MAX_THREADS = 1024  # beyond any machine's cores: ONNX Runtime would try to start them all
 MAX_BATCH = 1024
 
@@ -25,6 +26,9 @@ class ClassifyOptions:
     # tiles start this far before the edge (rows, columns where they differ: a cube's chunks); None = the card's
     margin: int | tuple[int, int] | None = None
     stitch: str = "crop"  # "crop" (KappaMask's centre-crop mosaic) or "blend"
+    # "ground": a located raster's tiles are the ground's (anchored in its CRS), so a pixel's class does not depend
+    # on how the scene was cut; "raster": its own, from its first pixel, as the reference predictors place them
+    tiles: str = "ground"
     batch_size: int | None = None  # tiles per inference call; None: 1 on CPU (least memory, same speed), 8 on CUDA
     device: str = "auto"  # auto | cpu | cuda | tensorrt
     threads: int | None = None  # ONNX Runtime intra-op threads; None = the cores this process may use
@@ -37,6 +41,9 @@ class ClassifyOptions:
     buffers: tuple = ()  # grow classes by metres after stitching: "cloud=300,shadow=100", a dict, or pairs
     scores: bool = False  # also return per-class scores (float32, 5 x H x W)
     progress: bool = False  # tqdm progress bar on stderr
+    # the 10 m rows and columns ((row0, row1), (col0, col1)) whose classes are wanted, the core of a chunk read with
+    # its context: a located raster's tiles are placed only for them (the rest of the map is not computed)
+    window: tuple | None = None
     fp16: bool = False  # deprecated: precision="fp16"
 
     def __post_init__(self):
@@ -47,6 +54,8 @@ class ClassifyOptions:
             warnings.warn("fp16=True is deprecated: use precision='fp16'", DeprecationWarning, stacklevel=3)
             object.__setattr__(self, "precision", "fp16")
             object.__setattr__(self, "fp16", False)
+        if self.tiles not in TILE_PLACEMENTS:
+            raise InputError(f"tiles must be one of {', '.join(TILE_PLACEMENTS)}, not {self.tiles!r}")
         if self.stitch not in ("crop", "blend"):
             raise InputError(f"stitch must be 'crop' or 'blend', not {self.stitch!r}")
         if self.resampling not in resample.METHODS:

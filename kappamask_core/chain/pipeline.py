@@ -70,7 +70,7 @@ def execute(job: Job, scores_sink: ScoresSink | None = None) -> Classification:
                     stitcher.add(i, tile_scores)
         with stages("stitch"):
             start, block = stitcher.finish_row()
-            _emit(start, block, factor, grid, valid, r0, lut, classes, scores)
+            _emit(start, block, factor, grid, valid, r0, lut, classes, scores, plan.shift)
         if progress is not None:
             progress.update(len(col_starts))
     if progress is not None:
@@ -128,18 +128,21 @@ def _runtime(job: Job, plan: TilePlan, skipped: int) -> dict:
     }
 
 
-def _emit(start, block, factor, grid, valid, r0, lut, classes, scores):
-    """Write finished working-grid rows into the 10 m outputs."""
-    a, b = start * factor, min((start + block.shape[1]) * factor, grid.height)
+def _emit(start, block, factor, grid, valid, r0, lut, classes, scores, shift=(0, 0)):
+    """Write finished working-grid rows into the 10 m outputs (``shift``: the 10 m pixels of the first working
+    pixel that lie before the raster, see :class:`~kappamask_core.chain.plan.TilePlan`)."""
+    first = start * factor - shift[0]  # the 10 m row of the block's first row, before the raster where negative
+    a, b = max(first, 0), min((start + block.shape[1]) * factor - shift[0], grid.height)
     if a >= b:
         return
+    lead = (a - first, shift[1])
     mask = valid[a - r0 : b - r0]
     # argmax commutes with replication: take it on the working grid, replicate the uint8 classes
-    out = resample.replicate(lut[np.argmax(block, axis=0)], factor, b - a, grid.width)
+    out = resample.replicate(lut[np.argmax(block, axis=0)], factor, b - a, grid.width, lead)
     out[~mask] = MISSING
     classes[a:b] = out
     if scores is not None:
-        fine = resample.replicate(block, factor, b - a, grid.width)
+        fine = resample.replicate(block, factor, b - a, grid.width, lead)
         five = np.zeros((len(CLASSES), b - a, grid.width), np.float32)
         for channel, value in enumerate(lut):
             five[value] += fine[channel]

@@ -7,7 +7,7 @@ from __future__ import annotations
 from dataclasses import dataclass, replace
 
 from ..foundation.errors import InputError
-from ..foundation.grid import Grid, TileLayout
+from ..foundation.grid import Grid, TileLayout, ground_anchor
 from ..io.product import Product
 from ..models.cards import ModelCard
 from .options import ClassifyOptions
@@ -22,32 +22,43 @@ class TilePlan:
     reading: Product  # the product with the band sources the run decodes (see reading_product)
     overlap: int
     margin: int | tuple[int, int]  # (rows, columns) where the two differ
+    # 10 m pixels before the raster's first row and column in its first working pixel: the ground's working
+    # pixels start at multiples of their size, which the raster's origin need not be
+    shift: tuple[int, int] = (0, 0)
 
 
 def plan_tiles(product: Product, card: ModelCard, options: ClassifyOptions) -> TilePlan:
     """The tiles a network with ``card`` sees of ``product`` under ``options``."""
     factor = max(1, round(card.resolution / product.grid.resolution))
-    work = product.grid.coarsen(factor)
+    anchor = ground_anchor(product.grid) if options.tiles == "ground" else None
+    shift = (0, 0) if anchor is None else (anchor[0] % factor, anchor[1] % factor)
+    work = Grid(-(-(product.grid.height + shift[0]) // factor), -(-(product.grid.width + shift[1]) // factor))
+    work_anchor = None if anchor is None else (anchor[0] // factor, anchor[1] // factor)
+    window = None
+    if options.window is not None and work_anchor is not None:
+        window = tuple(((a + s) // factor, -(-(b + s) // factor)) for (a, b), s in zip(options.window, shift))
     overlap = card.overlap if options.overlap is None else options.overlap
     margin = card.margin if options.margin is None else options.margin
     margin_y, margin_x = margin if isinstance(margin, tuple) else (margin, margin)
     for name, value in (("overlap", overlap), ("margin", margin_y), ("margin", margin_x)):
         if value >= card.tile_size:
             raise InputError(f"{name} {value} must be smaller than the model's tile size {card.tile_size}")
+
+    def layout_with(overlap: int) -> TileLayout:
+        return TileLayout(work.height, work.width, card.tile_size, overlap, margin_y, margin_x, work_anchor, window,
+                          options.stitch)
+
     if card.tile_size - overlap < card.tile_size / 4:
-        many = TileLayout(work.height, work.width, card.tile_size, overlap, margin_y, margin_x)
         raise InputError(f"overlap {overlap} leaves a stride of {card.tile_size - overlap} px, less than a quarter of "
-                         f"the model's {card.tile_size} px tiles: {len(many)} tiles instead of "
-                         f"{len(TileLayout(work.height, work.width, card.tile_size, card.overlap, margin_y, margin_x))}; use "
-                         f"an "
-                         f"overlap of at most {card.tile_size * 3 // 4}")
-    layout = TileLayout(work.height, work.width, card.tile_size, overlap, margin_y, margin_x)
+                         f"the model's {card.tile_size} px tiles: {len(layout_with(overlap))} tiles instead of "
+                         f"{len(layout_with(card.overlap))}; use an overlap of at most {card.tile_size * 3 // 4}")
+    layout = layout_with(overlap)
     plan = TilePlan(factor, layout, reading_product(product, card.bands, factor, options.decode), overlap,
-                    margin_y if margin_x == margin_y else (margin_y, margin_x))
+                    margin_y if margin_x == margin_y else (margin_y, margin_x), shift)
     need, have = memory_needed(plan, card, product.grid, options), available_memory()
     if have is not None and need > have:
         raise InputError(f"{product.id}: this run needs about {need / 2**30:.1f} GiB of memory (model {card.id}: "
-                         f"{len(card.bands)} bands in strips of {card.tile_size} x {layout.width + 2 * margin_x} px, "
+                         f"{len(card.bands)} bands in strips of {card.tile_size} x {layout.width + sum(layout.col_padding())} px, "
                          f"a {product.grid.height} x {product.grid.width} px map), but only {have / 2**30:.1f} GiB "
                          "are available")
     return plan
@@ -57,7 +68,7 @@ def memory_needed(plan: TilePlan, card: ModelCard, grid: Grid, options: Classify
     """Bytes a run holds at its peak, roughly: three strips of model input (the one inferred, the one being
     prepared, a padded copy), the stitcher's sums, the class map, the 10 m valid masks of a strip, and the
     scores when they are kept in memory. The network's own working memory comes on top."""
-    strip_px = plan.layout.tile * (plan.layout.width + 2 * plan.layout.col_margin)
+    strip_px = plan.layout.tile * (plan.layout.width + sum(plan.layout.col_padding()))
     strips_bytes = 3 * len(card.bands) * strip_px * 4 + 2 * len(card.outputs) * strip_px * 4
     rows_10m = min(grid.height, plan.layout.tile * plan.factor)
     masks = 2 * rows_10m * grid.width

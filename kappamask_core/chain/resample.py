@@ -67,41 +67,55 @@ def nearest_rows(native: np.ndarray, factor: int, row0: int, row1: int, width: i
 
 
 def area_rows(native: np.ndarray, factor: int, row0: int, row1: int, width: int, coarse: int,
-              offset: int = 0) -> np.ndarray:
-    """Fine rows [row0, row1) averaged onto a grid ``coarse`` x coarser: an area-weighted average of the pixels
-    that have data.
+              offset: int = 0, col0: int = 0) -> np.ndarray:
+    """Fine rows [row0, row1) and columns [col0, width) averaged onto a grid ``coarse`` x coarser: an
+    area-weighted average of the pixels that have data, as ((row1 - row0) / coarse, (width - col0) / coarse)
+    float32, each rounded up.
 
-    Each native pixel counts by the area it covers in a coarse cell: the value is
-    what replicating the band onto the fine grid and averaging ``coarse`` x
-    ``coarse`` blocks (edges repeated, as :func:`block_mean`) gives, computed
-    without a copy at fine resolution. Pixels without data (0) do not count: a
-    cell at the edge of the data is the mean of its valid pixels, not darkened
-    by the missing ones (which, for DN that carry an offset, would stand for a
-    negative reflectance).
+    Each native pixel counts by the area it covers in a coarse cell: the value is what replicating the band onto
+    the fine grid and averaging ``coarse`` x ``coarse`` blocks gives, computed without a copy at fine resolution.
+    Pixels without data (0) do not count: a cell at the edge of the data is the mean of its valid pixels, not
+    darkened by the missing ones (which, for DN that carry an offset, would stand for a negative reflectance).
+    Fine pixels outside rows [0, row1) and columns [0, width) have no data either: the ground's coarse cells need
+    not start at the raster's edge (``row0``, ``col0`` negative), nor end at its last row or column.
     """
+    rows = _fine_index(row0, row1, coarse, row1)
+    cols = _fine_index(col0, width, coarse, width)
+    native_rows = np.where(rows >= 0, rows // factor - offset, -1)
+    native_cols = np.where(cols >= 0, cols // factor, -1)
+    used = native_rows[native_rows >= 0]
+    first = int(used.min()) if used.size else 0
+    # the native rows these fine rows need, their columns on the fine grid, and a row and a column of zeros (no
+    # data) that the fine pixels outside the raster point at
+    gathered = np.zeros((int(used.max()) - first + 2 if used.size else 1, native_cols.size + 1), native.dtype)
+    if used.size:
+        gathered[:-1, :-1] = native[first : int(used.max()) + 1][:, np.maximum(native_cols, 0)]
+        gathered[:-1, :-1][:, native_cols < 0] = 0
+    outside = gathered.shape[0] - 1  # the row of zeros
+    row_map = np.where(native_rows >= 0, native_rows - first, outside)
+    gathered = gathered[:, :-1]
+    inside = bool((row_map != outside).all() and (native_cols >= 0).all())
+    cells = coarse * coarse
     if not np.issubdtype(native.dtype, np.integer):
         # float values: summed on the fine grid, in the order that decides their last bits
-        fine = nearest_rows(native, factor, row0, row1, width, offset)
+        fine = gathered[row_map]
         if fine.all():
             return block_mean(fine, coarse)
         return _valid_mean(block_mean(fine, coarse), block_mean((fine != 0).astype(np.float32), coarse))
     # integers (stored DN): the block sums are exact, so they are taken separably, columns first on the native
     # rows and then rows on the coarse columns, and divided once, as block_mean divides its exact float32 sums
-    rows = _fine_index(row0, row1 - row0, coarse) // factor - offset
-    cols = _fine_index(0, width, coarse) // factor
-    first = int(rows[0])
-    gathered = native[first : int(rows[-1]) + 1][:, cols]
-    cells = coarse * coarse
-    means = _block_sums(gathered, rows - first, coarse).astype(np.float32) / cells
-    if gathered.all():  # the common case: every pixel has data
+    means = _block_sums(gathered, row_map, coarse).astype(np.float32) / cells
+    if inside and gathered[:-1].all():  # the common case: every pixel has data
         return means
-    counts = _block_sums(gathered != 0, rows - first, coarse).astype(np.float32) / cells
+    counts = _block_sums(gathered != 0, row_map, coarse).astype(np.float32) / cells
     return _valid_mean(means, counts)
 
 
-def _fine_index(start: int, n: int, coarse: int) -> np.ndarray:
-    """Fine indices [start, start + n), the last repeated up to a multiple of ``coarse`` (block_mean's edges)."""
-    return np.minimum(np.arange(start, start + n + (-n) % coarse), start + n - 1)
+def _fine_index(start: int, stop: int, coarse: int, extent: int) -> np.ndarray:
+    """Fine indices [start, stop) rounded up to whole coarse cells; -1 where they lie outside [0, extent)."""
+    n = stop - start
+    index = np.arange(start, start + n + (-n) % coarse)
+    return np.where((index >= 0) & (index < extent), index, -1)
 
 
 def _block_sums(gathered: np.ndarray, rows: np.ndarray, coarse: int) -> np.ndarray:
@@ -122,12 +136,13 @@ def _valid_mean(means: np.ndarray, counts: np.ndarray) -> np.ndarray:
     return np.divide(means, counts, out=np.zeros_like(means), where=counts > 0)
 
 
-def block_any(mask: np.ndarray, factor: int) -> np.ndarray:
-    """Whether any pixel of each f x f block is set (2-D); ragged edges repeat the edge pixels."""
+def block_any(mask: np.ndarray, factor: int, lead: tuple[int, int] = (0, 0)) -> np.ndarray:
+    """Whether any pixel of each f x f block is set (2-D); ``lead`` unset pixels come before the first row and
+    column (the ground's blocks need not start at the raster's edge), and ragged edges are filled unset."""
     if factor == 1:
         return mask
-    h, w = mask.shape
-    mask = np.pad(mask, ((0, (-h) % factor), (0, (-w) % factor)), mode="edge")
+    h, w = mask.shape[0] + lead[0], mask.shape[1] + lead[1]
+    mask = np.pad(mask, ((lead[0], (-h) % factor), (lead[1], (-w) % factor)))
     return np.asarray(mask.reshape(mask.shape[0] // factor, factor, -1, factor).any(axis=(1, 3)))
 
 
@@ -145,9 +160,10 @@ def block_mean(array: np.ndarray, factor: int) -> np.ndarray:
     return shaped.mean(axis=(-3, -1), dtype=np.float32).astype(np.float32, copy=False)
 
 
-def replicate(array: np.ndarray, factor: int, height: int, width: int) -> np.ndarray:
-    """Nearest upsampling of the last two axes by ``factor``, cropped to (height, width)."""
+def replicate(array: np.ndarray, factor: int, height: int, width: int, lead: tuple[int, int] = (0, 0)) -> np.ndarray:
+    """Nearest upsampling of the last two axes by ``factor``, the first ``lead`` rows and columns dropped (they lie
+    before the raster), cropped to (height, width)."""
     if factor == 1:
         return array[..., :height, :width]
     out = np.repeat(np.repeat(array, factor, axis=-2), factor, axis=-1)
-    return out[..., :height, :width]
+    return out[..., lead[0] : lead[0] + height, lead[1] : lead[1] + width]

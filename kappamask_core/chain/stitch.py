@@ -18,15 +18,19 @@ class RowStitcher:
         self.layout = layout
         self.mode = mode
         t = layout.tile
-        self._x_pad = layout.col_margin  # buffer column = raster column + margin
-        width = layout.col_margin + layout.col_starts()[-1] + t
+        left, right = layout.col_padding()
+        self._x_pad = left  # buffer column = raster column + left padding
+        width = left + layout.width + right
         self._sum = np.zeros((channels, t, width), dtype=np.float32)
         self._weight = np.zeros((t, width), dtype=np.float32)
         self._row_starts = layout.row_starts()
         self._col_starts = layout.col_starts()
         self._row = 0
         last_col = len(self._col_starts) - 1
-        self._col_w = [axis_weights(t, layout.overlap, i == 0, i == last_col, mode) for i in range(last_col + 1)]
+        edges = layout.edge_tiles()  # the ground's tiles have no edge tiles: each keeps only its own part
+        self._edges = edges
+        self._col_w = [axis_weights(t, layout.overlap, edges and i == 0, edges and i == last_col, mode)
+                       for i in range(last_col + 1)]
 
     def add(self, col: int, scores: np.ndarray | None) -> None:
         """Add one tile of the current tile row; ``scores`` is (channels, tile, tile).
@@ -35,7 +39,8 @@ class RowStitcher:
         weight but no score, so its pixels come out as zeros.
         """
         rows = len(self._row_starts)
-        wy = axis_weights(self.layout.tile, self.layout.overlap, self._row == 0, self._row == rows - 1, self.mode)
+        wy = axis_weights(self.layout.tile, self.layout.overlap, self._edges and self._row == 0,
+                          self._edges and self._row == rows - 1, self.mode)
         w = wy[:, None] * self._col_w[col][None, :]
         x0 = self._col_starts[col] + self._x_pad
         t = self.layout.tile
@@ -78,7 +83,7 @@ def stitch_array(array: np.ndarray, layout: TileLayout, fn, mode: str = "crop", 
     instead. ``fn`` maps (n, c, tile, tile) to (n, k, tile, tile).
     """
     c, h, w = array.shape
-    t, m, mx = layout.tile, layout.margin, layout.col_margin
+    t, m, mx = layout.tile, layout.row_padding()[0], layout.col_padding()[0]
     # pad_mode is one of numpy's modes (the card schema's enum); numpy's stubs want it as a literal
     padded = np.pad(array, ((0, 0), layout.row_padding(), layout.col_padding()), mode=pad_mode)  # type: ignore[call-overload]
     stitcher: RowStitcher | None = None

@@ -11,7 +11,6 @@ from concurrent.futures import ThreadPoolExecutor
 import numpy as np
 
 from ..foundation.errors import InputError
-from ..foundation.grid import TileLayout
 from ..foundation.machine import available_cores
 from ..foundation.stages import Stages
 from ..io.gdal import cache_env
@@ -52,7 +51,7 @@ def open_rows(product: Product, names):
 
 def working_rows(product: Product, rows: dict, bands, units: str, factor: int, r0: int, r1: int, method: str,
                  out: np.ndarray | None = None, seen: set | None = None, stages: Stages | None = None,
-                 preview: StripPreview | None = None, threads: int = 2):
+                 preview: StripPreview | None = None, threads: int = 2, lead: tuple[int, int] = (0, 0)):
     """Bands on the working grid for 10 m rows [r0, r1), in ``units`` (written into ``out`` when given).
 
     ``rows`` maps band names to open row readers (:func:`open_rows`); each band
@@ -75,11 +74,12 @@ def working_rows(product: Product, rows: dict, bands, units: str, factor: int, r
     with ThreadPoolExecutor(max_workers=threads) as pool:
         blocks = dict(zip(bands, pool.map(read, bands)))
     with stages("check, resample, scale"):
-        return _to_working_grid(product, blocks, bands, units, factor, r0, r1, method, out, seen, preview)
+        return _to_working_grid(product, blocks, bands, units, factor, r0, r1, method, out, seen, preview, lead)
 
 
 def _to_working_grid(product: Product, blocks: dict, bands, units: str, factor: int, r0: int, r1: int, method: str,
-                     out: np.ndarray | None, seen: set | None, preview: StripPreview | None):
+                     out: np.ndarray | None, seen: set | None, preview: StripPreview | None,
+                     lead: tuple[int, int] = (0, 0)):
     """:func:`working_rows` after decoding: ``blocks`` maps each band to (its native rows, the first row's index)."""
     width = product.grid.width
     # A band decoded from a reduced resolution level blurs its nodata edge (a half-empty 2 x 2 block is not 0):
@@ -97,7 +97,7 @@ def _to_working_grid(product: Product, blocks: dict, bands, units: str, factor: 
         if name in exact and invalid.any():
             # a pixel is valid only where every band the model needs has data
             valid &= ~resample.nearest_rows(invalid, product.bands[name].factor, r0, r1, width, n0)
-    shape = (len(bands), -(-(r1 - r0) // factor), -(-width // factor))
+    shape = (len(bands), -(-(r1 - r0 + lead[0]) // factor), -(-(width + lead[1]) // factor))
     if out is None:
         out = np.empty(shape, np.float32)
     if not valid.any():  # nothing to classify here: skip the resampling
@@ -111,46 +111,67 @@ def _to_working_grid(product: Product, blocks: dict, bands, units: str, factor: 
         else:  # coarser working grid: area average, straight from the stored values
             if np.issubdtype(block.dtype, np.floating):
                 block = np.nan_to_num(block, nan=0.0, posinf=0.0, neginf=0.0)
-            values = resample.area_rows(block, band.factor, r0, r1, width, factor, n0)
+            values = resample.area_rows(block, band.factor, r0 - lead[0], r1, width, factor, n0, -lead[1])
         # NaN and infinities must not reach the model (they would spread to neighbours); those pixels are masked
         np.nan_to_num(values, copy=False, nan=0.0, posinf=0.0, neginf=0.0)
         # unit conversion is linear, so it runs after the averaging, on the smaller array
         out[i] = scale.to_units(values, name, product, units)
+    # a working pixel without data is 0 in every band, whatever the band's offset, as outside the raster (see
+    # no_data_input): so the network sees no data alike wherever it lies, and wherever a chunk of it was cut
+    out[:, ~resample.block_any(valid, factor, lead)] = 0
     return out, valid
 
 
 class _StripMaker:
     """Builds the normalised, padded model input for one tile row."""
 
-    def __init__(self, product: Product, card: ModelCard, rows: dict, factor: int, layout: TileLayout, method: str,
+    def __init__(self, product: Product, card: ModelCard, rows: dict, plan: TilePlan, method: str,
                  stages: Stages, preview: StripPreview | None, threads: int):
-        self.product, self.card, self.rows, self.f, self.layout, self.method = product, card, rows, factor, layout, method
+        self.product, self.card, self.rows, self.method = product, card, rows, method
+        self.f, self.layout, self.shift = plan.factor, plan.layout, plan.shift
         self.stages, self.preview, self.threads = stages, preview, threads
         self.seen: set = set()  # the bands that held data in some strip
+        self.fill = no_data_input(card)
 
     def __call__(self, y0: int):
         """(strip (C, T, padded width), valid 10 m mask, valid working mask (T, padded width), first 10 m row)."""
         card, grid, f, layout = self.card, self.product.grid, self.f, self.layout
-        t = layout.tile
+        t, (shift_y, shift_x) = layout.tile, self.shift
         top, bottom = max(y0, 0), min(y0 + t, layout.height)
-        r0, r1 = top * f, min(bottom * f, grid.height)
-        height = -(-(r1 - r0) // f)
+        r0, r1 = max(top * f - shift_y, 0), min(bottom * f - shift_y, grid.height)
+        lead = (r0 - (top * f - shift_y), shift_x)  # 10 m pixels of the first working pixel before the raster
+        height = bottom - top
         rows_pad = (top - y0, t - (top - y0) - height)
         cols_pad = layout.col_padding()
         # the padded strip is allocated once and filled in place: a strip of KappaMask's 13 bands is 290 MB
         strip = np.zeros((len(card.bands), t, cols_pad[0] + layout.width + cols_pad[1]), np.float32)
         inner = strip[:, rows_pad[0] : rows_pad[0] + height, cols_pad[0] : cols_pad[0] + layout.width]
         _, valid = working_rows(self.product, self.rows, card.bands, card.units, f, r0, r1, self.method, inner,
-                                self.seen, self.stages, self.preview, self.threads)
+                                self.seen, self.stages, self.preview, self.threads, lead)
         with self.stages("check, resample, scale"):
             scale.apply_value_scaling(inner, card.value_scaling, card.clip_min)
-            if card.pad_mode == "constant":
+            if layout.grounded:  # outside a located raster there is no data: the model sees what no data becomes
+                fill = self.fill
+                if fill.any():
+                    outside = np.ones(strip.shape[1:], bool)
+                    outside[rows_pad[0] : rows_pad[0] + height, cols_pad[0] : cols_pad[0] + layout.width] = False
+                    strip[:, outside] = fill[:, None]
+                stack = strip
+            elif card.pad_mode == "constant":
                 stack = strip  # zeros around the data, as allocated
             else:
                 # card.pad_mode is one of numpy's modes (the card schema's enum); numpy's stubs want a literal
                 stack = np.pad(inner, ((0, 0), rows_pad, cols_pad), mode=card.pad_mode)  # type: ignore[call-overload]
-            valid_work = np.pad(resample.block_any(valid, f), (rows_pad, cols_pad))
+            valid_work = np.pad(resample.block_any(valid, f, lead), (rows_pad, cols_pad))
         return stack, valid, valid_work, r0
+
+
+def no_data_input(card: ModelCard) -> np.ndarray:
+    """What the network sees of a pixel without data, per band: 0 in the card's units through the card's
+    scaling, as for a pixel without data inside the raster (:func:`working_rows`)."""
+    zero = np.zeros((len(card.bands), 1, 1), np.float32)
+    scale.apply_value_scaling(zero, card.value_scaling, card.clip_min)
+    return zero[:, 0, 0]
 
 
 def strips(card: ModelCard, plan: TilePlan, method: str, seen: set | None = None, stages: Stages | None = None,
@@ -166,8 +187,7 @@ def strips(card: ModelCard, plan: TilePlan, method: str, seen: set | None = None
     # read, so that no block is decoded twice; for all 13 bands of a full product that is 336 MiB
     with (cache_env(BLOCK_CACHE_MIB), open_rows(plan.reading, card.bands) as rows,
           ThreadPoolExecutor(max_workers=1) as prefetch):
-        make_strip = _StripMaker(plan.reading, card, rows, plan.factor, plan.layout, method, stages, preview,
-                                 read_threads(threads))
+        make_strip = _StripMaker(plan.reading, card, rows, plan, method, stages, preview, read_threads(threads))
         if seen is not None:
             make_strip.seen = seen
         pending = prefetch.submit(make_strip, row_starts[0])
@@ -181,7 +201,7 @@ def strips(card: ModelCard, plan: TilePlan, method: str, seen: set | None = None
 
 def tile_columns(plan: TilePlan) -> list[int]:
     """The first column of each tile of a row, in padded strip columns."""
-    return [x0 + plan.layout.col_margin for x0 in plan.layout.col_starts()]
+    return [x0 + plan.layout.col_padding()[0] for x0 in plan.layout.col_starts()]
 
 
 def model_tiles(card: ModelCard, plan: TilePlan, method: str = "bilinear"):

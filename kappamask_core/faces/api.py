@@ -78,7 +78,7 @@ def settings_digest(card, options: ClassifyOptions, encoding: str, usable: bool,
     changes a file."""
     settings = {"card": card.sha256, "weights": card.weights.get("sha256"), "encoding": encoding, "usable": usable,
                 "input": None if product is None else input_identity(product),
-                **{k: getattr(options, k) for k in ("overlap", "margin", "stitch", "resampling", "decode", "buffers",
+                **{k: getattr(options, k) for k in ("overlap", "margin", "stitch", "tiles", "resampling", "decode", "buffers",
                                                    "scores", "precision")}}
     return hashlib.sha256(json.dumps(settings, sort_keys=True, default=str).encode()).hexdigest()
 

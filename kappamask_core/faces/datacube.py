@@ -103,16 +103,26 @@ class DateSpec:
 
 
 def classify_values(values: np.ndarray, spec: DateSpec, when: str = "",
-                    peaks: dict[str, float] | None = None) -> np.ndarray:
+                    peaks: dict[str, float] | None = None, origin: tuple[int, int] | None = None,
+                    window: tuple | None = None) -> np.ndarray:
     """One date: (bands, y, x) values, north-up, to the output's (k, y, x) values (:data:`OUTPUT_BANDS`).
     ``peaks`` (band -> largest valid value of the whole date) decides the units check where ``values`` is one
-    chunk of the date."""
+    chunk of the date. ``origin``: the ground's 10 m row and column index of the first pixel (:func:`ground_origin`),
+    so that the tiles are the ground's; None for values with no location, whose tiles are their own. ``window``:
+    the rows and columns whose classes are wanted, ((row0, row1), (col0, col1)), a chunk's core; the rest of the
+    values is context (only the tiles that keep the window's pixels are run)."""
     import xarray as xr
 
     rows, cols = values.shape[1:]
-    coords = {"bands": list(spec.names), "y": -spec.pixel_size * (np.arange(rows) + 0.5),
-              "x": spec.pixel_size * (np.arange(cols) + 0.5)}  # north-up, the cube's pixel size
+    size = spec.pixel_size
+    gy, gx = origin or (0, 0)
+    coords = {"bands": list(spec.names), "y": -size * (gy + np.arange(rows) + 0.5),
+              "x": size * (gx + np.arange(cols) + 0.5)}  # north-up, the cube's pixel size, on the ground
     da = xr.DataArray(values, dims=("bands", "y", "x"), coords=coords, attrs=spec.attrs)
+    if origin is None:  # no location: the values' own tiles
+        spec = replace(spec, options=replace(spec.options, tiles="raster"))
+    elif window is not None:
+        spec = replace(spec, options=replace(spec.options, window=window))
     opened = from_dataarray(da, level=spec.level, units=spec.units, peaks=peaks)
     if spec.offset:
         opened.offsets = {b: float(spec.offset) for b in opened.bands if BAND_BY_NAME[b].quantification_key == "band"}
@@ -133,6 +143,17 @@ def classify_values(values: np.ndarray, spec: DateSpec, when: str = "",
     if result.scores is None:  # options.scores is set for this output: never the case
         raise RuntimeError("the scores were asked for but not kept")
     return result.scores
+
+
+def ground_origin(step: "xarray.DataArray", tiles: str = "ground") -> tuple[int, int] | None:
+    """The ground's 10 m row and column index of the first pixel of a north-up (bands, y, x) array: its top
+    edge counted southwards and its left edge eastwards from the CRS's origin in pixels (the same for any cut of
+    the same grid). None where it has no x and y coordinates, or where ``tiles`` is "raster"."""
+    if tiles != "ground" or "x" not in step.coords or "y" not in step.coords:
+        return None
+    size = pixel_size(step) or 10.0
+    x, y = float(step["x"].values[0]), float(step["y"].values[0])
+    return round(-(y + size / 2) / size), round((x - size / 2) / size)
 
 
 def date_spec(names, model, *, level: str | None, units: str = "dn", offset: float = 0.0, output: str = "classes",
@@ -169,11 +190,15 @@ def _band_names(labels) -> set[str]:
 
 def classify_datacube(cube: "xarray.DataArray", *, model: str = "auto", level: str | None = None, units: str = "dn",
                       offset: float = 0.0, output: str = "classes", encoding: str = "kappamask",
-                      weights: str | None = None, options: ClassifyOptions | None = None) -> "xarray.DataArray":
+                      weights: str | None = None, options: ClassifyOptions | None = None,
+                      context_px: int = 0) -> "xarray.DataArray":
     """(t?, bands, y, x) cube -> (t?, bands, y, x) cube whose bands are :data:`OUTPUT_BANDS` ``[output]``.
 
-    Buffers (``options.buffers``) are exact within a chunk's core as long as they
-    are no wider than the chunk's overlap (32 px = 320 m in the templates).
+    ``context_px``: the pixels on each side that are context only (apply_neighborhood's overlap, which the
+    backend drops from the result): only the tiles that keep the core's pixels are run. With the ground's tiles
+    the core's classes are those of the whole scene where the context holds the tiles the core needs
+    (:func:`context_needed`). Buffers (``options.buffers``) are exact within a chunk's core as long as they are
+    no wider than the context.
     """
     import xarray as xr
 
@@ -199,7 +224,13 @@ def classify_datacube(cube: "xarray.DataArray", *, model: str = "auto", level: s
         flip_y, flip_x = flips_to_north_up(step)
         values = np.asarray(step.transpose("bands", "y", "x").values)[:, ::-1 if flip_y else 1, ::-1 if flip_x else 1]
         when = str(step[time_dim].values) if time_dim and time_dim in step.coords else str(step.attrs.get("t", ""))
-        mapped = classify_values(values, spec, when)[:, ::-1 if flip_y else 1, ::-1 if flip_x else 1]
+        north_up = step.isel(y=slice(None, None, -1) if flip_y else slice(None),
+                             x=slice(None, None, -1) if flip_x else slice(None))
+        rows, cols = values.shape[1:]
+        window = ((context_px, rows - context_px), (context_px, cols - context_px)) \
+            if context_px and min(rows, cols) > 2 * context_px else None
+        mapped = classify_values(values, spec, when, origin=ground_origin(north_up, spec.options.tiles),
+                                 window=window)[:, ::-1 if flip_y else 1, ::-1 if flip_x else 1]
         results.append(xr.DataArray(mapped, dims=("bands", "y", "x"),
                                     coords={"bands": list(OUTPUT_BANDS[output]), "y": step["y"], "x": step["x"]}
                                     if "x" in step.coords else {"bands": list(OUTPUT_BANDS[output])}))
@@ -274,10 +305,11 @@ def classify_cube(cube: Any, *, model: Any = "auto", level: str | None = None, u
     north_up = cube.isel(y=slice(None, None, -1) if flip_y else slice(None),
                          x=slice(None, None, -1) if flip_x else slice(None))
     data = north_up.data
+    origin = ground_origin(north_up.isel(time=0), spec.options.tiles)
     if is_dask(data):
-        values = lazy_values(data, spec)
+        values = lazy_values(data, spec, origin)
     else:
-        values = np.stack([classify_values(np.asarray(data[t]), spec, str(cube["time"].values[t]))
+        values = np.stack([classify_values(np.asarray(data[t]), spec, str(cube["time"].values[t]), origin=origin)
                            for t in range(data.shape[0])])
     values = values[:, :, ::-1 if flip_y else 1, ::-1 if flip_x else 1]  # back to the cube's own order
     coords = {k: v for k, v in cube.coords.items() if "bands" not in v.dims}
@@ -301,17 +333,19 @@ def is_dask(data) -> bool:
     return type(data).__module__.startswith("dask")
 
 
-def lazy_values(data, spec: DateSpec):
-    """The dask graph: one task per date and spatial chunk. Chunks are cut along the model's own tile grid, as
-    one run over the whole date places its tiles: a chunk's edges lie where crop stitching hands a pixel from one
-    tile to the next, and each chunk is read with half a tile overlap around it, so that it holds exactly the tiles
-    that own its pixels (the first chunk of an axis with the model's margin, the others with none). With crop
-    stitching a chunk's classes are then those of one run over the whole date, seams included."""
+def lazy_values(data, spec: DateSpec, origin: tuple[int, int] | None = None):
+    """The dask graph: one task per date and spatial chunk. Chunks are cut along the model's tile grid (the
+    ground's where ``origin``, the ground's index of the cube's first pixel, is given; else the cube's own): a
+    chunk's edges lie where crop stitching hands a pixel from one tile to the next, and each chunk is read with a
+    halo of the rest of the tiles that keep its pixels, so that it runs exactly the tiles one run over the whole
+    date runs for them. With crop stitching a chunk's classes are then those of one run over the whole date,
+    seams included."""
     import dask.array as dsa
 
     grid = _chunk_grid(spec)
     chunks = (tuple(1 for _ in range(data.shape[0])), (data.shape[1],),
-              grid.chunks(data.shape[2], max(data.chunks[2])), grid.chunks(data.shape[3], max(data.chunks[3])))
+              grid.chunks(data.shape[2], max(data.chunks[2]), None if origin is None else origin[0]),
+              grid.chunks(data.shape[3], max(data.chunks[3]), None if origin is None else origin[1]))
     if chunks != data.chunks:
         if chunks[2:] != data.chunks[2:]:
             log.info("rechunking the cube's y and x to %s and %s px chunks, along the model's tile grid (%d m "
@@ -321,7 +355,6 @@ def lazy_values(data, spec: DateSpec):
     # an axis of one chunk needs no halo (and one narrower than the halo could not have one)
     depth = {0: 0, 1: 0, 2: grid.halo if len(chunks[2]) > 1 else 0, 3: grid.halo if len(chunks[3]) > 1 else 0}
     grown = dsa.overlap.overlap(data, depth=depth, boundary="none")
-    # the units check of each chunk is decided by its whole date, as one run over the date decides it
     peaks = data.map_blocks(block_peaks, list(spec.names), spec.attrs, dtype=np.float64, chunks=(data.chunks[0], data.chunks[1],
                                                                          (1,) * len(chunks[2]), (1,) * len(chunks[3])))
     peaks = dsa.broadcast_to(peaks.max(axis=(2, 3), keepdims=True), grown.shape, chunks=grown.chunks)
@@ -329,8 +362,8 @@ def lazy_values(data, spec: DateSpec):
     dtype = np.uint8 if k == 1 else np.float32
     raw = replace(spec, output=spec.output if k > 1 else "classes", encoding="kappamask",
                   options=replace(spec.options, buffers=()))
-    blocks = dsa.map_blocks(_classify_block, grown, peaks, raw, grid, dtype=dtype,
-                            chunks=(grown.chunks[0], (k,), grown.chunks[2], grown.chunks[3]))
+    blocks = dsa.map_blocks(_classify_block, grown, peaks, raw, grid, origin, chunks[2:], (depth[2], depth[3]),
+                            dtype=dtype, chunks=(grown.chunks[0], (k,), grown.chunks[2], grown.chunks[3]))
     values = dsa.overlap.trim_internal(blocks, depth, boundary="none")
     if spec.output == "scores":
         return values
@@ -349,22 +382,31 @@ def _chunk_grid(spec: DateSpec) -> ChunkGrid:
     margin = card.margin if options.margin is None else options.margin
     if isinstance(margin, tuple):
         raise InputError("a cube's tiles take one margin for rows and columns; give margin as one number")
-    return ChunkGrid(card.resolution // 10, card.tile_size, overlap, margin)
+    return ChunkGrid(card.resolution // 10, card.tile_size, overlap, margin, options.stitch)
 
 
 def _classify_block(block: np.ndarray, peaks: np.ndarray, spec: DateSpec, grid: ChunkGrid,
-                    block_id=None) -> np.ndarray:
-    """One date's chunk read with the halo: (1, bands, y, x) -> (1, k, y, x) classes (or scores). The halo is
-    symmetric for dask; a chunk keeps of it only the half overlap on its leading sides that its first tiles
-    start at, and tiles of the first chunk of an axis start the model's margin before the edge."""
+                    origin: tuple[int, int] | None, chunks: tuple, depth: tuple[int, int], block_id=None) -> np.ndarray:
+    """One date's chunk read with the halo: (1, bands, y, x) -> (1, k, y, x) classes (or scores). With the
+    ground's tiles the chunk is located on the ground and only the tiles that keep its core's pixels run. With
+    the cube's own tiles the halo is symmetric for dask; a chunk keeps of it only the half overlap on its leading
+    sides that its first tiles start at, and tiles of the first chunk of an axis start the model's margin before
+    the edge."""
     _, _, iy, ix = block_id
+    labels = band_labels(spec.names)
+    position = {label: i for i, label in enumerate(spec.names)}
+    date_peaks = {name: float(peaks[0, position[str(given[0])], 0, 0]) for name, given in labels.items()}
+    if origin is not None:
+        before = (depth[0] if iy else 0, depth[1] if ix else 0)
+        offset = (sum(chunks[0][:iy]) - before[0], sum(chunks[1][:ix]) - before[1])
+        window = ((before[0], before[0] + chunks[0][iy]), (before[1], before[1] + chunks[1][ix]))
+        values = classify_values(np.asarray(block[0]), spec, peaks=date_peaks,
+                                 origin=(origin[0] + offset[0], origin[1] + offset[1]), window=window)
+        return values[None]
     extra = grid.halo - grid.lead * grid.factor  # halo rows before a chunk that no tile of it covers
     top, left = (extra if iy else 0), (extra if ix else 0)
     margins = (grid.margin if iy == 0 else 0, grid.margin if ix == 0 else 0)
     options = replace(spec.options, margin=margins if margins[0] != margins[1] else margins[0])
-    labels = band_labels(spec.names)
-    position = {label: i for i, label in enumerate(spec.names)}
-    date_peaks = {name: float(peaks[0, position[str(given[0])], 0, 0]) for name, given in labels.items()}
     values = classify_values(np.asarray(block[0, :, top:, left:]), replace(spec, options=options), peaks=date_peaks)
     return np.pad(values, ((0, 0), (top, 0), (left, 0)))[None]
 

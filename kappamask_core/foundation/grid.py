@@ -2,9 +2,20 @@
 
 A :class:`Grid` is a raster's shape, affine transform and CRS; a
 :class:`TileLayout` cuts one axis pair into overlapping square tiles. Tiles
-start at multiples of the stride (tile - overlap); the last one may run past
-the raster and is padded. With KappaMask's 512 px tiles and 32 px overlap a
-10980 px product needs 1 + ceil((10980 - 512) / 480) = 23 tiles per axis.
+start at multiples of the stride (tile - overlap).
+
+Where the raster is located (a CRS, or coordinates), the tiles are the ground's,
+not the raster's: one grid per model, its working pixels and its tiles at
+multiples of their size in metres from the CRS's origin (:func:`ground_anchor`),
+and every pixel owned by the one tile whose kept part covers it. A file, an
+array, a chunk of a lazy cube and an openEO chunk then give a pixel the same
+tile, whatever their extent, and the same class, provided each reads the
+context that tile needs. Outside the raster there is no data. A raster with no
+location keeps its own tiles: the first starts ``margin`` pixels before its
+edge, the edge tiles keep their edge, and ``pad_mode`` fills what lies outside.
+With KappaMask's 512 px tiles and 32 px overlap an unlocated 10980 px array
+needs 1 + ceil((10980 - 512) / 480) = 23 tiles per axis; a located product 23
+or 24, as its origin falls on the ground's grid.
 """
 
 from __future__ import annotations
@@ -25,6 +36,11 @@ class Grid:
     width: int
     transform: Affine = Affine.identity()
     crs: Any = None  # rasterio CRS, or None for ungeoreferenced arrays
+    located: bool | None = None  # whether the transform places it on the ground; None: where it has a CRS
+
+    @property
+    def is_located(self) -> bool:
+        return self.crs is not None if self.located is None else self.located
 
     @property
     def shape(self) -> tuple[int, int]:
@@ -41,6 +57,7 @@ class Grid:
             math.ceil(self.width / factor),
             self.transform @ Affine.scale(factor),
             self.crs,
+            self.located,
         )
 
     def coords(self) -> tuple[np.ndarray, np.ndarray]:
@@ -49,6 +66,17 @@ class Grid:
         x = t.c + t.a * (np.arange(self.width) + 0.5)
         y = t.f + t.e * (np.arange(self.height) + 0.5)
         return y, x
+
+
+def ground_anchor(grid: Grid) -> tuple[int, int] | None:
+    """The ground's 10 m pixel index (rows counted southwards from the CRS's origin, columns eastwards) of the
+    raster's first row and column; None for a raster with no location. Every path computes it from the same
+    coordinates, so the same pixel has the same index in a file, an array and any chunk of either."""
+    if not grid.is_located:
+        return None
+    t = grid.transform
+    size = abs(t.a) or 10.0
+    return round(-t.f / size) if t.e < 0 else round(t.f / size), round(t.c / size)
 
 
 def tile_count(length: int, tile: int, overlap: int, margin: int = 0) -> int:
@@ -63,12 +91,15 @@ def tile_count(length: int, tile: int, overlap: int, margin: int = 0) -> int:
 
 @dataclass(frozen=True)
 class TileLayout:
-    """Overlapping tiles over a height x width raster.
+    """Overlapping tiles over a height x width raster (working pixels).
 
-    ``margin`` starts the first tile that many pixels before the raster edge
-    (the pipeline fills them by padding), so edge pixels get context too;
-    ``margin_x``, where given, is the margin of the columns (a chunk of a cube
-    that lies on the raster's left edge but not its top one needs both).
+    Without ``anchor`` (a raster with no location) the tiles are the raster's own: the first starts ``margin``
+    pixels before its edge (``margin_x``, where given, for the columns), the edge tiles keep their outer side and
+    the padding around the raster is the card's ``pad_mode``. With ``anchor``, the ground's working-pixel index
+    of the raster's first row and column, the tiles are the ground's: they start where the ground index is
+    -``margin`` modulo the stride, every tile keeps only its own part (crop stitching: the stride, from half the
+    overlap on), and only the tiles whose kept part meets ``window`` ((row0, row1), (col0, col1), the whole
+    raster by default) are placed. ``stitch`` says which part a tile keeps (``blend`` keeps all it covers).
     """
 
     height: int
@@ -77,6 +108,9 @@ class TileLayout:
     overlap: int
     margin: int = 0
     margin_x: int | None = None
+    anchor: tuple[int, int] | None = None
+    window: tuple[tuple[int, int], tuple[int, int]] | None = None
+    stitch: str = "crop"
 
     def __post_init__(self):
         if not 0 <= self.overlap < self.tile:
@@ -94,33 +128,58 @@ class TileLayout:
         return self.tile - self.overlap
 
     @property
+    def grounded(self) -> bool:
+        """Whether the tiles are the ground's (the raster is located) rather than the raster's own."""
+        return self.anchor is not None
+
+    @property
     def rows(self) -> int:
-        return tile_count(self.height, self.tile, self.overlap, self.margin)
+        return len(self.row_starts())
 
     @property
     def cols(self) -> int:
-        return tile_count(self.width, self.tile, self.overlap, self.col_margin)
+        return len(self.col_starts())
 
     def __len__(self) -> int:
         return self.rows * self.cols
 
-    def _starts(self, axis_len: int, margin: int) -> list[int]:
-        n = tile_count(axis_len, self.tile, self.overlap, margin)
-        return [i * self.stride - margin for i in range(n)]
+    def _starts(self, axis: int) -> list[int]:
+        length, margin = (self.height, self.margin) if axis == 0 else (self.width, self.col_margin)
+        if self.anchor is None:
+            n = tile_count(length, self.tile, self.overlap, margin)
+            return [i * self.stride - margin for i in range(n)]
+        lo, hi = (0, length) if self.window is None else self.window[axis]
+        # the part of a tile starting at s that it keeps: [s + kept_from, s + kept_to)
+        kept_from, kept_to = (self.overlap // 2, self.overlap // 2 + self.stride) if self.stitch == "crop" else \
+            (0, self.tile)
+        phase = -margin - self.anchor[axis]  # tiles start at phase + k * stride (raster pixels)
+        first = (lo - kept_to - phase) // self.stride + 1  # the first k whose kept part ends after lo
+        starts = []
+        k = first
+        while phase + k * self.stride + kept_from < hi:
+            starts.append(phase + k * self.stride)
+            k += 1
+        return starts
 
     def row_starts(self) -> list[int]:
-        return self._starts(self.height, self.margin)
+        return self._starts(0)
 
     def col_starts(self) -> list[int]:
-        return self._starts(self.width, self.col_margin)
+        return self._starts(1)
 
     def row_padding(self) -> tuple[int, int]:
         """Pixels to pad above and below the raster so every tile lies inside."""
-        return self.margin, self.row_starts()[-1] + self.tile - self.height
+        starts = self.row_starts()
+        return max(0, -starts[0]), max(0, starts[-1] + self.tile - self.height)
 
     def col_padding(self) -> tuple[int, int]:
         """Pixels to pad left and right of the raster so every tile lies inside."""
-        return self.col_margin, self.col_starts()[-1] + self.tile - self.width
+        starts = self.col_starts()
+        return max(0, -starts[0]), max(0, starts[-1] + self.tile - self.width)
+
+    def edge_tiles(self) -> bool:
+        """Whether the first and last tile of an axis keep their outer side (the raster's own tiles)."""
+        return self.anchor is None
 
     def windows(self) -> Iterator[tuple[int, int]]:
         for y0 in self.row_starts():
@@ -160,12 +219,13 @@ def axis_weights(tile: int, overlap: int, first: bool, last: bool, mode: str = "
 @dataclass(frozen=True)
 class ChunkGrid:
     """A model's tile grid along one axis of a 10 m cube: where chunks may end so that each holds exactly the tiles
-    one run over the whole axis places (crop stitching), and the halo they are read with."""
+    one run over the whole axis places for its pixels, and the halo they are read with."""
 
     factor: int  # 10 m pixels per working pixel
     tile: int  # working pixels
     overlap: int
     margin: int
+    stitch: str = "crop"
 
     @property
     def lead(self) -> int:  # the overlap a tile gives to the tile before it under crop stitching
@@ -173,21 +233,30 @@ class ChunkGrid:
 
     @property
     def halo(self) -> int:
-        return (self.overlap - self.lead) * self.factor
+        """10 m pixels a chunk that ends where one tile hands over to the next reads beyond each side: the rest of
+        the tiles that keep its pixels (crop), or of all the tiles that cover them (blend)."""
+        kept_after = self.overlap - self.lead if self.stitch == "crop" else self.tile - self.lead
+        return kept_after * self.factor
 
-    def chunks(self, length: int, wanted: int) -> tuple[int, ...]:
+    def chunks(self, length: int, wanted: int, first: int | None = None) -> tuple[int, ...]:
         """Chunk sizes along an axis of ``length`` 10 m pixels, near ``wanted``, each ending where crop stitching
-        passes from one tile to the next (the last at the axis's end)."""
+        passes from one tile to the next (the last at the axis's end). ``first``: the ground's 10 m index of the
+        axis's first pixel, where the tiles are the ground's (see :class:`TileLayout`); None: the axis's own
+        tiles, which start ``margin`` before its first pixel."""
         stride = self.tile - self.overlap
         per_chunk = max(1, round(wanted / (self.factor * stride)))
+        origin = 0 if first is None else first
+
+        def end(k: int) -> int:  # where tile k hands over to tile k + 1, in the axis's pixels
+            return self.factor * (k * stride - self.margin + self.lead) - origin
+
+        k = per_chunk if first is None else -(-(origin // self.factor + self.margin - self.lead) // stride) + per_chunk - 1
         ends: list[int] = []
-        k = per_chunk
         while True:
-            end = self.factor * (k * stride - self.margin + self.lead)
-            if end >= length - self.halo:  # the rest is one chunk: none may be thinner than its halo
+            if end(k) >= length - self.halo:  # the rest is one chunk: none may be thinner than its halo
                 break
-            if end > (ends[-1] if ends else 0) + self.halo:
-                ends.append(end)
+            if end(k) > (ends[-1] if ends else 0) + self.halo:
+                ends.append(end(k))
             k += per_chunk
         bounds = [0, *ends, length]
         return tuple(b - a for a, b in zip(bounds, bounds[1:]))

@@ -137,11 +137,11 @@ def _grid_from_coords(da, crs, source: str) -> Grid:
         size = 10.0 if steps is None else abs(steps[0])
         if "x" in da.coords and "y" in da.coords:  # one pixel: located where its coordinates say, 10 m wide
             x0, y0 = float(da["x"].values[0]), float(da["y"].values[0])
-            return Grid(h, w, Affine(size, 0, x0 - size / 2, 0, -size, y0 + size / 2), crs)
-        return Grid(h, w, Affine(size, 0, 0, 0, -size, 0), crs)  # ungeoreferenced: assume 10 m pixels
+            return Grid(h, w, Affine(size, 0, x0 - size / 2, 0, -size, y0 + size / 2), crs, located=True)
+        return Grid(h, w, Affine(size, 0, 0, 0, -size, 0), crs, located=False)  # ungeoreferenced: 10 m pixels
     dx, dy = steps
     x0, y0 = float(da["x"].values[0]), float(da["y"].values[0])
-    return Grid(h, w, Affine(dx, 0, x0 - dx / 2, 0, dy, y0 - dy / 2), crs)
+    return Grid(h, w, Affine(dx, 0, x0 - dx / 2, 0, dy, y0 - dy / 2), crs, located=True)
 
 
 def flips_to_north_up(da) -> tuple[bool, bool]:

@@ -14,6 +14,19 @@ BANDS = ("B02", "B03", "B04", "B08")
 CLASSES = ("clear", "cloud_shadow", "semi_transparent_cloud", "cloud")
 
 
+def ground_block_means(values: np.ndarray, factor: int, lead: tuple[int, int]) -> np.ndarray:
+    """(bands, H, W) -> means over the ground's factor x factor cells, the first starting ``lead`` (rows, columns)
+    pixels before the raster; a cell partly outside is the mean of its pixels inside, written out cell by cell."""
+    bands, height, width = values.shape
+    out = np.zeros((bands, -(-(height + lead[0]) // factor), -(-(width + lead[1]) // factor)))
+    for r in range(out.shape[1]):
+        for c in range(out.shape[2]):
+            rows = np.arange(max(0, r * factor - lead[0]), min(height, (r + 1) * factor - lead[0]))
+            cols = np.arange(max(0, c * factor - lead[1]), min(width, (c + 1) * factor - lead[1]))
+            out[:, r, c] = values[:, rows][:, :, cols].mean(axis=(1, 2))
+    return out
+
+
 def clamped_block_means(values: np.ndarray, factor: int) -> np.ndarray:
     """(bands, H, W) -> means over factor x factor blocks whose ragged last rows and columns repeat the edge pixel,
     written out cell by cell."""
@@ -54,19 +67,26 @@ def test_nan_and_infinite_pixels_do_not_spread_to_their_neighbours(tmp_path, res
     np.testing.assert_array_equal(a["scores"].values[:, ~hit], b["scores"].values[:, ~hit])
 
 
-@pytest.mark.parametrize("shape", [(31, 29), (32, 34), (30, 31)])
-def test_a_coarse_working_grid_repeats_the_edge_pixels_at_ragged_edges(tmp_path, shape):
-    """At 30 m, a product whose size is not a multiple of 3 has working cells that are partly outside; their
-    scores are the means over the block with the edge pixels repeated, and every 10 m pixel takes its cell's."""
+@pytest.mark.parametrize("shape,origin", [((31, 29), (0, 0)), ((32, 34), (1, 2)), ((30, 31), (2, 1)),
+                                          ((33, 33), (1, 1))])
+def test_a_coarse_working_grid_takes_the_grounds_cells_at_ragged_edges(tmp_path, shape, origin):
+    """At 30 m the working cells are the ground's 30 m cells: a raster whose origin or size is not a multiple of
+    30 m has cells that are partly outside it; their scores are the means over the pixels inside, and every 10 m
+    pixel takes its cell's."""
     from kappamask_core import classify
 
     identity_onnx(tmp_path / "identity.onnx", len(BANDS))
     card = identity_card(tmp_path / "card.json", BANDS, CLASSES, tile=16, overlap=4, resolution=30,
                          levels=("L1C",))
     cube = dn_cube(BANDS, *shape, seed=7)
+    # the first row's top edge origin[0] pixels south of a multiple of 30 m (4999710 = 30 x 166657), the first
+    # column's left edge origin[1] pixels east of one
+    cube = cube.assign_coords(y=4999710 - 10 * origin[0] - 10 * np.arange(shape[0]) - 5,
+                              x=300000 + 10 * origin[1] + 10 * np.arange(shape[1]) + 5)
     out = classify(cube, str(card), level="L1C", scores=True)
-    means = clamped_block_means(cube.values.astype(np.float64) / 10000, 3)
-    rows, cols = np.arange(shape[0]) // 3, np.arange(shape[1]) // 3
+    lead = origin  # the ground's pixels of the first cell before the raster
+    means = ground_block_means(cube.values.astype(np.float64) / 10000, 3, lead)
+    rows, cols = (np.arange(shape[0]) + lead[0]) // 3, (np.arange(shape[1]) + lead[1]) // 3
     expected = means[:, rows][:, :, cols]  # each 10 m pixel: its working cell
     scores = out["scores"].values  # five classes: 0 missing, then the four channels in order
     np.testing.assert_allclose(scores[1:], expected, rtol=1e-5)

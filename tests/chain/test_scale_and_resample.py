@@ -97,10 +97,14 @@ def test_block_mean_and_replicate():
     assert resample.block_mean(np.ones((7, 7), np.float32), 3).shape == (3, 3)
 
 
-def _area_on_the_fine_grid(native, factor, row0, row1, width, coarse, offset):
+def _area_on_the_fine_grid(native, factor, row0, row1, width, coarse, offset, col0=0):
     """The area average by its definition: the band replicated onto the fine grid, coarse x coarse blocks averaged
-    (missing pixels not counted)."""
-    fine = resample.nearest_rows(native, factor, row0, row1, width, offset)
+    (missing pixels, and fine pixels outside the raster, not counted)."""
+    inside = resample.nearest_rows(native, factor, max(row0, 0), row1, width, offset)
+    n_rows, n_cols = -(-(row1 - row0) // coarse) * coarse, -(-(width - col0) // coarse) * coarse
+    fine = np.zeros((n_rows, n_cols), inside.dtype)
+    top, left = max(row0, 0) - row0, max(col0, 0) - col0
+    fine[top : top + inside.shape[0], left : left + width - max(col0, 0)] = inside[:, max(col0, 0):]
     means = resample.block_mean(fine, coarse)
     if fine.all():
         return means
@@ -121,13 +125,15 @@ def test_area_averages_of_stored_dn_equal_the_fine_grid_definition_bit_for_bit(s
             native[rng.random(native.shape) < 0.3] = 0
         fine_height = height * factor
         width = int(rng.integers(1, width_native * factor + 1))
-        row0 = int(rng.integers(0, fine_height - 1))
-        row1 = int(rng.integers(row0 + 1, fine_height + 1))
-        n0, n1 = resample.native_rows_needed(factor, row0, row1, height)
-        got = resample.area_rows(native[n0:n1], factor, row0, row1, width, coarse, n0)
-        expected = _area_on_the_fine_grid(native[n0:n1], factor, row0, row1, width, coarse, n0)
+        # rows and columns may start before the raster: the ground's cells need not start at its edge
+        row0 = int(rng.integers(-coarse + 1, fine_height - 1))
+        row1 = int(rng.integers(max(row0, 0) + 1, fine_height + 1))
+        col0 = -int(rng.integers(0, coarse))
+        n0, n1 = resample.native_rows_needed(factor, max(row0, 0), row1, height)
+        got = resample.area_rows(native[n0:n1], factor, row0, row1, width, coarse, n0, col0)
+        expected = _area_on_the_fine_grid(native[n0:n1], factor, row0, row1, width, coarse, n0, col0)
         assert got.dtype == np.float32 and got.shape == expected.shape
-        assert np.array_equal(got, expected), (factor, coarse, row0, row1, width)
+        assert np.array_equal(got, expected), (factor, coarse, row0, row1, width, col0)
         mask = native == 0
         assert np.array_equal(resample.block_any(mask, coarse), resample.block_mean(mask.astype(np.float32), coarse) > 0)
 

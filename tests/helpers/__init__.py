@@ -104,6 +104,22 @@ def conv3x3_onnx(path: Path, channels: int, size: int = 3) -> Path:
     return path
 
 
+def tile_mean_onnx(path: Path, channels: int) -> Path:
+    """An ONNX model whose class scores are each band's value plus twice the band's mean over the whole tile (as
+    a network's image pooling): every pixel's class depends on where its tile lies and on all the tile holds."""
+    import onnx
+    from onnx import TensorProto, helper, numpy_helper
+
+    x = helper.make_tensor_value_info("x", TensorProto.FLOAT, ["n", channels, "h", "w"])
+    y = helper.make_tensor_value_info("y", TensorProto.FLOAT, ["n", channels, "h", "w"])
+    two = numpy_helper.from_array(np.array(2.0, np.float32), "two")
+    nodes = [helper.make_node("ReduceMean", ["x"], ["m"], axes=[2, 3], keepdims=1),
+             helper.make_node("Mul", ["m", "two"], ["m2"]), helper.make_node("Add", ["x", "m2"], ["y"])]
+    graph = helper.make_graph(nodes, "tile_mean", [x], [y], initializer=[two])
+    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]), path)
+    return path
+
+
 def identity_card(path: Path, bands, maps_to, *, tile=16, overlap=4, margin=0, resolution=10,
                   pad_mode="constant", layout="NCHW", weights="identity.onnx", levels=("L1C", "L2A")) -> Path:
     """A card for :func:`identity_onnx`: reflectance in, no scaling, scores = bands."""
@@ -129,7 +145,8 @@ def identity_card(path: Path, bands, maps_to, *, tile=16, overlap=4, margin=0, r
 
 
 def dn_cube(bands, height, width, seed=0, nodata_box=None):
-    """A georeferenced xarray DataArray of random DN (1..10000) on a 10 m grid."""
+    """A georeferenced xarray DataArray of random DN (1..10000) on a 10 m grid, its corner on a multiple of 60 m
+    as a Sentinel-2 product's (so a 30 m working grid's cells start at its edge)."""
     import xarray as xr
 
     rng = np.random.default_rng(seed)
@@ -139,7 +156,7 @@ def dn_cube(bands, height, width, seed=0, nodata_box=None):
         data[:, r0:r1, c0:c1] = 0
     return xr.DataArray(
         data, dims=("bands", "y", "x"),
-        coords={"bands": list(bands), "y": 5000000 - 10 * np.arange(height) - 5, "x": 300000 + 10 * np.arange(width) + 5},
+        coords={"bands": list(bands), "y": 4999980 - 10 * np.arange(height) - 5, "x": 300000 + 10 * np.arange(width) + 5},
         attrs={"crs": "EPSG:32633"},
     )
 

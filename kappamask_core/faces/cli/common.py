@@ -25,6 +25,9 @@ def add_run_options(p: argparse.ArgumentParser, outputs: bool = True) -> None:
     p.add_argument("--overlap", type=int, help="tile overlap in working pixels (default: the model card's)")
     p.add_argument("--margin", type=int, help="pixels the first tile starts before the edge (default: the card's)")
     p.add_argument("--stitch", choices=["crop", "blend"], default="crop", help="mosaic of overlapping tiles")
+    p.add_argument("--tiles", choices=["ground", "raster"], default="ground",
+                   help="where tiles lie: ground (anchored in the CRS: a pixel gets the same class from any cut of "
+                        "the scene) or raster (from the first pixel, as the reference predictors place them)")
     p.add_argument("--batch-size", type=int, help="tiles per inference call (default: 1 on CPU, 8 on CUDA)")
     p.add_argument("--threads", type=int, help="ONNX Runtime threads (default: all cores)")
     p.add_argument("--read-threads", type=int,
@@ -95,7 +98,7 @@ def run_options(args):
             raise InputError(f"--fp16 and --precision {precision} exclude each other: choose one")
         precision = "fp16"
     return ClassifyOptions(
-        overlap=args.overlap, margin=args.margin, stitch=args.stitch, batch_size=args.batch_size,
+        overlap=args.overlap, margin=args.margin, stitch=args.stitch, tiles=args.tiles, batch_size=args.batch_size,
         device=args.device, threads=args.threads, read_threads=args.read_threads, resampling=args.resampling,
         decode=args.decode,
         scores=getattr(args, "scores", False), buffers=args.buffer, precision=precision,
