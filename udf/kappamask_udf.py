@@ -1,8 +1,12 @@
 """openEO UDF: KappaMask cloud and cloud-shadow classes for a Sentinel-2 data cube.
 
-Use it with ``apply_neighborhood`` (448 x 448 px chunks with 32 px overlap,
-so each call sees 512 x 512 px; one date per call with a ``t`` size of
-``P1D``). The cube has dimensions among (t, bands, y, x), bands named as the
+Use it with ``apply_neighborhood`` (:data:`CHUNK_SIZE` px chunks with
+:data:`CHUNK_OVERLAP` px overlap, as the published processes ask; one date
+per call with a ``t`` size of ``P1D``). The tiles are the ground's (anchored
+in the cube's CRS), and a chunk runs only the tiles that keep its core's
+pixels, reading the rest of them from the overlap: the core's classes are the
+whole scene's, wherever the backend puts its chunks, as long as the overlap
+holds those tiles (the job log says when it does not). The cube has dimensions among (t, bands, y, x), bands named as the
 backend names them (B01..B12, B8A, AOT, WVP, ...). It returns the same t/y/x
 with one band ``kappamask`` (0 missing, 1 clear, 2 cloud shadow, 3
 semi-transparent cloud, 4 cloud), one band ``usable`` (1 clear after
@@ -22,9 +26,13 @@ Context keys (all optional):
   offset       DN offset of the input, -1000 for baseline 04.00 DN not harmonised by the backend, or 0
   output       "classes", "usable" or "scores"         (default "classes")
   buffer       grow classes by metres after stitching, e.g. "cloud=300,shadow=100" or {"cloud": 300};
-               exact up to the chunk overlap (32 px = 320 m with the process graphs)
+               exact up to the chunk overlap (704 px = 7040 m with the process graphs)
   encoding     "kappamask" or "km_predict"             (default "kappamask")
   stitch       "crop" or "blend"                       (default "crop")
+  tiles        "ground" or "raster"                    (default "ground": the tiles anchored in the CRS, one map
+               however the scene is cut; "raster": each chunk's own, as before 2026-12)
+  chunk_overlap  the apply_neighborhood overlap in px, the context around each chunk's core (default: 704 for
+               chunks of the published size, 2048 + 2 x 704 px; else 0, the whole chunk is classified)
   overlap      tile overlap in working pixels          (default: the model card's)
   margin       tile margin in working pixels           (default: the model card's)
   device       "auto", "cpu", "cuda" or "tensorrt"     (default "auto")
@@ -76,8 +84,13 @@ MAX_ARCHIVE_BYTES = 512 << 20  # the largest archive downloaded
 MAX_UNPACKED_BYTES = 1 << 30  # what it may unpack into, counted as it is written (a zip can lie in its sizes)
 MAX_MEMBERS = 20000
 LOCAL_HOSTS = ("127.0.0.1", "localhost", "::1")  # plain http only to this machine (tests, a local mirror)
+# apply_neighborhood in the published processes (udf/processes.py reads these): a 2048 px core with 704 px of context
+# on each side, enough for the tiles of every bundled network that keep the core's pixels (KappaMask: 496 px; the
+# bundled 30 m network: 690 px, 692 with its 30 m cells' alignment)
+CHUNK_SIZE, CHUNK_OVERLAP = 2048, 704
 STATE_MODULE = "_kappamask_udf_state"  # what this process unpacked and appended; the UDF source runs anew each call
-CONTEXT_KEYS = ("model", "weights", "level", "units", "offset", "output", "encoding", "stitch", "overlap", "margin",
+CONTEXT_KEYS = ("model", "weights", "level", "units", "offset", "output", "encoding", "stitch", "tiles",
+                "chunk_overlap", "overlap", "margin",
                 "device", "batch_size", "threads", "precision", "buffer", "dependency_folder", "dependency_archive",
                 "dependency_sha256")
 # The band labels of each output; apply_metadata runs where the dependency archive may be absent (the backend's
@@ -394,7 +407,7 @@ def _number(context, key, whole=False, minimum=None):
     return int(number) if whole else number
 
 
-TEXT_KEYS = ("model", "weights", "level", "units", "output", "encoding", "stitch", "device", "precision",
+TEXT_KEYS = ("model", "weights", "level", "units", "output", "encoding", "stitch", "tiles", "device", "precision",
              "dependency_folder", "dependency_archive", "dependency_sha256")
 
 
@@ -436,9 +449,14 @@ def apply_datacube(cube: xarray.DataArray, context: dict) -> xarray.DataArray:
     overlap, margin = _number(context, "overlap", True, 0), _number(context, "margin", True, 0)
     batch_size, offset = _number(context, "batch_size", True, 1), _number(context, "offset") or 0.0
     threads = _number(context, "threads", True, 1)
+    chunk_overlap = _number(context, "chunk_overlap", True, 0)
+    if chunk_overlap is None:
+        published = CHUNK_SIZE + 2 * CHUNK_OVERLAP
+        chunk_overlap = CHUNK_OVERLAP if cube.sizes.get("y") == published and cube.sizes.get("x") == published else 0
     try:
         options = ClassifyOptions(
             stitch=context.get("stitch", "crop"),
+            tiles=context.get("tiles", "ground"),
             overlap=overlap,
             margin=margin,
             device=context.get("device", "auto"),
@@ -460,6 +478,7 @@ def apply_datacube(cube: xarray.DataArray, context: dict) -> xarray.DataArray:
                 encoding=context.get("encoding", "kappamask"),
                 weights=context.get("weights"),
                 options=options,
+                context_px=int(chunk_overlap),
             )
     except BandsError as exc:  # the cube and the model do not fit: the bands loaded are what to change
         bands = [str(b) for b in cube["bands"].values] if "bands" in cube.coords else []

@@ -17,10 +17,13 @@ from kappamask_core.foundation import InputError, OutputError, checked_url, join
 from kappamask_core.io import atomic_files
 from kappamask_core.models import resolve_card
 
+from .kappamask_udf import CHUNK_OVERLAP, CHUNK_SIZE
+
 log = logging.getLogger(__name__)
 
 UDF_FILE = Path(__file__).with_name("kappamask_udf.py")
-CHUNK, OVERLAP = 448, 32  # apply_neighborhood: the UDF sees 448 + 2 x 32 = 512 px
+# apply_neighborhood: the UDF sees 2048 + 2 x 704 = 3456 px, a core with the context its tiles need (see the UDF)
+CHUNK, OVERLAP = CHUNK_SIZE, CHUNK_OVERLAP
 TIME_STEP = "P1D"  # one date per UDF call: a chunk's memory does not grow with the time series
 DEPENDENCY_FOLDER = "kappamask_deps"
 ARCHIVE_NAME = "kappamask_udf_deps.zip"

@@ -57,7 +57,7 @@ class RowStitcher:
         r = self._row
         y0 = self._row_starts[r]
         last = r == len(self._row_starts) - 1
-        end = self.layout.height if last else min(y0 + self.layout.stride, self.layout.height)
+        end = min(y0 + (self.layout.tile if last else self.layout.stride), self.layout.height)
         skip = max(0, -y0)  # buffer rows above the raster (margin)
         first = y0 + skip
         n = max(0, end - first)

@@ -218,6 +218,12 @@ def classify_datacube(cube: "xarray.DataArray", *, model: str = "auto", level: s
     spec = date_spec(cube["bands"].values, model, level=level, units=units, offset=offset, output=output,
                      encoding=encoding, weights=weights, options=options, attrs=cube.attrs,
                      pixel_size=pixel_size(cube) or 10.0)
+    needed = context_needed(spec)
+    if context_px and spec.options.tiles == "ground" and context_px < needed:
+        log.warning("the chunks carry %d px of context around their core, but the tiles of model %s that keep a "
+                    "core's pixels reach %d px beyond it: classes near the chunks' edges are not the whole "
+                    "scene's (use an apply_neighborhood overlap of %d px)", context_px, spec.model.card.id, needed,
+                    needed)
     results = []
     for i in range(count):
         step = cube.isel({time_dim: i}) if time_dim else cube
@@ -373,6 +379,15 @@ def lazy_values(data, spec: DateSpec, origin: tuple[int, int] | None = None):
             classes = classes.map_blocks(encode, spec.encoding, dtype=np.uint8)
         return dsa.concatenate([classes.astype(np.float32), values[:, 1:]], axis=1)
     return _finish_classes(values, spec)
+
+
+def context_needed(spec: DateSpec) -> int:
+    """The 10 m pixels beyond a chunk's core (cut anywhere) that the ground's tiles keeping the core's pixels can
+    reach: a tile less its leading half overlap (crop) or a whole tile (blend), plus the alignment of the ground's
+    working cells."""
+    grid = _chunk_grid(spec)
+    reach = grid.tile - grid.lead if grid.stitch == "crop" else grid.tile
+    return reach * grid.factor + grid.factor - 1
 
 
 def _chunk_grid(spec: DateSpec) -> ChunkGrid:

