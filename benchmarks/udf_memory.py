@@ -4,9 +4,9 @@ python-memory on Copernicus Data Space.
     python benchmarks/udf_memory.py [--dates 1 10 50] [--kappamask-v2 [HDF5]] [--kappamask-v1 [HDF5]] [--v2-card CARD]
                                     [--precision fp32 auto] [--skip-default]
 
-One chunk is what apply_neighborhood hands the UDF with the process graphs: 448 px plus 32 px overlap on each
-side (512 x 512 px), all 13 L1C bands as float32 DN (a real crop of the bundled demo scene, repeated over the
-dates). For each number of dates it runs the UDF in a child process twice: the whole time series in one call
+One chunk is what apply_neighborhood hands the UDF with the process graphs: a 2048 px core plus 704 px of context
+on each side (3456 x 3456 px), all 13 L1C bands as float32 DN with float32 cell-centre coordinates (the bundled
+demo scene mirrored out to the chunk's size, repeated over the dates). For each number of dates it runs the UDF in a child process twice: the whole time series in one call
 (apply_neighborhood without a t size), and one date per call (a t size of P1D, what the process graphs use).
 The worker's first call (the model resolved and its session made, once per Python worker) is timed apart from the
 calls after it, which reuse the session: its cost is not part of the seconds per date. Each child reports its own
@@ -29,7 +29,10 @@ ROOT = HERE.parent
 UDF = ROOT / "udf" / "kappamask_udf.py"
 GOLDEN_V2 = ROOT.parent / "shared" / "data" / "kappamask_keras_golden" / "kappamask_v2_l1c_random.hdf5"
 GOLDEN_V1 = GOLDEN_V2.with_name("kappamask_v1_l1c_random.hdf5")
-CHUNK = 512
+sys.path.insert(0, str(ROOT))
+from udf.processes import CHUNK as CORE, OVERLAP  # noqa: E402
+
+CHUNK = CORE + 2 * OVERLAP
 
 _CHILD = r"""
 import json, sys, time
@@ -44,10 +47,15 @@ from peak import peak_mib
 dates, per_date, model, size = int(sys.argv[1]), sys.argv[2] == "1", sys.argv[3], int(sys.argv[4])
 product = open_product(DEMO_DATA)
 names = sorted(product.bands)
-crop = np.stack([nearest_rows(product.bands[n].read(), product.bands[n].factor, 0, size, product.grid.width)[:, :size]
-                 for n in names]).astype(np.float32)
+h, w = product.grid.shape
+scene = np.stack([nearest_rows(product.bands[n].read(), product.bands[n].factor, 0, h, w) for n in names])
+crop = np.pad(scene, ((0, 0), (0, max(0, size - h)), (0, max(0, size - w))), mode="symmetric")[:, :size, :size]
+crop = crop.astype(np.float32)
+t = product.grid.transform
 cube = xr.DataArray(np.repeat(crop[None], dates, axis=0), dims=("t", "bands", "y", "x"),
-                    coords={"t": np.arange(dates).astype("datetime64[D]"), "bands": names})
+                    coords={"t": np.arange(dates).astype("datetime64[D]"), "bands": names,
+                            "y": (t.f - 10 * (np.arange(size) + 0.5)).astype(np.float32),
+                            "x": (t.c + 10 * (np.arange(size) + 0.5)).astype(np.float32)})
 input_peak = peak_mib()
 namespace = {}
 exec(compile(open(sys.argv[5]).read(), "kappamask_udf.py", "exec"), namespace)

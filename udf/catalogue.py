@@ -44,11 +44,19 @@ NETWORK_SOURCES = {  # card id prefix -> where the network comes from (the recor
                     "ukis-csmask (DLR): the network this process runs; not a KappaMask network"),
     "kappamask": ("https://github.com/kappazeta/km_predict", "KappaMask (KappaZeta): the network this process runs"),
 }
-# Seconds of the UDF's own work for one chunk (448 px core, 512 px with overlap) and date, one core, measured with
-# benchmarks/udf_memory.py on a quiet 2-core machine: what the records' cost estimate is made of. Loading the data
-# and the backend's own work come on top.
-SECONDS_PER_CHUNK = {"ukis-csmask": 0.06, "kappamask-v2": 0.35, "kappamask-v1": 0.55}
+# Seconds of the UDF's own work for one of the network's tiles and date, one core, measured with
+# benchmarks/udf_memory.py on a quiet 2-core machine (a 512 px chunk, one tile each): what the records' cost estimate
+# is made of, with the tiles a chunk runs (:func:`tiles_per_chunk`). Loading the data and the backend's own work come
+# on top.
+SECONDS_PER_TILE = {"ukis-csmask": 0.06, "kappamask-v2": 0.35, "kappamask-v1": 0.55}
 CHUNK_KM2 = (CHUNK * 10 / 1000) ** 2
+
+
+def tiles_per_chunk(card) -> float:
+    """The tiles a chunk's core needs on average: the ground's tiles that keep its pixels, about core / stride + 1
+    along each axis (a core that starts anywhere cuts one tile more than it holds)."""
+    stride_px = (card.tile_size - card.overlap) * card.resolution / 10
+    return (CHUNK / stride_px + 1) ** 2
 REFERENCE_FOLDER = "reference"
 
 
@@ -74,8 +82,8 @@ def reference_files(pid: str) -> list[str]:
 
 
 def _family(card) -> str:
-    return next((name for name in SECONDS_PER_CHUNK if card.id.startswith(name)), max(SECONDS_PER_CHUNK,
-                                                                                        key=SECONDS_PER_CHUNK.get))
+    return next((name for name in SECONDS_PER_TILE if card.id.startswith(name)), max(SECONDS_PER_TILE,
+                                                                                      key=SECONDS_PER_TILE.get))
 
 
 def record(pid: str, spec: dict, card, publication: Publication, code_url: str, contact: Contact,
@@ -111,7 +119,8 @@ def record(pid: str, spec: dict, card, publication: Publication, code_url: str, 
     if preview:
         links.append({"rel": "preview", "type": "image/png", "title": "Example output (true colour and classes)",
                       "href": publication.url(f"{publication.folder(pid)}/records/preview.png")})
-    seconds = SECONDS_PER_CHUNK[_family(card)]
+    per_tile, tiles = SECONDS_PER_TILE[_family(card)], tiles_per_chunk(card)
+    seconds = per_tile * tiles
     return {
         "id": pid,
         "type": "Feature",
@@ -122,8 +131,9 @@ def record(pid: str, spec: dict, card, publication: Publication, code_url: str, 
             "created": now, "updated": now, "type": "service",
             "title": spec["summary"], "description": spec["description"],
             "cost_estimate": round(seconds / CHUNK_KM2, 4),
-            "cost_unit": (f"CPU-seconds per km² and date of the UDF's own work (network {card.id}; measured, "
-                          f"{seconds} s per {CHUNK} px chunk); loading the data and the backend's work come on top"),
+            "cost_unit": (f"CPU-seconds per km² and date of the UDF's own work (network {card.id}; measured "
+                          f"{per_tile} s per tile, about {tiles:.1f} tiles per {CHUNK} px chunk); loading the data and "
+                          "the backend's work come on top"),
             "keywords": ["Sentinel-2", "Land Use/Land Cover Classification", "Data Analysis and Visualization"],
             "language": {"code": "en-US", "name": "English (United States)"},
             "languages": [{"code": "en-US", "name": "English (United States)"}],

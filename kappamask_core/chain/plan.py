@@ -35,8 +35,10 @@ def plan_tiles(product: Product, card: ModelCard, options: ClassifyOptions) -> T
     work = Grid(-(-(product.grid.height + shift[0]) // factor), -(-(product.grid.width + shift[1]) // factor))
     work_anchor = None if anchor is None else (anchor[0] // factor, anchor[1] // factor)
     window = None
-    if options.window is not None and work_anchor is not None:
-        window = tuple(((a + s) // factor, -(-(b + s) // factor)) for (a, b), s in zip(options.window, shift))
+    if options.window is not None and work_anchor is not None:  # the working pixels that hold the window's pixels
+        (r0, r1), (c0, c1) = options.window
+        window = (((r0 + shift[0]) // factor, -(-(r1 + shift[0]) // factor)),
+                  ((c0 + shift[1]) // factor, -(-(c1 + shift[1]) // factor)))
     overlap = card.overlap if options.overlap is None else options.overlap
     margin = card.margin if options.margin is None else options.margin
     margin_y, margin_x = margin if isinstance(margin, tuple) else (margin, margin)

@@ -25,8 +25,8 @@ from ..foundation.grid import Grid
 from ..io.files import atomic_files
 from ..io.product import Product
 from ..io.readers import open_product
-from .datacube import (CLASSES_AND_CLOUDINESS, CLOUDY, band_cube, buffered_classes, classify_values, date_spec,
-                       is_dask, lazy_values)
+from .datacube import CLASSES_AND_CLOUDINESS, CLOUDY, band_cube, cube_values, date_spec
+from .lazycube import buffered_classes, is_dask
 
 if TYPE_CHECKING:
     import xarray
@@ -93,12 +93,7 @@ def _date_of(index: np.ndarray, times: np.ndarray) -> np.ndarray:
 
 def _classes_and_cloudiness(cube, spec):
     """(time, y, x) classes (buffered) and cloudiness of the cube's dates: one pass of the network."""
-    data = cube.data
-    if is_dask(data):
-        both = lazy_values(data, spec)
-        return both[:, 0].astype(np.uint8), both[:, 1]
-    both = np.stack([classify_values(np.asarray(data[t]), spec, str(cube["time"].values[t]))
-                     for t in range(data.shape[0])])
+    both = cube_values(cube, spec)
     return both[:, 0].astype(np.uint8), both[:, 1]
 
 

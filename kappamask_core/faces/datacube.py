@@ -20,15 +20,14 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from ..chain import scale
-from ..chain.buffers import buffer_classes, usable_mask
+from ..chain.buffers import usable_mask
 from ..chain.job import prepare
 from ..chain.options import ClassifyOptions
 from ..chain.pipeline import execute
 from ..foundation.bands import BAND_BY_NAME, asset_band
 from ..foundation.classes import CLASSES, encode
 from ..foundation.errors import BandsError, InputError
-from ..foundation.grid import ChunkGrid
-from ..io.arrays import (array_crs, band_labels, block_peaks, dataset_bands, flips_to_north_up, from_dataarray,
+from ..io.arrays import (array_crs, band_labels, dataset_bands, flips_to_north_up, from_dataarray,
                          pixel_size)
 from ..io.product import check_level, level_evidence
 from ..models.cards import ALIASES, AUTO, ModelCard
@@ -197,7 +196,7 @@ def classify_datacube(cube: "xarray.DataArray", *, model: str = "auto", level: s
     ``context_px``: the pixels on each side that are context only (apply_neighborhood's overlap, which the
     backend drops from the result): only the tiles that keep the core's pixels are run. With the ground's tiles
     the core's classes are those of the whole scene where the context holds the tiles the core needs
-    (:func:`context_needed`). Buffers (``options.buffers``) are exact within a chunk's core as long as they are
+    (:func:`~kappamask_core.faces.lazycube.context_needed`). Buffers (``options.buffers``) are exact within a chunk's core as long as they are
     no wider than the context.
     """
     import xarray as xr
@@ -218,6 +217,8 @@ def classify_datacube(cube: "xarray.DataArray", *, model: str = "auto", level: s
     spec = date_spec(cube["bands"].values, model, level=level, units=units, offset=offset, output=output,
                      encoding=encoding, weights=weights, options=options, attrs=cube.attrs,
                      pixel_size=pixel_size(cube) or 10.0)
+    from .lazycube import context_needed
+
     needed = context_needed(spec)
     if context_px and spec.options.tiles == "ground" and context_px < needed:
         log.warning("the chunks carry %d px of context around their core, but the tiles of model %s that keep a "
@@ -307,17 +308,7 @@ def classify_cube(cube: Any, *, model: Any = "auto", level: str | None = None, u
     spec = date_spec(cube["bands"].values, model, level=level, units=units, offset=offset,
                      output=CLASSES_AND_SCORES if both else output, encoding=encoding, weights=weights,
                      options=options, attrs=cube.attrs)
-    flip_y, flip_x = flips_to_north_up(cube)
-    north_up = cube.isel(y=slice(None, None, -1) if flip_y else slice(None),
-                         x=slice(None, None, -1) if flip_x else slice(None))
-    data = north_up.data
-    origin = ground_origin(north_up.isel(time=0), spec.options.tiles)
-    if is_dask(data):
-        values = lazy_values(data, spec, origin)
-    else:
-        values = np.stack([classify_values(np.asarray(data[t]), spec, str(cube["time"].values[t]), origin=origin)
-                           for t in range(data.shape[0])])
-    values = values[:, :, ::-1 if flip_y else 1, ::-1 if flip_x else 1]  # back to the cube's own order
+    values = cube_values(cube, spec)
     coords = {k: v for k, v in cube.coords.items() if "bands" not in v.dims}
     if both:
         scores = xr.DataArray(values[:, 1:], dims=("time", "class", "y", "x"),
@@ -335,116 +326,20 @@ def _kept_attrs(cube) -> dict:
     return {k: v for k, v in cube.attrs.items() if k in ("crs", "transform", "grid_mapping")}
 
 
-def is_dask(data) -> bool:
-    return type(data).__module__.startswith("dask")
+def cube_values(cube: "xarray.DataArray", spec: DateSpec):
+    """The (time, k, y, x) values of a :func:`band_cube`'s dates for ``spec``, in the cube's own order: each date
+    turned north-up, located on the ground (:func:`ground_origin`) and classified, lazily where the cube is
+    dask-backed (:func:`~kappamask_core.faces.lazycube.lazy_values`)."""
+    from .lazycube import is_dask, lazy_values
 
-
-def lazy_values(data, spec: DateSpec, origin: tuple[int, int] | None = None):
-    """The dask graph: one task per date and spatial chunk. Chunks are cut along the model's tile grid (the
-    ground's where ``origin``, the ground's index of the cube's first pixel, is given; else the cube's own): a
-    chunk's edges lie where crop stitching hands a pixel from one tile to the next, and each chunk is read with a
-    halo of the rest of the tiles that keep its pixels, so that it runs exactly the tiles one run over the whole
-    date runs for them. With crop stitching a chunk's classes are then those of one run over the whole date,
-    seams included."""
-    import dask.array as dsa
-
-    grid = _chunk_grid(spec)
-    chunks = (tuple(1 for _ in range(data.shape[0])), (data.shape[1],),
-              grid.chunks(data.shape[2], max(data.chunks[2]), None if origin is None else origin[0]),
-              grid.chunks(data.shape[3], max(data.chunks[3]), None if origin is None else origin[1]))
-    if chunks != data.chunks:
-        if chunks[2:] != data.chunks[2:]:
-            log.info("rechunking the cube's y and x to %s and %s px chunks, along the model's tile grid (%d m "
-                     "working pixels, tiles of %d with %d overlap)", max(chunks[2]), max(chunks[3]),
-                     10 * grid.factor, grid.tile, grid.overlap)
-        data = data.rechunk(chunks)
-    # an axis of one chunk needs no halo (and one narrower than the halo could not have one)
-    depth = {0: 0, 1: 0, 2: grid.halo if len(chunks[2]) > 1 else 0, 3: grid.halo if len(chunks[3]) > 1 else 0}
-    grown = dsa.overlap.overlap(data, depth=depth, boundary="none")
-    peaks = data.map_blocks(block_peaks, list(spec.names), spec.attrs, dtype=np.float64, chunks=(data.chunks[0], data.chunks[1],
-                                                                         (1,) * len(chunks[2]), (1,) * len(chunks[3])))
-    peaks = dsa.broadcast_to(peaks.max(axis=(2, 3), keepdims=True), grown.shape, chunks=grown.chunks)
-    k = MULTI_BAND.get(spec.output, 1)
-    dtype = np.uint8 if k == 1 else np.float32
-    raw = replace(spec, output=spec.output if k > 1 else "classes", encoding="kappamask",
-                  options=replace(spec.options, buffers=()))
-    blocks = dsa.map_blocks(_classify_block, grown, peaks, raw, grid, origin, chunks[2:], (depth[2], depth[3]),
-                            dtype=dtype, chunks=(grown.chunks[0], (k,), grown.chunks[2], grown.chunks[3]))
-    values = dsa.overlap.trim_internal(blocks, depth, boundary="none")
-    if spec.output == "scores":
-        return values
-    if spec.output in (CLASSES_AND_CLOUDINESS, CLASSES_AND_SCORES):  # buffers on the classes, the scores as they are
-        classes = buffered_classes(values[:, :1].astype(np.uint8), spec.options.buffers)
-        if spec.output == CLASSES_AND_SCORES:
-            classes = classes.map_blocks(encode, spec.encoding, dtype=np.uint8)
-        return dsa.concatenate([classes.astype(np.float32), values[:, 1:]], axis=1)
-    return _finish_classes(values, spec)
-
-
-def context_needed(spec: DateSpec) -> int:
-    """The 10 m pixels beyond a chunk's core (cut anywhere) that the ground's tiles keeping the core's pixels can
-    reach: a tile less its leading half overlap (crop) or a whole tile (blend), plus the alignment of the ground's
-    working cells."""
-    grid = _chunk_grid(spec)
-    reach = grid.tile - grid.lead if grid.stitch == "crop" else grid.tile
-    return reach * grid.factor + grid.factor - 1
-
-
-def _chunk_grid(spec: DateSpec) -> ChunkGrid:
-    """The tile grid of the model and options of a cube's dates, along one axis."""
-    card, options = spec.model.card, spec.options
-    overlap = card.overlap if options.overlap is None else options.overlap
-    margin = card.margin if options.margin is None else options.margin
-    if isinstance(margin, tuple):
-        raise InputError("a cube's tiles take one margin for rows and columns; give margin as one number")
-    return ChunkGrid(card.resolution // 10, card.tile_size, overlap, margin, options.stitch)
-
-
-def _classify_block(block: np.ndarray, peaks: np.ndarray, spec: DateSpec, grid: ChunkGrid,
-                    origin: tuple[int, int] | None, chunks: tuple, depth: tuple[int, int], block_id=None) -> np.ndarray:
-    """One date's chunk read with the halo: (1, bands, y, x) -> (1, k, y, x) classes (or scores). With the
-    ground's tiles the chunk is located on the ground and only the tiles that keep its core's pixels run. With
-    the cube's own tiles the halo is symmetric for dask; a chunk keeps of it only the half overlap on its leading
-    sides that its first tiles start at, and tiles of the first chunk of an axis start the model's margin before
-    the edge."""
-    _, _, iy, ix = block_id
-    labels = band_labels(spec.names)
-    position = {label: i for i, label in enumerate(spec.names)}
-    date_peaks = {name: float(peaks[0, position[str(given[0])], 0, 0]) for name, given in labels.items()}
-    if origin is not None:
-        before = (depth[0] if iy else 0, depth[1] if ix else 0)
-        offset = (sum(chunks[0][:iy]) - before[0], sum(chunks[1][:ix]) - before[1])
-        window = ((before[0], before[0] + chunks[0][iy]), (before[1], before[1] + chunks[1][ix]))
-        values = classify_values(np.asarray(block[0]), spec, peaks=date_peaks,
-                                 origin=(origin[0] + offset[0], origin[1] + offset[1]), window=window)
-        return values[None]
-    extra = grid.halo - grid.lead * grid.factor  # halo rows before a chunk that no tile of it covers
-    top, left = (extra if iy else 0), (extra if ix else 0)
-    margins = (grid.margin if iy == 0 else 0, grid.margin if ix == 0 else 0)
-    options = replace(spec.options, margin=margins if margins[0] != margins[1] else margins[0])
-    values = classify_values(np.asarray(block[0, :, top:, left:]), replace(spec, options=options), peaks=date_peaks)
-    return np.pad(values, ((0, 0), (top, 0), (left, 0)))[None]
-
-
-def buffered_classes(classes, buffers):
-    """Lazy (time, 1, y, x) classes grown by ``buffers``, each chunk read with a halo of the widest radius: the
-    same as buffering each whole date."""
-    import dask.array as dsa
-
-    if not buffers:
-        return classes
-    radius = int(np.ceil(max(metres for _, metres in buffers) / 10))
-    depth = {0: 0, 1: 0, 2: radius, 3: radius}
-    return dsa.map_overlap(_buffer_block, classes, depth=depth, boundary="none", dtype=np.uint8, buffers=buffers)
-
-
-def _finish_classes(classes, spec: DateSpec):
-    """Buffers (exact across chunks), then the encoding or the usable mask."""
-    classes = buffered_classes(classes, spec.options.buffers)
-    if spec.output == "usable":
-        return classes.map_blocks(usable_mask, dtype=np.uint8)
-    return classes.map_blocks(encode, spec.encoding, dtype=np.uint8)
-
-
-def _buffer_block(classes: np.ndarray, buffers) -> np.ndarray:
-    return buffer_classes(classes[0, 0], buffers)[None, None]
+    flip_y, flip_x = flips_to_north_up(cube)
+    north_up = cube.isel(y=slice(None, None, -1) if flip_y else slice(None),
+                         x=slice(None, None, -1) if flip_x else slice(None))
+    data = north_up.data
+    origin = ground_origin(north_up.isel(time=0), spec.options.tiles)
+    if is_dask(data):
+        values = lazy_values(data, spec, origin)
+    else:
+        values = np.stack([classify_values(np.asarray(data[t]), spec, str(cube["time"].values[t]), origin=origin)
+                           for t in range(data.shape[0])])
+    return values[:, :, ::-1 if flip_y else 1, ::-1 if flip_x else 1]  # back to the cube's own order

@@ -5,7 +5,7 @@ import pytest
 from helpers import dn_cube, identity_card, identity_onnx
 
 from kappamask_core import ClassifyOptions, classify, run
-from kappamask_core.chain.resample import block_mean, replicate
+from kappamask_core.chain.resample import replicate
 from kappamask_core.foundation.classes import CLEAR, CLOUD, CLOUD_SHADOW, MISSING, SEMI_TRANSPARENT_CLOUD
 
 BANDS = ("B02", "B03", "B04", "B08")

