@@ -1,5 +1,5 @@
 """What the openEO processes' chunking costs per km²: the network tiles a product of 10980 x 10980 px needs when the
-backend cuts it into apply_neighborhood chunks, with the published geometry (2048 px cores, 704 px of context,
+backend cuts it into apply_neighborhood chunks, with the published geometry (2048 px cores, 768 px of context,
 the ground's tiles: each chunk runs the tiles that keep its core's pixels) and with the geometry before it (448 px
 cores, 32 px overlap: each 512 px chunk classified as a raster of its own), against one run over the product.
 

@@ -4,8 +4,8 @@ python-memory on Copernicus Data Space.
     python benchmarks/udf_memory.py [--dates 1 10 50] [--kappamask-v2 [HDF5]] [--kappamask-v1 [HDF5]] [--v2-card CARD]
                                     [--precision fp32 auto] [--skip-default]
 
-One chunk is what apply_neighborhood hands the UDF with the process graphs: a 2048 px core plus 704 px of context
-on each side (3456 x 3456 px), all 13 L1C bands as float32 DN with float32 cell-centre coordinates (the bundled
+One chunk is what apply_neighborhood hands the UDF with the process graphs: a 2048 px core plus 768 px of context
+on each side (3584 x 3584 px), all 13 L1C bands as float32 DN with float32 cell-centre coordinates (the bundled
 demo scene mirrored out to the chunk's size, repeated over the dates). For each number of dates it runs the UDF in a child process twice: the whole time series in one call
 (apply_neighborhood without a t size), and one date per call (a t size of P1D, what the process graphs use).
 The worker's first call (the model resolved and its session made, once per Python worker) is timed apart from the

@@ -26,13 +26,14 @@ Context keys (all optional):
   offset       DN offset of the input, -1000 for baseline 04.00 DN not harmonised by the backend, or 0
   output       "classes", "usable" or "scores"         (default "classes")
   buffer       grow classes by metres after stitching, e.g. "cloud=300,shadow=100" or {"cloud": 300};
-               exact up to the chunk overlap (704 px = 7040 m with the process graphs)
+               exact up to the chunk overlap (the overlap less the reach of the model's tiles: with
+               the process graphs' 768 px, 760 m for the bundled model, 2720 m for KappaMask)
   encoding     "kappamask" or "km_predict"             (default "kappamask")
   stitch       "crop" or "blend"                       (default "crop")
   tiles        "ground" or "raster"                    (default "ground": the tiles anchored in the CRS, one map
                however the scene is cut; "raster": each chunk's own, as before 2026-12)
-  chunk_overlap  the apply_neighborhood overlap in px, the context around each chunk's core (default: 704 for
-               chunks of the published size, 2048 + 2 x 704 px; else 0, the whole chunk is classified)
+  chunk_overlap  the apply_neighborhood overlap in px, the context around each chunk's core (default: 768 for
+               chunks of the published size, 2048 + 2 x 768 px; else 0, the whole chunk is classified)
   overlap      tile overlap in working pixels          (default: the model card's)
   margin       tile margin in working pixels           (default: the model card's)
   device       "auto", "cpu", "cuda" or "tensorrt"     (default "auto")
@@ -84,10 +85,10 @@ MAX_ARCHIVE_BYTES = 512 << 20  # the largest archive downloaded
 MAX_UNPACKED_BYTES = 1 << 30  # what it may unpack into, counted as it is written (a zip can lie in its sizes)
 MAX_MEMBERS = 20000
 LOCAL_HOSTS = ("127.0.0.1", "localhost", "::1")  # plain http only to this machine (tests, a local mirror)
-# apply_neighborhood in the published processes (udf/processes.py reads these): a 2048 px core with 704 px of context
+# apply_neighborhood in the published processes (udf/processes.py reads these): a 2048 px core with 768 px of context
 # on each side, enough for the tiles of every bundled network that keep the core's pixels (KappaMask: 496 px; the
-# bundled 30 m network: 690 px, 692 with its 30 m cells' alignment)
-CHUNK_SIZE, CHUNK_OVERLAP = 2048, 704
+# bundled 30 m network: 692 px with its 30 m cells' alignment) and for buffers of 760 m (bundled) or 2720 m
+CHUNK_SIZE, CHUNK_OVERLAP = 2048, 768
 STATE_MODULE = "_kappamask_udf_state"  # what this process unpacked and appended; the UDF source runs anew each call
 CONTEXT_KEYS = ("model", "weights", "level", "units", "offset", "output", "encoding", "stitch", "tiles",
                 "chunk_overlap", "overlap", "margin",

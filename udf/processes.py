@@ -22,7 +22,7 @@ from .kappamask_udf import CHUNK_OVERLAP, CHUNK_SIZE
 log = logging.getLogger(__name__)
 
 UDF_FILE = Path(__file__).with_name("kappamask_udf.py")
-# apply_neighborhood: the UDF sees 2048 + 2 x 704 = 3456 px, a core with the context its tiles need (see the UDF)
+# apply_neighborhood: the UDF sees 2048 + 2 x 768 = 3584 px, a core with the context its tiles need (see the UDF)
 CHUNK, OVERLAP = CHUNK_SIZE, CHUNK_OVERLAP
 TIME_STEP = "P1D"  # one date per UDF call: a chunk's memory does not grow with the time series
 DEPENDENCY_FOLDER = "kappamask_deps"
@@ -48,16 +48,16 @@ EXAMPLE_AREAS = {"L1C": "T33UUU near Berlin, 2017-02-16", "L2A": "T56LMM off Que
 CDSE_OFFSET = 0
 
 # Batch jobs: each executor runs EXECUTOR_CORES tasks at once (task-cpus 1), each in a Python worker that holds one
-# chunk (2048 px core and 704 px of context: 3456 px) and date (P1D) and the model's session. openeo-geopyspark-driver
+# chunk (2048 px core and 768 px of context: 3584 px) and date (P1D) and the model's session. openeo-geopyspark-driver
 # (job_options.py) gives Python python-memory for all the executor's workers together and, when only python-memory is
 # set, 128 MiB of JVM overhead; the executor's heap keeps the backend's default (2G). Peak of one worker, one date
 # per call, all 13 L1C bands loaded, measured with benchmarks/udf_memory.py (2026-12-07, 2 cores): bundled 6-band
-# model 2400 MiB, KappaMask v2 3192 MiB, KappaMask v1 3153 MiB (both float32; 592 MiB of each is the chunk itself).
+# model 2552 MiB, KappaMask v2 3345 MiB, KappaMask v1 3330 MiB (both float32; 637 MiB of each is the chunk itself).
 # Asked for: the highest of these, times the workers, times MEMORY_MARGIN.
 EXECUTOR_CORES = 2
 TASK_CPUS = 1
 MEMORY_MARGIN = 1.5
-WORKER_PEAK_MIB = {"ukis-csmask": 2400, "kappamask-v2": 3192, "kappamask-v1": 3153}
+WORKER_PEAK_MIB = {"ukis-csmask": 2552, "kappamask-v2": 3345, "kappamask-v1": 3330}
 ORGANIZATION_RE = re.compile(r"[a-z0-9][a-z0-9_]*")
 
 
@@ -169,7 +169,7 @@ def _options_parameter(card, mask: bool = False, level: str = "L2A"):
             "The KappaMask UDF context (all keys optional): model (default " + card.id + "; 'auto' picks KappaMask "
             "v2 when the archive holds it), stitch ('crop' keeps tile centres as KappaMask does, 'blend' ramps "
             "weights), " + offset + output + "buffer (metres by class, e.g. {\"cloud\": 300, \"cloud_shadow\": 100}; "
-            "exact up to 7040 m), tiles ('ground', the default: the whole scene's map in every chunk; 'raster': each "
+            "exact up to 760 m with the bundled model, 2720 m with KappaMask), tiles ('ground', the default: the whole scene's map in every chunk; 'raster': each "
             "chunk's own tiles), encoding ('kappamask' or 'km_predict'). An object given here replaces the default "
             "as a whole." + (" The output is set by this process (the usable mask) and cannot be changed."
                              if mask else "")))

@@ -196,8 +196,8 @@ def classify_datacube(cube: "xarray.DataArray", *, model: str = "auto", level: s
     ``context_px``: the pixels on each side that are context only (apply_neighborhood's overlap, which the
     backend drops from the result): only the tiles that keep the core's pixels are run. With the ground's tiles
     the core's classes are those of the whole scene where the context holds the tiles the core needs
-    (:func:`~kappamask_core.faces.lazycube.context_needed`). Buffers (``options.buffers``) are exact within a chunk's core as long as they are
-    no wider than the context.
+    (:func:`~kappamask_core.faces.lazycube.context_needed`) and, with buffers (``options.buffers``), the tiles of
+    the pixels within their radius of the core too.
     """
     import xarray as xr
 
@@ -219,12 +219,15 @@ def classify_datacube(cube: "xarray.DataArray", *, model: str = "auto", level: s
                      pixel_size=pixel_size(cube) or 10.0)
     from .lazycube import context_needed
 
-    needed = context_needed(spec)
+    # a buffer needs the classes within its radius of the core: those pixels are classified too
+    radius = int(np.ceil(max(metres for _, metres in spec.options.buffers) / spec.pixel_size)) \
+        if spec.options.buffers else 0
+    needed = context_needed(spec) + radius
     if context_px and spec.options.tiles == "ground" and context_px < needed:
         log.warning("the chunks carry %d px of context around their core, but the tiles of model %s that keep a "
-                    "core's pixels reach %d px beyond it: classes near the chunks' edges are not the whole "
-                    "scene's (use an apply_neighborhood overlap of %d px)", context_px, spec.model.card.id, needed,
-                    needed)
+                    "core's pixels%s reach %d px beyond it: classes near the chunks' edges are not the whole "
+                    "scene's (use an apply_neighborhood overlap of %d px)", context_px, spec.model.card.id,
+                    " and the pixels within the buffers' radius" if radius else "", needed, needed)
     results = []
     for i in range(count):
         step = cube.isel({time_dim: i}) if time_dim else cube
@@ -234,8 +237,8 @@ def classify_datacube(cube: "xarray.DataArray", *, model: str = "auto", level: s
         north_up = step.isel(y=slice(None, None, -1) if flip_y else slice(None),
                              x=slice(None, None, -1) if flip_x else slice(None))
         rows, cols = values.shape[1:]
-        window = ((context_px, rows - context_px), (context_px, cols - context_px)) \
-            if context_px and min(rows, cols) > 2 * context_px else None
+        inner = max(0, context_px - radius)  # the core and the pixels its buffers reach
+        window = ((inner, rows - inner), (inner, cols - inner)) if inner and min(rows, cols) > 2 * inner else None
         mapped = classify_values(values, spec, when, origin=ground_origin(north_up, spec.options.tiles),
                                  window=window)[:, ::-1 if flip_y else 1, ::-1 if flip_x else 1]
         results.append(xr.DataArray(mapped, dims=("bands", "y", "x"),

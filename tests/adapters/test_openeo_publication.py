@@ -58,8 +58,8 @@ def test_the_tree_has_the_catalogues_layout_and_the_processes_name_their_archive
         spec = json.loads((folder / "openeo_udp" / f"{pid}.json").read_text())
         options = spec["default_job_options"]
         assert options["udf-dependency-archives"] == [f"{BASE}/kappamask_udf_deps.zip#kappamask_deps"]
-        # sized from the measured peak of a worker (bundled model, a 3456 px chunk: 2400 MiB) x 2 workers x 1.5
-        assert (options["executor-cores"], options["task-cpus"], options["python-memory"]) == (2, 1, "7200m")
+        # sized from the measured peak of a worker (bundled model, a 3584 px chunk: 2552 MiB) x 2 workers x 1.5
+        assert (options["executor-cores"], options["task-cpus"], options["python-memory"]) == (2, 1, "7700m")
         assert "executor-memoryOverhead" not in options
         text = json.dumps(spec["process_graph"])
         assert f'"dependency_archive": "{BASE}/kappamask_udf_deps.zip"' in text and digest in text

@@ -134,3 +134,8 @@ def test_an_openeo_chunk_with_too_little_context_says_so(cards, caplog):
     with caplog.at_level(logging.WARNING):
         classify_datacube(chunk, model=str(cards["30m"]), level="L1C", context_px=50)
     assert "whole scene" not in caplog.text
+    # a buffer needs the classes within its radius too: 100 m is 10 px more
+    with caplog.at_level(logging.WARNING):
+        classify_datacube(chunk, model=str(cards["30m"]), level="L1C", context_px=50,
+                          options=km.ClassifyOptions(buffers={"cloud": 100}))
+    assert "core's pixels and the pixels within the buffers' radius reach 54 px" in caplog.text

@@ -216,7 +216,7 @@ def apply_neighborhood(data, process, size, overlap=None, context=None, **kwargs
                       max(0, -x0) : max(0, -x0) + inside.shape[3]] = inside
                 return chunk
 
-            if per_date:  # each call's chunk made when it runs: a 3456 px chunk of 13 bands is 621 MB
+            if per_date:  # each call's chunk made when it runs: a 3584 px chunk of 13 bands is 668 MB
                 calls = ((i, lambda i=i: xr.DataArray(block([i])[0], dims=("bands", "y", "x"), coords=coords,
                                                       attrs={"t": data["t"].values[i]})) for i in range(nt))
             else:
