@@ -116,9 +116,9 @@ def _to_working_grid(product: Product, blocks: dict, bands, units: str, factor: 
         np.nan_to_num(values, copy=False, nan=0.0, posinf=0.0, neginf=0.0)
         # unit conversion is linear, so it runs after the averaging, on the smaller array
         out[i] = scale.to_units(values, name, product, units)
-    # a working pixel without data is 0 in every band, whatever the band's offset, as outside the raster (see
-    # no_data_input): so the network sees no data alike wherever it lies, and wherever a chunk of it was cut
-    out[:, ~resample.block_any(valid, factor, lead)] = 0
+        # a band without data is 0 whatever its offset (not DN - 1000): the network sees no data alike wherever it
+        # lies, in a product, a cube or a chunk of it, whatever the offset the backend did or did not take off
+        out[i][values == 0] = 0
     return out, valid
 
 
@@ -131,7 +131,6 @@ class _StripMaker:
         self.f, self.layout, self.shift = plan.factor, plan.layout, plan.shift
         self.stages, self.preview, self.threads = stages, preview, threads
         self.seen: set = set()  # the bands that held data in some strip
-        self.fill = no_data_input(card)
 
     def __call__(self, y0: int):
         """(strip (C, T, padded width), valid 10 m mask, valid working mask (T, padded width), first 10 m row)."""
@@ -150,28 +149,13 @@ class _StripMaker:
                                 self.seen, self.stages, self.preview, self.threads, lead)
         with self.stages("check, resample, scale"):
             scale.apply_value_scaling(inner, card.value_scaling, card.clip_min)
-            if layout.grounded:  # outside a located raster there is no data: the model sees what no data becomes
-                fill = self.fill
-                if fill.any():
-                    outside = np.ones(strip.shape[1:], bool)
-                    outside[rows_pad[0] : rows_pad[0] + height, cols_pad[0] : cols_pad[0] + layout.width] = False
-                    strip[:, outside] = fill[:, None]
-                stack = strip
-            elif card.pad_mode == "constant":
+            if card.pad_mode == "constant":
                 stack = strip  # zeros around the data, as allocated
             else:
                 # card.pad_mode is one of numpy's modes (the card schema's enum); numpy's stubs want a literal
                 stack = np.pad(inner, ((0, 0), rows_pad, cols_pad), mode=card.pad_mode)  # type: ignore[call-overload]
             valid_work = np.pad(resample.block_any(valid, f, lead), (rows_pad, cols_pad))
         return stack, valid, valid_work, r0
-
-
-def no_data_input(card: ModelCard) -> np.ndarray:
-    """What the network sees of a pixel without data, per band: 0 in the card's units through the card's
-    scaling, as for a pixel without data inside the raster (:func:`working_rows`)."""
-    zero = np.zeros((len(card.bands), 1, 1), np.float32)
-    scale.apply_value_scaling(zero, card.value_scaling, card.clip_min)
-    return zero[:, 0, 0]
 
 
 def strips(card: ModelCard, plan: TilePlan, method: str, seen: set | None = None, stages: Stages | None = None,

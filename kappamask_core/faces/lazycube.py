@@ -14,7 +14,7 @@ from ..foundation.classes import encode
 from ..foundation.errors import InputError
 from ..foundation.grid import ChunkGrid
 from ..io.arrays import band_labels, block_peaks
-from .datacube import CLASSES_AND_CLOUDINESS, CLASSES_AND_SCORES, MULTI_BAND, DateSpec, classify_values
+from .dates import CLASSES_AND_CLOUDINESS, CLASSES_AND_SCORES, MULTI_BAND, DateSpec, classify_values
 
 log = logging.getLogger(__name__)
 
@@ -67,11 +67,8 @@ def lazy_values(data, spec: DateSpec, origin: tuple[int, int] | None = None):
 
 def context_needed(spec: DateSpec) -> int:
     """The 10 m pixels beyond a chunk's core (cut anywhere) that the ground's tiles keeping the core's pixels can
-    reach: a tile less its leading half overlap (crop) or a whole tile (blend), plus the alignment of the ground's
-    working cells."""
-    grid = _chunk_grid(spec)
-    reach = grid.tile - grid.lead if grid.stitch == "crop" else grid.tile
-    return reach * grid.factor + grid.factor - 1
+    reach (:attr:`~kappamask_core.foundation.grid.ChunkGrid.reach`)."""
+    return _chunk_grid(spec).reach
 
 
 def _chunk_grid(spec: DateSpec) -> ChunkGrid:

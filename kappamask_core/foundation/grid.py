@@ -10,9 +10,10 @@ multiples of their size in metres from the CRS's origin (:func:`ground_anchor`),
 and every pixel owned by the one tile whose kept part covers it. A file, an
 array, a chunk of a lazy cube and an openEO chunk then give a pixel the same
 tile, whatever their extent, and the same class, provided each reads the
-context that tile needs. Outside the raster there is no data. A raster with no
-location keeps its own tiles: the first starts ``margin`` pixels before its
-edge, the edge tiles keep their edge, and ``pad_mode`` fills what lies outside.
+context that tile needs. Beyond the raster's edges the card's ``pad_mode``
+fills the tiles, on every path that knows the edges (an openEO chunk sees no
+data there). A raster with no location keeps its own tiles: the first starts
+``margin`` pixels before its edge and the edge tiles keep their edge.
 With KappaMask's 512 px tiles and 32 px overlap an unlocated 10980 px array
 needs 1 + ceil((10980 - 512) / 480) = 23 tiles per axis; a located product 23
 or 24, as its origin falls on the ground's grid.
@@ -99,7 +100,8 @@ class TileLayout:
     of the raster's first row and column, the tiles are the ground's: they start where the ground index is
     -``margin`` modulo the stride, every tile keeps only its own part (crop stitching: the stride, from half the
     overlap on), and only the tiles whose kept part meets ``window`` ((row0, row1), (col0, col1), the whole
-    raster by default) are placed. ``stitch`` says which part a tile keeps (``blend`` keeps all it covers).
+    raster by default) are placed. In both, the card's ``pad_mode`` fills what lies beyond the raster.
+    ``stitch`` says which part a tile keeps (``blend`` keeps all it covers).
     """
 
     height: int
@@ -238,6 +240,12 @@ class ChunkGrid:
         kept_after = self.overlap - self.lead if self.stitch == "crop" else self.tile - self.lead
         return kept_after * self.factor
 
+    @property
+    def reach(self) -> int:
+        """10 m pixels beyond a pixel that the tiles keeping it can cover: a tile less its leading half overlap
+        (crop) or a whole tile (blend), plus the alignment of the ground's working cells."""
+        return (self.tile - self.lead if self.stitch == "crop" else self.tile) * self.factor + self.factor - 1
+
     def chunks(self, length: int, wanted: int, first: int | None = None) -> tuple[int, ...]:
         """Chunk sizes along an axis of ``length`` 10 m pixels, near ``wanted``, each ending where crop stitching
         passes from one tile to the next (the last at the axis's end). ``first``: the ground's 10 m index of the
@@ -251,11 +259,14 @@ class ChunkGrid:
             return self.factor * (k * stride - self.margin + self.lead) - origin
 
         k = per_chunk if first is None else -(-(origin // self.factor + self.margin - self.lead) // stride) + per_chunk - 1
+        # a chunk is never thinner than its halo, and one at the axis's ends holds as much as a tile can reach
+        # beyond the axis: the padding there (a mirror, for some models) is made of the same pixels as in one run
+        edge = max(self.halo, self.reach)
         ends: list[int] = []
         while True:
-            if end(k) >= length - self.halo:  # the rest is one chunk: none may be thinner than its halo
+            if end(k) >= length - edge:  # the rest is one chunk
                 break
-            if end(k) > (ends[-1] if ends else 0) + self.halo:
+            if end(k) > (ends[-1] + self.halo if ends else edge):
                 ends.append(end(k))
             k += per_chunk
         bounds = [0, *ends, length]

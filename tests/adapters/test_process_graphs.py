@@ -63,8 +63,9 @@ def test_templates_embed_the_real_udf_and_its_geometry():
         run_udf = next(n for n in nodes if n["process_id"] == "run_udf")
         assert run_udf["arguments"]["udf"] == udf_code
         neighborhood = next(n for n in nodes if n["process_id"] == "apply_neighborhood")
-        assert [s["value"] for s in neighborhood["arguments"]["size"]] == [448, 448, "P1D"]
-        assert [s["value"] for s in neighborhood["arguments"]["overlap"]] == [32, 32]
+        # a 2048 px core and the context the ground's tiles of its pixels need (the UDF's own constants)
+        assert [s["value"] for s in neighborhood["arguments"]["size"]] == [2048, 2048, "P1D"]
+        assert [s["value"] for s in neighborhood["arguments"]["overlap"]] == [768, 768]
     l1c = json.loads((PG_DIR / "kappamask_l1c.json").read_text())
     load = next(n for n in walk(l1c["process_graph"]) if n["process_id"] == "load_collection")
     assert load["arguments"]["id"] == "SENTINEL2_L1C"

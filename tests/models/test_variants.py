@@ -98,7 +98,8 @@ def test_an_honest_variant_is_faithful_and_its_card_round_trips(parent, tmp_path
     assert variant["parent"]["id"] == "conv-test"
     assert variant["parent"]["weights_sha256"] == __import__("hashlib").sha256(
         parent_model.path.read_bytes()).hexdigest()
-    every_tile = len(TileLayout(192, 256, 64, 8, 0))  # every tile of a scene holds data
+    # every tile of the scene holds data: the ground's tiles over its grid (corner at 500000 rows, 30000 columns)
+    every_tile = len(TileLayout(192, 256, 64, 8, 0, anchor=(500000, 30000)))
     assert variant["calibration"]["tiles"] == every_tile and variant["check"]["tiles"] == every_tile
     assert variant["check"]["how"] == "named check products"
     assert variant["check"]["thresholds"] == {"agreement": 0.995, "dice": 0.98, "min_share": 0.001}

@@ -25,7 +25,8 @@ def test_notebook_builds_the_documented_process_graph():
     nodes = {n["process_id"]: n for n in graph.values()}
     assert nodes["load_collection"]["arguments"]["bands"] == ["B02", "B03", "B04", "B08", "B11", "B12"]
     neighborhood = nodes["apply_neighborhood"]["arguments"]
-    assert {s["dimension"]: s["value"] for s in neighborhood["size"]} == {"x": 448, "y": 448, "t": "P1D"}
+    assert {s["dimension"]: s["value"] for s in neighborhood["size"]} == {"x": 2048, "y": 2048, "t": "P1D"}
+    assert {s["dimension"]: s["value"] for s in neighborhood["overlap"]} == {"x": 768, "y": 768}
     udf = neighborhood["process"]["process_graph"]["runudf1"]["arguments"]
     assert udf["udf"] == (ROOT / "udf" / "kappamask_udf.py").read_text()
     assert udf["context"]["level"] == "L2A" and udf["context"]["dependency_archive"].endswith("kappamask_udf_deps.zip")
