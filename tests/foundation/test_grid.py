@@ -104,3 +104,25 @@ def test_the_grounds_tiles_cover_every_pixel_once_wherever_the_raster_lies(h, w,
     out = stitch_array(array, part, lambda batch: batch, mode)
     (r0, r1), (c0, c1) = window
     np.testing.assert_allclose(out[:, r0:r1, c0:c1], array[:, r0:r1, c0:c1], rtol=1e-5, atol=1e-6)
+
+
+@pytest.mark.parametrize("factor,tile,overlap,margin,stitch", [(1, 512, 32, 0, "crop"), (3, 256, 52, 51, "crop"),
+                                                               (3, 16, 4, 5, "blend")])
+def test_lazy_chunks_end_where_tiles_hand_over_and_edge_chunks_hold_a_tiles_reach(factor, tile, overlap, margin,
+                                                                                  stitch):
+    """Chunks of a cube's axis on the ground's grid: each inner end is where crop stitching hands over from one
+    tile to the next; none is thinner than the halo; the chunks at the axis's ends hold what a tile can reach
+    beyond the axis (the padding there is a mirror of those pixels for some models)."""
+    from kappamask_core.foundation.grid import ChunkGrid
+
+    grid = ChunkGrid(factor, tile, overlap, margin, stitch)
+    stride = (tile - overlap) * factor
+    for first in range(33000, 33000 + stride, max(1, stride // 7)):
+        for length in (1, grid.reach, 3 * grid.reach + 17, 4000):
+            for wanted in (64, 700, 2048):
+                sizes = grid.chunks(length, wanted, first)
+                assert sum(sizes) == length
+                ends = np.cumsum(sizes)[:-1]
+                assert all((first + e - factor * (overlap // 2 - margin)) % stride == 0 for e in ends)
+                if len(sizes) > 1:
+                    assert min(sizes) > grid.halo and min(sizes[0], sizes[-1]) >= grid.reach, (first, length, sizes)
