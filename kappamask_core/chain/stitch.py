@@ -27,8 +27,8 @@ class RowStitcher:
         self._col_starts = layout.col_starts()
         self._row = 0
         last_col = len(self._col_starts) - 1
-        edges = layout.edge_tiles()  # the ground's tiles have no edge tiles: each keeps only its own part
-        self._edges = edges
+        # the ground's tiles have no edge tiles: each keeps only its own part
+        self._edges = edges = not layout.grounded
         self._col_w = [axis_weights(t, layout.overlap, edges and i == 0, edges and i == last_col, mode)
                        for i in range(last_col + 1)]
 

@@ -131,7 +131,8 @@ class TileLayout:
 
     @property
     def grounded(self) -> bool:
-        """Whether the tiles are the ground's (the raster is located) rather than the raster's own."""
+        """Whether the tiles are the ground's (the raster is located) rather than the raster's own, whose first and
+        last tile of an axis keep their outer side."""
         return self.anchor is not None
 
     @property
@@ -178,10 +179,6 @@ class TileLayout:
         """Pixels to pad left and right of the raster so every tile lies inside."""
         starts = self.col_starts()
         return max(0, -starts[0]), max(0, starts[-1] + self.tile - self.width)
-
-    def edge_tiles(self) -> bool:
-        """Whether the first and last tile of an axis keep their outer side (the raster's own tiles)."""
-        return self.anchor is None
 
     def windows(self) -> Iterator[tuple[int, int]]:
         for y0 in self.row_starts():
