@@ -73,6 +73,11 @@ def parse_buffers(spec) -> tuple[tuple[str, float], ...]:
     return tuple(sorted(out.items()))
 
 
+def reach_px(buffers, resolution: float = 10.0) -> int:
+    """Pixels the widest of ``buffers`` reaches: how far beyond a chunk its classes must be known (0 for none)."""
+    return int(np.ceil(max(metres for _, metres in buffers) / resolution)) if buffers else 0
+
+
 def buffer_classes(classes: np.ndarray, buffers, resolution: float = 10.0) -> np.ndarray:
     """A copy of ``classes`` with each named class grown by its buffer in metres (see the module text).
 

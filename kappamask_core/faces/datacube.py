@@ -18,6 +18,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from ..chain.buffers import reach_px
 from ..chain.options import ClassifyOptions
 from ..foundation.bands import asset_band
 from ..foundation.errors import InputError
@@ -69,8 +70,7 @@ def classify_datacube(cube: "xarray.DataArray", *, model: str = "auto", level: s
                      encoding=encoding, weights=weights, options=options, attrs=cube.attrs,
                      pixel_size=pixel_size(cube) or 10.0)
     # a buffer needs the classes within its radius of the core: those pixels are classified too
-    radius = int(np.ceil(max(metres for _, metres in spec.options.buffers) / spec.pixel_size)) \
-        if spec.options.buffers else 0
+    radius = reach_px(spec.options.buffers, spec.pixel_size)
     needed = context_needed(spec) + radius
     if context_px and spec.options.tiles == "ground" and context_px < needed:
         log.warning("the chunks carry %d px of context around their core, but the tiles of model %s that keep a "

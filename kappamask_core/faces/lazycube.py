@@ -9,7 +9,7 @@ from dataclasses import replace
 
 import numpy as np
 
-from ..chain.buffers import buffer_classes, usable_mask
+from ..chain.buffers import buffer_classes, reach_px, usable_mask
 from ..foundation.classes import encode
 from ..foundation.errors import InputError
 from ..foundation.grid import ChunkGrid
@@ -114,7 +114,7 @@ def buffered_classes(classes, buffers):
 
     if not buffers:
         return classes
-    radius = int(np.ceil(max(metres for _, metres in buffers) / 10))
+    radius = reach_px(buffers)
     depth = {0: 0, 1: 0, 2: radius, 3: radius}
     return dsa.map_overlap(_buffer_block, classes, depth=depth, boundary="none", dtype=np.uint8, buffers=buffers)
 
