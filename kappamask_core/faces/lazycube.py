@@ -13,7 +13,7 @@ from ..chain.buffers import buffer_classes, reach_px, usable_mask
 from ..foundation.classes import encode
 from ..foundation.errors import InputError
 from ..foundation.grid import ChunkGrid
-from ..io.arrays import band_labels, block_peaks
+from ..io.arrays import band_labels, block_peaks, check_units
 from .dates import CLASSES_AND_CLOUDINESS, CLASSES_AND_SCORES, MULTI_BAND, DateSpec, classify_values
 
 log = logging.getLogger(__name__)
@@ -45,16 +45,14 @@ def lazy_values(data, spec: DateSpec, origin: tuple[int, int] | None = None):
     # an axis of one chunk needs no halo (and one narrower than the halo could not have one)
     depth = {0: 0, 1: 0, 2: grid.halo if len(chunks[2]) > 1 else 0, 3: grid.halo if len(chunks[3]) > 1 else 0}
     grown = dsa.overlap.overlap(data, depth=depth, boundary="none")
-    peaks = data.map_blocks(block_peaks, list(spec.names), spec.attrs, dtype=np.float64, chunks=(data.chunks[0], data.chunks[1],
-                                                                         (1,) * len(chunks[2]), (1,) * len(chunks[3])))
-    peaks = dsa.broadcast_to(peaks.max(axis=(2, 3), keepdims=True), grown.shape, chunks=grown.chunks)
     k = MULTI_BAND.get(spec.output, 1)
     dtype = np.uint8 if k == 1 else np.float32
     raw = replace(spec, output=spec.output if k > 1 else "classes", encoding="kappamask",
                   options=replace(spec.options, buffers=()))
-    blocks = dsa.map_blocks(_classify_block, grown, peaks, raw, grid, origin, chunks[2:], (depth[2], depth[3]),
+    blocks = dsa.map_blocks(_classify_block, grown, raw, grid, origin, chunks[2:], (depth[2], depth[3]),
                             dtype=dtype, chunks=(grown.chunks[0], (k,), grown.chunks[2], grown.chunks[3]))
     values = dsa.overlap.trim_internal(blocks, depth, boundary="none")
+    values = _checked_by_date(values, data, spec)
     if spec.output == "scores":
         return values
     if spec.output in (CLASSES_AND_CLOUDINESS, CLASSES_AND_SCORES):  # buffers on the classes, the scores as they are
@@ -81,17 +79,15 @@ def _chunk_grid(spec: DateSpec) -> ChunkGrid:
     return ChunkGrid(card.resolution // 10, card.tile_size, overlap, margin, options.stitch)
 
 
-def _classify_block(block: np.ndarray, peaks: np.ndarray, spec: DateSpec, grid: ChunkGrid,
+def _classify_block(block: np.ndarray, spec: DateSpec, grid: ChunkGrid,
                     origin: tuple[int, int] | None, chunks: tuple, depth: tuple[int, int], block_id=None) -> np.ndarray:
     """One date's chunk read with the halo: (1, bands, y, x) -> (1, k, y, x) classes (or scores). With the
     ground's tiles the chunk is located on the ground and only the tiles that keep its core's pixels run. With
     the cube's own tiles the halo is symmetric for dask; a chunk keeps of it only the half overlap on its leading
     sides that its first tiles start at, and tiles of the first chunk of an axis start the model's margin before
-    the edge."""
+    the edge. A chunk's units are not checked on their own (:func:`_checked_by_date` checks the date's)."""
     _, _, iy, ix = block_id
-    labels = band_labels(spec.names)
-    position = {label: i for i, label in enumerate(spec.names)}
-    date_peaks = {name: float(peaks[0, position[str(given[0])], 0, 0]) for name, given in labels.items()}
+    date_peaks: dict[str, float] = {}  # no units check of the chunk alone: the whole date's gates the values
     if origin is not None:
         before = (depth[0] if iy else 0, depth[1] if ix else 0)
         offset = (sum(chunks[0][:iy]) - before[0], sum(chunks[1][:ix]) - before[1])
@@ -105,6 +101,30 @@ def _classify_block(block: np.ndarray, peaks: np.ndarray, spec: DateSpec, grid: 
     options = replace(spec.options, margin=margins if margins[0] != margins[1] else margins[0])
     values = classify_values(np.asarray(block[0, :, top:, left:]), replace(spec, options=options), peaks=date_peaks)
     return np.pad(values, ((0, 0), (top, 0), (left, 0)))[None]
+
+
+def _checked_by_date(values, data, spec: DateSpec):
+    """``values`` released only where the units check of their whole date (band by band, as one run over the date
+    decides it) passes. The check comes after the classification, not before it: a classification that waited
+    for a date's every chunk to be read would hold the date's whole input in memory at once, and memory would
+    grow with the cube rather than with its chunks. A date's check reads its input chunks a second time only where
+    dask has already let them go."""
+    import dask.array as dsa
+
+    peaks = data.map_blocks(block_peaks, list(spec.names), spec.attrs, dtype=np.float64,
+                            chunks=(data.chunks[0], data.chunks[1], (1,) * len(data.chunks[2]),
+                                    (1,) * len(data.chunks[3])))
+    peaks = peaks.max(axis=(2, 3))  # (time, bands), one chunk of bands
+    return dsa.blockwise(_checked_block, "tkyx", values, "tkyx", peaks, "tb", spec=spec, dtype=values.dtype,
+                         concatenate=True)
+
+
+def _checked_block(values: np.ndarray, peaks: np.ndarray, spec: DateSpec) -> np.ndarray:
+    """One chunk of a date's values, once its date's peaks (1, bands) pass the units check."""
+    position = {label: i for i, label in enumerate(spec.names)}
+    date_peaks = {name: float(peaks[0, position[str(given[0])]]) for name, given in band_labels(spec.names).items()}
+    check_units({n: p for n, p in date_peaks.items() if p > 0}, spec.units, "xarray.DataArray array")
+    return values
 
 
 def buffered_classes(classes, buffers):

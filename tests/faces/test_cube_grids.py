@@ -186,6 +186,19 @@ def test_the_units_check_of_a_lazy_cube_is_decided_by_the_whole_date(tmp_path):
     np.testing.assert_array_equal(lazy.values, eager.values)
 
 
+def test_a_lazy_date_in_reflectance_given_as_dn_is_refused_as_the_eager_run_refuses_it():
+    """The date's units check gates its lazy values (it runs after the classification, so that no task waits for
+    a whole date's input): computing a date of reflectance taken as DN fails with the eager run's message."""
+    cube = _dated(_image() / 10000.0)
+    with pytest.raises(km.InputError, match="which is reflectance, not DN") as eager:
+        km.classify(cube, "default", level="L1C")
+    require("dask")
+    lazy = km.classify(_lazy(cube), "default", level="L1C")  # the graph is made; nothing is read yet
+    with pytest.raises(km.InputError) as computed:
+        lazy.compute(scheduler="synchronous")
+    assert str(computed.value) == str(eager.value)
+
+
 def test_scores_on_a_many_date_cube_come_with_the_classes_eager_and_lazy():
     cube = _dated(_image())
     eager = km.classify(cube, "default", level="L1C", scores=True)
