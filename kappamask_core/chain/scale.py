@@ -2,7 +2,9 @@
 
 Step 1, harmonise: DN + offset (RADIO_ADD_OFFSET / BOA_ADD_OFFSET, -1000 from
 processing baseline 04.00 on, 0 before) puts every product on the pre-04.00
-DN scale. Reflectance inputs are multiplied back by the quantification value.
+DN scale. Values a loader harmonised already (units ``harmonised``: openEO's
+Sentinel-2 collections on Copernicus Data Space) are on that scale as they
+come. Reflectance inputs are multiplied back by the quantification value.
 Step 2, units: ``reflectance`` = harmonised DN / quantification;
 ``dn_fraction`` = harmonised DN / 65535, the official KappaMask predictor's
 storage (its own baseline-04.00 handling is faulty; ours harmonises first).
@@ -14,7 +16,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from ..foundation.bands import BAND_BY_NAME
+from ..foundation.bands import BAND_BY_NAME, HARMONISED_FLOOR
 from ..foundation.errors import InputError
 
 
@@ -57,28 +59,46 @@ def apply_value_scaling(stack: np.ndarray, scaling, clip_min: float | None) -> n
     return stack
 
 
-def invalid_mask(values: np.ndarray) -> np.ndarray:
-    """Pixels with no data in this band: DN 0, or NaN and infinities (openEO's no-data, broken values)."""
+def zero_is_missing(product) -> bool:
+    """Whether a value of 0 marks no data: for stored DN and reflectance, not for harmonised DN (where it is a
+    stored 1000 less the offset: reflectance 0)."""
+    return product.units != "harmonised"
+
+
+def invalid_mask(values: np.ndarray, product) -> np.ndarray:
+    """Pixels with no data in this band: NaN and infinities (openEO's no-data, broken values) and, where
+    :func:`zero_is_missing`, 0."""
     if np.issubdtype(values.dtype, np.floating):
-        return (values == 0) | ~np.isfinite(values)
-    return values == 0
+        broken = ~np.isfinite(values)
+        return (values == 0) | broken if zero_is_missing(product) else broken
+    return values == 0 if zero_is_missing(product) else np.zeros(values.shape, bool)
 
 
 def check_values(values: np.ndarray, band: str, product, first_row: int = 0) -> None:
-    """The rule every band's values meet, whatever read them: DN are never negative (an offset is declared
-    separately, never stored in the values). Unsigned integers need no look."""
-    if product.units != "dn" or values.size == 0 or np.issubdtype(values.dtype, np.unsignedinteger):
+    """The rule every band's values meet, whatever read them: stored DN are never negative (an offset is declared
+    separately, never stored in the values), and harmonised DN, after any offset still declared, never go below
+    :data:`HARMONISED_FLOOR`. Unsigned integers need no look."""
+    if product.units == "reflectance" or values.size == 0 or np.issubdtype(values.dtype, np.unsignedinteger):
         return
+    floor = 0.0 if product.units == "dn" else HARMONISED_FLOOR - product.offsets.get(band, 0.0)
     if np.issubdtype(values.dtype, np.floating):
         finite = values[np.isfinite(values)]
         low = finite.min() if finite.size else 0
     else:
         low = values.min()
-    if low < 0:
-        row = first_row + int(np.argwhere(values < 0)[0][0])
-        raise InputError(f"{product.source or product.id}: band(s) {band} hold negative values (down to {low:.6g}, "
-                         f"first in native row {row}); Sentinel-2 DN are never negative (an offset is given "
-                         "separately: UDF context \"offset\")")
+    if low >= floor:
+        return
+    row = first_row + int(np.argwhere(values < floor)[0][0])
+    where = f"{product.source or product.id}: band(s) {band}"
+    if product.units == "dn":
+        raise InputError(f"{where} hold negative values (down to {low:.6g}, first in native row {row}), which stored "
+                         "Sentinel-2 DN never are; values a loader harmonised already (Copernicus Data Space's "
+                         "openEO collections are) reach down to -1000: give them as units 'harmonised' (UDF context "
+                         "\"units\")")
+    raise InputError(f"{where} hold values down to {low:.6g} (first in native row {row}), below the {floor:g} that "
+                     "harmonised DN reach (reflectance -0.1, a stored 0 less the 1000 offset"
+                     + (f", with the offset {product.offsets[band]:g} still to add" if product.offsets.get(band)
+                        else "") + "): they are not Sentinel-2 values")
 
 
 # An offset that was not removed. From processing baseline 04.00 on, L1C DN are reflectance x 10000 + 1000, so no
@@ -94,13 +114,12 @@ def offset_suspected(product, bands) -> bool:
     ``bands`` the darkest 0.1 % of the valid pixels lie at or above 1000 DN (no band reaches down into the dark
     range clear scenes have), over at least 10,000 valid pixels. Products whose offset was declared are not
     looked at. What this costs in false alarms is measured in benchmarks/offset_rule.py."""
-    if product.units != "dn" or any(product.offsets.get(b, 0.0) for b in bands):
+    if product.units == "reflectance" or any(product.offsets.get(b, 0.0) for b in bands):
         return False
     lows = []
     for name in bands:
         values = np.asarray(product.bands[name].read())
-        values = values[(values != 0) & np.isfinite(values)] if np.issubdtype(values.dtype, np.floating) \
-            else values[values != 0]
+        values = values[~invalid_mask(values, product)]
         if values.size < OFFSET_MIN_PIXELS:
             return False
         lows.append(float(np.quantile(values, OFFSET_QUANTILE)))

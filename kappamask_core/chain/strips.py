@@ -91,7 +91,7 @@ def _to_working_grid(product: Product, blocks: dict, bands, units: str, factor: 
         scale.check_values(block, name, product, n0)
         if preview is not None:
             preview.add(name, block, product.bands[name].factor, n0, r0, r1)
-        invalid = scale.invalid_mask(block)  # no data (0) or NaN, at the band's own resolution
+        invalid = scale.invalid_mask(block, product)  # no data (0 or NaN), at the band's own resolution
         if seen is not None and not invalid.all():
             seen.add(name)
         if name in exact and invalid.any():

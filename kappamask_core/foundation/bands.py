@@ -53,6 +53,14 @@ BAND_ID = {name: i for i, name in enumerate(SPECTRAL_BANDS)}
 
 DEFAULT_QUANTIFICATION = {"band": 10000.0, "AOT": 1000.0, "WVP": 1000.0, "none": 1.0}
 
+# The units a product's values can be in. "dn": stored DN, never negative, 0 is no data, the product's offset still
+# to be added. "harmonised": DN with the offset already added by whoever loaded them (reflectance x 10000, as
+# Copernicus Data Space's openEO loader delivers Sentinel-2 bands: int16, not clipped), so as low as
+# HARMONISED_FLOOR (reflectance -0.1, a stored DN of 0 less baseline 04.00's 1000), a 0 is reflectance 0 and only
+# the loader's no-data value (NaN) is missing. "reflectance": reflectance, 0 and NaN no data.
+UNITS = ("dn", "harmonised", "reflectance")
+HARMONISED_FLOOR = -1000.0
+
 
 def normalise_band_name(name: str) -> str:
     """Accept 'b2', 'B2', 'B02', 'b8a', 'B8A' and return the canonical name."""

@@ -9,7 +9,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 from affine import Affine
 
-from ..foundation.bands import asset_band
+from ..foundation.bands import UNITS, asset_band
 from ..foundation.errors import InputError
 from ..foundation.grid import Grid
 from .bandfiles import as_missing
@@ -183,8 +183,8 @@ def from_dataarray(da: "xarray.DataArray", level: str | None = None, units: str 
 
     if not isinstance(da, xr.DataArray):
         raise InputError(f"expected an xarray.DataArray, got {type(da).__name__}")
-    if units not in ("dn", "reflectance"):
-        raise InputError(f"units must be 'dn' or 'reflectance', not {units!r}")
+    if units not in UNITS:
+        raise InputError(f"units must be {', '.join(map(repr, UNITS[:-1]))} or {UNITS[-1]!r}, not {units!r}")
     for dim in ("t", "time"):
         if dim in da.dims:
             if da.sizes[dim] != 1:
@@ -211,8 +211,9 @@ def from_dataarray(da: "xarray.DataArray", level: str | None = None, units: str 
     for name, given in labels.items():
         check_dtype(name, da.dtype, f"{source}: band {name}", units=units)
         values = np.asarray(da.sel(bands=given[0]).transpose("y", "x").values)
-        if nodata[str(given[0])] is not None:  # the array's own no-data value is missing like Sentinel-2's 0
-            values = as_missing(values.copy(), nodata[str(given[0])])
+        marker = nodata[str(given[0])]
+        if marker is not None:  # the array's own no-data value is missing like Sentinel-2's 0 (harmonised: NaN)
+            values = nodata_as_nan(values, marker) if units == "harmonised" else as_missing(values.copy(), marker)
         bands[name] = ArrayBand(name, values)
     check_units(band_peaks({n: b.array for n, b in bands.items()}) if peaks is None else
                 {n: p for n, p in peaks.items() if n in bands and p > 0}, units, source)
@@ -274,6 +275,13 @@ def _scaling_attributes(attrs: dict, labels: dict, order: list, source: str) -> 
 DN_AT_LEAST, REFLECTANCE_AT_MOST = 10.0, 100.0
 
 
+def nodata_as_nan(values: np.ndarray, nodata: float) -> np.ndarray:
+    """Harmonised values with their no-data value as NaN (float32): a 0 among them is reflectance 0, not missing."""
+    values = values.astype(np.float32)
+    values[values == np.float32(nodata)] = np.nan
+    return values
+
+
 def band_peaks(arrays: dict) -> dict[str, float]:
     """Band -> the largest absolute valid value (neither 0, the no-data value, nor NaN), for bands with any."""
     peaks = {}
@@ -305,7 +313,7 @@ def check_units(peaks: dict[str, float], units: str, source: str) -> None:
     if not peaks:
         return  # no data at all: nothing to tell, every pixel comes out missing
     peak = max(peaks.values())
-    if units == "dn" and peak < DN_AT_LEAST:
+    if units != "reflectance" and peak < DN_AT_LEAST:
         raise InputError(f"{source}: the largest value is {peak:.3g}, which is reflectance, not DN (Sentinel-2 DN "
                          "are in the thousands); pass units='reflectance' (UDF context: \"units\")")
     if units == "reflectance" and peak > REFLECTANCE_AT_MOST:
@@ -313,7 +321,7 @@ def check_units(peaks: dict[str, float], units: str, source: str) -> None:
                          "(UDF context: \"units\")")
     # AOT and WVP are small quantities on scales of their own
     spectral = {name: value for name, value in peaks.items() if name not in ("AOT", "WVP")}
-    if units == "dn":
+    if units != "reflectance":
         odd = sorted(name for name, value in spectral.items() if value < DN_AT_LEAST)
         if odd:
             raise InputError(f"{source}: band(s) {', '.join(odd)} hold values up to {max(spectral[n] for n in odd):.3g} "

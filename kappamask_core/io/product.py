@@ -95,7 +95,7 @@ def check_dtype(name: str, dtype, what: str, floats: bool = True, units: str = "
     if not np.issubdtype(kind, np.integer):
         raise InputError(f"{what} has data type {dtype}; Sentinel-2 DN must be integers"
                          + (" (or floating-point values in an array)" if floats else ""))
-    if units == "dn" and BAND_BY_NAME[name].quantification_key != "none" and kind.itemsize < 2:
+    if units != "reflectance" and BAND_BY_NAME[name].quantification_key != "none" and kind.itemsize < 2:
         raise InputError(f"{what} holds {dtype} values, which cannot carry Sentinel-2 DN (up to 65535): it was "
                          "converted to 8 bits (a picture, not the band)")
 

@@ -4,6 +4,7 @@ import numpy as np
 import pytest
 
 from kappamask_core.chain import resample, scale
+from kappamask_core.foundation import InputError
 from kappamask_core.foundation.grid import Grid
 from kappamask_core.io import Product, parse_product_metadata
 
@@ -67,9 +68,35 @@ def test_value_scaling_z_score_min_max_and_clip():
     np.testing.assert_allclose(out, [[[0.0, 1.0]], [[0.0, 1.0]]])
 
 
-def test_invalid_mask_dn_zero_and_nan():
-    np.testing.assert_array_equal(scale.invalid_mask(np.array([0, 5], np.uint16)), [True, False])
-    np.testing.assert_array_equal(scale.invalid_mask(np.array([np.nan, 0.0, 0.2])), [True, True, False])
+def _product(units: str, offsets=None):
+    from types import SimpleNamespace
+
+    return SimpleNamespace(units=units, offsets=offsets or {}, source="test", id="test")
+
+
+def test_invalid_mask_dn_zero_and_nan_but_harmonised_zero_is_a_value():
+    dn = _product("dn")
+    np.testing.assert_array_equal(scale.invalid_mask(np.array([0, 5], np.uint16), dn), [True, False])
+    np.testing.assert_array_equal(scale.invalid_mask(np.array([np.nan, 0.0, 0.2]), dn), [True, True, False])
+    harmonised = _product("harmonised")
+    np.testing.assert_array_equal(scale.invalid_mask(np.array([np.nan, 0.0, -3.0]), harmonised), [True, False, False])
+    np.testing.assert_array_equal(scale.invalid_mask(np.array([0, -1000], np.int16), harmonised), [False, False])
+
+
+@pytest.mark.parametrize("units,offset,low,refused", [
+    ("dn", 0, 0, False), ("dn", 0, -1, True), ("dn", -1000, -1, True),
+    ("harmonised", 0, -1000, False), ("harmonised", 0, -1001, True),
+    ("harmonised", -1000, 0, False), ("harmonised", -1000, -1, True),  # DN + the offset still to add >= -1000
+    ("reflectance", 0, -0.5, False),
+])
+def test_the_lowest_value_a_band_may_hold_follows_its_units_and_offset(units, offset, low, refused):
+    values = np.array([[low, 500.0], [np.nan, 1200.0]], np.float32)
+    product = _product(units, {"B04": float(offset)})
+    if refused:
+        with pytest.raises(InputError, match="B04"):
+            scale.check_values(values, "B04", product)
+    else:
+        scale.check_values(values, "B04", product)
 
 
 def test_bilinear_upsampling_is_exact_on_a_linear_ramp():
