@@ -30,19 +30,23 @@ UDF = ROOT / "udf" / "kappamask_udf.py"
 GOLDEN_V2 = ROOT.parent / "shared" / "data" / "kappamask_keras_golden" / "kappamask_v2_l1c_random.hdf5"
 GOLDEN_V1 = GOLDEN_V2.with_name("kappamask_v1_l1c_random.hdf5")
 sys.path.insert(0, str(ROOT))
-from udf.processes import CHUNK as CORE, OVERLAP  # noqa: E402
+from udf.processes import CHUNK as CORE, OVERLAP, TASK_CPUS, WORKER_IMPORTS  # noqa: E402
 
 CHUNK = CORE + 2 * OVERLAP
 
 _CHILD = r"""
 import json, sys, time
+import importlib
+for name in sys.argv[8].split(","):  # what a Copernicus Data Space worker has imported before the UDF runs
+    if name:
+        importlib.import_module(name)
 import numpy as np, xarray as xr
 from kappamask_core.io import DEMO_DATA
 from kappamask_core.io import open_product
 from kappamask_core.chain.resample import nearest_rows
 
 sys.path.insert(0, sys.argv[6])
-from peak import peak_mib
+from peak import peak_address_mib, peak_mib
 
 dates, per_date, model, size = int(sys.argv[1]), sys.argv[2] == "1", sys.argv[3], int(sys.argv[4])
 product = open_product(DEMO_DATA)
@@ -59,7 +63,7 @@ cube = xr.DataArray(np.repeat(crop[None], dates, axis=0), dims=("t", "bands", "y
 input_peak = peak_mib()
 namespace = {}
 exec(compile(open(sys.argv[5]).read(), "kappamask_udf.py", "exec"), namespace)
-context = {"model": model, "precision": sys.argv[7]}
+context = {"model": model, "precision": sys.argv[7], "threads": THREADS}
 first = time.perf_counter()
 namespace["apply_datacube"](cube.isel(t=[0]), context)  # model loaded once, as in a reused worker
 first_call_s = time.perf_counter() - first
@@ -71,14 +75,16 @@ else:
     namespace["apply_datacube"](cube, context)
 seconds = time.perf_counter() - started
 print(json.dumps({"input_mib": cube.nbytes / 2**20, "peak_before_mib": input_peak, "peak_mib": peak_mib(),
+                  "address_peak_mib": peak_address_mib(),
                   "seconds_per_date": seconds / dates, "first_call_s": first_call_s}))
 """
 
 
 def measure(dates: int, per_date: bool, model: str, env: dict, precision: str = "auto") -> dict:
-    proc = subprocess.run([sys.executable, "-c", _CHILD, str(dates), "1" if per_date else "0", model, str(CHUNK),
-                           str(UDF), str(HERE), precision], capture_output=True, text=True, env=env, cwd=ROOT,
-                          timeout=3600)
+    child = _CHILD.replace("THREADS", str(TASK_CPUS))
+    proc = subprocess.run([sys.executable, "-c", child, str(dates), "1" if per_date else "0", model, str(CHUNK),
+                           str(UDF), str(HERE), precision, ",".join(WORKER_IMPORTS)], capture_output=True, text=True,
+                          env=env, cwd=ROOT, timeout=3600)
     if proc.returncode != 0:
         raise SystemExit(f"the UDF failed ({model}, {dates} dates): {proc.stderr[-2000:]}")
     return json.loads(proc.stdout.strip().splitlines()[-1])
@@ -86,17 +92,21 @@ def measure(dates: int, per_date: bool, model: str, env: dict, precision: str = 
 
 def table(model: str, label: str, dates_list, env: dict, precision: str = "auto") -> None:
     print(f"\n{label}, precision {precision}")
-    print("| dates | input | whole series per call: peak (UDF's share) | one date per call: peak (UDF's share) "
-          "| s per date | first call of the worker |")
+    print("| dates | input | whole series per call: resident peak (UDF's share), address space | one date per call: "
+          "resident peak (UDF's share), address space | s per date | first call of the worker |")
     print("|---:|---:|---:|---:|---:|---:|")
     for dates in dates_list:
         whole = measure(dates, False, model, env, precision)
         single = measure(dates, True, model, env, precision)
         print(f"| {dates} | {whole['input_mib']:.0f} MiB | {whole['peak_mib']:.0f} MiB "
-              f"(+{whole['peak_mib'] - whole['peak_before_mib']:.0f}) | {single['peak_mib']:.0f} MiB "
-              f"(+{single['peak_mib'] - single['peak_before_mib']:.0f}) | {single['seconds_per_date']:.2f} "
-              f"| {single['first_call_s']:.2f} s |",
+              f"(+{whole['peak_mib'] - whole['peak_before_mib']:.0f}), {_mib(whole['address_peak_mib'])} "
+              f"| {single['peak_mib']:.0f} MiB (+{single['peak_mib'] - single['peak_before_mib']:.0f}), "
+              f"{_mib(single['address_peak_mib'])} | {single['seconds_per_date']:.2f} | {single['first_call_s']:.2f} s |",
               flush=True)
+
+
+def _mib(value) -> str:
+    return "n/a" if value is None else f"{value:.0f} MiB"
 
 
 def main(argv=None) -> None:
@@ -118,9 +128,10 @@ def main(argv=None) -> None:
     parser.add_argument("--skip-default", action="store_true")
     args = parser.parse_args(argv)
     env = {**os.environ, "KAPPAMASK_OFFLINE": "1", "PYTHONPATH": str(ROOT)}
-    print(f"one chunk: {CHUNK} x {CHUNK} px, 13 bands, float32; {os.cpu_count()} cores; peaks are each child's "
-          "VmHWM; the UDF's share (model, session, working memory) = the peak minus the peak after building the "
-          "input")
+    print(f"one chunk: {CHUNK} x {CHUNK} px, 13 bands, float32; {os.cpu_count()} cores, {TASK_CPUS} thread(s) per "
+          f"worker as the processes ask; a worker's modules imported first ({', '.join(WORKER_IMPORTS)}); resident "
+          "peaks are each child's VmHWM, the UDF's share (model, session, working memory) = the peak minus the peak "
+          "after building the input; address space is VmPeak, what Spark's RLIMIT_AS on python-memory limits")
     models = [] if args.skip_default else [("ukis-csmask-6b-l1c", "bundled model (ukis-csmask-6b-l1c, 30 m)")]
     if args.kappamask_v2:
         sys.path.insert(0, str(HERE))

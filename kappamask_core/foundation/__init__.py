@@ -29,7 +29,8 @@ from .classes import (
                       data_window,
                       encode,
 )
-from .errors import BandsError, InputError, KappaMaskError, ModelError, OutputError, TrainingError
+from .errors import (BandsError, InputError, KappaMaskError, MemoryLimitError, ModelError, OutputError, TrainingError,
+                     memory_limit_text)
 from .grid import Grid, TileLayout
 from .redaction import add_secret, redact
 from .schemes import SCHEMES, to_classes
@@ -39,6 +40,6 @@ from .urls import checked_url, join_path
 from .version import __version__
 
 __all__ = ["BANDS", "BAND_BY_NAME", "Band", "BandsError", "CLASSES", "CLASS_BY_NAME", "ENCODINGS", "Grid",
-           "InputError", "KappaMaskError", "MISSING", "ModelError", "OutputClass", "OutputError", "SCHEMES",
+           "InputError", "KappaMaskError", "MISSING", "MemoryLimitError", "ModelError", "OutputClass", "OutputError", "SCHEMES",
            "Stages", "TileLayout", "TrainingError", "USABLE_CLASSES", "USABLE_MISSING", "__version__", "add_secret", "asset_band", "checked_url", "join_path", "Bands", "PathLike", "ProductSource",
-           "data_bounds", "data_window", "encode", "normalise_band_name", "redact", "to_classes"]
+           "data_bounds", "data_window", "encode", "memory_limit_text", "normalise_band_name", "redact", "to_classes"]

@@ -16,7 +16,7 @@ from collections import OrderedDict
 
 import numpy as np
 
-from ..foundation.errors import ModelError
+from ..foundation.errors import MemoryLimitError, ModelError, memory_limit_text, out_of_memory
 from ..foundation.machine import available_cores
 from .cards import ModelCard
 from .resolve import Model
@@ -107,7 +107,14 @@ class Runner:
             batch = np.ascontiguousarray(tiles[start : start + self.batch_size], dtype=np.float32)
             if self.layout == "NHWC":
                 batch = np.ascontiguousarray(batch.transpose(0, 2, 3, 1))
-            out = self._infer(batch)
+            try:
+                out = self._infer(batch)
+            except Exception as exc:
+                if out_of_memory(exc):
+                    raise MemoryLimitError(f"out of memory while model {self.card.id!r} ran a batch of "
+                                           f"{len(batch)} tile(s) ({' '.join(str(exc).split())[:200]}); "
+                                           f"{memory_limit_text()}") from None
+                raise
             if self.layout == "NHWC":
                 out = out.transpose(0, 3, 1, 2)
             out = np.array(out, dtype=np.float32)
@@ -144,6 +151,9 @@ class OnnxRunner(Runner):
         try:
             self.session = ort.InferenceSession(graph, sess_options=options, providers=self.providers)
         except Exception as exc:
+            if out_of_memory(exc):
+                raise MemoryLimitError(f"out of memory while ONNX Runtime loaded model file {path} ({exc}); "
+                                       f"{memory_limit_text()}") from None
             raise ModelError(f"ONNX Runtime cannot load model file {path}: {exc}") from None
         self.providers = self.session.get_providers()  # what ONNX Runtime took of those asked for
         self.device = "cuda" if "CUDAExecutionProvider" in self.providers else "cpu"
@@ -198,7 +208,11 @@ class OpenVinoRunner(Runner):
         except ModelError:
             raise
         except Exception as exc:
-            raise ModelError(f"OpenVINO cannot load model file {path}: {' '.join(str(exc).split())[:300]}") from None
+            text = " ".join(str(exc).split())[:300]
+            if out_of_memory(exc):
+                raise MemoryLimitError(f"out of memory while OpenVINO loaded model file {path} ({text}); "
+                                       f"{memory_limit_text()}") from None
+            raise ModelError(f"OpenVINO cannot load model file {path}: {text}") from None
         self._requests = threading.local()  # an infer request serves one call at a time: one per thread
 
     def _infer(self, batch: np.ndarray) -> np.ndarray:
