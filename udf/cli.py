@@ -7,7 +7,8 @@ from kappamask_core.foundation import InputError, checked_url, redact
 DEFAULT_ARCHIVE_MODELS = ["ukis-csmask-6b-l1c", "ukis-csmask-6b-l2a"]
 
 
-PUBLICATION_FLAGS = ("code_url", "onnxruntime_wheel", "contact_name", "contact_email", "organization", "org_id")
+PUBLICATION_FLAGS = ("code_url", "onnxruntime_wheel", "contact_name", "contact_email", "organization", "org_id",
+                     "onnx_deps")
 
 
 def cmd_build(args) -> int:
@@ -30,11 +31,21 @@ def cmd_build(args) -> int:
     base_url = checked_url(args.base_url, "--base-url", schemes=("https",))
     for path in publish(Path(args.outdir), base_url, model=args.model, archive_models=args.archive_model,
                         onnxruntime=args.onnxruntime_wheel, code_url=args.code_url, contact=contact,
-                        organization=args.org_id or "kappamask"):
+                        organization=args.org_id or "kappamask", onnx_deps=args.onnx_deps):
         print(path)
-    print(redact(f"serve the folder at {base_url}; then make each scenario's reference output with 'python "
-          f"benchmarks/openeo_reference.py {args.outdir}' and serve it too"))
+    print(redact(f"serve the folder at {base_url}; the benchmark scenarios carry no reference yet: record each "
+                 f"on the backend with 'kappamask openeo benchmark {args.outdir} --record' and serve the folder "
+                 "again"))
     return 0
+
+
+def cmd_benchmark(args) -> int:
+    from .benchmark import benchmark
+
+    differing = benchmark(Path(args.published), backend=args.backend, processes=args.process,
+                          record_reference=args.record, auth=args.auth, user=args.user,
+                          log=lambda line: print(redact(line), flush=True))
+    return 1 if differing else 0
 
 
 def cmd_package(args) -> int:
@@ -74,10 +85,30 @@ def register(sub) -> None:
                         "or --model)")
     p.add_argument("--onnxruntime-wheel", metavar="FILE",
                    help="onnxruntime wheel for CPython 3.11 on manylinux x86_64 (default: downloaded with pip)")
+    p.add_argument("--onnx-deps", action="store_true",
+                   help="ship a small archive (the project and its models, no onnxruntime) and let batch jobs take "
+                        "onnxruntime from the archive Copernicus Data Space hosts (onnx_deps_python311.zip); the "
+                        "default archive carries the onnxruntime this project was tested with, and also serves "
+                        "synchronous requests")
     p.add_argument("--contact-name", help="contact named in the catalogue records")
     p.add_argument("--contact-email", help="contact's e-mail in the catalogue records")
     p.add_argument("--organization", help="contact's organization in the catalogue records")
     p.set_defaults(func=cmd_build)
+    p = cmds.add_parser("benchmark", help="run the benchmark scenarios of a publication on an openEO backend as the "
+                                          "catalogue does, and compare the results with their reference; with "
+                                          "--record, make the results the reference")
+    p.add_argument("published", help="the folder 'kappamask openeo build --base-url' wrote")
+    p.add_argument("--backend", metavar="URL",
+                   help="openEO backend to run on (default: the one each scenario names, Copernicus Data Space)")
+    p.add_argument("--process", action="append", metavar="ID", help="only this process's scenario (repeatable)")
+    p.add_argument("--record", action="store_true",
+                   help="write the results into each process's reference/ folder and name them in its scenario "
+                        "(serve the folder again afterwards)")
+    p.add_argument("--auth", choices=("oidc", "basic", "none"), default="oidc",
+                   help="how to log in: OpenID Connect (default; the openEO client's device flow or stored refresh "
+                        "token), basic (--user, password from KAPPAMASK_OPENEO_PASSWORD) or none")
+    p.add_argument("--user", help="user name for --auth basic")
+    p.set_defaults(func=cmd_benchmark)
     p = cmds.add_parser("package", help="build the UDF dependency archive (kappamask_core + model files)")
     p.add_argument("output", help="archive to write (.zip)")
     p.add_argument("--model", action="append",

@@ -22,8 +22,11 @@ Context keys (all optional):
   weights      ONNX file for cards without bundled weights
   level        "L1C" or "L2A"                          (default: the model's level, else L1C if the cube has
                B10, L2A if it has AOT, WVP or SCL; the process graphs set it)
-  units        "dn" or "reflectance"                   (default "dn")
-  offset       DN offset of the input, -1000 for baseline 04.00 DN not harmonised by the backend, or 0
+  units        "dn", "harmonised" or "reflectance"    (default "dn": stored DN, never negative, 0 no data;
+               "harmonised": DN whose baseline-04.00 offset the backend already added, as Copernicus Data
+               Space's loader delivers them: as low as -1000, a 0 is reflectance 0, NaN no data; the
+               published processes set it)
+  offset       DN offset still to add, -1000 for baseline 04.00 DN the backend did not harmonise, or 0
   output       "classes", "usable" or "scores"         (default "classes")
   buffer       grow classes by metres after stitching, e.g. "cloud=300,shadow=100" or {"cloud": 300};
                exact up to the chunk overlap (the overlap less the reach of the model's tiles: with
@@ -487,6 +490,13 @@ def apply_datacube(cube: xarray.DataArray, context: dict) -> xarray.DataArray:
             f"KappaMask UDF: {str(exc).rstrip('.')}. The cube has bands {bands}; change load_collection(bands=...) "
             f"or the UDF context (model, level)."
         ) from None
+    except MemoryError as exc:  # the core's MemoryLimitError, or numpy's own: the job's memory, not the input
+        from kappamask_core.foundation import memory_limit_text
+
+        text = str(exc) if isinstance(exc, KappaMaskError) else f"out of memory ({exc}); {memory_limit_text()}"
+        raise MemoryError(f"KappaMask UDF: {text}. Raise the batch job option 'python-memory' (on Copernicus Data "
+                          "Space each Python worker may use python-memory divided by executor-cores of address "
+                          "space)") from None
     except KappaMaskError as exc:
         raise ValueError(f"KappaMask UDF: {exc}") from None
     except ModuleNotFoundError as exc:

@@ -26,6 +26,9 @@ UDF_FILE = Path(__file__).with_name("kappamask_udf.py")
 CHUNK, OVERLAP = CHUNK_SIZE, CHUNK_OVERLAP
 TIME_STEP = "P1D"  # one date per UDF call: a chunk's memory does not grow with the time series
 DEPENDENCY_FOLDER = "kappamask_deps"
+# onnxruntime for CPython 3.11 that Copernicus Data Space hosts for UDFs, as the catalogue's ML algorithms use it
+# (unpacked as onnx_deps, where the UDF looks for it); an option of a publication (Publication.onnx_deps)
+HOSTED_ONNX_DEPS = "https://s3.waw3-1.cloudferro.com/swift/v1/project_dependencies/onnx_deps_python311.zip"
 ARCHIVE_NAME = "kappamask_udf_deps.zip"
 COLLECTIONS = {"L1C": "SENTINEL2_L1C", "L2A": "SENTINEL2_L2A"}
 PROCESS_IDS = ("kappamask_l1c", "kappamask_l2a", "kappamask_mask", "kappamask_composite")
@@ -40,24 +43,35 @@ EXAMPLE_BBOX = {"L1C": {"west": 12.52, "south": 52.46, "east": 12.62, "north": 5
                 "L2A": {"west": 152.084, "south": -11.85, "east": 152.101, "north": -11.765}}
 EXAMPLE_DATES = {"L1C": ["2017-02-16", "2017-02-17"], "L2A": ["2019-02-20", "2019-02-21"]}
 EXAMPLE_AREAS = {"L1C": "T33UUU near Berlin, 2017-02-16", "L2A": "T56LMM off Queensland, 2019-02-20"}
-# The L2A DN arrive on Copernicus Data Space with the baseline-04.00 offset already applied: load_collection
-# subtracts 1000 from products of baseline 04.00 and later (openeo-geopyspark-driver issues 1051 and 1212,
-# openeo-geotrellis-extensions issue 144), so the UDF takes offset 0. No source cited here says the same of
-# SENTINEL2_L1C: the L1C process takes the offset as a parameter of its own (default 0), and the UDF says in the job
-# log when a date's data make an offset that was not removed likely (kappamask_core.chain.scale.offset_suspected).
+# The DN arrive on Copernicus Data Space as its loader makes them (openeo-geotrellis-extensions,
+# FileLayerProvider and ValueOffsetRasterSource): int16, the product's baseline-04.00 offset (-1000) added where the
+# catalogue declares one, not clipped, so as low as -1000, a stored 1000 arriving as 0; the no-data value stays
+# no-data and reaches the UDF as NaN (float32). The processes say so to the UDF (units "harmonised"), for both
+# collections: values that carry no offset (products before 2022) meet the same rule. The L2A offset is applied
+# there (openeo-geopyspark-driver issues 1051 and 1212, openeo-geotrellis-extensions issue 144), so the UDF takes
+# offset 0. No source cited here says the same of SENTINEL2_L1C: the L1C process takes the offset as a parameter of
+# its own (default 0), and the UDF says in the job log when a date's data make an offset that was not removed likely
+# (kappamask_core.chain.scale.offset_suspected).
+CDSE_UNITS = "harmonised"
 CDSE_OFFSET = 0
 
 # Batch jobs: each executor runs EXECUTOR_CORES tasks at once (task-cpus 1), each in a Python worker that holds one
 # chunk (2048 px core and 768 px of context: 3584 px) and date (P1D) and the model's session. openeo-geopyspark-driver
 # (job_options.py) gives Python python-memory for all the executor's workers together and, when only python-memory is
-# set, 128 MiB of JVM overhead; the executor's heap keeps the backend's default (2G). Peak of one worker, one date
-# per call, all 13 L1C bands loaded, measured with benchmarks/udf_memory.py (2026-12-07, 2 cores): bundled 6-band
-# model 2552 MiB, KappaMask v2 3345 MiB, KappaMask v1 3330 MiB (both float32; 637 MiB of each is the chunk itself).
-# Asked for: the highest of these, times the workers, times MEMORY_MARGIN.
+# set, 128 MiB of JVM overhead; the executor's heap keeps the backend's default (2G). Spark enforces python-memory
+# divided by executor-cores on each Python worker as an address-space limit (RLIMIT_AS), not on resident memory, so
+# the processes are sized on the worker's peak address space (VmPeak) with the modules a Copernicus Data Space worker
+# imports before the UDF (WORKER_IMPORTS), one thread (TASK_CPUS), one date per call and all 13 L1C bands loaded,
+# measured with benchmarks/udf_memory.py (WORKER_ADDRESS_MIB; 2026-12-07, 2 cores; resident peaks were 2575, 3338
+# and 3296 MiB). Rule: each worker's share is the highest of these times MEMORY_MARGIN, rounded up to 100 MiB;
+# python-memory is that share times the workers. The margin is for what differs between machines (allocator arenas,
+# library builds); the quantity itself is the one enforced. tests/adapters/test_udf_memory_limit.py runs every
+# network under its share.
 EXECUTOR_CORES = 2
 TASK_CPUS = 1
-MEMORY_MARGIN = 1.5
-WORKER_PEAK_MIB = {"ukis-csmask": 2552, "kappamask-v2": 3345, "kappamask-v1": 3330}
+MEMORY_MARGIN = 1.25
+WORKER_IMPORTS = ("pyproj", "shapely", "scipy", "scipy.ndimage", "rasterio")
+WORKER_ADDRESS_MIB = {"ukis-csmask": 3298, "kappamask-v2": 4208, "kappamask-v1": 4161}
 ORGANIZATION_RE = re.compile(r"[a-z0-9][a-z0-9_]*")
 
 
@@ -70,6 +84,7 @@ class Publication:
     base_url: str
     archive_sha256: str | None = None
     organization: str = "kappamask"
+    onnx_deps: bool = False  # onnxruntime from Copernicus Data Space's hosted archive, not from ours
 
     def __post_init__(self):
         # frozen: the checked form (scheme and host in lower case, no trailing slash) is set through object's own
@@ -96,24 +111,32 @@ class Publication:
         return self.url(ARCHIVE_NAME)
 
 
-def worker_peak_mib(card) -> int:
-    """The measured peak of one Python worker running ``card``'s network on a chunk (:data:`WORKER_PEAK_MIB`)."""
-    family = next((name for name in WORKER_PEAK_MIB if card.id.startswith(name)), None)
+def worker_address_mib(card) -> int:
+    """The measured peak address space of one Python worker running ``card``'s network on a chunk
+    (:data:`WORKER_ADDRESS_MIB`)."""
+    family = next((name for name in WORKER_ADDRESS_MIB if card.id.startswith(name)), None)
     if family is None:  # another network: the largest figure measured
         log.warning("model %s: its UDF memory was not measured; asking for the largest figure measured (%s)",
-                    card.id, max(WORKER_PEAK_MIB, key=WORKER_PEAK_MIB.get))
-        return max(WORKER_PEAK_MIB.values())
-    return WORKER_PEAK_MIB[family]
+                    card.id, max(WORKER_ADDRESS_MIB, key=WORKER_ADDRESS_MIB.get))
+        return max(WORKER_ADDRESS_MIB.values())
+    return WORKER_ADDRESS_MIB[family]
 
 
-def job_options(archive_url: str, cards) -> dict:
-    """The batch-job options a process carries: our archive, and Python memory for its workers, sized from the
-    measured peak of the most demanding of ``cards`` (:data:`WORKER_PEAK_MIB`) with :data:`MEMORY_MARGIN`."""
-    peak = max(worker_peak_mib(card) for card in cards)
+def worker_limit_mib(cards) -> int:
+    """The address space each Python worker gets (python-memory / executor-cores) for the most demanding of
+    ``cards``: its measured peak times :data:`MEMORY_MARGIN`, rounded up to 100 MiB per worker."""
+    peak = max(worker_address_mib(card) for card in cards)
+    return -(-int(peak * MEMORY_MARGIN) // 100) * 100
+
+
+def job_options(archive_url: str, cards, onnx_deps: bool = False) -> dict:
+    """The batch-job options a process carries: our archive (and, with ``onnx_deps``, the hosted onnxruntime
+    archive, :data:`HOSTED_ONNX_DEPS`), and Python memory for its workers (:func:`worker_limit_mib` each)."""
     workers = EXECUTOR_CORES // TASK_CPUS
-    return {"udf-dependency-archives": [f"{archive_url}#{DEPENDENCY_FOLDER}"],
+    archives = [f"{archive_url}#{DEPENDENCY_FOLDER}"] + ([f"{HOSTED_ONNX_DEPS}#onnx_deps"] if onnx_deps else [])
+    return {"udf-dependency-archives": archives,
             "executor-cores": EXECUTOR_CORES, "task-cpus": TASK_CPUS,
-            "python-memory": f"{int(round(peak * workers * MEMORY_MARGIN / 100.0)) * 100}m"}
+            "python-memory": f"{worker_limit_mib(cards) * workers}m"}
 
 
 def merge_job_options(*options: dict) -> dict:
@@ -233,14 +256,15 @@ def build_templates(model: str = "default", publication: Publication | None = No
                     "/".join(levels), ", ".join(skipped))
 
     def extras(card):
-        return {} if publication is None else {"default_job_options": job_options(publication.archive_url, [card])}
+        return {} if publication is None else {"default_job_options": job_options(publication.archive_url, [card],
+                                                                                  publication.onnx_deps)}
 
     for level in levels:
         card = resolve_card(model, level)
         spatial_extent, temporal_extent = _extent_parameters(level)
         options = _options_parameter(card, level=level)
         parameters = [spatial_extent, temporal_extent, options]
-        fixed = {"level": level}
+        fixed = {"level": level, "units": CDSE_UNITS}
         if level == "L1C":
             offset = _offset_parameter()
             parameters.append(offset)
@@ -262,7 +286,7 @@ def build_templates(model: str = "default", publication: Publication | None = No
     bands = Parameter.array("bands", item_schema={"type": "string"}, default=["B02", "B03", "B04", "B08"],
                             optional=True, description="Bands of SENTINEL2_L2A to return, masked.")
     usable = _classes_cube("L2A", card, spatial_extent, temporal_extent,
-                           udf_context(options, publication, level="L2A", output=MASK_OUTPUT))
+                           udf_context(options, publication, level="L2A", units=CDSE_UNITS, output=MASK_OUTPUT))
     data = DataCube.load_collection(COLLECTIONS["L2A"], connection=None, spatial_extent=spatial_extent,
                                     temporal_extent=temporal_extent, bands=bands, fetch_metadata=False)
     # 1 is usable (clear after buffering); 0 not usable and 255 missing are masked

@@ -24,6 +24,7 @@ from pathlib import Path
 import pytest
 from helpers import ROOT, STRICT_ENV
 from kappamask_udf.processes import (
+    CDSE_UNITS,
     CHUNK,
     COLLECTIONS,
     MASK_OUTPUT,
@@ -130,7 +131,8 @@ def test_a_call_loads_the_cards_bands_and_hands_the_udf_its_context(report, spec
         # the caller's options (their default when not given) resolved inside the context, beside the archive,
         # the level of the collection the process loads and, for masking, the output the process sets itself
         expected = {"options": args.get("options", options_default), "level": level, "threads": TASK_CPUS,
-                    "dependency_archive": PUBLICATION.archive_url, "dependency_sha256": PUBLICATION.archive_sha256}
+                    "units": CDSE_UNITS, "dependency_archive": PUBLICATION.archive_url,
+                    "dependency_sha256": PUBLICATION.archive_sha256}
         if level == "L1C":  # the L1C offset, a parameter of its own (default 0), resolved beside the options
             expected["offset"] = next(p["default"] for p in spec["parameters"] if p["name"] == "offset")
         if pid in ("kappamask_mask", "kappamask_composite"):

@@ -8,13 +8,13 @@ comparison it runs (``openeo.testing.results.assert_job_results_allclose``)."""
 from __future__ import annotations
 
 import json
-import sys
 import zipfile
 
 import numpy as np
 import pytest
 from helpers import ROOT, require
 
+from kappamask_core import __version__
 from kappamask_core.faces.cli import main
 
 require("openeo", "jsonschema")
@@ -58,8 +58,9 @@ def test_the_tree_has_the_catalogues_layout_and_the_processes_name_their_archive
         spec = json.loads((folder / "openeo_udp" / f"{pid}.json").read_text())
         options = spec["default_job_options"]
         assert options["udf-dependency-archives"] == [f"{BASE}/kappamask_udf_deps.zip#kappamask_deps"]
-        # sized from the measured peak of a worker (bundled model, a 3584 px chunk: 2552 MiB) x 2 workers x 1.5
-        assert (options["executor-cores"], options["task-cpus"], options["python-memory"]) == (2, 1, "7700m")
+        # sized from the measured peak address space of a worker (bundled model, a 3584 px chunk: 3298 MiB) x 1.25,
+        # rounded up to 100 MiB, x 2 workers
+        assert (options["executor-cores"], options["task-cpus"], options["python-memory"]) == (2, 1, "8400m")
         assert "executor-memoryOverhead" not in options
         text = json.dumps(spec["process_graph"])
         assert f'"dependency_archive": "{BASE}/kappamask_udf_deps.zip"' in text and digest in text
@@ -79,11 +80,18 @@ def test_records_pass_the_catalogues_own_checks(published):
         assert path.as_posix().endswith(f"{record['id']}/records/{record['id']}.json")
         jsonschema.validate(record, schema("record"))
         props, links = record["properties"], {link["rel"]: link for link in record["links"]}
+        abouts = [link for link in record["links"] if link["rel"] == "about"]
         assert props["contacts"][0]["organization"] == "KappaMask team"
-        assert props["cost_estimate"] > 0 and "CPU-seconds per km²" in props["cost_unit"]
+        # the catalogue's cost in its usual unit, with the rule it was made by
+        assert 0 < props["cost_estimate"] < 1 and props["cost_unit"].startswith("platform credits per km²")
+        assert "credits per CPU-hour" in props["cost_unit"] and "GB-hour" in props["cost_unit"]
         assert links["cite-as"]["href"] == "https://doi.org/10.3390/rs13204100"
+        # the Documentation button (the first 'about' link) and the code, at the released version's tag
+        assert abouts[0]["href"] == f"{CODE}/blob/v{__version__}/docs/guide/openeo.md"
+        assert links["code"]["href"] == f"{CODE}/tree/v{__version__}"
+        assert links["thumbnail"]["type"] == "image/png"
         # the network is named where it is not KappaMask's (the bundled default is DLR's ukis-csmask)
-        assert "ukis-csmask" in links["about"]["href"] and "not a KappaMask network" in links["about"]["title"]
+        assert "ukis-csmask" in abouts[1]["href"] and "not a KappaMask network" in abouts[1]["title"]
         assert "ukis-csmask" in props["title"] or "ukis" in props["title"].lower()
         # every link into the publication is answered by a file of it; relative ones point where the catalogue
         # keeps the provider and the platform records
@@ -101,49 +109,101 @@ def test_records_pass_the_catalogues_own_checks(published):
         assert has_preview == ("preview" in links) == (record["id"] == "kappamask_l1c")
 
 
-def test_each_process_has_a_scenario_whose_reference_is_what_the_catalogue_downloads(published, tmp_path):
-    """Reference and actual results written as download_results(include_stac_metadata=True) writes them pass the
-    catalogue's comparison; a reference without job-results.json (the scenario as an earlier version wrote it)
-    fails it with a file-set mismatch; and the tolerance is not vacuous."""
+def test_each_process_has_a_scenario_without_a_reference_until_one_is_recorded(published):
+    import jsonschema
+
+    from kappamask_udf.benchmark import scenarios
+
+    found = scenarios(published)
+    assert sorted(scenario["id"] for _, scenario in found) == sorted(PIDS)
+    for path, scenario in found:
+        jsonschema.validate(scenario, schema("benchmark_scenario"))
+        (node,) = scenario["process_graph"].values()
+        pid = scenario["id"]
+        assert node["process_id"] == pid and node["namespace"] == f"{BASE}/algorithm_catalog/{ORG}/{pid}/openeo_udp/{pid}.json"
+        assert "reference_data" not in scenario and "No reference yet" in scenario["description"]
+        assert not (path.parents[1] / "reference").exists()
+
+
+def _local_runs(published, calls):
+    """What the fake backend's jobs run: the scenario's call of the process from its namespace (the published JSON),
+    executed on the tests' backend, written as a GTiff batch job's results."""
+    from helpers import openeo_backend as backend
+
+    def run(process_graph, job_options):
+        (node,) = process_graph.values()
+        spec = json.loads((published / node["namespace"].removeprefix(BASE + "/")).read_text())
+        calls.append((node["process_id"], job_options))
+        folder = published.parent / f"run-{len(calls)}"
+        backend.write_job_results(folder, spec, node["arguments"])
+        return folder
+
+    return run
+
+
+def test_a_reference_is_recorded_from_what_the_backend_returns_and_later_runs_are_compared_with_it(
+        published, tmp_path, capsys, monkeypatch):
+    """`kappamask openeo benchmark --record` runs the scenario as a batch job on a backend (here a fake openEO API
+    whose jobs run on the tests' backend), writes what it downloads as the reference and names it in the scenario;
+    a later run compares with it as the catalogue does; a changed reference fails; a failed job fails in one line and
+    writes nothing; the password goes to the backend only."""
     require("openeo_processes_dask", "openeo_pg_parser_networkx", "rasterio")
+    import shutil
+
     import jsonschema
     import rasterio
-    from openeo.testing.results import assert_job_results_allclose
+    from helpers.fake_openeo import PASSWORD, USER, serve_jobs
 
-    sys.path.insert(0, str(ROOT / "benchmarks"))
-    from openeo_reference import job_results, scenario_folders
-
-    found = list(scenario_folders(published))
-    assert sorted(pid for pid, *_ in found) == sorted(PIDS)
-    results = {}
-    for pid, folder, spec, scenario in found:
-        jsonschema.validate(scenario, schema("benchmark_scenario"))  # each scenario of the file
-        (node,) = scenario["process_graph"].values()
-        assert node["process_id"] == pid and node["namespace"] == f"{BASE}/algorithm_catalog/{ORG}/{pid}/openeo_udp/{pid}.json"
-        expected = job_results(folder / "reference", spec, scenario)  # what a maintainer serves
-        assert sorted(scenario["reference_data"]) == sorted(p.name for p in expected)
-        assert "job-results.json" in scenario["reference_data"]
+    copy = tmp_path / "published"
+    shutil.copytree(published, copy)
+    calls = []
+    server = serve_jobs(_local_runs(copy, calls))
+    monkeypatch.setenv("KAPPAMASK_OPENEO_PASSWORD", PASSWORD)
+    base = ["openeo", "benchmark", str(copy), "--backend", server.url, "--auth", "basic", "--user", USER,
+            "--process", "kappamask_l1c"]
+    try:
+        assert main(base + ["--record"]) == 0
+        folder = copy / "algorithm_catalog" / ORG / "kappamask_l1c"
+        (scenario,) = json.loads((folder / "benchmark_scenarios" / "kappamask_l1c.json").read_text())
+        jsonschema.validate(scenario, schema("benchmark_scenario"))
+        names = sorted(p.name for p in (folder / "reference").iterdir())
+        assert names == sorted(scenario["reference_data"]) == ["job-results.json", "openEO_2017-02-16Z.tif"]
         for name, url in scenario["reference_data"].items():
-            assert (published / url.removeprefix(BASE + "/")).is_file() and url.endswith(f"/reference/{name}")
-        actual = job_results(tmp_path / pid / "actual", spec, scenario)  # what the catalogue's run downloads
-        options = scenario["reference_options"]
-        assert_job_results_allclose(actual[0].parent, expected[0].parent, **options)
-        # the earlier scenario's reference: the GeoTIFF alone
-        alone = tmp_path / pid / "tif_alone"
-        alone.mkdir()
-        (alone / expected[0].name).write_bytes(expected[0].read_bytes())
-        with pytest.raises(AssertionError, match="File set mismatch"):
-            assert_job_results_allclose(actual[0].parent, alone, **options)
-        results[pid] = (actual, expected, options)
-    # not vacuous: a class map with one class changed on 10 % of its pixels fails
-    actual, expected, options = results["kappamask_l1c"]
-    with rasterio.open(actual[0], "r+") as ds:
-        values = ds.read(1)
-        changed = np.random.default_rng(0).random(values.shape) < 0.10
-        values[changed] = np.where(values[changed] == 1, 4, 1)
-        ds.write(values, 1)
-    with pytest.raises(AssertionError, match="significantly differing pixels"):
-        assert_job_results_allclose(actual[0].parent, expected[0].parent, **options)
+            assert url == f"{BASE}/algorithm_catalog/{ORG}/kappamask_l1c/reference/{name}"
+        assert f"on {server.url}" in scenario["description"] and "No reference yet" not in scenario["description"]
+        assert calls[0][0] == "kappamask_l1c"
+        derived = json.loads((folder / "reference" / "job-results.json").read_text())["links"]
+        assert [link["href"] for link in derived if link["rel"] == "derived_from"] == ["T33UUU_20170216T102101"]
+        # a later run: compared with the reference, as the catalogue compares
+        assert main(base) == 0
+        assert "kappamask_l1c: the results match the reference" in capsys.readouterr().out
+        # not vacuous: a reference with one class changed on 10 % of its pixels fails
+        with rasterio.open(folder / "reference" / "openEO_2017-02-16Z.tif", "r+") as ds:
+            values = ds.read(1)
+            changed = np.random.default_rng(0).random(values.shape) < 0.10
+            values[changed] = np.where(values[changed] == 1, 4, 1)
+            ds.write(values, 1)
+        assert main(base) == 1
+        assert "differ from the reference" in capsys.readouterr().out
+        # a job that fails: one line, exit 2, the scenario and its reference untouched
+        before = (folder / "benchmark_scenarios" / "kappamask_l1c.json").read_bytes()
+        server.jobs.clear()
+        failing = serve_jobs(lambda graph, options: (_ for _ in ()).throw(RuntimeError("executor lost")))
+        try:
+            code = main(["openeo", "benchmark", str(copy), "--backend", failing.url, "--auth", "basic", "--user",
+                         USER, "--process", "kappamask_l1c", "--record"])
+        finally:
+            failing.stop()
+        err = capsys.readouterr().err
+        assert code == 2 and "the backend's job failed" in err and len(err.strip().splitlines()) == 1
+        assert (folder / "benchmark_scenarios" / "kappamask_l1c.json").read_bytes() == before
+    finally:
+        server.stop()
+    # the password went to the backend's credentials endpoint only, and into no output
+    sent = [r for r in server.requests if "Authorization" in r.headers and r.headers["Authorization"].startswith("Basic")]
+    assert sent and all(r.path == "/credentials/basic" for r in sent)
+    out = capsys.readouterr()
+    assert PASSWORD not in out.out + out.err
 
 
 @pytest.mark.parametrize("args,message", [
@@ -159,6 +219,11 @@ def test_each_process_has_a_scenario_whose_reference_is_what_the_catalogue_downl
     (["--base-url", BASE, "--code-url", "https://bob:pw-s3cret@git.example/km"], "must not hold a user or password"),
     (["--base-url", BASE, "--code-url", 'https://git.example/"km"'], "which a URL cannot hold"),
     (["--base-url", BASE, "--code-url", "https://git.example/km\r\n"], "which a URL cannot hold"),
+    (["--base-url", "https://example.org/kappamask/latest", "--code-url", CODE, "--contact-email", "a@example.org"],
+     "does not name the released version"),
+    (["--base-url", BASE, "--code-url", CODE], "--contact-email is needed"),
+    (["--base-url", BASE, "--code-url", CODE, "--contact-email", "a@example.org", "--onnx-deps",
+      "--onnxruntime-wheel", "x.whl"], "give no --onnxruntime-wheel"),
 ])
 def test_bad_publication_arguments_are_one_line_and_write_nothing(tmp_path, capsys, args, message):
     from kappamask_core.faces.cli import main
@@ -188,8 +253,24 @@ def test_a_publication_that_fails_midway_leaves_nothing(tmp_path, capsys, monkey
 
     monkeypatch.setattr(catalogue, "benchmark_scenario", broken)
     assert main(["openeo", "build", str(tmp_path / "out"), "--base-url", BASE, "--code-url", CODE,
-                 "--archive-model", "ukis-csmask-4b-l1c", "--onnxruntime-wheel", str(onnxruntime_wheel)]) == 2
+                 "--archive-model", "ukis-csmask-4b-l1c", "--onnxruntime-wheel", str(onnxruntime_wheel),
+                 "--contact-email", "a@example.org"]) == 2
     assert not (tmp_path / "out").exists() or not any((tmp_path / "out").rglob("*"))
+
+
+def test_with_onnx_deps_the_archive_is_small_and_jobs_take_onnxruntime_from_the_hosted_one(tmp_path):
+    from kappamask_udf.processes import HOSTED_ONNX_DEPS
+
+    out = tmp_path / "out"
+    assert main(["openeo", "build", str(out), "--base-url", BASE, "--code-url", CODE, "--org-id", ORG,
+                 "--archive-model", "ukis-csmask-4b-l1c", "--contact-email", "a@example.org", "--onnx-deps"]) == 0
+    with zipfile.ZipFile(out / "kappamask_udf_deps.zip") as zf:
+        names = zf.namelist()
+    assert "kappamask_core/faces/datacube.py" in names and not any(n.startswith("onnxruntime/") for n in names)
+    spec = json.loads((out / "algorithm_catalog" / ORG / "kappamask_l1c" / "openeo_udp" / "kappamask_l1c.json")
+                      .read_text())
+    assert spec["default_job_options"]["udf-dependency-archives"] == [
+        f"{BASE}/kappamask_udf_deps.zip#kappamask_deps", f"{HOSTED_ONNX_DEPS}#onnx_deps"]
 
 
 def test_openeo_build_for_a_one_level_model_writes_only_its_processes(tmp_path, caplog):

