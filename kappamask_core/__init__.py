@@ -11,8 +11,8 @@ the command line). The names below are the ones most users need.
 """
 
 from .chain import Classification, ClassifyOptions
-from .faces import (classify, classify_cube, classify_datacube, classify_many, classify_to_files, composite,
-                    make_variant, run)
+from .faces import (area_statistics, classify, classify_cube, classify_datacube, classify_many, classify_to_files,
+                    clear_dates, composite, make_variant, run)
 from .foundation import (
                          CLASSES,
                          BandsError,
@@ -27,6 +27,7 @@ from .io import Product, open_product
 from .models import Model, ModelCard, resolve_model
 
 __all__ = ["CLASSES", "BandsError", "Classification", "ClassifyOptions", "InputError", "KappaMaskError", "Model",
-           "ModelCard", "ModelError", "OutputError", "Product", "TrainingError", "__version__", "classify",
-           "classify_cube", "classify_datacube", "classify_many", "classify_to_files", "composite", "make_variant",
+           "ModelCard", "ModelError", "OutputError", "Product", "TrainingError", "__version__", "area_statistics", "classify",
+           "classify_cube", "classify_datacube", "classify_many", "classify_to_files", "clear_dates", "composite",
+           "make_variant",
            "open_product", "resolve_model", "run"]

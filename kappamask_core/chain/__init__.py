@@ -10,6 +10,7 @@
 - ``pipeline``: :func:`execute` streams a job through the steps; ``lookup``: models that read the product's own
   mask; ``preview``: the true-colour picture of the quicklook, sampled from the strips
 - ``results``: :class:`Classification`, what a run returns
+- ``coverage``: the exact share of each pixel an area of interest covers (for statistics per area)
 - ``composite``: cloud-free composites over time from the bands and their class maps (median, best pixel)
 
 May import: foundation, io, models, chain.

@@ -7,6 +7,8 @@
 - ``composites``: cloud-free composites of cubes (:func:`composite`) and of products of one tile
   (:func:`product_cube`, ``kappamask composite``)
 - ``quantize``: reduced-precision variants made from real tiles and checked (:func:`make_variant`)
+- ``stats`` and ``class_maps``: cloud statistics per area of interest (:func:`area_statistics`, :func:`clear_dates`)
+  from classified cubes, COGs and run folders (``kappamask stats``)
 - ``cli``: the ``kappamask`` command line, one module per group of commands with its parser
 
 May import: foundation, io, models, chain, learning, faces.
@@ -17,6 +19,7 @@ from .batch import classify_many
 from .composites import composite, product_cube
 from .datacube import OUTPUT_BANDS, classify_cube, classify_datacube
 from .quantize import make_variant
+from .stats import area_statistics, clear_dates
 
-__all__ = ["OUTPUT_BANDS", "classify", "classify_cube", "classify_datacube", "classify_many", "classify_to_files",
-           "composite", "make_variant", "product_cube", "run"]
+__all__ = ["OUTPUT_BANDS", "area_statistics", "classify", "classify_cube", "classify_datacube", "classify_many",
+           "classify_to_files", "clear_dates", "composite", "make_variant", "product_cube", "run"]

