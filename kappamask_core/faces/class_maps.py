@@ -67,8 +67,19 @@ def class_maps(maps):
         if isinstance(item, xr.DataArray):
             yield from _cube_maps(item)
             continue
+        if hasattr(item, "to_dict") and hasattr(item, "assets"):  # a pystac Item
+            yield _item_map(item.to_dict(), item.get_self_href())
+            continue
+        if isinstance(item, dict):
+            yield _item_map(item, None)
+            continue
         path = Path(item)
-        if path.is_dir():
+        if path.is_file() and path.suffix.lower() == ".json":
+            try:
+                yield _item_map(json.loads(path.read_text()), str(path))
+            except ValueError as exc:
+                raise InputError(f"{path}: not a STAC item ({exc})") from None
+        elif path.is_dir():
             files = sorted(path.glob("*_kappamask.tif"))
             if not files:
                 raise InputError(f"{path}: holds no class map (*_kappamask.tif)")
@@ -121,7 +132,8 @@ def _check_classes(values) -> None:
                          "or another encoding")
 
 
-def _file_map(path: Path) -> ClassMap:
+def _file_map(path) -> ClassMap:
+    """A COG this package wrote (a path, or a URL GDAL reads)."""
     import rasterio
 
     try:
@@ -132,14 +144,38 @@ def _file_map(path: Path) -> ClassMap:
     encoding = tags.get("encoding")
     if encoding is None:
         raise InputError(f"{path}: not a class map this package wrote (no 'encoding' tag)")
-    product_id = path.stem.removesuffix("_kappamask")
+    name = Path(str(path).split("?")[0]).name
+    product_id = Path(name).stem.removesuffix("_kappamask")
     when = None
-    item = path.with_suffix(".json")  # the STAC item written beside the map
-    if item.is_file():
+    item = path.with_suffix(".json") if isinstance(path, Path) else None  # the STAC item written beside the map
+    if item is not None and item.is_file():
         when = json.loads(item.read_text()).get("properties", {}).get("datetime")
 
     read = _FileWindows(path, encoding)
     return ClassMap(when or sensing_time(product_id), product_id, transform, crs, shape, read, abs(transform.a))
+
+
+def _item_map(item: dict, location: str | None) -> ClassMap:
+    """The class map a STAC item of this package's masks names: its asset with classification classes (a COG,
+    local or at a URL GDAL reads), dated by the item."""
+    import posixpath
+    from urllib.parse import urljoin
+
+    if item.get("type") != "Feature" or not isinstance(item.get("assets"), dict):
+        raise InputError(f"{location or 'the item'}: not a STAC item")
+    asset = next((a for a in item["assets"].values() if "classification:classes" in a
+                  and "data" in a.get("roles", ["data"])), None)
+    if asset is None:
+        raise InputError(f"{location or item.get('id')}: no asset with classification classes (a KappaMask mask)")
+    href = str(asset["href"])
+    if "://" not in href and not posixpath.isabs(href):
+        if location is None:
+            raise InputError(f"{item.get('id')}: its mask's href {href!r} is relative and the item has no location")
+        href = urljoin(location, href) if "://" in location else str(Path(location).parent / href)
+    found = _file_map(href if "://" in href else Path(href))
+    found.when = item.get("properties", {}).get("datetime") or found.when
+    found.product_id = str(item.get("id", found.product_id)).removesuffix("_kappamask")
+    return found
 
 
 def sensing_time(product_id: str) -> str | None:

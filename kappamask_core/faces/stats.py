@@ -27,7 +27,7 @@ def area_statistics(maps, areas, *, crs=None, id_column: str | None = None, buff
     (e.g. ``"cloud=300,shadow=100"``), ``usable`` (clear after buffering, of the valid area).
 
     ``maps``: a classified cube (xarray, (time,) y, x, with its CRS; lazy on dask: one task per date and chunk),
-    COG paths this package wrote, run folders, or a list of these. ``areas``: see :func:`read_areas`."""
+    COG paths this package wrote, their STAC items (files or pystac Items), run folders, or a list of these. ``areas``: see :func:`read_areas`."""
     import pandas as pd
 
     buffers = parse_buffers(buffers)

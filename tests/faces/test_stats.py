@@ -10,6 +10,7 @@ import shapely
 import xarray as xr
 from helpers import require
 
+import kappamask_core as km
 from kappamask_core import InputError, area_statistics, clear_dates
 from kappamask_core.faces.class_maps import CLASS_NAMES
 
@@ -163,6 +164,16 @@ def test_the_command_line_writes_the_table_and_the_plot_of_a_run_folder(tmp_path
     assert (table["product_id"] == "T33UUU_20170216T102101").all() and "usable" in table
     np.testing.assert_allclose(table[list(CLASS_NAMES)].sum(axis=1), 1.0)
     assert (tmp_path / "plot.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    # the STAC item written beside the map names the same map, as a file and as a pystac Item
+    import pystac
+
+    item_path = next((tmp_path / "run").glob("*_kappamask.json"))
+    for source in (item_path, pystac.Item.from_file(str(item_path))):
+        again = km.area_statistics(source, str(tmp_path / "fields.geojson"), id_column="name", buffers="cloud=300")
+        pd.testing.assert_frame_equal(again[table.columns[3:]].reset_index(drop=True), table[table.columns[3:]],
+                                      check_dtype=False)
+        assert list(again["datetime"]) == list(table["datetime"]) and list(again["product_id"]) == list(
+            table["product_id"])
     assert "2 rows (2 areas x 1 dates)" in capsys.readouterr().out
     assert main(["stats", str(tmp_path / "run"), "--aoi", str(tmp_path / "fields.geojson"), "--id-column", "name",
                  "-o", str(tmp_path / "table.parquet")]) == 0

@@ -19,7 +19,7 @@ def cmd_stats(args) -> int:
     if args.plot and Path(args.plot).suffix.lower() != ".png":
         raise InputError(f"{args.plot}: the plot is a PNG; name it .png")
     if not args.inputs:
-        raise InputError("give class maps: COGs this package wrote (*_kappamask.tif) or run folders")
+        raise InputError("give class maps: COGs this package wrote (*_kappamask.tif), their STAC items or run folders")
     table = area_statistics([Path(p) for p in args.inputs], args.aoi, id_column=args.id_column,
                             buffers=args.buffer)
     table = table.sort_values(["area_id", "datetime"], kind="stable").reset_index(drop=True)
@@ -93,7 +93,8 @@ def plot(table, path: Path, areas: int = 12) -> Path:
 def register(sub) -> None:
     p = sub.add_parser("stats", help="cloud statistics per area of interest (which dates are clear over my fields), "
                                      "from class maps this package wrote")
-    p.add_argument("inputs", nargs="*", help="class maps: COGs (*_kappamask.tif) or run folders of kappamask classify")
+    p.add_argument("inputs", nargs="*", help="class maps: COGs (*_kappamask.tif), their STAC items (.json), or run "
+                                             "folders of kappamask classify")
     p.add_argument("--aoi", required=True, help="the areas: GeoJSON (WGS84 unless it says otherwise), or any vector "
                                                 "file geopandas reads")
     p.add_argument("--id-column", help="the areas' property that names them (default: the feature id, else its "
