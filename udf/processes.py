@@ -31,8 +31,9 @@ DEPENDENCY_FOLDER = "kappamask_deps"
 HOSTED_ONNX_DEPS = "https://s3.waw3-1.cloudferro.com/swift/v1/project_dependencies/onnx_deps_python311.zip"
 ARCHIVE_NAME = "kappamask_udf_deps.zip"
 COLLECTIONS = {"L1C": "SENTINEL2_L1C", "L2A": "SENTINEL2_L2A"}
-PROCESS_IDS = ("kappamask_l1c", "kappamask_l2a", "kappamask_mask", "kappamask_composite")
-TIMELESS = ("kappamask_composite",)  # processes whose result has no time dimension
+PROCESS_IDS = ("kappamask_l1c", "kappamask_l2a", "kappamask_mask", "kappamask_composite", "kappamask_stats")
+TIMELESS = ("kappamask_composite",)
+L2A_DERIVED = ("kappamask_mask", "kappamask_composite", "kappamask_stats")  # built on the L2A classes  # processes whose result has no time dimension
 UDF_PYTHON = "3.11"  # the runtime the dependency archive is built for (onnxruntime's binary wheel too)
 MASK_OUTPUT = "usable"  # kappamask_mask keeps the pixels whose usable value is 1 (clear after buffering)
 # Small areas on real products, so that each process runs with no arguments (the openEO Web Editor, the benchmark
@@ -43,6 +44,15 @@ EXAMPLE_BBOX = {"L1C": {"west": 12.52, "south": 52.46, "east": 12.62, "north": 5
                 "L2A": {"west": 152.084, "south": -11.85, "east": 152.101, "north": -11.765}}
 EXAMPLE_DATES = {"L1C": ["2017-02-16", "2017-02-17"], "L2A": ["2019-02-20", "2019-02-21"]}
 EXAMPLE_AREAS = {"L1C": "T33UUU near Berlin, 2017-02-16", "L2A": "T56LMM off Queensland, 2019-02-20"}
+# two areas inside the L2A example box, for the statistics process
+EXAMPLE_FIELDS = {"type": "FeatureCollection", "features": [
+    {"type": "Feature", "id": "north", "properties": {},
+     "geometry": {"type": "Polygon", "coordinates": [[[152.087, -11.78], [152.097, -11.78], [152.097, -11.79],
+                                                      [152.087, -11.79], [152.087, -11.78]]]}},
+    {"type": "Feature", "id": "south", "properties": {},
+     "geometry": {"type": "Polygon", "coordinates": [[[152.088, -11.80], [152.096, -11.797], [152.098, -11.812],
+                                                      [152.089, -11.815], [152.088, -11.80]]]}}]}
+STATS_BANDS = ("valid_fraction", "clear", "cloud_shadow", "semi_transparent_cloud", "cloud")
 # The DN arrive on Copernicus Data Space as its loader makes them (openeo-geotrellis-extensions,
 # FileLayerProvider and ValueOffsetRasterSource): int16, the product's baseline-04.00 offset (-1000) added where the
 # catalogue declares one, not clipped, so as low as -1000, a stored 1000 arriving as 0; the no-data value stays
@@ -250,7 +260,7 @@ def build_templates(model: str = "default", publication: Publication | None = No
     returns = {"description": "A raster data cube.", "schema": {"type": "object", "subtype": "datacube"}}
     levels = model_levels(model)
     skipped = [pid for pid in PROCESS_IDS if not any(pid.endswith(lvl.lower()) for lvl in levels)
-               and not (pid in ("kappamask_mask", "kappamask_composite") and "L2A" in levels)]
+               and not (pid in L2A_DERIVED and "L2A" in levels)]
     if skipped:
         log.warning("model %s takes %s products only: %s not written (each would fail on the other level)", model,
                     "/".join(levels), ", ".join(skipped))
@@ -313,7 +323,48 @@ def build_templates(model: str = "default", publication: Publication | None = No
                      "dimension."),
         parameters=[spatial_extent, temporal_extent, bands, options],
         returns=returns, categories=["cubes", "cloud detection", "composites"], **extras(card))
+    templates["kappamask_stats"] = _stats_template(card, publication, returns, extras(card))
     return templates
+
+
+def _stats_template(card, publication: Publication | None, returns: dict, extras: dict) -> dict:
+    """kappamask_stats: the classes of each date aggregated per geometry (aggregate_spatial, pixel centres): the
+    share of each geometry with data, and each class's share of that."""
+    from openeo.api.process import Parameter
+    from openeo.processes import array_create, array_element, divide, eq, neq
+    from openeo.rest.udp import build_process_dict
+
+    spatial_extent, temporal_extent = _extent_parameters("L2A")
+    options = _options_parameter(card, mask=True)
+    geometries = Parameter("geometries", schema={"type": "object", "subtype": "geojson"}, default=EXAMPLE_FIELDS,
+                           optional=True, description="The areas (GeoJSON polygons, WGS84) to aggregate over; they "
+                                                      "must lie inside spatial_extent. The default: two example "
+                                                      "areas in the default extent.")
+    classes = _classes_cube("L2A", card, spatial_extent, temporal_extent,
+                            udf_context(options, publication, level="L2A", units=CDSE_UNITS, output="classes"))
+
+    def shares(x):
+        # per pixel: 1 where it has data, else 0; and for each class 1 or 0 where it has data, no value (0 / 0)
+        # where it has none, which the mean leaves out: the class's share of the pixels with data
+        k = array_element(x, index=0)
+        valid = neq(k, 0)
+        return array_create([valid] + [divide(eq(k, c), valid) for c in (1, 2, 3, 4)])
+
+    bands = classes.apply_dimension(dimension="bands", process=shares).rename_labels("bands",
+                                                                                      target=list(STATS_BANDS))
+    stats = bands.aggregate_spatial(geometries=geometries, reducer="mean")
+    return build_process_dict(
+        stats, process_id="kappamask_stats",
+        summary=f"Cloud statistics per area and date for Sentinel-2 L2A ({card.name})",
+        description=(f"Classifies SENTINEL2_L2A over spatial_extent with model {card.id} ({card.name}) and returns, "
+                     "for each geometry and date, valid_fraction (the share of its pixels with data) and the share "
+                     "of the valid pixels in each class (clear, cloud_shadow, semi_transparent_cloud, cloud; no "
+                     "value where none is valid). Pixels count by their centres (openEO's aggregate_spatial); the "
+                     "command line's kappamask stats counts the share of each pixel an area covers."),
+        parameters=[spatial_extent, temporal_extent, geometries, options], returns={
+            "description": "A vector data cube: per geometry, date and statistic.",
+            "schema": {"type": "object", "subtype": "datacube"}},
+        categories=["cubes", "cloud detection", "statistics"], **extras)
 
 
 def write_templates(outdir: Path, model: str = "default", publication: Publication | None = None) -> list[Path]:

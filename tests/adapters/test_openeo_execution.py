@@ -342,3 +342,41 @@ def test_a_failed_install_fails_the_job(tmp_path):
             node["arguments"]["udf"] = INLINE.replace("onnxruntime", "no-such-package-kappamask") + UDF_CODE
     with pytest.raises(RuntimeError, match="UdfDependencyHandlingFailure"):
         backend.prepare_batch_job(spec_["process_graph"], tmp_path, tmp_path)
+
+
+def test_the_statistics_process_gives_each_geometrys_shares_of_the_classes_by_pixel_centres():
+    """kappamask_stats over the product's date, the empty date and the cloud date: per geometry, the share of its
+    pixels (by centre, as aggregate_spatial counts them) with data, and each class's share of those; no shares
+    where nothing is valid."""
+    from rasterio.features import geometry_mask
+    from rasterio.warp import transform_geom
+
+    from kappamask_udf.processes import EXAMPLE_FIELDS, STATS_BANDS
+
+    dates = ["2019-02-20", "2019-03-01"]
+    options = {"model": "ukis-csmask-6b-l2a"}
+    stats = backend.execute("kappamask_stats", temporal_extent=dates, options=options)
+    classes = backend.execute("kappamask_l2a", temporal_extent=dates, options={**options, "output": "classes"})
+    assert stats.dims == ("geometry", "t", "bands") and [str(b) for b in stats["bands"].values] == list(STATS_BANDS)
+    assert stats.sizes["t"] == 3 and stats.sizes["geometry"] == len(EXAMPLE_FIELDS["features"])
+    x, y = classes["x"].values, classes["y"].values
+    from affine import Affine
+
+    transform = Affine(float(x[1] - x[0]), 0, float(x[0] - (x[1] - x[0]) / 2), 0, float(y[1] - y[0]),
+                       float(y[0] - (y[1] - y[0]) / 2))
+    for g, feature in enumerate(EXAMPLE_FIELDS["features"]):
+        geometry = transform_geom("EPSG:4326", backend.scene("SENTINEL2_L2A").attrs["crs"], feature["geometry"])
+        inside = ~geometry_mask([geometry], out_shape=(len(y), len(x)), transform=transform)
+        assert inside.sum() > 100
+        for t in range(3):
+            values = classes.isel(t=t, bands=0).values[inside]
+            valid = values > 0
+            row = stats.isel(geometry=g, t=t).values
+            assert row[0] == pytest.approx(valid.mean())
+            if valid.any():
+                np.testing.assert_allclose(row[1:], [(values[valid] == c).mean() for c in (1, 2, 3, 4)])
+            else:  # the empty date: no shares, not zeros
+                assert np.isnan(row[1:]).all()
+    assert (stats.isel(t=0).sel(bands="valid_fraction").values > 0.4).all()  # on the product's strip of data
+    assert (stats.isel(t=1).sel(bands="valid_fraction").values == 0).all()
+    assert (stats.isel(t=2).sel(bands="cloud").values > 0.99).all()  # the opaque cloud date

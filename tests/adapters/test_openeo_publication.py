@@ -23,7 +23,7 @@ require("openeo", "jsonschema")
 BASE = "https://example.org/kappamask/v0.1.0"
 CODE = "https://example.org/kappamask-code"
 ORG = "kappamask_team"
-PIDS = ("kappamask_l1c", "kappamask_l2a", "kappamask_mask", "kappamask_composite")
+PIDS = ("kappamask_l1c", "kappamask_l2a", "kappamask_mask", "kappamask_composite", "kappamask_stats")
 SCHEMAS = ROOT / "tests" / "data" / "apex"
 
 

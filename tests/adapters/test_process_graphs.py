@@ -9,7 +9,7 @@ from helpers import ROOT, walk
 
 PG_DIR = ROOT / "process_graphs"
 STANDARD = {"load_collection", "apply_neighborhood", "run_udf", "reduce_dimension", "array_element", "neq", "mask",
-            "median"}
+            "median", "apply_dimension", "array_create", "eq", "divide", "rename_labels", "aggregate_spatial", "mean"}
 
 
 def test_checked_in_templates_are_up_to_date(tmp_path):
@@ -17,13 +17,14 @@ def test_checked_in_templates_are_up_to_date(tmp_path):
 
     written = write_templates(tmp_path)
     assert {p.name for p in written} == {"kappamask_l1c.json", "kappamask_l2a.json", "kappamask_mask.json",
-                                              "kappamask_composite.json"}
+                                         "kappamask_composite.json", "kappamask_stats.json"}
     for path in written:
         assert path.read_text() == (PG_DIR / path.name).read_text(), (
             f"{path.name} is out of date: run 'kappamask openeo build process_graphs'")
 
 
-@pytest.mark.parametrize("name", ["kappamask_l1c", "kappamask_l2a", "kappamask_mask", "kappamask_composite"])
+@pytest.mark.parametrize("name", ["kappamask_l1c", "kappamask_l2a", "kappamask_mask", "kappamask_composite",
+                                  "kappamask_stats"])
 def test_templates_parse_and_use_standard_processes(name):
     from openeo_pg_parser_networkx import OpenEOProcessGraph
 
@@ -57,7 +58,7 @@ def test_published_processes_name_their_archive_in_job_options_and_context(tmp_p
 
 def test_templates_embed_the_real_udf_and_its_geometry():
     udf_code = (ROOT / "udf" / "kappamask_udf.py").read_text()
-    for name in ("kappamask_l1c", "kappamask_l2a", "kappamask_mask", "kappamask_composite"):
+    for name in ("kappamask_l1c", "kappamask_l2a", "kappamask_mask", "kappamask_composite", "kappamask_stats"):
         spec = json.loads((PG_DIR / f"{name}.json").read_text())
         nodes = list(walk(spec["process_graph"]))
         run_udf = next(n for n in nodes if n["process_id"] == "run_udf")

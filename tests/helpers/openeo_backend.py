@@ -275,7 +275,8 @@ def apply_neighborhood(data, process, size, overlap=None, context=None, **kwargs
                 target = (slice(None),) if i is None else (slice(i, i + 1),)
                 out[target + (slice(None), slice(a, b), slice(d, e))] = core[:, :, a - cy0 : b - cy0, d - cx0 : e - cx0]
     return xr.DataArray(out, dims=("t", "bands", "y", "x"),
-                        coords={"t": data["t"], "bands": out_labels, "y": data["y"], "x": data["x"]})
+                        coords={"t": data["t"], "bands": out_labels, "y": data["y"], "x": data["x"]},
+                        attrs={k: v for k, v in data.attrs.items() if k == "crs"})  # the cube keeps its CRS
 
 
 APPLY_METADATA = re.compile(r"^def\s+apply_metadata\s*\(", re.MULTILINE)
@@ -391,6 +392,20 @@ def run_udf(data, udf, runtime, version=None, context=None):
     return array.assign_coords(bands=labels)
 
 
+def apply_dimension(data, process, dimension, target_dimension=None, context=None, **kwargs):
+    """openeo-processes-dask's apply_dimension, with the callback's array_create put where geopyspark puts it: each
+    pixel's new values along the dimension (that library's array_create stacks them on the first axis)."""
+    from openeo_processes_dask.process_implementations import apply_dimension as library
+
+    def along_the_dimension(values, *args, **kw):
+        out = np.asarray(process(values, *args, **kw))
+        if out.ndim == values.ndim and out.shape[1:] == values.shape[:-1]:
+            out = np.moveaxis(out, 0, -1)
+        return out
+
+    return library(data, along_the_dimension, dimension, target_dimension, context)
+
+
 def registry():
     import importlib
 
@@ -401,8 +416,10 @@ def registry():
     specs = importlib.import_module("openeo_processes_dask.specs")
     implementations = importlib.import_module("openeo_processes_dask.process_implementations")
     reg = ProcessRegistry(wrap_funcs=[process])
-    for name in ("reduce_dimension", "array_element", "neq", "mask", "median"):
+    for name in ("reduce_dimension", "array_element", "neq", "mask", "median", "array_create", "eq", "divide",
+                 "rename_labels", "aggregate_spatial", "mean"):
         reg[name] = Process(spec=getattr(specs, name), implementation=getattr(implementations, name))
+    reg["apply_dimension"] = Process(spec=specs.apply_dimension, implementation=apply_dimension)
     reg["run_udf"] = Process(spec=specs.run_udf, implementation=run_udf)
     reg["load_collection"] = Process(spec=specs.load_collection, implementation=load_collection)
     spec = {"id": "apply_neighborhood", "summary": "test implementation (see the module text)",
