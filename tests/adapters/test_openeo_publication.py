@@ -278,4 +278,4 @@ def test_openeo_build_for_a_one_level_model_writes_only_its_processes(tmp_path, 
     with caplog.at_level("WARNING"):
         assert main(["openeo", "build", str(tmp_path / "pg"), "--model", "ukis-csmask-6b-l1c"]) == 0
     assert sorted(p.name for p in (tmp_path / "pg").iterdir()) == ["kappamask_l1c.json"]
-    assert "kappamask_l2a, kappamask_mask, kappamask_composite not written" in caplog.text
+    assert "kappamask_l2a, kappamask_mask, kappamask_composite, kappamask_stats not written" in caplog.text
