@@ -14,6 +14,7 @@ centres too); the shares they give differ from the exact ones at the fields' edg
 from __future__ import annotations
 
 import argparse
+import subprocess
 import sys
 import tempfile
 import time
@@ -118,11 +119,17 @@ def main(argv=None) -> None:
     parser.add_argument("--dates", type=int, nargs="+", default=[1, 20])
     parser.add_argument("--size", type=int, default=10980)
     parser.add_argument("--compare", type=int, default=1000, help="fields for the rasterio and rasterstats loops")
+    parser.add_argument("--make-map", metavar="PATH", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
+    if args.make_map:
+        class_map(Path(args.make_map), args.size)
+        return
     with tempfile.TemporaryDirectory(prefix="kappamask-stats-") as work:
         work = Path(work)
         started = time.perf_counter()
-        path = class_map(work / "S2A_MSIL2A_20240501T101031_N0510_R022_T33UUU_20240501T120000_kappamask.tif", args.size)
+        path = work / "S2A_MSIL2A_20240501T101031_N0510_R022_T33UUU_20240501T120000_kappamask.tif"
+        # made in a child process, so that this process's peak is the statistics' own
+        subprocess.run([sys.executable, __file__, "--make-map", str(path), "--size", str(args.size)], check=True)
         areas = fields(args.fields, args.size)
         print(f"a {args.size} px class map (COG) and {args.fields} fields of 0.5 to 50 ha made in "
               f"{time.perf_counter() - started:.1f} s; peak so far {peak_mib():.0f} MiB")
