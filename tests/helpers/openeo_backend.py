@@ -416,7 +416,7 @@ def registry():
     specs = importlib.import_module("openeo_processes_dask.specs")
     implementations = importlib.import_module("openeo_processes_dask.process_implementations")
     reg = ProcessRegistry(wrap_funcs=[process])
-    for name in ("reduce_dimension", "array_element", "neq", "mask", "median", "array_create", "eq", "divide",
+    for name in ("reduce_dimension", "array_element", "neq", "mask", "median", "array_create", "eq", "divide", "multiply",
                  "rename_labels", "aggregate_spatial", "mean"):
         reg[name] = Process(spec=getattr(specs, name), implementation=getattr(implementations, name))
     reg["apply_dimension"] = Process(spec=specs.apply_dimension, implementation=apply_dimension)
