@@ -41,6 +41,8 @@ def read_areas(areas, crs=None, id_column: str | None = None) -> Areas:
     (through geopandas), or shapely geometries (one, a list or a dict id -> geometry) in ``crs``."""
     import shapely
 
+    if isinstance(areas, Areas):
+        return areas
     if hasattr(areas, "geometry") and hasattr(areas, "crs"):  # a GeoDataFrame
         if areas.crs is None:
             raise InputError("the areas' GeoDataFrame has no CRS; set one (gdf.set_crs(...))")
@@ -90,3 +92,11 @@ def _checked(areas: Areas) -> Areas:
     if len(set(map(str, areas.ids))) != len(areas.ids):
         raise InputError("the areas' ids repeat; name each area once (id_column=...)")
     return areas
+
+
+def areas_bbox(areas: Areas) -> tuple[float, float, float, float]:
+    """West, south, east, north of all the areas in WGS84 degrees (a STAC search's bbox)."""
+    import shapely
+
+    west, south, east, north = shapely.GeometryCollection(areas.on("EPSG:4326")).bounds
+    return west, south, east, north

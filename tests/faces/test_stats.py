@@ -183,3 +183,55 @@ def test_the_command_line_writes_the_table_and_the_plot_of_a_run_folder(tmp_path
     assert main(["stats", str(tmp_path / "run"), "--aoi", str(tmp_path / "fields.geojson"),
                  "-o", str(tmp_path / "table.xlsx")]) == 2
     assert "CSV or Parquet" in capsys.readouterr().err and not (tmp_path / "table.xlsx").exists()
+
+
+def test_the_command_line_finds_published_masks_in_a_stac_api_where_the_areas_are(tmp_path, capsys):
+    """A search of a STAC API of published masks (--stac-api, --collection, --datetime), in the areas' bbox when
+    none is given: the items' masks give the table the run folder gives."""
+    import json
+
+    import pandas as pd
+    from helpers import fake_http
+    from helpers.fake_http import Answer
+
+    from kappamask_core.faces.cli import main
+    from kappamask_core.io import DEMO_DATA
+
+    require("pystac_client")
+    assert main(["classify", str(DEMO_DATA), "-o", str(tmp_path / "run"), "--model", "default"]) == 0
+    item = json.loads(next((tmp_path / "run").glob("*_kappamask.json")).read_text())
+    for asset in item["assets"].values():  # as a published item holds them: absolute hrefs
+        asset["href"] = str(tmp_path / "run" / asset["href"])
+    item["links"] = []
+    item["collection"] = "masks"
+    searches = []
+
+    def answer(request, server):
+        path = request.path.split("?")[0].rstrip("/")
+        if path in ("", "/conformance"):
+            return Answer(body=fake_http.landing(server.url))
+        if path == "/search":
+            searches.append(request.json() or request.path)
+            return Answer(body=fake_http.page([item]))
+        return Answer(404, {"detail": "no such page"})
+
+    server = fake_http.serve(answer)
+    try:
+        area = shapely.box(331000, 5819000, 333000, 5821000)
+        from rasterio.warp import transform_geom
+
+        geojson = {"type": "FeatureCollection", "features": [{"type": "Feature", "id": "north", "properties": {},
+                   "geometry": transform_geom("EPSG:32633", "EPSG:4326", shapely.geometry.mapping(area))}]}
+        (tmp_path / "areas.geojson").write_text(json.dumps(geojson))
+        assert main(["stats", "--stac-api", server.url, "--collection", "masks", "--datetime", "2017-02-01/2017-02-28",
+                     "--aoi", str(tmp_path / "areas.geojson"), "-o", str(tmp_path / "searched.csv")]) == 0
+        assert main(["stats", str(tmp_path / "run"), "--aoi", str(tmp_path / "areas.geojson"),
+                     "-o", str(tmp_path / "local.csv")]) == 0
+    finally:
+        server.stop()
+    searched, local = pd.read_csv(tmp_path / "searched.csv"), pd.read_csv(tmp_path / "local.csv")
+    pd.testing.assert_frame_equal(searched, local)
+    (search,) = searches
+    west, south, east, north = search["bbox"]  # the areas' bbox, in degrees
+    assert 12.5 < west < east < 12.6 and 52.4 < south < north < 52.6
+    assert search["collections"] == ["masks"] and search["datetime"].startswith("2017-02-01")

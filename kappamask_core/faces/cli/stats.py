@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from ...foundation import plugins
 from ...foundation.errors import InputError
 
 TABLE_SUFFIXES = (".csv", ".parquet")
@@ -11,17 +12,27 @@ TABLE_SUFFIXES = (".csv", ".parquet")
 
 def cmd_stats(args) -> int:
     from ...io import atomic_path
+    from ..areas import areas_bbox, read_areas
     from ..stats import area_statistics, clear_dates
+    from .classify import inputs_of
 
     output = Path(args.output)
     if output.suffix.lower() not in TABLE_SUFFIXES:
         raise InputError(f"{output}: the table is written as CSV or Parquet; name it .csv or .parquet")
     if args.plot and Path(args.plot).suffix.lower() != ".png":
         raise InputError(f"{args.plot}: the plot is a PNG; name it .png")
-    if not args.inputs:
-        raise InputError("give class maps: COGs this package wrote (*_kappamask.tif), their STAC items or run folders")
-    table = area_statistics([Path(p) for p in args.inputs], args.aoi, id_column=args.id_column,
-                            buffers=args.buffer)
+    searching = bool(getattr(args, "stac_api", None))
+    if not args.inputs and not searching:
+        raise InputError("give class maps: COGs this package wrote (*_kappamask.tif), their STAC items or run "
+                         "folders, or search a STAC API of published masks (--stac-api URL --collection ID)")
+    areas = read_areas(args.aoi, id_column=args.id_column)
+    if searching and not args.bbox:  # search where the areas are
+        args.bbox = list(areas_bbox(areas))
+    maps = [item if hasattr(item, "assets") else Path(item) for item in inputs_of(args)]
+    if not maps:
+        raise InputError("no class maps found: name COGs (*_kappamask.tif), their STAC items or run folders, or search "
+                         "a STAC API of published masks (--stac-api)")
+    table = area_statistics(maps, areas, buffers=args.buffer)
     table = table.sort_values(["area_id", "datetime"], kind="stable").reset_index(drop=True)
     with atomic_path(output) as temp:
         if output.suffix.lower() == ".csv":
@@ -95,6 +106,8 @@ def register(sub) -> None:
                                      "from class maps this package wrote")
     p.add_argument("inputs", nargs="*", help="class maps: COGs (*_kappamask.tif), their STAC items (.json), or run "
                                              "folders of kappamask classify")
+    for source in plugins.sources():  # masks published in a STAC API (kappamask_stac): --stac-api, --collection
+        source.add_arguments(p)
     p.add_argument("--aoi", required=True, help="the areas: GeoJSON (WGS84 unless it says otherwise), or any vector "
                                                 "file geopandas reads")
     p.add_argument("--id-column", help="the areas' property that names them (default: the feature id, else its "
