@@ -416,8 +416,8 @@ def registry():
     specs = importlib.import_module("openeo_processes_dask.specs")
     implementations = importlib.import_module("openeo_processes_dask.process_implementations")
     reg = ProcessRegistry(wrap_funcs=[process])
-    for name in ("reduce_dimension", "array_element", "neq", "mask", "median", "array_create", "eq", "divide", "multiply",
-                 "rename_labels", "aggregate_spatial", "mean"):
+    for name in ("reduce_dimension", "array_element", "neq", "mask", "median", "array_create", "eq", "divide",
+                 "multiply", "rename_labels", "aggregate_spatial", "mean"):
         reg[name] = Process(spec=getattr(specs, name), implementation=getattr(implementations, name))
     reg["apply_dimension"] = Process(spec=specs.apply_dimension, implementation=apply_dimension)
     reg["run_udf"] = Process(spec=specs.run_udf, implementation=run_udf)
