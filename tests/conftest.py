@@ -284,6 +284,7 @@ SLOW_MODULES = {
     "tests/system/test_cube_notebook.py", "tests/system/test_house.py", "tests/learning/test_training.py",
     "tests/models/test_networks.py", "tests/faces/test_composite.py", "tests/faces/test_quantize.py",
     "tests/adapters/test_openeo_execution.py", "tests/adapters/test_openeo_dummy_backend.py",
+    "tests/adapters/test_openeo_cdse_values.py",
     "tests/adapters/test_udf.py", "tests/adapters/test_stac_api.py", "tests/adapters/test_stac_tiles.py",
 }
 

@@ -22,7 +22,7 @@ from .areas import Areas
 
 CLASS_NAMES = tuple(c.name for c in CLASSES if c.value != MISSING)
 # the sums kept per area and map while pixels are counted: covered area on the map, with data, per class, usable
-_SUMS = ("on_map", "valid", *CLASS_NAMES, "usable")
+SUM_NAMES = ("on_map", "valid", *CLASS_NAMES, "usable")
 
 PRODUCT_DATE = re.compile(r"_(\d{8}T\d{6})(?:_|$)")  # a Sentinel-2 product id's sensing time
 
@@ -45,9 +45,9 @@ def coverages(areas: Areas, class_map: ClassMap) -> list[Coverage]:
 
 
 def weighted_sums(classes: np.ndarray, usable: np.ndarray | None, weights: np.ndarray) -> np.ndarray:
-    """:data:`_SUMS` of a window of classes under pixel weights."""
+    """:data:`SUM_NAMES` of a window of classes under pixel weights."""
     counts = np.bincount(classes.ravel(), weights=weights.ravel(), minlength=len(CLASSES))[:len(CLASSES)]
-    out = np.zeros(len(_SUMS))
+    out = np.zeros(len(SUM_NAMES))
     out[0] = weights.sum()
     out[1] = counts[1:].sum()
     out[2:2 + len(CLASS_NAMES)] = counts[1:]
@@ -245,8 +245,8 @@ def lazy_sums(maps, areas: Areas, buffers):
                 parts.append(dask.delayed(_block_sums)(blocks[i, j], None if usable_blocks is None else
                                                        usable_blocks[i, j], box, [covers[k] for k in wanted],
                                                        wanted, len(covers)))
-        total = dask.delayed(sum)(parts, np.zeros((len(covers), len(_SUMS)))) if parts else \
-            np.zeros((len(covers), len(_SUMS)))
+        total = dask.delayed(sum)(parts, np.zeros((len(covers), len(SUM_NAMES)))) if parts else \
+            np.zeros((len(covers), len(SUM_NAMES)))
         results.append((when, total))
     computed = dask.compute(*[total for _, total in results])
     return [(ClassMap(when, template.product_id, transform, crs, shape, None, size), [c.area_px for c in covers],
@@ -261,7 +261,7 @@ def _overlaps(cover, box) -> bool:
 
 def _block_sums(block, usable, box, covers, wanted, n) -> np.ndarray:
     """The sums of the areas ``wanted`` over one chunk of a date (the parts of their windows inside it)."""
-    out = np.zeros((n, len(_SUMS)))
+    out = np.zeros((n, len(SUM_NAMES)))
     block = np.asarray(block)[0, 0]
     _check_classes(block)
     usable = None if usable is None else np.asarray(usable)[0, 0]

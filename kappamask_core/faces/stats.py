@@ -15,7 +15,7 @@ import numpy as np
 from ..chain.buffers import buffer_classes, parse_buffers, reach_px, usable_mask
 from ..chain.coverage import Coverage
 from .areas import Areas, read_areas
-from .class_maps import _SUMS, CLASS_NAMES, ClassMap, class_maps, coverages, lazy_sums, weighted_sums
+from .class_maps import SUM_NAMES, CLASS_NAMES, ClassMap, class_maps, coverages, lazy_sums, weighted_sums
 
 CLOUDY = ("cloud_shadow", "semi_transparent_cloud", "cloud")
 
@@ -54,9 +54,9 @@ def area_statistics(maps, areas, *, crs=None, id_column: str | None = None, buff
 
 
 def window_sums(class_map: ClassMap, cover: Coverage, buffers) -> np.ndarray:
-    """The weighted sums (:data:`_SUMS`) of one area on one map, from the window it covers (with the buffers'
+    """The weighted sums (:data:`SUM_NAMES`) of one area on one map, from the window it covers (with the buffers'
     reach around it)."""
-    sums = np.zeros(len(_SUMS))
+    sums = np.zeros(len(SUM_NAMES))
     if cover.empty:
         return sums
     (r0, r1), (c0, c1) = cover.rows, cover.cols
