@@ -13,11 +13,13 @@ import json
 import shutil
 import tempfile
 from pathlib import Path
+from urllib.parse import urlsplit
 
 from kappamask_core.foundation import InputError, KappaMaskError, checked_url
 from kappamask_core.io import atomic_files
 
 REFERENCE_FOLDER = "reference"
+LOCAL_HOSTS = ("127.0.0.1", "localhost", "::1")  # where a login may go over plain http (tests, a local backend)
 METADATA_FILE = "job-results.json"  # what download_files(include_stac_metadata=True) writes beside the files
 # class values either match or not: any difference counts, and up to PIXEL_TOLERANCE % of the pixels may differ
 # (a backend's chunk grid cannot move the map: one scene, one map; its software versions can, a little)
@@ -147,6 +149,10 @@ def connect(url: str, auth: str, user: str | None):
     import openeo
 
     url = checked_url(url, "--backend", schemes=("https", "http"))
+    parts = urlsplit(url)
+    if auth != "none" and parts.scheme == "http" and parts.hostname not in LOCAL_HOSTS:
+        raise InputError(f"--backend {url}: a login goes over https only (plain http only to this machine); "
+                         "give the https URL, or --auth none")
     connection = openeo.connect(url)
     if auth == "oidc":
         connection.authenticate_oidc()

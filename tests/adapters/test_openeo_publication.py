@@ -199,6 +199,10 @@ def test_a_reference_is_recorded_from_what_the_backend_returns_and_later_runs_ar
         assert (folder / "benchmark_scenarios" / "kappamask_l1c.json").read_bytes() == before
     finally:
         server.stop()
+    # a login never goes over plain http to another machine: refused before anything is sent
+    assert main(["openeo", "benchmark", str(copy), "--backend", "http://backend.example.org", "--auth", "basic",
+                 "--user", USER]) == 2
+    assert "a login goes over https only" in capsys.readouterr().err
     # the password went to the backend's credentials endpoint only, and into no output
     sent = [r for r in server.requests if "Authorization" in r.headers and r.headers["Authorization"].startswith("Basic")]
     assert sent and all(r.path == "/credentials/basic" for r in sent)
