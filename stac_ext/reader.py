@@ -1,4 +1,5 @@
-"""Sentinel-2 STAC items as input: asset keys -> bands, hrefs -> readable paths, metadata -> scaling.
+"""STAC items as input (Sentinel-2, Landsat Collection 2, HLS v2.0): asset keys -> bands, hrefs -> readable paths,
+metadata -> scaling.
 
 Band assets are found by key for the common catalogues: Earth Search
 (``blue``, ``nir08``, ``swir16``, ..., ``aot``, ``wvp``, ``scl``), band-name keys
@@ -6,7 +7,11 @@ Band assets are found by key for the common catalogues: Earth Search
 (``B02_10m``); the finest resolution wins. Remote hrefs are read through GDAL's
 HTTP range requests (``/vsicurl/``). Offsets come from the assets'
 ``raster:bands`` offset/scale, else from a product-metadata asset, else from
-the processing baseline.
+the processing baseline. Landsat items (Earth Search's and Planetary Computer's ``landsat-c2-l2``: ``blue``,
+``nir08``, ``swir16``, ``qa_pixel``, ``qa_radsat``) are scaled by their ``raster:bands`` or, where those say
+nothing, by their MTL asset; HLS items (``HLSL30_2.0``, ``HLSS30_2.0``: ``B04``, ``Fmask``) by their
+``raster:bands``, the files' tags or HLS's format. The item's ``platform`` (and, for HLS, its collection or id)
+says the sensor.
 """
 
 from __future__ import annotations
@@ -18,6 +23,7 @@ from pathlib import Path
 from urllib.parse import urljoin
 
 from kappamask_core.foundation import BAND_BY_NAME, InputError, asset_band, redact
+from kappamask_core.foundation.bands import SENSORS, Sensor, sensor_named
 from kappamask_core.io import (
     OFFSET_BASELINE,
     Product,
@@ -30,6 +36,7 @@ from kappamask_core.io import (
     parse_product_metadata,
     tag_scaling,
 )
+from kappamask_core.io.landsat import hls_product, landsat_product, landsat_scaling, own_numbers, parse_mtl
 
 FETCH_DEADLINE_S = 120.0  # an item or metadata asset over HTTP, however slowly it trickles
 MAX_JSON_BYTES = 32 << 20
@@ -81,6 +88,9 @@ def open_item(source, level: str | None = None) -> Product:
     if not isinstance(props, dict) or not isinstance(assets, dict):
         raise InputError(f"{self_href or source}: a STAC item needs 'properties' and 'assets' objects")
     item_id = data.get("id", "item")
+    sensor = _item_sensor(data, props, item_id)
+    if sensor.id != "sentinel-2":
+        return _open_other(sensor, data, props, assets, level, self_href)
     chosen: dict[str, tuple[int, str, dict]] = {}
     for key, asset in assets.items():
         if key.lower().endswith("-jp2") and key[:-4] in assets:
@@ -121,17 +131,98 @@ def _datetime(value, item_id) -> datetime | None:
         raise InputError(f"STAC item {item_id}: datetime {value!r} is not a time") from None
 
 
-def _scaling(product: Product, props: dict, assets: dict, band_assets: dict, base) -> None:
-    """Fill offsets and quantification from what the item declares: the assets' ``raster:bands`` scale and offset,
-    else its product-metadata asset, else the processing-baseline rule; the band files' own scale and offset
-    tags must agree with what the item says. A metadata asset the item lists must be readable: its offsets
-    decide the scaling, so one that is missing or damaged is an error, not a guess."""
+def _item_sensor(data: dict, props: dict, item_id) -> Sensor:
+    """The sensor of an item: HLS by its collection or id (its platform names the satellite, not the product),
+    else the sensor its ``platform`` names; Sentinel-2 where it names none."""
+    collection = re.sub(r"[._-]", "", str(data.get("collection") or "")).upper()
+    for kind in ("L30", "S30"):
+        if f"HLS{kind}" in collection or str(item_id).upper().startswith(f"HLS.{kind}"):
+            return SENSORS[f"hls-{kind.lower()}"]
+    platform = props.get("platform")
+    if not platform:
+        return SENSORS["sentinel-2"]
+    try:
+        return sensor_named(str(platform))
+    except KeyError:
+        raise InputError(f"STAC item {item_id}: its platform {platform!r} is not a sensor the models know "
+                         f"({', '.join(SENSORS)})") from None
+
+
+LAYER_KEYS = {"qa_pixel": "QA_PIXEL", "qa_radsat": "QA_RADSAT", "fmask": "FMASK"}
+MTL_KEYS = ("mtl.txt", "mtl.json", "mtl.xml", "MTL")
+
+
+def _open_other(sensor: Sensor, data: dict, props: dict, assets: dict, level: str | None, base) -> Product:
+    """A Landsat or HLS item: its band assets by the sensor's names, its quality layers, its scaling."""
+    item_id, source = str(data.get("id", "item")), f"STAC item {data.get('id', 'item')}"
+    files, layers, band_assets = {}, {}, {}
+    for key, asset in assets.items():
+        if not isinstance(asset, dict) or not isinstance(asset.get("href"), str):
+            continue
+        if key.lower() in LAYER_KEYS:
+            layers[LAYER_KEYS[key.lower()]] = gdal_path(asset["href"], base)
+        elif (found := asset_band(key, sensor)) is not None:
+            files[found[0]] = gdal_path(asset["href"], base)
+            band_assets[found[0]] = asset
+    if not files:
+        raise InputError(f"{source}: no {sensor.title} band assets (keys such as blue, nir08, B04)")
+    declared = _raster_scaling(band_assets)
+    when = _datetime(props.get("datetime"), item_id)
+    if sensor.id.startswith("hls"):
+        return hls_product(files, layers.get("FMASK"), sensor.id, check_level(level, (), "", source, sensor.id) or
+                           "L2A", item_id, when, source, declared, "the item's raster:bands")
+    text = " ".join(str(v) for v in (item_id, data.get("collection"), props.get("landsat:correction"),
+                                     props.get("landsat:processing_level")) if v)
+    item_level = _landsat_level(text)
+    if item_level is None:
+        raise InputError(f"{source}: neither its id nor its collection says Level-1 or Level-2; give a Landsat "
+                         "Collection 2 item")
+    if level and level != item_level:
+        raise InputError(f"{source} is {item_level}, but level {level} was requested")
+    numbers = own_numbers(sensor.id, files)
+    what = "the item's raster:bands"
+    if not declared or item_level == "L1C":  # Level-1 reflectance needs the MTL's sun elevation
+        key = next((k for k in MTL_KEYS if isinstance(assets.get(k), dict) and "href" in assets[k]), None)
+        if key is None:
+            raise InputError(f"{source}: neither raster:bands nor an MTL asset declares its bands' scale and offset "
+                             "(and, for Level-1, the sun elevation); the item is not classified without them")
+        try:
+            mtl = parse_mtl(_read_bytes(assets[key]["href"], base), key, source)
+        except (InputError, OSError) as exc:
+            why = redact(" ".join(str(exc).split()))[:200]
+            raise InputError(f"{source}: its MTL asset {key!r} cannot be used ({why}); it decides the reflectance, "
+                             "so the item is not classified") from None
+        declared, what = landsat_scaling(mtl, item_level, numbers, key, source), f"its MTL asset {key!r}"
+    processing = str(props.get("landsat:correction") or props.get("landsat:processing_level") or item_level)
+    return landsat_product(files, layers, sensor.id, item_level, declared, what, item_id, when, source, processing)
+
+
+def _landsat_level(text: str) -> str | None:
+    upper = text.upper()
+    if re.search(r"_L2S[PR]_|C2-L2|L2SP|L2SR", upper):
+        return "L2A"
+    if re.search(r"_L1(TP|GT|GS)_|C2-L1|C2L1|L1TP|L1GT|L1GS", upper):
+        return "L1C"
+    return None
+
+
+def _raster_scaling(band_assets: dict) -> dict[str, tuple[float, float]]:
+    """{band: (scale, offset)} that the assets' ``raster:bands`` declare (bands without a scale left out)."""
     declared = {}
     for name, asset in band_assets.items():
         rb = asset.get("raster:bands") or [{}]
         rb = rb[0] if isinstance(rb, list) and rb and isinstance(rb[0], dict) else {}
         if "scale" in rb:
             declared[name] = (rb["scale"], rb.get("offset", 0.0))
+    return declared
+
+
+def _scaling(product: Product, props: dict, assets: dict, band_assets: dict, base) -> None:
+    """Fill offsets and quantification from what the item declares: the assets' ``raster:bands`` scale and offset,
+    else its product-metadata asset, else the processing-baseline rule; the band files' own scale and offset
+    tags must agree with what the item says. A metadata asset the item lists must be readable: its offsets
+    decide the scaling, so one that is missing or damaged is an error, not a guess."""
+    declared = _raster_scaling(band_assets)
     tags = tag_scaling(product.bands, product.source)
     if declared:
         merge_scaling(product, *declared_scaling(declared, product.source, "the raster:bands"), "the item's raster:bands")

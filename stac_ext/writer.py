@@ -119,8 +119,17 @@ def _properties(classification, encoding: str) -> dict:
         "processing:lineage": _lineage(classification),
         "processing:level": "L3",
     })
+    props.update(source_sensor(product))
+    return props
+
+
+def source_sensor(product) -> dict:
+    """What the input was taken by: the sensor's constellation and instrument, the platform where the product
+    names it, and the sensor as the model cards name it (``kappamask:sensor``)."""
+    sensor = product.sensor_info
+    props = {"constellation": sensor.constellation, "instruments": [sensor.instrument], "kappamask:sensor": sensor.id}
     if isinstance(product.platform, str) and product.platform:
-        props.update(platform=product.platform, constellation="sentinel-2", instruments=["msi"])
+        props["platform"] = product.platform
     return props
 
 

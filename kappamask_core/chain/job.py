@@ -15,12 +15,13 @@ import time
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 
+from ..foundation.bands import SENSORS
 from ..foundation.errors import BandsError, InputError, ModelError
 from ..foundation.stages import Stages
 from ..foundation.types import PathLike, ProductSource
 from ..io.product import Product
 from ..io.readers import open_product
-from ..models.cards import ModelCard
+from ..models.cards import ModelCard, models_for
 from ..models.resolve import Model, ModelSpec, resolve_card, resolve_model
 from ..models.runners import Runner, RunnerCache, choose_providers, open_runner
 from ..models.variants import with_precision
@@ -82,10 +83,20 @@ class Job:
 
 
 def check_compatible(product: Product, card: ModelCard) -> None:
-    """The product can be classified by ``card``: its level, its bands, and offsets a Sentinel-2 product can have."""
+    """The product can be classified by ``card``: its sensor, its level, its bands, and offsets a product of its
+    sensor can have."""
+    sensor = product.sensor_info
+    if sensor.id not in card.sensors:
+        raise BandsError(f"{product.source or product.id}: model {card.id!r} was made for {_titles(card.sensors)} "
+                         f"only, not {sensor.title}; models made for {sensor.title}: {models_for(sensor.id)}")
+    low, high = OFFSET_RANGE if sensor.id == "sentinel-2" else sensor.offset_range
     for name in card.bands:
         offset = product.offsets.get(name, 0.0)
-        if not (isinstance(offset, (int, float)) and OFFSET_RANGE[0] <= offset <= OFFSET_RANGE[1]):
+        if not (isinstance(offset, (int, float)) and low <= offset <= high):
+            if sensor.id != "sentinel-2":
+                raise InputError(f"{product.source or product.id}: band {sensor.label(name)} has the DN offset "
+                                 f"{offset!r}, outside the {low:g} to {high:g} that {sensor.title} products declare: "
+                                 "it would shift every value")
             raise InputError(f"{product.source or product.id}: band {name} has the DN offset {offset!r}; Sentinel-2 "
                              "offsets are -1000 (processing baseline 04.00 and later) or 0, so this one would shift "
                              "every value (UDF context \"offset\": give -1000 or 0)")
@@ -98,6 +109,10 @@ def check_compatible(product: Product, card: ModelCard) -> None:
             f"model {card.id!r} takes {'/'.join(card.levels)} products, but {product.id} is {product.level}"
         )
     product.require(card.bands)
+
+
+def _titles(sensors) -> str:
+    return ", ".join(SENSORS[s].title for s in sensors)
 
 
 def running_model(model: Model, options: ClassifyOptions) -> Model:
@@ -125,18 +140,20 @@ def _in_background(make, *args) -> Future:
 def prepare(source: ProductSource, model: ModelSpec = "auto", *, level: str | None = None, units: str = "dn",
             weights: PathLike | None = None,
             options: ClassifyOptions | None = None, runners: RunnerCache | None = None,
-            session: bool = True) -> Job:
+            session: bool = True, sensor: str | None = None) -> Job:
     """The :class:`Job` for ``source`` (anything :func:`kappamask_core.io.open_product` opens, or a
     :class:`~kappamask_core.io.product.Product`) and ``model`` (a name, card, path or a resolved
     :class:`~kappamask_core.models.resolve.Model`). ``runners`` shares sessions (a batch, a process);
     ``session=False`` plans the network's tiles without making one (for reading the tiles alone)."""
     options = options or ClassifyOptions()
     started, started_cpu, stages = time.perf_counter(), time.thread_time(), Stages()
-    product = open_product(source, level=level, units=units)
+    product = open_product(source, level=level, units=units, sensor=sensor)
     # the product and the model's card first: a user who gave the wrong bands hears that before anything of weights
-    card = model.card if isinstance(model, Model) else resolve_card(model, product.level or level, product.bands)
+    card = (model.card if isinstance(model, Model) else
+            resolve_card(model, product.level or level, product.bands, sensor=product.sensor))
     check_compatible(product, card)
-    resolved = resolve_model(model, product.level or level, product.bands, weights, announce=False)
+    resolved = resolve_model(model, product.level or level, product.bands, weights, announce=False,
+                             sensor=product.sensor)
     if resolved.lookup:
         job = Job(product, resolved, None, options, None, resolved, started, stages=stages)
     elif not session:

@@ -237,12 +237,13 @@ def write_product_files(result, temps: dict, encoding: str, usable: bool) -> Non
 
 def run(source: ProductSource, model: ModelSpec = "auto", *, level: str | None = None, units: str = "dn",
         weights: PathLike | None = None, options: ClassifyOptions | None = None, runners: RunnerCache | None = None,
-        scores_sink: ScoresSink | None = None) -> Classification:
+        scores_sink: ScoresSink | None = None, sensor: str | None = None) -> Classification:
     """Classify one product and return the :class:`~kappamask_core.chain.results.Classification` (the class map,
     the grid, the model that ran, timings); see :func:`classify` for the arguments. ``scores_sink`` takes the
     per-class scores strip by strip (``options.scores``; e.g. a
     :class:`~kappamask_core.io.writers.ScoresWriter`), instead of memory."""
-    job = prepare(source, model, level=level, units=units, weights=weights, options=options, runners=runners)
+    job = prepare(source, model, level=level, units=units, weights=weights, options=options, runners=runners,
+                  sensor=sensor)
     return execute(job, scores_sink)
 
 
@@ -263,11 +264,12 @@ def is_cube(source: object) -> bool:
 
 
 def classify(source: ProductSource, model: ModelSpec = "auto", *, level: str | None = None, units: str = "dn",
-             weights: PathLike | None = None, options: ClassifyOptions | None = None,
+             weights: PathLike | None = None, options: ClassifyOptions | None = None, sensor: str | None = None,
              **overrides: Any) -> "xarray.DataArray | xarray.Dataset":
-    """Classify a Sentinel-2 product into the five KappaMask classes.
+    """Classify a Sentinel-2, Landsat 5 to 9 or HLS product into the five KappaMask classes.
 
-    source: SAFE folder or .zip, folder of band files, STAC item (path or pystac.Item), or a cube: an
+    source: SAFE folder or .zip, folder of band files (Sentinel-2's, a Landsat Collection 2 product's with its MTL
+        file, an HLS v2.0 granule's), STAC item (path or pystac.Item), or a cube: an
         xarray.DataArray with a 'bands' (or stackstac's 'band') dimension, or an odc-stac xarray.Dataset of band
         variables. A cube with a time dimension, a Dataset or a dask-backed cube is classified by
         :func:`~kappamask_core.faces.datacube.classify_cube`: one map per date, lazy on dask.
@@ -275,7 +277,9 @@ def classify(source: ProductSource, model: ModelSpec = "auto", *, level: str | N
         model, with a warning), 'default' (the bundled offline model), a built-in id (``kappamask models list``),
         an alias such as 'kappamask-v2', or a card .json path.
     level: 'L1C' or 'L2A' where the input does not say.
-    units: 'dn' or 'reflectance' (xarray input).
+    units: 'dn', 'harmonised' or 'reflectance' (xarray input).
+    sensor: whose bands an xarray input holds ('sentinel-2', 'landsat-5', 'landsat-7', 'landsat-8', 'landsat-9',
+        'hls-l30', 'hls-s30'), where its ``platform`` does not say; files and STAC items say it themselves.
     weights: ONNX file (path or URL) for cards that do not bundle one.
     options / overrides: a :class:`~kappamask_core.chain.options.ClassifyOptions`, or its fields as keywords.
 
@@ -291,8 +295,9 @@ def classify(source: ProductSource, model: ModelSpec = "auto", *, level: str | N
         raise InputError(f"unknown option: {exc}") from None
     if is_cube(source) or output is not None:
         return classify_cube(source, model=model, level=level, units=units, weights=None if weights is None
-                             else str(weights), options=options, output=output or "classes")
-    result = run(source, model, level=level, units=units, weights=weights, options=options).to_xarray()
+                             else str(weights), options=options, output=output or "classes", sensor=sensor)
+    result = run(source, model, level=level, units=units, weights=weights, options=options,
+                 sensor=sensor).to_xarray()
     return like_input(result, source)
 
 

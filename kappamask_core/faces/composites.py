@@ -22,6 +22,7 @@ from ..chain.strips import open_rows, working_rows
 from ..foundation import plugins
 from ..foundation.errors import InputError
 from ..foundation.grid import Grid
+from ..io.arrays import array_sensor
 from ..io.files import atomic_files
 from ..io.product import Product
 from ..io.readers import open_product
@@ -39,7 +40,7 @@ SCALE = 10000.0  # reflectance x SCALE as uint16 in the written COGs, 0 = no dat
 def composite(cube: Any, masks: Any = None, *, cloudiness: Any = None, method: str = "median", buffers: Any = None,
               model: Any = "auto",
               level: str | None = None, units: str = "dn", offset: float = 0.0, weights: str | None = None,
-              options: ClassifyOptions | None = None) -> "xarray.Dataset":
+              options: ClassifyOptions | None = None, sensor: str | None = None) -> "xarray.Dataset":
     """A cloud-free composite over time: one variable per band (float32, in the cube's units, NaN where no date
     qualifies), ``clear_count`` (uint16, the clear observations of each pixel) and, for ``best-pixel``, ``date``
     (the date each pixel was taken from, NaT where none).
@@ -47,19 +48,21 @@ def composite(cube: Any, masks: Any = None, *, cloudiness: Any = None, method: s
     ``masks``: the cube's (time, y, x) class maps (``classify(cube)``); without them the cube is classified with
     ``model`` on the way, and ``best-pixel`` also scores the dates by the cloud and shadow scores (with given
     masks, by ``cloudiness``, the (time, y, x) sum of those scores, or else by their classes). ``buffers`` grow clouds and shadows before a pixel counts as clear
-    (``"cloud=300,shadow=100"``). Lazy where the cube is dask-backed.
+    (``"cloud=300,shadow=100"``). ``sensor``: whose bands the cube holds, where its ``platform`` does not say
+    (Sentinel-2 where neither does). Lazy where the cube is dask-backed.
     """
     import xarray as xr
 
     if method not in arithmetic.METHODS:
         raise InputError(f"method must be one of {', '.join(arithmetic.METHODS)}, not {method!r}")
-    cube = band_cube(cube)
+    sensor = sensor or array_sensor(cube)
+    cube = band_cube(cube, sensor)
     options = options or ClassifyOptions()
     if buffers is not None:
         options = replace(options, buffers=buffers)
     if masks is None:
         spec = date_spec(cube["bands"].values, model, level=level, units=units, offset=offset, weights=weights,
-                         output=CLASSES_AND_CLOUDINESS, options=options, attrs=cube.attrs)
+                         output=CLASSES_AND_CLOUDINESS, options=options, attrs=cube.attrs, sensor=sensor)
         classes, cloudiness = _classes_and_cloudiness(cube, spec)
     else:
         classes = _mask_values(masks, cube, options.buffers)

@@ -20,9 +20,9 @@ import numpy as np
 
 from ..chain.buffers import reach_px
 from ..chain.options import ClassifyOptions
-from ..foundation.bands import asset_band
+from ..foundation.bands import asset_band, sensor_named
 from ..foundation.errors import InputError
-from ..io.arrays import array_crs, dataset_bands, flips_to_north_up, pixel_size
+from ..io.arrays import array_crs, array_sensor, dataset_bands, flips_to_north_up, pixel_size
 from .dates import (CLASSES_AND_CLOUDINESS, CLASSES_AND_SCORES, CLOUDY, MULTI_BAND, OUTPUT_BANDS, OUTPUTS, TIME_DIMS,
                     DateSpec, classify_values, cube_level, date_spec, ground_origin, infer_level)
 from .lazycube import context_needed, is_dask, lazy_values
@@ -42,7 +42,7 @@ __all__ = ["CLASSES_AND_CLOUDINESS", "CLASSES_AND_SCORES", "CLOUDY", "MULTI_BAND
 def classify_datacube(cube: "xarray.DataArray", *, model: str = "auto", level: str | None = None, units: str = "dn",
                       offset: float = 0.0, output: str = "classes", encoding: str = "kappamask",
                       weights: str | None = None, options: ClassifyOptions | None = None,
-                      context_px: int = 0) -> "xarray.DataArray":
+                      context_px: int = 0, sensor: str | None = None) -> "xarray.DataArray":
     """(t?, bands, y, x) cube -> (t?, bands, y, x) cube whose bands are :data:`OUTPUT_BANDS` ``[output]``.
 
     ``context_px``: the pixels on each side that are context only (apply_neighborhood's overlap, which the
@@ -68,7 +68,7 @@ def classify_datacube(cube: "xarray.DataArray", *, model: str = "auto", level: s
     array_crs(cube, "the cube")
     spec = date_spec(cube["bands"].values, model, level=level, units=units, offset=offset, output=output,
                      encoding=encoding, weights=weights, options=options, attrs=cube.attrs,
-                     pixel_size=pixel_size(cube) or 10.0)
+                     pixel_size=pixel_size(cube), sensor=sensor or array_sensor(cube))
     # a buffer needs the classes within its radius of the core: those pixels are classified too
     radius = reach_px(spec.options.buffers, spec.pixel_size)
     needed = context_needed(spec) + radius
@@ -102,10 +102,11 @@ def classify_datacube(cube: "xarray.DataArray", *, model: str = "auto", level: s
 
 # ----------------------------------------------------------------------------- notebook cubes (lazy on dask)
 
-def band_cube(cube: Any) -> "xarray.DataArray":
+def band_cube(cube: Any, sensor: str | None = None) -> "xarray.DataArray":
     """A (time, bands, y, x) DataArray from what notebooks load: a DataArray with ``bands`` or stackstac's
     ``band`` and an optional ``time`` or ``t``, or an odc-stac ``Dataset`` of band variables. Band labels are the
-    catalogues' (``B02``, ``blue``, ``nir08``, ``B8A_20m``); a label that names no Sentinel-2 band is an error."""
+    catalogues' (``B02``, ``blue``, ``nir08``, ``B8A_20m``); a label that names no band of ``sensor`` (Sentinel-2
+    where none is given) is an error."""
     import xarray as xr
 
     if isinstance(cube, xr.Dataset):
@@ -121,11 +122,12 @@ def band_cube(cube: Any) -> "xarray.DataArray":
     if "bands" not in cube.dims or "bands" not in cube.coords:
         raise InputError(f"the cube has no labelled 'bands' (or 'band') dimension (dimensions: {cube.dims}); name the "
                          "bands like B02 or blue")
-    unknown = [str(b) for b in cube["bands"].values if asset_band(str(b)) is None]
+    info = sensor_named(sensor)
+    unknown = [str(b) for b in cube["bands"].values if asset_band(str(b), info) is None]
     if unknown:
-        raise InputError(f"the cube's band(s) {', '.join(unknown)} are not Sentinel-2 bands: label them like B02 or "
-                         "blue (the asset keys of Earth Search, CDSE and Planetary Computer are understood), or leave "
-                         "them out")
+        raise InputError(f"the cube's band(s) {', '.join(unknown)} are not {info.title} bands: label them like "
+                         f"{', '.join(list(info.bands)[1:3])} or blue (the asset keys of Earth Search, CDSE and "
+                         "Planetary Computer are understood), or leave them out")
     time_dim = next((d for d in TIME_DIMS if d in cube.dims), None)
     if time_dim is None:
         cube = cube.expand_dims(time=1)
@@ -141,25 +143,31 @@ def band_cube(cube: Any) -> "xarray.DataArray":
 
 def classify_cube(cube: Any, *, model: Any = "auto", level: str | None = None, units: str = "dn",
                   offset: float = 0.0, output: str = "classes", encoding: str = "kappamask",
-                  weights: str | None = None,
-                  options: ClassifyOptions | None = None) -> "xarray.DataArray | xarray.Dataset":
+                  weights: str | None = None, options: ClassifyOptions | None = None,
+                  sensor: str | None = None) -> "xarray.DataArray | xarray.Dataset":
     """Classify every date of a cube (:func:`band_cube` says which cubes): a (time, y, x) uint8 DataArray of
     classes (or ``usable``), or (time, class, y, x) float32 scores (with ``options.scores``: a Dataset of both);
     coordinates, ``spatial_ref`` and attributes of the cube kept, so rioxarray and odc-geo writers work. A
     dask-backed cube gives a lazy result (see the module text); an in-memory one is classified at once."""
     import xarray as xr
 
-    cube = band_cube(cube)
+    try:
+        info = sensor_named(sensor or array_sensor(cube))
+    except KeyError as exc:
+        raise InputError(str(exc.args[0])) from None
+    cube = band_cube(cube, info.id)
     array_crs(cube, "the cube")
-    size = pixel_size(cube)
-    if size is not None and not 9.5 <= size <= 10.5:
-        raise InputError(f"the cube's pixels are {size:g} units wide; the models work on Sentinel-2's 10 m grid: "
-                         "load the cube at 10 m in a projected CRS (odc.stac.load(..., resolution=10), "
-                         "stackstac.stack(..., resolution=10))")
+    size, native = pixel_size(cube), info.resolution
+    if size is not None and not 0.95 * native <= size <= 1.05 * native:
+        hint = (" (a Landsat or HLS cube? give its sensor: sensor='landsat-8', 'hls-l30')"
+                if info.id == "sentinel-2" else "")
+        raise InputError(f"the cube's pixels are {size:g} units wide; {info.title} products are classified on their "
+                         f"{native} m grid: load the cube at {native} m in a projected CRS (odc.stac.load(..., "
+                         f"resolution={native}), stackstac.stack(..., resolution={native})){hint}")
     both = output == "classes" and options is not None and options.scores  # as one image gives with scores=True
     spec = date_spec(cube["bands"].values, model, level=level, units=units, offset=offset,
                      output=CLASSES_AND_SCORES if both else output, encoding=encoding, weights=weights,
-                     options=options, attrs=cube.attrs)
+                     options=options, attrs=cube.attrs, sensor=info.id)
     values = cube_values(cube, spec)
     coords = {k: v for k, v in cube.coords.items() if "bands" not in v.dims}
     if both:

@@ -17,13 +17,13 @@ from ..chain.buffers import usable_mask
 from ..chain.job import prepare
 from ..chain.options import ClassifyOptions
 from ..chain.pipeline import execute
-from ..foundation.bands import BAND_BY_NAME
+from ..foundation.bands import BAND_BY_NAME, SENSORS, sensor_named
 from ..foundation.classes import CLASSES, encode
 from ..foundation.errors import BandsError, InputError
 from ..io.arrays import (band_labels, from_dataarray,
                          pixel_size)
 from ..io.product import check_level, level_evidence
-from ..models.cards import ALIASES, AUTO, ModelCard
+from ..models.cards import ALIASES, AUTO, ModelCard, models_for
 from ..models.resolve import Model, resolve_card, resolve_model
 from ..models.runners import PROCESS_RUNNERS
 
@@ -50,10 +50,10 @@ MULTI_BAND = {"scores": len(CLASSES), CLASSES_AND_CLOUDINESS: 2, CLASSES_AND_SCO
 TIME_DIMS = ("time", "t")
 
 
-def infer_level(band_names) -> str | None:
-    """The level the cube's bands tell: L1C with B10 (only L1C carries it), L2A with AOT, WVP or SCL (only L2A
-    carries them); None when they tell nothing (B02 to B12 are in both)."""
-    return level_evidence({str(b).upper() for b in band_names})
+def infer_level(band_names, sensor: str = "sentinel-2") -> str | None:
+    """The level the cube's bands tell: for Sentinel-2, L1C with B10 (only L1C carries it), L2A with AOT, WVP or
+    SCL (only L2A carries them); L2A for HLS (surface reflectance only); None when they tell nothing."""
+    return level_evidence({str(b).upper() for b in band_names}, "", sensor)
 
 
 def _model_level(model) -> str | None:
@@ -67,12 +67,13 @@ def _model_level(model) -> str | None:
     return card.levels[0] if len(card.levels) == 1 else None
 
 
-def cube_level(model, level: str | None, band_names) -> str:
+def cube_level(model, level: str | None, band_names, sensor: str = "sentinel-2") -> str:
     """The level of a cube's dates: given, else the only one the model takes, else what the bands tell."""
-    level = level or _model_level(model) or infer_level(band_names)
+    level = level or _model_level(model) or infer_level(band_names, sensor)
     if level is None:
         raise InputError(f"the cube's bands ({', '.join(map(str, band_names))}) are in L1C and L2A products "
-                         "alike: give the level (\"L1C\" or \"L2A\"; UDF context \"level\")")
+                         "alike: give the level (\"L1C\" or \"L2A\"; UDF context \"level\"; for Landsat, L1C is "
+                         "Collection 2 Level-1, top-of-atmosphere reflectance, and L2A Level-2, surface reflectance)")
     if not isinstance(level, str) or level.upper() not in ("L1C", "L2A"):
         raise InputError(f"level must be \"L1C\" or \"L2A\", not {level!r}")
     return level.upper()
@@ -92,7 +93,8 @@ class DateSpec:
     encoding: str = "kappamask"
     options: ClassifyOptions = field(default_factory=ClassifyOptions)
     attrs: dict = field(default_factory=dict)  # the cube's nodata and CF scaling attributes
-    pixel_size: float = 10.0  # the cube's pixel size, from its coordinates (10 m where they do not tell)
+    pixel_size: float = 10.0  # the cube's pixel size, from its coordinates (the sensor's where they do not tell)
+    sensor: str = "sentinel-2"  # whose bands the cube holds (a key of SENSORS)
 
 
 def classify_values(values: np.ndarray, spec: DateSpec, when: str = "",
@@ -116,7 +118,7 @@ def classify_values(values: np.ndarray, spec: DateSpec, when: str = "",
         spec = replace(spec, options=replace(spec.options, tiles="raster"))
     elif window is not None:
         spec = replace(spec, options=replace(spec.options, window=window))
-    opened = from_dataarray(da, level=spec.level, units=spec.units, peaks=peaks)
+    opened = from_dataarray(da, level=spec.level, units=spec.units, peaks=peaks, sensor=spec.sensor)
     if spec.offset:
         opened.offsets = {b: float(spec.offset) for b in opened.bands if BAND_BY_NAME[b].quantification_key == "band"}
     job = prepare(opened, spec.model, options=spec.options, runners=PROCESS_RUNNERS)
@@ -151,29 +153,35 @@ def ground_origin(step: "xarray.DataArray", tiles: str = "ground") -> tuple[int,
 
 def date_spec(names, model, *, level: str | None, units: str = "dn", offset: float = 0.0, output: str = "classes",
               encoding: str = "kappamask", weights: str | None = None, options: ClassifyOptions | None = None,
-              attrs: dict | None = None, pixel_size: float = 10.0) -> DateSpec:
+              attrs: dict | None = None, pixel_size: float | None = None, sensor: str | None = None) -> DateSpec:
     """Check the arguments and the cube's bands against the model, then resolve the model (once: its weights
-    may be downloaded) into the :class:`DateSpec` of every date."""
+    may be downloaded) into the :class:`DateSpec` of every date. ``sensor``: whose bands the cube holds
+    (Sentinel-2 where none is given)."""
     if output not in (*OUTPUTS, CLASSES_AND_CLOUDINESS, CLASSES_AND_SCORES):
         raise InputError(f"output must be one of {OUTPUTS}, not {output!r}")
     options = options or ClassifyOptions()
     if output in ("scores", CLASSES_AND_CLOUDINESS, CLASSES_AND_SCORES) and not options.scores:
         options = replace(options, scores=True)
+    try:
+        info = sensor_named(sensor)
+    except KeyError as exc:
+        raise InputError(str(exc.args[0])) from None
     names = tuple(str(n) for n in names)
-    band_labels(names)  # one band named twice, before anything else
-    level = cube_level(model, level, names)
-    check_level(level, _band_names(names), "", "the cube")  # a level the bands contradict, before any model
-    card = resolve_card(model, level, _band_names(names))
-    missing = [b for b in card.bands if b not in _band_names(names)]
+    roles = set(band_labels(names, info.id))  # one band named twice, before anything else
+    level = cube_level(model, level, names, info.id)
+    check_level(level, roles, "", "the cube", info.id)  # a level the bands contradict, before any model
+    card = resolve_card(model, level, roles, sensor=info.id)
+    if info.id not in card.sensors:
+        raise BandsError(f"model {card.id!r} was made for {', '.join(SENSORS[s].title for s in card.sensors)} only, "
+                         f"not {info.title}; models made for {info.title}: {models_for(info.id)}")
+    missing = [b for b in card.bands if b not in roles]
     if missing:
-        raise BandsError(f"model {card.id!r} needs band(s) {', '.join(missing)}, which the cube lacks (it has "
-                         f"{', '.join(names)}); load them too")
+        hint = ("; a Landsat or HLS cube? give its sensor (sensor='landsat-8', 'hls-l30'; UDF context \"sensor\")"
+                if info.id == "sentinel-2" else "")
+        raise BandsError(f"model {card.id!r} needs band(s) {', '.join(map(info.label, missing))}, which the cube "
+                         f"lacks (it has {', '.join(names)}); load them too{hint}")
     if level not in card.levels:
         raise BandsError(f"model {card.id!r} takes {'/'.join(card.levels)} products, but the cube is {level}")
-    resolved = resolve_model(model, level, _band_names(names), weights, announce=False)
+    resolved = resolve_model(model, level, roles, weights, announce=False, sensor=info.id)
     return DateSpec(names, level, resolved, units, float(offset), output, encoding, options, dict(attrs or {}),
-                    pixel_size)
-
-
-def _band_names(labels) -> set[str]:
-    return set(band_labels(labels))
+                    pixel_size or float(info.resolution), info.id)

@@ -122,7 +122,8 @@ def _checked_by_date(values, data, spec: DateSpec):
 def _checked_block(values: np.ndarray, peaks: np.ndarray, spec: DateSpec) -> np.ndarray:
     """One chunk of a date's values, once its date's peaks (1, bands) pass the units check."""
     position = {label: i for i, label in enumerate(spec.names)}
-    date_peaks = {name: float(peaks[0, position[str(given[0])]]) for name, given in band_labels(spec.names).items()}
+    date_peaks = {name: float(peaks[0, position[str(given[0])]])
+                  for name, given in band_labels(spec.names, spec.sensor).items()}
     check_units({n: p for n, p in date_peaks.items() if p > 0}, spec.units, "xarray.DataArray array")
     return values
 

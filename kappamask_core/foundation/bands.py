@@ -1,13 +1,17 @@
-"""Sentinel-2 band table: native resolution, level availability, common names.
+"""The band table: Sentinel-2's bands (native resolution, levels, common names) and every other sensor's bands as
+the models know them, with the names each catalogue gives them.
 
-One table serves the readers (which files to look for), the resampler (native
-pixel size) and the STAC reader (asset keys of common catalogues).
+The models name their input bands as Sentinel-2 does (``B02`` .. ``B12``): a band's *role*. Another sensor's band
+fills the role of the Sentinel-2 band it matches (Landsat 8's B5, near infrared, fills ``B08``), and
+:data:`SENSORS` says, for each sensor, which of its bands fill which role and under which names the USGS and
+HLS files, Earth Search, Planetary Computer, Copernicus Data Space and openEO label them. Every reader, cube and
+catalogue resolves a label here (:func:`asset_band`), and nowhere else.
 """
 
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 
 @dataclass(frozen=True)
@@ -62,34 +66,133 @@ UNITS = ("dn", "harmonised", "reflectance")
 HARMONISED_FLOOR = -1000.0
 
 
-def normalise_band_name(name: str) -> str:
-    """Accept 'b2', 'B2', 'B02', 'b8a', 'B8A' and return the canonical name."""
-    key = name.strip().upper()
-    if key in BAND_BY_NAME:
-        return key
-    if key.startswith("B") and key[1:].isdigit():
-        candidate = f"B{int(key[1:]):02d}"
-        if candidate in BAND_BY_NAME:
-            return candidate
-    for band in BANDS:
-        if band.common_name and band.common_name.upper() == key:
-            return band.name
-    raise KeyError(name)
+@dataclass(frozen=True)
+class Sensor:
+    """A sensor whose products the readers know: its own band names, the role each fills (the Sentinel-2 band
+    the models know it as), the names catalogues give them, and the facts its products' metadata must agree with."""
+
+    id: str  # what model cards list under "sensors"
+    title: str  # for messages: "Landsat 8 (OLI)"
+    instrument: str  # STAC "instruments" value
+    constellation: str
+    platforms: tuple[str, ...]  # STAC "platform" values of its satellites
+    resolution: int  # pixel size of its products' base grid (m): every reflective band's native size but Sentinel-2's
+    bands: dict[str, str]  # its own band name (as its files name it) -> role
+    common: dict[str, str]  # eo common names and catalogue asset keys -> role
+    # (lowest, highest) DN offset its products' metadata may declare: an offset outside it shifts every value
+    offset_range: tuple[float, float] = (-2000.0, 0.0)
+    levels: tuple[str, ...] = ("L1C", "L2A")
+    masks: dict[str, str] = field(default_factory=dict)  # the product's own quality layers: name -> what they hold
+
+    def role(self, label: str) -> str | None:
+        """The role of one of this sensor's bands as a file, catalogue or cube labels it, or None."""
+        key = str(label).strip()
+        match = RESOLUTION_SUFFIX.match(key)
+        if match and self.id == "sentinel-2":  # Copernicus Data Space's asset keys: B02_10m
+            key = match.group(1)
+        upper = key.upper().removeprefix("SR_")  # USGS Level-2 files: SR_B4
+        if upper in self.bands:
+            return self.bands[upper]
+        if upper.startswith("B") and upper[1:].isdigit():  # B4, B04, b4
+            for own, role in self.bands.items():
+                if own[1:].isdigit() and int(own[1:]) == int(upper[1:]):
+                    return role
+        return self.common.get(key.lower())
+
+    def label(self, role: str) -> str:
+        """This sensor's own name of the band that fills ``role`` (for messages): 'B5 (nir08)' for Landsat 8's B08."""
+        own = next((name for name, r in self.bands.items() if r == role), role)
+        common = next((name for name, r in self.common.items() if r == role), None)
+        return own if own == role or common is None else f"{own} ({common})"
+
+    def resolution_of(self, role: str) -> int:
+        """The native pixel size (m) of the band that fills ``role``."""
+        return BAND_BY_NAME[role].resolution if self.id in ("sentinel-2",) else self.resolution
+
+
+def _common(**roles: str) -> dict[str, str]:
+    return dict(roles)
+
+
+_S2_OWN = {b.name: b.name for b in BANDS}
+_S2_COMMON = {b.common_name: b.name for b in BANDS if b.common_name} | {b.name.lower(): b.name for b in BANDS}
+# Landsat 8 and 9 (OLI): Earth Search's and Planetary Computer's landsat-c2-l2 asset keys and eo common names
+_OLI_COMMON = _common(coastal="B01", blue="B02", green="B03", red="B04", nir08="B08", nir="B08", swir16="B11",
+                      swir22="B12", cirrus="B10")
+_OLI_OWN = {"B1": "B01", "B2": "B02", "B3": "B03", "B4": "B04", "B5": "B08", "B6": "B11", "B7": "B12", "B9": "B10"}
+# Landsat 4, 5 (TM) and 7 (ETM+): band 1 is blue, band 6 thermal
+_TM_OWN = {"B1": "B02", "B2": "B03", "B3": "B04", "B4": "B08", "B5": "B11", "B7": "B12"}
+_TM_COMMON = {k: v for k, v in _OLI_COMMON.items() if k not in ("coastal", "cirrus")}
+# Landsat Collection 2 DN offsets: Level-1 TOA reflectance -0.1 at 2e-5 per DN (-5000), Level-2 surface
+# reflectance -0.2 at 2.75e-5 per DN (about -7272.7)
+_LANDSAT_OFFSETS = (-8000.0, 0.0)
+_LANDSAT_MASKS = {"QA_PIXEL": "CFMask's cloud, shadow and fill bits", "QA_RADSAT": "each band's saturation bits"}
+
+
+def _landsat(number: int, instrument: str, own: dict, common: dict) -> Sensor:
+    return Sensor(f"landsat-{number}", f"Landsat {number} ({instrument.upper()})", instrument, "landsat",
+                  (f"landsat-{number}",), 30, own, common, _LANDSAT_OFFSETS, masks=_LANDSAT_MASKS)
+
+
+SENSORS: dict[str, Sensor] = {s.id: s for s in (
+    Sensor("sentinel-2", "Sentinel-2 (MSI)", "msi", "sentinel-2", ("sentinel-2a", "sentinel-2b", "sentinel-2c"), 10,
+           _S2_OWN, _S2_COMMON, masks={"SCL": "Sen2Cor's scene classification"}),
+    _landsat(5, "tm", _TM_OWN, _TM_COMMON),
+    _landsat(7, "etm+", _TM_OWN, _TM_COMMON),
+    _landsat(8, "oli", _OLI_OWN, _OLI_COMMON),
+    _landsat(9, "oli", _OLI_OWN, _OLI_COMMON),
+    # NASA's Harmonized Landsat Sentinel-2 (v2.0): surface reflectance x 10000 on a 30 m grid; L30 numbers
+    # Landsat's bands with two digits, S30 keeps Sentinel-2's numbers (B8A is its narrow near infrared)
+    Sensor("hls-l30", "HLS L30 (Landsat 8 and 9 OLI)", "oli", "landsat", ("landsat-8", "landsat-9"), 30,
+           {"B01": "B01", "B02": "B02", "B03": "B03", "B04": "B04", "B05": "B08", "B06": "B11", "B07": "B12",
+            "B09": "B10"}, _OLI_COMMON, (0.0, 0.0), ("L2A",), {"FMASK": "Fmask's cloud, shadow and fill bits"}),
+    Sensor("hls-s30", "HLS S30 (Sentinel-2 MSI)", "msi", "sentinel-2", ("sentinel-2a", "sentinel-2b", "sentinel-2c"),
+           30, {name: name for name in SPECTRAL_BANDS}, _S2_COMMON, (0.0, 0.0), ("L2A",),
+           {"FMASK": "Fmask's cloud, shadow and fill bits"}),
+)}
+SENTINEL_2 = SENSORS["sentinel-2"]
+# what the levels mean for every sensor: Landsat Collection 2 Level-1 is top-of-atmosphere reflectance (the L1C
+# models), Level-2 and HLS surface reflectance (the L2A models)
+LEVEL_MEANING = {"L1C": "top-of-atmosphere reflectance", "L2A": "surface reflectance"}
+
+
+def sensor_named(name: "str | Sensor | None") -> Sensor:
+    """The sensor ``name`` ('landsat-8', 'Landsat 8', 'LANDSAT_8', 'hls-l30', a STAC platform such as
+    'sentinel-2b'), or Sentinel-2 for None; an unknown name is one line that lists the known ones."""
+    if isinstance(name, Sensor):
+        return name
+    if name is None:
+        return SENTINEL_2
+    key = re.sub(r"[\s_]+", "-", str(name).strip().lower())
+    if key in SENSORS:
+        return SENSORS[key]
+    for sensor in SENSORS.values():
+        if not sensor.id.startswith("hls") and key in sensor.platforms:
+            return sensor
+    raise KeyError(f"unknown sensor {name!r}; known: {', '.join(SENSORS)}")
+
+
+def normalise_band_name(name: str, sensor: "str | Sensor | None" = None) -> str:
+    """The role of a band label ('b2', 'B02', 'b8a', 'blue'; Landsat's 'B5', 'SR_B5', 'nir08') for ``sensor``
+    (Sentinel-2 where none is given); KeyError where the label names none of its bands."""
+    role = sensor_named(sensor).role(name)
+    if role is None:
+        raise KeyError(name)
+    return role
 
 
 RESOLUTION_SUFFIX = re.compile(r"^(.*?)[_-](\d{2})m$", re.IGNORECASE)  # "B02_10m", "SCL-20m"
 
 
-def asset_band(key: str) -> tuple[str, int] | None:
-    """(band name, resolution in m) of a band as catalogues and cubes label it: a Sentinel-2 name ('B02', 'b8a'),
-    an eo common name ('blue', 'nir08', Earth Search's asset keys) or either with a resolution suffix
-    ('B02_10m', CDSE's asset keys); None for anything else (thumbnails, metadata)."""
-    base, resolution = str(key), None
-    match = RESOLUTION_SUFFIX.match(base)
-    if match:
-        base, resolution = match.group(1), int(match.group(2))
-    try:
-        name = normalise_band_name(base)
-    except KeyError:
+def asset_band(key: str, sensor: "str | Sensor | None" = None) -> tuple[str, int] | None:
+    """(role, resolution in m) of a band of ``sensor`` (Sentinel-2 where none is given) as files, catalogues and
+    cubes label it: its own name ('B02', 'b8a'; Landsat's 'B5', 'SR_B5'; HLS's 'B05'), an eo common name or a
+    catalogue's asset key ('blue', 'nir08'), Copernicus Data Space's keys with a resolution suffix ('B02_10m');
+    None for anything else (thumbnails, metadata, quality layers)."""
+    sensor = sensor_named(sensor)
+    role = sensor.role(str(key))
+    if role is None:
         return None
-    return name, resolution or BAND_BY_NAME[name].resolution
+    match = RESOLUTION_SUFFIX.match(str(key))
+    stated = int(match.group(2)) if match and sensor is SENTINEL_2 else None
+    return role, stated or sensor.resolution_of(role)

@@ -9,7 +9,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 from affine import Affine
 
-from ..foundation.bands import UNITS, asset_band
+from ..foundation.bands import SENSORS, UNITS, asset_band, sensor_named
 from ..foundation.errors import InputError
 from ..foundation.grid import Grid
 from .bandfiles import as_missing
@@ -127,18 +127,19 @@ def pixel_size(da, source: str = "the cube") -> float | None:
     return None if steps is None else abs(steps[0])
 
 
-def _grid_from_coords(da, crs, source: str) -> Grid:
-    """The grid of a north-up array: its checked coordinates (cell centres) and CRS, or an unlocated 10 m grid."""
+def _grid_from_coords(da, crs, source: str, default_size: float = 10.0) -> Grid:
+    """The grid of a north-up array: its checked coordinates (cell centres) and CRS, or an unlocated grid of the
+    sensor's pixel size (``default_size``: 10 m for Sentinel-2, 30 m for Landsat and HLS)."""
     h, w = da.sizes["y"], da.sizes["x"]
     steps = grid_steps(da, source)
     if steps is None or "x" not in da.coords or "y" not in da.coords:
         if steps is None and ("x" in da.coords or "y" in da.coords) and h * w > 1:
             raise InputError(f"{source}: it has coordinates for one axis only; give both x and y, or neither")
-        size = 10.0 if steps is None else abs(steps[0])
-        if "x" in da.coords and "y" in da.coords:  # one pixel: located where its coordinates say, 10 m wide
+        size = default_size if steps is None else abs(steps[0])
+        if "x" in da.coords and "y" in da.coords:  # one pixel: where its coordinates say, the sensor's size
             x0, y0 = float(da["x"].values[0]), float(da["y"].values[0])
             return Grid(h, w, Affine(size, 0, x0 - size / 2, 0, -size, y0 + size / 2), crs, located=True)
-        return Grid(h, w, Affine(size, 0, 0, 0, -size, 0), crs, located=False)  # ungeoreferenced: 10 m pixels
+        return Grid(h, w, Affine(size, 0, 0, 0, -size, 0), crs, located=False)  # ungeoreferenced: the sensor's pixels
     dx, dy = steps
     x0, y0 = float(da["x"].values[0]), float(da["y"].values[0])
     return Grid(h, w, Affine(dx, 0, x0 - dx / 2, 0, dy, y0 - dy / 2), crs, located=True)
@@ -158,13 +159,38 @@ def flips_to_north_up(da) -> tuple[bool, bool]:
     return (not descending("y") and "y" in da.coords and da.sizes.get("y", 0) > 1), descending("x")
 
 
-def band_labels(given) -> dict[str, list]:
-    """Band name -> the label that names it ('B02', 'blue', 'B02_10m', ...), for the labels of an array's bands;
-    labels that name no band (masks, indices) are not ours to use. One band named twice is an error: which layer
-    is meant cannot be known."""
+def array_sensor(cube) -> str | None:
+    """The sensor an array's or a cube's own metadata names: stackstac's ``platform`` coordinate (one value per
+    date) or a ``platform`` attribute; None where it names none. Dates of several sensors are one sensor here only
+    where the sensors' bands are labelled alike (Landsat 8 and 9; Landsat 5 and 7); others are refused."""
+    values = []
+    if "platform" in getattr(cube, "coords", {}):
+        values = [str(v) for v in np.atleast_1d(cube["platform"].values)]
+    elif isinstance(getattr(cube, "attrs", {}).get("platform"), str):
+        values = [cube.attrs["platform"]]
+    found = set()
+    for value in values:
+        try:
+            found.add(sensor_named(value).id)
+        except KeyError:
+            raise InputError(f"the cube's platform {value!r} is not a sensor the models know ({', '.join(SENSORS)}); "
+                             "give its sensor") from None
+    if not found:
+        return None
+    tables = {(tuple(sorted(SENSORS[s].bands.items())), tuple(sorted(SENSORS[s].common.items()))) for s in found}
+    if len(tables) > 1:
+        raise InputError(f"the cube holds dates of {', '.join(SENSORS[s].title for s in sorted(found))}, whose bands "
+                         "are numbered differently; load each sensor's dates as a cube of its own")
+    return sorted(found)[0]
+
+
+def band_labels(given, sensor: str = "sentinel-2") -> dict[str, list]:
+    """Role -> the label that names it ('B02', 'blue', 'B02_10m'; Landsat's 'nir08', 'SR_B5'), for the labels of
+    an array's bands of ``sensor``; labels that name no band (masks, indices) are not ours to use. One band named
+    twice is an error: which layer is meant cannot be known."""
     labels: dict[str, list] = {}
     for label in given:
-        found = asset_band(str(label))
+        found = asset_band(str(label), sensor)
         if found is not None:
             labels.setdefault(found[0], []).append(label)
     repeated = sorted(name for name, named in labels.items() if len(named) > 1)
@@ -175,10 +201,11 @@ def band_labels(given) -> dict[str, list]:
 
 
 def from_dataarray(da: "xarray.DataArray", level: str | None = None, units: str = "dn", product_id: str = "array",
-                   peaks: dict[str, float] | None = None) -> Product:
-    """A product from an xarray DataArray with dims ('bands', 'y', 'x') (and an optional length-1 't'), turned
-    north-up (:func:`flips_to_north_up`). ``peaks`` (band -> largest valid value, :func:`band_peaks`) decides the
-    units check where the array is one chunk of a larger image: the whole image decides, as it does in one run."""
+                   peaks: dict[str, float] | None = None, sensor: str = "sentinel-2") -> Product:
+    """A product of ``sensor`` from an xarray DataArray with dims ('bands', 'y', 'x') (and an optional length-1
+    't'), turned north-up (:func:`flips_to_north_up`). ``peaks`` (band -> largest valid value,
+    :func:`band_peaks`) decides the units check where the array is one chunk of a larger image: the whole image
+    decides, as it does in one run."""
     import xarray as xr
 
     if not isinstance(da, xr.DataArray):
@@ -204,7 +231,7 @@ def from_dataarray(da: "xarray.DataArray", level: str | None = None, units: str 
     flip_y, flip_x = flips_to_north_up(da)
     if flip_y or flip_x:
         da = da.isel(y=slice(None, None, -1) if flip_y else slice(None), x=slice(None, None, -1) if flip_x else slice(None))
-    labels = band_labels(da["bands"].values.tolist())
+    labels = band_labels(da["bands"].values.tolist(), sensor)
     order = da["bands"].values.tolist()
     nodata = dict(zip(map(str, order), per_band_attribute(da.attrs, "nodata", order, source)))
     bands = {}
@@ -219,16 +246,23 @@ def from_dataarray(da: "xarray.DataArray", level: str | None = None, units: str 
                 {n: p for n, p in peaks.items() if n in bands and p > 0}, units, source)
     product = Product(
         id=product_id,
-        level=check_level(level, bands, "", source),
-        grid=_grid_from_coords(da, array_crs(da, source), source),
+        level=check_level(level, bands, "", source, sensor),
+        grid=_grid_from_coords(da, array_crs(da, source), source, SENSORS[sensor].resolution),
         bands=bands,
         units=units,
         source=source,
+        sensor=sensor,
     )
     declared = _scaling_attributes(da.attrs, labels, order, source)
     if declared and units == "dn":  # raw values with CF scale_factor / add_offset (rioxarray, odc-stac without decoding)
         merge_scaling(product, *declared_scaling(declared, source, "the scale_factor and add_offset attributes"),
                       "the array's scale_factor and add_offset attributes")
+    elif units == "dn" and sensor != "sentinel-2":
+        raise InputError(f"{source}: {SENSORS[sensor].title} DN have the scale and offset of their own product "
+                         "(Landsat Level-1's depend on the scene), which the array does not declare: give the "
+                         "array's scale_factor and add_offset attributes, or the bands as reflectance (units "
+                         "'reflectance'; stackstac's rescale=True gives it; HLS's reflectance x 10000: units "
+                         "'harmonised')")
     return product
 
 

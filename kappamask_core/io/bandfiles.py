@@ -18,7 +18,7 @@ from typing import Any
 import numpy as np
 from affine import Affine
 
-from ..foundation.bands import BAND_BY_NAME
+from ..foundation.bands import BAND_BY_NAME, SENSORS
 from ..foundation.errors import InputError
 from ..foundation.grid import Grid
 from .gdal import decoding_env, open_raster
@@ -56,6 +56,7 @@ class FileBand:
         self.overview_level = overview_level  # read a reduced resolution level (JPEG 2000 / COG overviews)
         self.layout = layout
         self.checksum: tuple[int, str, Any] | None = None
+        self.nan_missing = False  # missing pixels read as NaN, not 0 (products whose 0 is a value)
 
     def reduced(self, coarsest_factor: int) -> "FileBand":
         """The band read from its reduced resolution level closest to, but not coarser than, ``coarsest_factor``.
@@ -80,7 +81,7 @@ class FileBand:
         scale = overviews[level]
         band = FileBand(self.name, self.path, self.factor * scale,
                         (-(-self.shape[0] // scale), -(-self.shape[1] // scale)), self.dtype, level, self.layout)
-        band.checksum = self.checksum
+        band.checksum, band.nan_missing = self.checksum, self.nan_missing
         return band
 
     def verify(self, source: str) -> None:
@@ -120,11 +121,17 @@ class FileBand:
         return Window(col0, row0, col1 - col0, row1 - row0)
 
     def as_read(self, values: np.ndarray, dataset, window) -> np.ndarray:
-        """Values read from the file turned north-up, with pixels its mask or nodata value marks set to 0."""
-        values = as_missing(values, dataset.nodata)
+        """Values read from the file turned north-up, with pixels its mask or nodata value marks set to 0 (to NaN,
+        as float32, where 0 is a value: the harmonised values of HLS)."""
+        if self.nan_missing:
+            missing = np.zeros(values.shape, bool) if dataset.nodata is None else values == dataset.nodata
+            values = values.astype(np.float32)
+            values[missing] = np.nan
+        else:
+            values = as_missing(values, dataset.nodata)
         if self.layout.masked:
             mask = dataset.read_masks(1, window=window, out_shape=values.shape)
-            values[mask == 0] = 0
+            values[mask == 0] = np.nan if self.nan_missing else 0
         if self.layout.flip_y:
             values = values[::-1]
         if self.layout.flip_x:
@@ -265,14 +272,18 @@ def _band_header(name: str, path: str, source: str) -> dict:
     return {"shape": shape, "transform": north_up, "crs": crs, "dtype": dtype, "layout": layout}
 
 
-def open_band_files(files: dict[str, str], source: str) -> tuple[Grid, dict[str, FileBand]]:
-    """Open band headers only; derive the 10 m grid and each band's factor.
+def open_band_files(files: dict[str, str], source: str,
+                    sensor: str = "sentinel-2") -> tuple[Grid, dict[str, FileBand]]:
+    """Open band headers only; derive the product's base grid (10 m for Sentinel-2, 30 m for Landsat and HLS:
+    the sensor's :attr:`~kappamask_core.foundation.bands.Sensor.resolution`) and each band's factor.
 
     The grid is the one most bands agree on, so that a damaged band (cropped,
     shifted, resampled) is the one named in the error, whatever its resolution.
     Bands are georeferenced all or none: without georeferencing, each band's native resolution comes from the
     band table and the grid is an unlocated 10 m grid (said once).
     """
+    info = SENSORS[sensor]
+    base = info.resolution
     headers = {name: _band_header(name, path, source) for name, path in files.items()}
     located = sorted(n for n, h in headers.items() if h["crs"] is not None)
     if located and len(located) < len(headers):
@@ -281,22 +292,23 @@ def open_band_files(files: dict[str, str], source: str) -> tuple[Grid, dict[str,
                          "the bands come from different sources (or the files were converted): give the product's "
                          "own bands")
     if not located:
-        say_once(f"{source}: the band files carry no georeferencing: each band is taken at its native Sentinel-2 "
-                  "resolution on an unlocated 10 m grid, and the outputs have no coordinates")
+        say_once(f"{source}: the band files carry no georeferencing: each band is taken at its native {info.title} "
+                  f"resolution on an unlocated {base} m grid, and the outputs have no coordinates")
         for name, header in headers.items():
-            f = BAND_BY_NAME[name].factor
-            header["transform"] = Affine(10.0 * f, 0, 0, 0, -10.0 * f, 0)
+            pixel = float(info.resolution_of(name))
+            header["transform"] = Affine(pixel, 0, 0, 0, -pixel, 0)
     factors = {}
     for name, header in headers.items():
         transform = header["transform"]
-        factors[name] = max(1, round(abs(transform.a) / 10.0))
+        factors[name] = max(1, round(abs(transform.a) / base))
         # a band coarser than it exists (a 10 m band in 20 m pixels) is misnamed, e.g. swapped with another band;
         # only a resolution the file name states (B02_20m) allows it
         named = BAND_FILE_RE.search(str(files[name]))
-        allowed = max(BAND_BY_NAME[name].resolution, int(named.group(2)) if named and named.group(2) else 0)
+        native = info.resolution_of(name)
+        allowed = max(native, int(named.group(2)) if named and named.group(2) else 0)
         if abs(transform.a) > allowed * 1.01:
-            raise InputError(f"{source}: band {name} ({Path(str(files[name])).name}) has {abs(transform.a):g} m "
-                             f"pixels, but {name} is a {BAND_BY_NAME[name].resolution} m band; the file is misnamed "
+            raise InputError(f"{source}: band {info.label(name)} ({Path(str(files[name])).name}) has "
+                             f"{abs(transform.a):g} m pixels, but it is a {native} m band; the file is misnamed "
                              "or resampled")
 
     crss = {name: header["crs"] for name, header in headers.items() if header["crs"] is not None}
@@ -339,8 +351,9 @@ def open_band_files(files: dict[str, str], source: str) -> tuple[Grid, dict[str,
                 "shifted or from another product")
         if not same_size(name, size):
             raise InputError(
-                f"{source}: band {name} has shape {bshape} at {factors[name] * 10} m, which does not fit the "
-                f"{grid.height} x {grid.width} 10 m grid of the other bands; the file is damaged or from another product"
+                f"{source}: band {name} has shape {bshape} at {factors[name] * base} m, which does not fit the "
+                f"{grid.height} x {grid.width} {base} m grid of the other bands; the file is damaged or from another "
+                "product"
             )
         bands[name] = FileBand(name, files[name], factors[name], bshape, header["dtype"], layout=header["layout"])
     return grid, bands

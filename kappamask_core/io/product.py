@@ -1,7 +1,7 @@
-"""What every reader makes: a :class:`Product`, a Sentinel-2 image whose bands are read lazily at native
-resolution, with the metadata the scaling step needs; and the rules every reader applies alike: the level a
-product's own bands and names tell, the data types a band's values may have, and scalings declared by several
-sources, which must agree (:func:`declared_scaling`, :func:`merge_scaling`)."""
+"""What every reader makes: a :class:`Product`, an image of one sensor (Sentinel-2, Landsat, HLS) whose bands
+are read lazily at native resolution, with the metadata the scaling step needs; and the rules every reader applies
+alike: the level a product's own bands and names tell, the data types a band's values may have, and scalings
+declared by several sources, which must agree (:func:`declared_scaling`, :func:`merge_scaling`)."""
 
 from __future__ import annotations
 
@@ -15,7 +15,7 @@ from typing import Any, Protocol
 
 import numpy as np
 
-from ..foundation.bands import BAND_BY_NAME, DEFAULT_QUANTIFICATION
+from ..foundation.bands import BAND_BY_NAME, DEFAULT_QUANTIFICATION, LEVEL_MEANING, SENSORS, Sensor
 from ..foundation.errors import BandsError, InputError
 from ..foundation.grid import Grid
 
@@ -42,11 +42,12 @@ class Band(Protocol):
 
 @dataclass
 class Product:
-    """A Sentinel-2 image ready for the core steps.
+    """An image ready for the core steps.
 
-    ``grid`` is the base grid (10 m for products); every band has an integer
-    ``factor`` = its native pixel size in base pixels. ``units`` says whether
-    band values are DN (``dn``) or reflectance (``reflectance``).
+    ``grid`` is the base grid (10 m for Sentinel-2 products, 30 m for Landsat and HLS); every band has an integer
+    ``factor`` = its native pixel size in base pixels. Bands are keyed by their role (Sentinel-2's name of the
+    band, see :data:`~kappamask_core.foundation.bands.SENSORS`). ``units`` says whether band values are DN
+    (``dn``), harmonised DN or reflectance (``reflectance``).
     """
 
     id: str
@@ -62,6 +63,11 @@ class Product:
     source: str = ""
     extra: dict = field(default_factory=dict)
     scaling_source: str | None = None  # what declared the offsets and quantification (None: the defaults)
+    sensor: str = "sentinel-2"  # a key of SENSORS
+
+    @property
+    def sensor_info(self) -> Sensor:
+        return SENSORS[self.sensor]
 
     def verify(self, names: Iterable[str]) -> None:
         """Check the named bands' files against the product's manifest, where it has one."""
@@ -73,8 +79,10 @@ class Product:
     def require(self, names: Iterable[str]) -> None:
         missing = [n for n in names if n not in self.bands]
         if missing:
-            have = ", ".join(sorted(self.bands)) or "none"
-            raise BandsError(f"{self.source or self.id}: missing band(s) {', '.join(missing)} (found: {have})")
+            label = self.sensor_info.label
+            have = ", ".join(sorted(map(label, self.bands))) or "none"
+            raise BandsError(f"{self.source or self.id}: missing band(s) {', '.join(map(label, missing))} "
+                             f"(found: {have})")
 
 
 def parse_baseline(text: object) -> tuple[int, int]:
@@ -93,10 +101,10 @@ def check_dtype(name: str, dtype, what: str, floats: bool = True, units: str = "
     if np.issubdtype(kind, np.floating) and floats:
         return
     if not np.issubdtype(kind, np.integer):
-        raise InputError(f"{what} has data type {dtype}; Sentinel-2 DN must be integers"
+        raise InputError(f"{what} has data type {dtype}; band DN must be integers"
                          + (" (or floating-point values in an array)" if floats else ""))
     if units != "reflectance" and BAND_BY_NAME[name].quantification_key != "none" and kind.itemsize < 2:
-        raise InputError(f"{what} holds {dtype} values, which cannot carry Sentinel-2 DN (up to 65535): it was "
+        raise InputError(f"{what} holds {dtype} values, which cannot carry band DN (up to 65535): it was "
                          "converted to 8 bits (a picture, not the band)")
 
 
@@ -146,9 +154,15 @@ def merge_scaling(product: "Product", offsets: dict, quantification: dict, what:
     product.scaling_source = what
 
 
-def level_evidence(names, text: str = "") -> str | None:
-    """The level a product's own bands and names say it is, or None when they do not say."""
+def level_evidence(names, text: str = "", sensor: str = "sentinel-2") -> str | None:
+    """The level a product's own bands and names say it is, or None when they do not say: Sentinel-2's product
+    types and level-only bands; Landsat Collection 2's processing level in its names (L1TP, L2SP); HLS is surface
+    reflectance only."""
     upper = text.upper()
+    if sensor != "sentinel-2":
+        if len(SENSORS[sensor].levels) == 1:
+            return SENSORS[sensor].levels[0]
+        return "L2A" if re.search(r"_L2S[PR]_", upper) else "L1C" if re.search(r"_L1(TP|GT|GS)_", upper) else None
     if "MSIL2A" in upper or {"AOT", "WVP", "SCL"} & set(names):
         return "L2A"
     if "MSIL1C" in upper or "B10" in names:
@@ -156,9 +170,13 @@ def level_evidence(names, text: str = "") -> str | None:
     return None
 
 
-def check_level(level: str | None, names: Iterable[str], text: str, source: str) -> str | None:
+def check_level(level: str | None, names: Iterable[str], text: str, source: str,
+                sensor: str = "sentinel-2") -> str | None:
     """The product's level: its own evidence, checked against ``level`` when one is given."""
-    evidence = level_evidence(names, text)
+    evidence = level_evidence(names, text, sensor)
+    if level and evidence and level != evidence and sensor != "sentinel-2":
+        raise BandsError(f"{source}: level {level} was requested, but the {SENSORS[sensor].title} product is "
+                         f"{evidence} ({LEVEL_MEANING[evidence]}, as its metadata and names say)")
     if level and evidence and level != evidence:
         why = ("its file names say MSIL2A" if "MSIL2A" in text.upper() else "its file names say MSIL1C"
                if "MSIL1C" in text.upper() else "it has B10, which only L1C products carry" if evidence == "L1C"

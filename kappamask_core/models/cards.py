@@ -21,7 +21,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from ..foundation.bands import BAND_BY_NAME
+from ..foundation.bands import BAND_BY_NAME, SENSORS
 from ..foundation.classes import CLASS_BY_NAME
 from ..foundation.errors import ModelError
 from ..foundation.schemes import SCHEMES
@@ -89,7 +89,7 @@ class ModelCard:
     license: str
     trained: bool
     levels: tuple[str, ...]
-    bands: tuple[str, ...]
+    bands: tuple[str, ...]  # roles: Sentinel-2's names of the bands (another sensor's bands fill them, see SENSORS)
     units: str  # "reflectance" or "dn_fraction"
     value_scaling: tuple[dict, ...]
     clip_min: float | None
@@ -106,6 +106,7 @@ class ModelCard:
     scheme: str | None = None  # lookup cards: the class scheme of their single input band
     provenance: dict = field(default_factory=dict)  # imported or trained weights: where they came from
     variant: dict = field(default_factory=dict)  # a reduced-precision variant: its parent, making and check
+    sensors: tuple[str, ...] = ("sentinel-2",)  # the sensors whose products the model was made for
     raw: dict = field(repr=False, compare=False, default_factory=dict)
 
     @property
@@ -240,6 +241,7 @@ def card_from_dict(data: dict, source: str = "<dict>") -> ModelCard:
         scheme=out.get("scheme"),
         provenance=data.get("provenance", {}),
         variant=data.get("variant", {}),
+        sensors=_sensors(data, bands, source),
     )
 
 
@@ -285,6 +287,19 @@ def _check_bands(data: dict, bands: tuple, source: str) -> None:
             raise ModelError(f"model card {source}: level {level} products have no band(s) {missing}")
     if data.get("framework") == "lookup" and (out["scheme"] not in SCHEMES or len(bands) != 1):
         raise ModelError(f"model card {source}: a lookup card needs one band and a scheme of {sorted(SCHEMES)}")
+
+
+def _sensors(data: dict, bands: tuple, source: str) -> tuple[str, ...]:
+    """The sensors a card names (Sentinel-2 where it names none), each known and with a band for every role the
+    card needs."""
+    sensors = tuple(data.get("sensors") or ("sentinel-2",))
+    for sensor in sensors:
+        if sensor not in SENSORS:
+            raise ModelError(f"model card {source} names the unknown sensor {sensor!r} (known: {', '.join(SENSORS)})")
+        lacking = [b for b in bands if b not in SENSORS[sensor].bands.values()]
+        if lacking:
+            raise ModelError(f"model card {source} names sensor {sensor}, which has no band for {', '.join(lacking)}")
+    return sensors
 
 
 def _check_tiling(tiling: dict, source: str) -> None:
@@ -333,6 +348,14 @@ def _load_card(path: str, size: int, mtime_ns: int) -> ModelCard:
 def builtin_ids() -> list[str]:
     """The ids of the cards that ship with the package."""
     return sorted(p.stem for p in CARD_DIR.glob("*.json") if p.name != SCHEMA_PATH.name)
+
+
+def models_for(sensor: str) -> str:
+    """The built-in models made for ``sensor`` as one phrase (aliases first), for the line that refuses a model
+    made for other sensors."""
+    ids = [i for i in builtin_ids() if sensor in builtin_card(i).sensors]
+    aliases = [a for a, by_level in ALIASES.items() if any(i in ids for i in by_level.values())]
+    return ", ".join(aliases + ids) if ids else "none of the built-in models (give a card that names the sensor)"
 
 
 def builtin_card(card_id: str) -> ModelCard:

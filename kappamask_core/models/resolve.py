@@ -23,6 +23,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Union
 
+from ..foundation.bands import SENSORS
 from ..foundation.errors import ModelError
 from ..foundation.types import Bands, PathLike
 from .cards import ALIASES, AUTO, ModelCard, installed_card, load_card
@@ -78,7 +79,8 @@ def _check_level(text: str, level: str | None) -> str:
     return level
 
 
-def resolve_card(model: ModelSpec = AUTO, level: str | None = None, bands: Bands | None = None) -> ModelCard:
+def resolve_card(model: ModelSpec = AUTO, level: str | None = None, bands: Bands | None = None,
+                 sensor: str = "sentinel-2") -> ModelCard:
     """The card of ``model`` (see the module text). For ``auto`` this decides which model runs, which may look
     for, download and convert KappaMask's weights; every other name gives its card without touching weights."""
     if isinstance(model, ModelCard):
@@ -91,14 +93,15 @@ def resolve_card(model: ModelSpec = AUTO, level: str | None = None, bands: Bands
     if text.endswith(".json") or os.sep in text:
         return load_card(text)
     if text == AUTO:
-        return resolve_model(AUTO, level, bands, announce=False).card  # said when it runs (Model.announce)
+        return resolve_model(AUTO, level, bands, announce=False, sensor=sensor).card  # said when it runs (Model.announce)
     if text in ALIASES:
         return installed_card(ALIASES[text][_check_level(text, level)])
     return installed_card(text)
 
 
 def resolve_model(model: ModelSpec = AUTO, level: str | None = None, bands: Bands | None = None,
-                  weights: PathLike | None = None, fetch: bool = True, announce: bool = True) -> Model:
+                  weights: PathLike | None = None, fetch: bool = True, announce: bool = True,
+                  sensor: str = "sentinel-2") -> Model:
     """``model`` as a :class:`Model` whose ONNX file has been found and verified (see the module text).
 
     ``weights`` (a path or an http(s) URL) overrides where the card's file is looked for. Without ``fetch`` no
@@ -108,11 +111,11 @@ def resolve_model(model: ModelSpec = AUTO, level: str | None = None, bands: Band
     if isinstance(model, Model):
         return model
     if str(model) == AUTO and weights is None:
-        chosen = choose_auto(_check_level(AUTO, level), bands)
+        chosen = choose_auto(_check_level(AUTO, level), bands, sensor)
         if announce:
             chosen.announce()
         return chosen
-    card = resolve_card(model, level, bands)
+    card = resolve_card(model, level, bands, sensor)
     if card.scheme is not None:
         return Model(card, None)
     if weights is None and str(model).endswith(".onnx"):
@@ -132,21 +135,28 @@ def _card_beside(path: Path) -> ModelCard:
 _AUTO_CHOICES: dict = {}
 
 
-def choose_auto(level: str, bands=None) -> Model:
-    """KappaMask v2 for ``level`` if its weights are installed or can be fetched and ``bands`` has its inputs;
-    otherwise the bundled offline model, whose note says why and how to get KappaMask (announced once).
+def choose_auto(level: str, bands=None, sensor: str = "sentinel-2") -> Model:
+    """KappaMask v2 for ``level`` if its weights are installed or can be fetched, ``bands`` has its inputs and
+    the product's sensor is one it was made for (Sentinel-2); otherwise the bundled offline model, whose note
+    says why (and how to get KappaMask; announced once).
 
-    The choice is made once per process for each level, band set and setting.
+    The choice is made once per process for each level, band set, sensor and setting.
     """
-    key = (level, None if bands is None else tuple(sorted(bands)), offline(), str(weights_dir()),
+    key = (level, None if bands is None else tuple(sorted(bands)), sensor, offline(), str(weights_dir()),
            os.environ.get(MIRROR_ENV))
     if key not in _AUTO_CHOICES:
-        _AUTO_CHOICES[key] = _choose_auto(level, bands)
+        _AUTO_CHOICES[key] = _choose_auto(level, bands, sensor)
     return _AUTO_CHOICES[key]
 
 
-def _choose_auto(level: str, bands) -> Model:
+def _choose_auto(level: str, bands, sensor: str = "sentinel-2") -> Model:
     kappamask = installed_card(ALIASES[AUTO_FIRST_CHOICE][level])
+    if sensor not in kappamask.sensors:
+        fallback = installed_card(ALIASES[FALLBACK][level])
+        title = SENSORS[sensor].title
+        note = (f"KappaMask was made for Sentinel-2 only, not {title}; running the bundled model {fallback.id}, "
+                f"made for {title} too: no semi-transparent cloud, class 3 will not appear.")
+        return Model(*locate_model(fallback), note=note)
     missing = [b for b in kappamask.bands if bands is not None and b not in bands]
     if missing:
         reason = f"the input lacks its band(s) {', '.join(missing)}"
