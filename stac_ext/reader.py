@@ -134,10 +134,10 @@ def _datetime(value, item_id) -> datetime | None:
 def _item_sensor(data: dict, props: dict, item_id) -> Sensor:
     """The sensor of an item: HLS by its collection or id (its platform names the satellite, not the product),
     else the sensor its ``platform`` names; Sentinel-2 where it names none."""
-    collection = re.sub(r"[._-]", "", str(data.get("collection") or "")).upper()
-    for kind in ("L30", "S30"):
-        if f"HLS{kind}" in collection or str(item_id).upper().startswith(f"HLS.{kind}"):
-            return SENSORS[f"hls-{kind.lower()}"]
+    collection = re.sub(r"[._-]", "", str(data.get("collection") or "")).upper()  # HLSL30_2.0, hls2-l30
+    hls = re.search(r"HLS2?([LS]30)", collection) or re.match(r"HLS\.([LS]30)\.", str(item_id).upper())
+    if hls:
+        return SENSORS[f"hls-{hls.group(1).lower()}"]
     platform = props.get("platform")
     if not platform:
         return SENSORS["sentinel-2"]
@@ -193,8 +193,7 @@ def _open_other(sensor: Sensor, data: dict, props: dict, assets: dict, level: st
             raise InputError(f"{source}: its MTL asset {key!r} cannot be used ({why}); it decides the reflectance, "
                              "so the item is not classified") from None
         declared, what = landsat_scaling(mtl, item_level, numbers, key, source), f"its MTL asset {key!r}"
-    processing = str(props.get("landsat:correction") or props.get("landsat:processing_level") or item_level)
-    return landsat_product(files, layers, sensor.id, item_level, declared, what, item_id, when, source, processing)
+    return landsat_product(files, layers, sensor.id, item_level, declared, what, item_id, when, source)
 
 
 def _landsat_level(text: str) -> str | None:

@@ -119,17 +119,16 @@ def _properties(classification, encoding: str) -> dict:
         "processing:lineage": _lineage(classification),
         "processing:level": "L3",
     })
-    props.update(source_sensor(product))
+    props.update(sensor_properties(product.sensor_info, product.platform))
     return props
 
 
-def source_sensor(product) -> dict:
+def sensor_properties(sensor, platform=None) -> dict:
     """What the input was taken by: the sensor's constellation and instrument, the platform where the product
     names it, and the sensor as the model cards name it (``kappamask:sensor``)."""
-    sensor = product.sensor_info
     props = {"constellation": sensor.constellation, "instruments": [sensor.instrument], "kappamask:sensor": sensor.id}
-    if isinstance(product.platform, str) and product.platform:
-        props["platform"] = product.platform
+    if isinstance(platform, str) and platform:
+        props["platform"] = platform
     return props
 
 
@@ -225,8 +224,9 @@ def build_composite_item(info, paths: dict, files: dict):
     products and models that made it."""
     import pystac
 
-    from kappamask_core.foundation import BAND_BY_NAME
+    from kappamask_core.foundation.bands import SENSORS
 
+    sensor = SENSORS[info.sensor]
     grid = info.grid
     west, north = grid.transform * (0, 0)
     east, south = grid.transform * (grid.width, grid.height)
@@ -239,6 +239,7 @@ def build_composite_item(info, paths: dict, files: dict):
                                 "models": info.models, "buffers_m": info.buffers,
                                 "clear_share": round(info.clear_share, 6)},
         "processing:software": {"kappamask": __version__},
+        **sensor_properties(sensor),
         "processing:lineage": (f"{info.method} composite of {len(info.products)} products ({info.dates[0]} to "
                                f"{info.dates[-1]}) over the pixels their KappaMask classes call clear"
                                + (" after buffering" if info.buffers else "") + f" (models: {', '.join(info.models)})"),
@@ -246,8 +247,8 @@ def build_composite_item(info, paths: dict, files: dict):
     }
     item = pystac.Item(id=Path(paths["bands"]).stem, geometry=geom, bbox=bbox, datetime=None, properties=props,
                        stac_extensions=[EXTENSIONS[k] for k in ("eo", "raster", "projection", "file", "processing")])
-    bands = [{"name": name, **({"common_name": BAND_BY_NAME[name].common_name}
-                                if BAND_BY_NAME[name].common_name else {})} for name in info.bands]
+    bands = [{"name": sensor.own(role), **({"common_name": sensor.common_name(role)}
+                                           if sensor.common_name(role) else {})} for role in info.bands]
     item.add_asset("composite", pystac.Asset(
         href=Path(paths["bands"]).name, media_type=COG_MEDIA_TYPE, roles=["data"],
         title=f"{info.method} composite (reflectance x 10000)",

@@ -26,6 +26,8 @@ Context keys (all optional):
                "harmonised": DN whose baseline-04.00 offset the backend already added, as Copernicus Data
                Space's loader delivers them: as low as -1000, a 0 is reflectance 0, NaN no data; the
                published processes set it)
+  sensor       "sentinel-2", "landsat-5", "landsat-7", "landsat-8", "landsat-9", "hls-l30" or "hls-s30"
+               (default "sentinel-2"): whose bands the cube holds (Landsat 8's B05 is its near infrared)
   offset       DN offset still to add, -1000 for baseline 04.00 DN the backend did not harmonise, or 0
   output       "classes", "usable" or "scores"         (default "classes")
   buffer       grow classes by metres after stitching, e.g. "cloud=300,shadow=100" or {"cloud": 300};
@@ -93,7 +95,7 @@ LOCAL_HOSTS = ("127.0.0.1", "localhost", "::1")  # plain http only to this machi
 # bundled 30 m network: 692 px with its 30 m cells' alignment) and for buffers of 760 m (bundled) or 2720 m
 CHUNK_SIZE, CHUNK_OVERLAP = 2048, 768
 STATE_MODULE = "_kappamask_udf_state"  # what this process unpacked and appended; the UDF source runs anew each call
-CONTEXT_KEYS = ("model", "weights", "level", "units", "offset", "output", "encoding", "stitch", "tiles",
+CONTEXT_KEYS = ("model", "weights", "level", "units", "sensor", "offset", "output", "encoding", "stitch", "tiles",
                 "chunk_overlap", "overlap", "margin",
                 "device", "batch_size", "threads", "precision", "buffer", "dependency_folder", "dependency_archive",
                 "dependency_sha256")
@@ -411,8 +413,8 @@ def _number(context, key, whole=False, minimum=None):
     return int(number) if whole else number
 
 
-TEXT_KEYS = ("model", "weights", "level", "units", "output", "encoding", "stitch", "tiles", "device", "precision",
-             "dependency_folder", "dependency_archive", "dependency_sha256")
+TEXT_KEYS = ("model", "weights", "level", "units", "sensor", "output", "encoding", "stitch", "tiles", "device",
+             "precision", "dependency_folder", "dependency_archive", "dependency_sha256")
 
 
 def _check_types(context: dict) -> None:
@@ -483,6 +485,7 @@ def apply_datacube(cube: xarray.DataArray, context: dict) -> xarray.DataArray:
                 weights=context.get("weights"),
                 options=options,
                 context_px=int(chunk_overlap),
+                sensor=context.get("sensor"),
             )
     except BandsError as exc:  # the cube and the model do not fit: the bands loaded are what to change
         bands = [str(b) for b in cube["bands"].values] if "bands" in cube.coords else []

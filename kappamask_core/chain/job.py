@@ -21,8 +21,8 @@ from ..foundation.stages import Stages
 from ..foundation.types import PathLike, ProductSource
 from ..io.product import Product
 from ..io.readers import open_product
-from ..models.cards import ModelCard, models_for
-from ..models.resolve import Model, ModelSpec, resolve_card, resolve_model
+from ..models.cards import ModelCard
+from ..models.resolve import Model, ModelSpec, models_for, resolve_card, resolve_model
 from ..models.runners import Runner, RunnerCache, choose_providers, open_runner
 from ..models.variants import with_precision
 from .options import ClassifyOptions

@@ -229,7 +229,7 @@ def lazy_sums(maps, areas: Areas, buffers):
     results = []
     for when, date in dates:
         classes = date.data[None, None]
-        usable = (buffered_classes(classes, buffers).map_blocks(usable_mask, dtype=np.uint8)
+        usable = (buffered_classes(classes, buffers, size).map_blocks(usable_mask, dtype=np.uint8)
                   if buffers else None)
         row_edges = np.cumsum((0,) + classes.chunks[2])
         col_edges = np.cumsum((0,) + classes.chunks[3])

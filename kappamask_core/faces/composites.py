@@ -20,9 +20,10 @@ from ..chain import composite as arithmetic
 from ..chain.options import ClassifyOptions
 from ..chain.strips import open_rows, working_rows
 from ..foundation import plugins
+from ..foundation.bands import asset_band
 from ..foundation.errors import InputError
 from ..foundation.grid import Grid
-from ..io.arrays import array_sensor
+from ..io.arrays import array_sensor, pixel_size
 from ..io.files import atomic_files
 from ..io.product import Product
 from ..io.readers import open_product
@@ -114,11 +115,12 @@ def _mask_values(masks, cube, buffers):
     data = masks.data
     if not buffers:
         return data
+    size = pixel_size(cube) or 10.0  # metres per pixel: the buffers are in metres
     if is_dask(data):
-        return buffered_classes(data[:, None].astype(np.uint8), buffers)[:, 0]
+        return buffered_classes(data[:, None].astype(np.uint8), buffers, size)[:, 0]
     from ..chain.buffers import buffer_classes
 
-    return np.stack([buffer_classes(np.asarray(date, np.uint8), buffers) for date in data])
+    return np.stack([buffer_classes(np.asarray(date, np.uint8), buffers, size) for date in data])
 
 
 def _class_cloudiness(classes):
@@ -172,10 +174,12 @@ def _best_block(values, classes, cloudiness, distance):
 
 # ----------------------------------------------------------------------------- products as a cube
 
-def product_cube(sources, bands, *, level: str | None = None, rows: int = 1024) -> "xarray.DataArray":
-    """Products of one tile as a lazy (time, bands, y, x) cube of reflectance on their 10 m grid, sorted by date:
-    each task reads ``rows`` rows of one product's bands (20 and 60 m bands resampled as a run resamples them).
-    Products on different grids are refused: a composite is made over one tile."""
+def product_cube(sources, labels, *, level: str | None = None, rows: int = 1024) -> "xarray.DataArray":
+    """Products of one tile as a lazy (time, bands, y, x) cube of reflectance on their grid (10 m for Sentinel-2,
+    30 m for Landsat and HLS), sorted by date: each task reads ``rows`` rows of one product's bands (20 and 60 m
+    bands resampled as a run resamples them). ``labels`` name the bands as the products' sensor does, or by common
+    name; the cube's bands are their roles. Products on different grids, or of sensors whose bands are numbered
+    differently, are refused: a composite is made over one tile of one kind of product."""
     import dask.array as dsa
     import xarray as xr
 
@@ -184,11 +188,22 @@ def product_cube(sources, bands, *, level: str | None = None, rows: int = 1024) 
     if not products:
         raise InputError("no products to composite")
     first = products[0]
+    sensor = first.sensor_info
     for product in products[1:]:
         if (product.grid.shape, product.grid.transform, product.grid.crs) != \
                 (first.grid.shape, first.grid.transform, first.grid.crs):
             raise InputError(f"{product.id} and {first.id} lie on different grids; a composite is made over one "
                              "tile: give products of one MGRS tile")
+        if product.sensor_info.bands != sensor.bands:
+            raise InputError(f"{product.id} is {product.sensor_info.title} and {first.id} {sensor.title}, whose "
+                             "bands are numbered differently; composite each sensor's products on their own")
+    bands = []
+    for label in labels:
+        found = asset_band(label, sensor)
+        if found is None:
+            raise InputError(f"--bands: {label!r} is not a {sensor.title} band (its own names such as "
+                             f"{sensor.own('B02')}, or common names such as blue, nir, swir16)")
+        bands.append(found[0])
     for product in products:
         product.require(bands)
     height, width = first.grid.shape
@@ -204,7 +219,8 @@ def product_cube(sources, bands, *, level: str | None = None, rows: int = 1024) 
              for p in products]
     cube = xr.DataArray(dsa.stack(dates), dims=("time", "bands", "y", "x"),
                         coords={"time": times, "bands": list(bands), "y": y, "x": x},
-                        attrs={"products": [p.id for p in products], "levels": sorted({str(p.level) for p in products})})
+                        attrs={"products": [p.id for p in products], "levels": sorted({str(p.level) for p in products}),
+                               "sensor": sensor.id})
     return cube
 
 
@@ -237,6 +253,7 @@ class CompositeFiles:
     buffers: dict
     paths: dict[str, Path] = field(default_factory=dict)  # role -> final path: bands, clear_count, date
     clear_share: float = 0.0  # the share of the grid's pixels with at least one clear observation
+    sensor: str = "sentinel-2"  # whose bands the products hold (their names in the STAC item)
 
 
 def write_composite(result: "xarray.Dataset", grid: Grid, outdir: Path, stem: str, info: CompositeFiles,

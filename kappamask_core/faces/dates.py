@@ -23,8 +23,8 @@ from ..foundation.errors import BandsError, InputError
 from ..io.arrays import (band_labels, from_dataarray,
                          pixel_size)
 from ..io.product import check_level, level_evidence
-from ..models.cards import ALIASES, AUTO, ModelCard, models_for
-from ..models.resolve import Model, resolve_card, resolve_model
+from ..models.cards import ALIASES, AUTO, ModelCard
+from ..models.resolve import Model, models_for, resolve_card, resolve_model
 from ..models.runners import PROCESS_RUNNERS
 
 if TYPE_CHECKING:

@@ -56,7 +56,7 @@ def lazy_values(data, spec: DateSpec, origin: tuple[int, int] | None = None):
     if spec.output == "scores":
         return values
     if spec.output in (CLASSES_AND_CLOUDINESS, CLASSES_AND_SCORES):  # buffers on the classes, the scores as they are
-        classes = buffered_classes(values[:, :1].astype(np.uint8), spec.options.buffers)
+        classes = buffered_classes(values[:, :1].astype(np.uint8), spec.options.buffers, spec.pixel_size)
         if spec.output == CLASSES_AND_SCORES:
             classes = classes.map_blocks(encode, spec.encoding, dtype=np.uint8)
         return dsa.concatenate([classes.astype(np.float32), values[:, 1:]], axis=1)
@@ -128,25 +128,26 @@ def _checked_block(values: np.ndarray, peaks: np.ndarray, spec: DateSpec) -> np.
     return values
 
 
-def buffered_classes(classes, buffers):
-    """Lazy (time, 1, y, x) classes grown by ``buffers``, each chunk read with a halo of the widest radius: the
-    same as buffering each whole date."""
+def buffered_classes(classes, buffers, resolution: float):
+    """Lazy (time, 1, y, x) classes on a grid of ``resolution`` m grown by ``buffers`` (metres), each chunk read
+    with a halo of the widest radius: the same as buffering each whole date."""
     import dask.array as dsa
 
     if not buffers:
         return classes
-    radius = reach_px(buffers)
+    radius = reach_px(buffers, resolution)
     depth = {0: 0, 1: 0, 2: radius, 3: radius}
-    return dsa.map_overlap(_buffer_block, classes, depth=depth, boundary="none", dtype=np.uint8, buffers=buffers)
+    return dsa.map_overlap(_buffer_block, classes, depth=depth, boundary="none", dtype=np.uint8, buffers=buffers,
+                           resolution=resolution)
 
 
 def _finish_classes(classes, spec: DateSpec):
     """Buffers (exact across chunks), then the encoding or the usable mask."""
-    classes = buffered_classes(classes, spec.options.buffers)
+    classes = buffered_classes(classes, spec.options.buffers, spec.pixel_size)
     if spec.output == "usable":
         return classes.map_blocks(usable_mask, dtype=np.uint8)
     return classes.map_blocks(encode, spec.encoding, dtype=np.uint8)
 
 
-def _buffer_block(classes: np.ndarray, buffers) -> np.ndarray:
-    return buffer_classes(classes[0, 0], buffers)[None, None]
+def _buffer_block(classes: np.ndarray, buffers, resolution: float) -> np.ndarray:
+    return buffer_classes(classes[0, 0], buffers, resolution)[None, None]

@@ -99,10 +99,17 @@ class Sensor:
                     return role
         return self.common.get(key.lower())
 
+    def own(self, role: str) -> str:
+        """This sensor's own name of the band that fills ``role`` (Landsat 8's 'B5' for B08)."""
+        return next((name for name, r in self.bands.items() if r == role), role)
+
+    def common_name(self, role: str) -> str | None:
+        """The eo common name (catalogues' asset key) of the band that fills ``role`` ('nir08' for Landsat's B08)."""
+        return next((name for name, r in self.common.items() if r == role), None)
+
     def label(self, role: str) -> str:
-        """This sensor's own name of the band that fills ``role`` (for messages): 'B5 (nir08)' for Landsat 8's B08."""
-        own = next((name for name, r in self.bands.items() if r == role), role)
-        common = next((name for name, r in self.common.items() if r == role), None)
+        """The band that fills ``role`` as messages name it: 'B02', or 'B5 (nir08)' for Landsat 8's B08."""
+        own, common = self.own(role), self.common_name(role)
         return own if own == role or common is None else f"{own} ({common})"
 
     def resolution_of(self, role: str) -> int:
@@ -110,15 +117,11 @@ class Sensor:
         return BAND_BY_NAME[role].resolution if self.id in ("sentinel-2",) else self.resolution
 
 
-def _common(**roles: str) -> dict[str, str]:
-    return dict(roles)
-
-
 _S2_OWN = {b.name: b.name for b in BANDS}
-_S2_COMMON = {b.common_name: b.name for b in BANDS if b.common_name} | {b.name.lower(): b.name for b in BANDS}
+_S2_COMMON = {b.common_name: b.name for b in BANDS if b.common_name}
 # Landsat 8 and 9 (OLI): Earth Search's and Planetary Computer's landsat-c2-l2 asset keys and eo common names
-_OLI_COMMON = _common(coastal="B01", blue="B02", green="B03", red="B04", nir08="B08", nir="B08", swir16="B11",
-                      swir22="B12", cirrus="B10")
+_OLI_COMMON = dict(coastal="B01", blue="B02", green="B03", red="B04", nir08="B08", nir="B08", swir16="B11",
+                   swir22="B12", cirrus="B10")
 _OLI_OWN = {"B1": "B01", "B2": "B02", "B3": "B03", "B4": "B04", "B5": "B08", "B6": "B11", "B7": "B12", "B9": "B10"}
 # Landsat 4, 5 (TM) and 7 (ETM+): band 1 is blue, band 6 thermal
 _TM_OWN = {"B1": "B02", "B2": "B03", "B3": "B04", "B4": "B08", "B5": "B11", "B7": "B12"}
@@ -170,6 +173,25 @@ def sensor_named(name: "str | Sensor | None") -> Sensor:
         if not sensor.id.startswith("hls") and key in sensor.platforms:
             return sensor
     raise KeyError(f"unknown sensor {name!r}; known: {', '.join(SENSORS)}")
+
+
+def sensor_of_platforms(platforms: list[str], what: str) -> str | None:
+    """The one sensor of the dates whose STAC ``platform`` values are ``platforms`` (None for none). Dates of
+    several sensors are one sensor only where their bands are labelled alike (Landsat 8 and 9; Landsat 5 and 7);
+    others are refused (InputError), as is a platform no sensor here has."""
+    from .errors import InputError
+
+    found = set()
+    for value in platforms:
+        try:
+            found.add(sensor_named(value).id)
+        except KeyError:
+            raise InputError(f"{what}'s platform {value!r} is not a sensor the models know ({', '.join(SENSORS)}); "
+                             "give its sensor") from None
+    if len({(tuple(SENSORS[s].bands.items()), tuple(SENSORS[s].common.items())) for s in found}) > 1:
+        raise InputError(f"{what} holds dates of {', '.join(SENSORS[s].title for s in sorted(found))}, whose bands "
+                         "are numbered differently; load each sensor's dates as a cube of its own")
+    return min(found) if found else None
 
 
 def normalise_band_name(name: str, sensor: "str | Sensor | None" = None) -> str:

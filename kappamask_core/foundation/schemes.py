@@ -5,7 +5,8 @@ references and predictions through it, and the Sen2Cor SCL "model" uses its
 ``sen2cor-scl`` row. Values not listed map to UNDEFINED, which evaluation
 excludes (like missing). Sources: Table 1 of Domnich et al. (2021) for SCL,
 Fmask and s2cloudless; CloudSEN12's label values; the official KappaMask
-predictor's GeoTIFF values.
+predictor's GeoTIFF values; the bit flags of Landsat Collection 2's QA_PIXEL
+and HLS v2.0's Fmask (their product guides).
 """
 
 from __future__ import annotations
@@ -35,6 +36,33 @@ SCHEMES: dict[str, dict[int, int]] = {
     # s2cloudless mask: 0 clear, 1 cloud
     "s2cloudless": {0: CLEAR, 1: CLOUD},
 }
+
+
+def _bit_scheme(fill: int | None, bits: tuple[tuple[int, int], ...], size: int, fill_value: int | None = None,
+                undefined_bit: int | None = None) -> dict[int, int]:
+    """A scheme of bit flags: the class of the first of ``bits`` (bit, class) set, UNDEFINED where only
+    ``undefined_bit`` is, clear otherwise; MISSING where the ``fill`` bit is set or the value is ``fill_value``."""
+    values = np.arange(size)
+    classes = np.full(size, CLEAR, np.uint8)
+    if undefined_bit is not None:
+        classes[(values >> undefined_bit) & 1 == 1] = UNDEFINED
+    for bit, cls in reversed(bits):
+        classes[(values >> bit) & 1 == 1] = cls
+    if fill is not None:
+        classes[(values >> fill) & 1 == 1] = MISSING
+    if fill_value is not None:
+        classes[fill_value] = MISSING
+    return dict(zip(values.tolist(), classes.tolist()))
+
+
+# The masks Landsat and HLS products carry (bit flags): CFMask's QA_PIXEL of Collection 2 (bit 0 fill, 1 dilated
+# cloud, 2 cirrus, 3 cloud, 4 cloud shadow; snow and water are clear) and HLS v2.0's Fmask (1 cloud, 2 next to
+# cloud or shadow, 3 cloud shadow; 255 no data). Dilated cloud and adjacency are buffers, so undefined here.
+SCHEMES["landsat-qa-pixel"] = _bit_scheme(0, ((3, CLOUD), (4, CLOUD_SHADOW), (2, SEMI_TRANSPARENT_CLOUD)), 65536,
+                                          undefined_bit=1)
+SCHEMES["hls-fmask"] = _bit_scheme(None, ((1, CLOUD), (3, CLOUD_SHADOW)), 256, fill_value=255, undefined_bit=2)
+# the schemes of other algorithms' masks, which a map is compared with as agreement, never as accuracy
+PRODUCT_MASKS = ("sen2cor-scl", "fmask", "s2cloudless", "landsat-qa-pixel", "hls-fmask")
 
 
 def lookup_table(scheme: str) -> np.ndarray:

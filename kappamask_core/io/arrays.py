@@ -9,7 +9,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 from affine import Affine
 
-from ..foundation.bands import SENSORS, UNITS, asset_band, sensor_named
+from ..foundation.bands import SENSORS, UNITS, asset_band, sensor_of_platforms
 from ..foundation.errors import InputError
 from ..foundation.grid import Grid
 from .bandfiles import as_missing
@@ -161,27 +161,12 @@ def flips_to_north_up(da) -> tuple[bool, bool]:
 
 def array_sensor(cube) -> str | None:
     """The sensor an array's or a cube's own metadata names: stackstac's ``platform`` coordinate (one value per
-    date) or a ``platform`` attribute; None where it names none. Dates of several sensors are one sensor here only
-    where the sensors' bands are labelled alike (Landsat 8 and 9; Landsat 5 and 7); others are refused."""
-    values = []
+    date) or a ``platform`` attribute (:func:`~kappamask_core.foundation.bands.sensor_of_platforms`); None where
+    it names none."""
     if "platform" in getattr(cube, "coords", {}):
-        values = [str(v) for v in np.atleast_1d(cube["platform"].values)]
-    elif isinstance(getattr(cube, "attrs", {}).get("platform"), str):
-        values = [cube.attrs["platform"]]
-    found = set()
-    for value in values:
-        try:
-            found.add(sensor_named(value).id)
-        except KeyError:
-            raise InputError(f"the cube's platform {value!r} is not a sensor the models know ({', '.join(SENSORS)}); "
-                             "give its sensor") from None
-    if not found:
-        return None
-    tables = {(tuple(sorted(SENSORS[s].bands.items())), tuple(sorted(SENSORS[s].common.items()))) for s in found}
-    if len(tables) > 1:
-        raise InputError(f"the cube holds dates of {', '.join(SENSORS[s].title for s in sorted(found))}, whose bands "
-                         "are numbered differently; load each sensor's dates as a cube of its own")
-    return sorted(found)[0]
+        return sensor_of_platforms([str(v) for v in np.atleast_1d(cube["platform"].values)], "the cube")
+    platform = getattr(cube, "attrs", {}).get("platform")
+    return sensor_of_platforms([platform], "the cube") if isinstance(platform, str) else None
 
 
 def band_labels(given, sensor: str = "sentinel-2") -> dict[str, list]:

@@ -29,7 +29,7 @@ from ..foundation.errors import InputError
 from .bandfiles import FileBand, open_band_files, tag_scaling
 from .gdal import open_raster
 from .layers import MaskedBand, check_layer
-from .product import LEVEL_MEANING, Product, check_level, declared_scaling, merge_scaling, say_once
+from .product import Product, check_level, declared_scaling, merge_scaling, say_once
 
 LANDSAT_NAME = re.compile(r"^(L([CTEOM])0(\d)_(L[12][A-Z]{2})_\d{6}_(\d{8})_\d{8}_\d{2}_[A-Z0-9]{2})_"
                           r"(?:SR_)?(B\d{1,2}|QA_PIXEL|QA_RADSAT)\.TIF{1,2}$", re.IGNORECASE)
@@ -171,7 +171,7 @@ def open_landsat_folder(folder: str | os.PathLike, level: str | None = None) -> 
     if product_level is None or product_level != _mtl_level(first.group(4)):
         raise InputError(f"{source}: {mtl_name} says processing level {processing}, but the file names say "
                          f"{first.group(4)}; the files come from different products")
-    level = check_level(level, (), first.group(4), source, sensor.id)
+    level = check_level(level, (), product_id, source, sensor.id)
     files, layers = {}, {}
     for m in matches:
         own = m.group(6).upper()
@@ -186,7 +186,7 @@ def open_landsat_folder(folder: str | os.PathLike, level: str | None = None) -> 
     numbers = own_numbers(sensor.id, files)
     declared = landsat_scaling(mtl, product_level, numbers, mtl_name, source)
     return landsat_product(files, layers, sensor.id, level or product_level, declared, mtl_name, product_id,
-                           _landsat_time(mtl, first.group(5)), source, processing)
+                           _landsat_time(mtl, first.group(5)), source)
 
 
 def own_numbers(sensor: str, roles) -> dict[str, int]:
@@ -197,7 +197,7 @@ def own_numbers(sensor: str, roles) -> dict[str, int]:
 
 def landsat_product(files: dict[str, str], layers: dict[str, str], sensor: str, level: str,
                     declared: dict[str, tuple[float, float]], scaling_source: str, product_id: str,
-                    when: datetime | None, source: str, processing: str) -> Product:
+                    when: datetime | None, source: str) -> Product:
     """A Landsat product of band files ({role: path}) and quality layers ({'QA_PIXEL': path, 'QA_RADSAT': path}),
     with the (scale, offset) of each band that its metadata (MTL, STAC raster:bands) declares; the files' own
     scale and offset tags must agree."""
@@ -207,7 +207,6 @@ def landsat_product(files: dict[str, str], layers: dict[str, str], sensor: str, 
         id=product_id, level=level, grid=grid, bands=_landsat_masks(bands, layers, own_numbers(sensor, bands), source),
         offsets=offsets, quantification={**DEFAULT_QUANTIFICATION, **quantification}, datetime=when,
         platform=SENSORS[sensor].platforms[0], source=source, scaling_source=scaling_source, sensor=sensor,
-        extra={"processing_level": processing, "level_meaning": LEVEL_MEANING[level]},
     )
     merge_scaling(product, *tag_scaling(bands, source), "the bands' scale and offset tags")
     return product
@@ -293,7 +292,7 @@ def hls_product(files: dict[str, str], fmask: str | None, sensor: str, level: st
     else:
         say_once(f"{source}: no Fmask layer: pixels are missing only where the bands hold -9999")
     product = Product(id=granule, level=level, grid=grid, bands=masked, units="harmonised", datetime=when,
-                      platform=platform, source=source, sensor=sensor, extra={"level_meaning": LEVEL_MEANING[level]})
+                      platform=platform, source=source, sensor=sensor)
     for declaration, by in ((declared, what), (tagged, "the files' scale_factor and add_offset")):
         if declaration:
             merge_scaling(product, *declared_scaling(declaration, source, by), by)

@@ -21,7 +21,7 @@ import numpy as np
 
 from ..foundation.classes import CLASS_BY_NAME, CLASSES, MISSING
 from ..foundation.errors import InputError
-from ..foundation.schemes import UNDEFINED, to_classes
+from ..foundation.schemes import PRODUCT_MASKS, UNDEFINED, to_classes
 from ..foundation.types import PathLike
 from ..io.files import atomic_files, atomic_path
 from .kappaset import read_label
@@ -37,6 +37,7 @@ class Evaluation:
     classes: tuple[str, ...]
     excluded: int = 0
     pairs: list[str] = field(default_factory=list)
+    against: str | None = None  # the scheme of another algorithm's mask the reference is: agreement, not accuracy
 
     @property
     def total(self) -> int:
@@ -70,16 +71,20 @@ class Evaluation:
         mean = self.mean()
         rows.append(("Mean", mean["dice"], mean["precision"], mean["recall"]))
         pct = lambda v: "" if not np.isfinite(v) else f"{100 * v:.1f}"  # noqa: E731
+        overall = "accuracy" if self.against is None else "agreement"
         if fmt == "csv":
             buf = io.StringIO()
             writer = csv.writer(buf)
             writer.writerow(["class", "dice_percent", "precision_percent", "recall_percent"])
             writer.writerows([(r[0], pct(r[1]), pct(r[2]), pct(r[3])) for r in rows])
-            writer.writerow(["Overall accuracy", pct(self.overall_accuracy), "", ""])
+            writer.writerow([f"Overall {overall}", pct(self.overall_accuracy), "", ""])
             return buf.getvalue()
-        lines = ["| Class | Dice (%) | Precision (%) | Recall (%) |", "|---|---:|---:|---:|"]
+        lines = [] if self.against is None else [
+            f"Agreement with the {self.against} mask: another algorithm's classes, not ground truth, so Dice, "
+            "precision and recall say how often the two agree per class, not how accurate either is.\n"]
+        lines += ["| Class | Dice (%) | Precision (%) | Recall (%) |", "|---|---:|---:|---:|"]
         lines += [f"| {r[0]} | {pct(r[1])} | {pct(r[2])} | {pct(r[3])} |" for r in rows]
-        lines.append(f"| Overall accuracy | {pct(self.overall_accuracy)} | | |")
+        lines.append(f"| Overall {overall} | {pct(self.overall_accuracy)} | | |")
         lines.append(f"\n{self.total} pixels compared; {self.excluded} excluded (missing or undefined).")
         return "\n".join(lines)
 
@@ -135,7 +140,8 @@ def evaluate_arrays(pairs: Iterable[tuple[str, np.ndarray, np.ndarray]], referen
     if not total.sum():
         raise InputError(f"no pixel was compared: all {excluded} pixels are missing or undefined in the reference or "
                          "the prediction (check --reference-scheme and --prediction-scheme)")
-    return Evaluation(total, tuple(c.name for c in EVALUATED), excluded, names)
+    return Evaluation(total, tuple(c.name for c in EVALUATED), excluded, names,
+                      reference_scheme if reference_scheme in PRODUCT_MASKS else None)
 
 
 def read_class_map(path: Path) -> np.ndarray:

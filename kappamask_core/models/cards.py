@@ -350,14 +350,6 @@ def builtin_ids() -> list[str]:
     return sorted(p.stem for p in CARD_DIR.glob("*.json") if p.name != SCHEMA_PATH.name)
 
 
-def models_for(sensor: str) -> str:
-    """The built-in models made for ``sensor`` as one phrase (aliases first), for the line that refuses a model
-    made for other sensors."""
-    ids = [i for i in builtin_ids() if sensor in builtin_card(i).sensors]
-    aliases = [a for a, by_level in ALIASES.items() if any(i in ids for i in by_level.values())]
-    return ", ".join(aliases + ids) if ids else "none of the built-in models (give a card that names the sensor)"
-
-
 def builtin_card(card_id: str) -> ModelCard:
     """The card shipped with the package (never the user's imported one)."""
     path = CARD_DIR / f"{card_id}.json"

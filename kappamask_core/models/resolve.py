@@ -26,7 +26,7 @@ from typing import Union
 from ..foundation.bands import SENSORS
 from ..foundation.errors import ModelError
 from ..foundation.types import Bands, PathLike
-from .cards import ALIASES, AUTO, ModelCard, installed_card, load_card
+from .cards import ALIASES, AUTO, ModelCard, builtin_card, builtin_ids, installed_card, load_card
 from .folders import weights_dir
 from .weights import MIRROR_ENV, locate_model, offline
 
@@ -122,6 +122,14 @@ def resolve_model(model: ModelSpec = AUTO, level: str | None = None, bands: Band
         weights = str(model)
     card, path = locate_model(card, weights, fetch)
     return Model(card, path)
+
+
+def models_for(sensor: str) -> str:
+    """The built-in models made for ``sensor`` as one phrase (aliases first), for the line that refuses a model
+    made for other sensors."""
+    ids = [i for i in builtin_ids() if sensor in builtin_card(i).sensors]
+    aliases = [a for a, by_level in ALIASES.items() if any(i in ids for i in by_level.values())]
+    return ", ".join(aliases + ids) if ids else "none of the built-in models (give a card that names the sensor)"
 
 
 def _card_beside(path: Path) -> ModelCard:

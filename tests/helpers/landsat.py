@@ -129,9 +129,10 @@ def _numeric(text: str) -> bool:
 
 def write_landsat(folder: Path, reflectance: dict, transform, crs, *, number: int = 8, level: str = "L2A",
                   sun_elevation: float = 25.5, form: str = "txt", fill=None, saturated=None, omit=(),
-                  qa: bool = True) -> tuple[Path, dict[str, np.ndarray]]:
+                  qa: bool = True, flags=None) -> tuple[Path, dict[str, np.ndarray]]:
     """A Collection 2 product of Landsat ``number`` in ``folder``; returns the folder and the DN written per role.
-    ``fill``: a mask of fill pixels (QA_PIXEL bit 0, DN 0); ``saturated``: {role: mask} (QA_RADSAT)."""
+    ``fill``: a mask of fill pixels (QA_PIXEL bit 0, DN 0); ``saturated``: {role: mask} (QA_RADSAT); ``flags``:
+    {QA_PIXEL bit: mask} (3 cloud, 4 cloud shadow, ...)."""
     folder.mkdir(parents=True, exist_ok=True)
     product_id = PRODUCT_IDS[(number, level)]
     numbers = OLI if number >= 8 else TM
@@ -146,6 +147,8 @@ def write_landsat(folder: Path, reflectance: dict, transform, crs, *, number: in
         _write(folder / f"{product_id}_{prefix}B{numbers[role]}.TIF", dn, transform, crs, nodata=0)
     if qa:
         pixel = np.full(shape, 1 << 6, np.uint16)  # clear
+        for bit, mask in (flags or {}).items():
+            pixel[mask] = np.uint16(1 << bit)
         if fill is not None:
             pixel[fill] = 1
         _write(folder / f"{product_id}_QA_PIXEL.TIF", pixel, transform, crs, nodata=1)
@@ -162,9 +165,10 @@ HLS_BANDS = {"L30": {"B02": "B02", "B03": "B03", "B04": "B04", "B08": "B05", "B1
 
 
 def write_hls(folder: Path, reflectance: dict, transform, crs, *, kind: str = "L30", nodata=None, fmask=None,
-              scale_factor=1e-4, gdal_scale=None) -> tuple[Path, dict[str, np.ndarray]]:
+              scale_factor=1e-4, gdal_scale=None, flags=None) -> tuple[Path, dict[str, np.ndarray]]:
     """An HLS v2.0 granule (``kind`` L30 or S30) in ``folder``: int16 reflectance x 10000, -9999 where ``nodata``,
-    an Fmask layer (255 where ``fmask`` marks fill); the files' scale_factor tag (None: none)."""
+    an Fmask layer (255 where ``fmask`` marks fill, ``flags``: {bit: mask}, 1 cloud, 3 cloud shadow); the files'
+    scale_factor tag (None: none)."""
     folder.mkdir(parents=True, exist_ok=True)
     granule = f"HLS.{kind}.T33UUU.2017047T100531.v2.0"
     written = {}
@@ -180,7 +184,63 @@ def write_hls(folder: Path, reflectance: dict, transform, crs, *, kind: str = "L
         _write(folder / f"{granule}.{HLS_BANDS[kind][role]}.tif", stored, transform, crs, nodata=-9999, tags=tags,
                scale=gdal_scale)
     mask = np.zeros(shape, np.uint8)
+    for bit, where in (flags or {}).items():
+        mask[where] = np.uint8(1 << bit)
     if fmask is not None:
         mask[fmask] = 255
     _write(folder / f"{granule}.Fmask.tif", mask, transform, crs, nodata=255)
     return folder, written
+
+
+LANDSAT_KEYS = {"B02": "blue", "B03": "green", "B04": "red", "B08": "nir08", "B11": "swir16", "B12": "swir22"}
+
+
+def landsat_item(folder: Path, *, raster_bands=True, mtl: bool = False, collection: str = "landsat-c2-l2") -> Path:
+    """The STAC item Earth Search and Planetary Computer publish for the Collection 2 product in ``folder``:
+    asset keys blue .. swir22, qa_pixel and qa_radsat, each band's raster:bands (scale 2.75e-5, offset -0.2,
+    nodata 0) unless ``raster_bands`` is false, and its MTL as an ``mtl.txt`` asset where ``mtl``."""
+    mtl_file = next(folder.glob("*_MTL.*"))
+    product_id = mtl_file.name.split("_MTL")[0]
+    number = int(product_id[3])
+    numbers = OLI if number >= 8 else TM
+    level = "L2SP" if "_L2SP_" in product_id else "L1TP"
+    prefix = "SR_" if level == "L2SP" else ""
+    assets = {}
+    for role, key in LANDSAT_KEYS.items():
+        asset = {"href": f"./{product_id}_{prefix}B{numbers[role]}.TIF", "type": "image/tiff; application=geotiff",
+                 "roles": ["data"], "eo:bands": [{"name": f"B{numbers[role]}", "common_name": key}]}
+        if raster_bands:
+            asset["raster:bands"] = [{"data_type": "uint16", "nodata": 0, "scale": L2_MULT, "offset": L2_ADD}]
+        assets[key] = asset
+    for key in ("qa_pixel", "qa_radsat"):
+        assets[key] = {"href": f"./{product_id}_{key.upper()}.TIF", "roles": ["cloud"]}
+    if mtl:
+        assets["mtl.txt"] = {"href": f"./{mtl_file.name}", "roles": ["metadata"]}
+    item = {"type": "Feature", "stac_version": "1.0.0", "id": product_id, "collection": collection,
+            "geometry": None, "bbox": None, "links": [], "assets": assets,
+            "properties": {"datetime": "2017-02-16T10:05:31Z", "platform": f"landsat-{number}",
+                           "instruments": ["oli", "tirs"] if number >= 8 else ["tm"], "landsat:correction": level}}
+    path = folder / f"{product_id}.json"
+    path.write_text(json.dumps(item))
+    return path
+
+
+def hls_item(folder: Path, raster_bands=None) -> Path:
+    """The STAC item NASA's CMR-STAC publishes for the HLS granule in ``folder``: asset keys B02 .., Fmask;
+    ``raster_bands``: a (scale, offset) every band asset declares, or None for none (as CMR-STAC's items)."""
+    files = sorted(folder.glob("HLS.*.tif"))
+    granule = files[0].name.rsplit(".", 2)[0]
+    kind = granule.split(".")[1]
+    assets = {}
+    for path in files:
+        key = path.name.rsplit(".", 2)[1]
+        assets[key] = {"href": f"./{path.name}", "roles": ["data"]}
+        if raster_bands is not None and key != "Fmask":
+            assets[key]["raster:bands"] = [{"scale": raster_bands[0], "offset": raster_bands[1]}]
+    item = {"type": "Feature", "stac_version": "1.0.0", "id": granule, "collection": f"HLS{kind}_2.0",
+            "geometry": None, "bbox": None, "links": [], "assets": assets,
+            "properties": {"datetime": "2017-02-16T10:05:31Z", "platform": "LANDSAT-8" if kind == "L30" else
+                           "Sentinel-2A"}}
+    path = folder / f"{granule}.json"
+    path.write_text(json.dumps(item))
+    return path

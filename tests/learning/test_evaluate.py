@@ -68,7 +68,7 @@ def test_scheme_table(scheme, values, expected):
 
 def test_unlisted_values_are_undefined_and_nan_is_missing():
     assert set(SCHEMES) == {"kappamask", "kappaset", "km_predict", "sen2cor-scl", "cloudsen12", "fmask",
-                            "s2cloudless"}
+                            "s2cloudless", "landsat-qa-pixel", "hls-fmask"}
     np.testing.assert_array_equal(to_classes(np.array([12, -1, 99]), "sen2cor-scl"), [UNDEFINED] * 3)
     np.testing.assert_array_equal(to_classes(np.array([np.nan, 1.0]), "kappamask"), [MISSING, CLEAR])
     with pytest.raises(ValueError):

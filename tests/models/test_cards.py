@@ -30,6 +30,8 @@ def _card(**changes) -> dict:
     ({"input.bands.1": "B02"}, "lists band(s) B02 more than once"),
     ({"tiling.resolution": 1000000}, "working resolution 1000000 m must be"),
     ({"tiling.tile_size": 100000}, "tile size 100000 px must be"),
+    ({"input.bands.3": "B10"}, "names sensor landsat-5, which has no band for B10"),  # TM has no cirrus band
+    ({"sensors": ["sentinel-2", "landsat-6"]}, "sensors/1"),  # the schema's enum (without jsonschema: ours)
 ])
 def test_cards_that_cannot_work_are_refused_at_load(changes, message):
     with pytest.raises(ModelError, match=message.replace("(", "\\(").replace(")", "\\)")):

@@ -16,7 +16,7 @@ from ...foundation.errors import InputError
 from .classify import inputs_of
 from .common import add_run_options, log, progress_wanted, run_options
 
-DEFAULT_BANDS = "B02,B03,B04,B08,B11,B12"
+DEFAULT_BANDS = "blue,green,red,nir,swir16,swir22"  # common names: every sensor's bands of these roles
 TILE = re.compile(r"T\d{2}[A-Z]{3}")  # the MGRS tile in a product id
 
 
@@ -24,19 +24,13 @@ def cmd_composite(args) -> int:
     import rasterio
 
     from ...chain.composite import METHODS
-    from ...foundation.bands import asset_band
     from ...io.files import new_folder_removed_on_failure, safe_name
     from ..api import classify_to_files
     from ..composites import CompositeFiles, composite, plugin_outputs, product_cube, write_composite
 
     if args.method not in METHODS:
         raise InputError(f"--method must be one of {', '.join(METHODS)}")
-    bands = []
-    for label in args.bands.split(","):
-        found = asset_band(label.strip())
-        if found is None:
-            raise InputError(f"--bands: {label.strip()!r} is not a Sentinel-2 band (B02, ..., or blue, nir08, ...)")
-        bands.append(found[0])
+    labels = [label.strip() for label in args.bands.split(",")]
     inputs = list(inputs_of(args))
     if len(inputs) < 2:
         log.warning("a composite of %d product is that product's clear pixels", len(inputs))
@@ -45,7 +39,7 @@ def cmd_composite(args) -> int:
         written = classify_to_files(inputs, folder / "masks", model=args.model, weights=args.weights,
                                     level=args.level, options=options, stac=not args.no_stac,
                                     force=args.force, progress=progress_wanted(args))
-        cube = product_cube(inputs, bands, level=args.level)
+        cube = product_cube(inputs, labels, level=args.level)
         by_id = {safe_name(pid): pid for pid in cube.attrs["products"]}
         finals = {}
         for paths in written:
@@ -63,8 +57,8 @@ def cmd_composite(args) -> int:
         dates = [str(t)[:10] for t in cube["time"].values]
         tile = next((m.group(0) for pid in cube.attrs["products"] for m in [TILE.search(pid)] if m), "composite")
         stem = f"{tile}_{dates[0]}_{dates[-1]}_{args.method}"
-        info = CompositeFiles(grid, bands, args.method, dates, list(cube.attrs["products"]), models,
-                              dict(options.buffers))
+        info = CompositeFiles(grid, list(cube["bands"].values), args.method, dates, list(cube.attrs["products"]),
+                              models, dict(options.buffers), sensor=cube.attrs["sensor"])
         outputs = () if args.no_stac else plugin_outputs()
         write_composite(result, grid, folder, stem, info, outputs)
     log.info("composite of %d products: %.1f %% of the pixels have a clear observation",
@@ -125,7 +119,9 @@ def register(sub) -> None:
     p.add_argument("--method", default="median", choices=["median", "best-pixel"],
                    help="median: each band's median over the clear observations; best-pixel: one date per pixel, "
                         "the clear one farthest from clouds, else the least cloudy (default: %(default)s)")
-    p.add_argument("--bands", default=DEFAULT_BANDS, help="the composite's bands (default: %(default)s)")
+    p.add_argument("--bands", default=DEFAULT_BANDS,
+                   help="the composite's bands, as the products' sensor names them or by common name "
+                        "(default: %(default)s)")
     p.add_argument("--force", action="store_true", help="classify again products whose masks exist")
     add_run_options(p, outputs=False)
     p.set_defaults(func=cmd_composite)

@@ -85,7 +85,8 @@ def register(sub) -> None:
     add_run_options(p)
     p.set_defaults(func=cmd_select)
 
-    p = sub.add_parser("evaluate", help="Dice, precision, recall and confusion matrix of a mask against labels")
+    p = sub.add_parser("evaluate", help="Dice, precision, recall and confusion matrix of a mask against labels, or "
+                                        "its agreement with a product's own mask (Landsat QA_PIXEL, HLS Fmask, SCL)")
     p.add_argument("--reference", required=True, help="label map, or folder of them (GeoTIFF, .npy, .npz)")
     p.add_argument("--prediction", required=True, help="mask to score, or folder of them (matched by file name)")
     p.add_argument("--reference-scheme", choices=sorted(SCHEMES), default="kappamask")

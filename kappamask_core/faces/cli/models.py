@@ -10,6 +10,17 @@ from ...models.variants import VARIANT_PRECISIONS
 from .common import add_network_options, add_progress_option, log, progress_wanted
 
 
+def _sensors(sensors) -> str:
+    """'Sentinel-2, Landsat 5/7/8/9, HLS L30/S30': the sensors a card names, shortly."""
+    groups: dict[str, list[str]] = {}
+    for sensor in sensors:
+        family, _, member = sensor.rpartition("-")
+        groups.setdefault(family, []).append(member.upper() if family == "hls" else member)
+    names = {"sentinel": "Sentinel", "landsat": "Landsat", "hls": "HLS"}
+    return ", ".join("Sentinel-2" if family == "sentinel" else f"{names[family]} {'/'.join(members)}"
+                     for family, members in groups.items())
+
+
 def cmd_models_list(args) -> int:
     from ...models.cards import ALIASES, AUTO, builtin_ids, installed_card
     from ...models.folders import weights_dir
@@ -23,7 +34,8 @@ def cmd_models_list(args) -> int:
         if status == "ready" and card.scheme is None and not card.trained:
             status = "ready, UNTRAINED"
         bands = f"{len(card.bands):2d} band{'s' if len(card.bands) != 1 else ' '}"
-        print(f"{card_id:22s} {'/'.join(card.levels):4s} {bands}  {card.resolution:2d} m  {status:17s} {card.name}")
+        print(f"{card_id:22s} {'/'.join(card.levels):4s} {bands}  {card.resolution:2d} m  {status:17s} {card.name}"
+              f" (for {_sensors(card.sensors)})")
         for path, variant, why in variants_of(card):
             if variant is None:
                 print(f"  {path.stem:20s} UNUSABLE: {why}")
