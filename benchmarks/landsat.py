@@ -51,10 +51,11 @@ def footprint_fill(size: int) -> np.ndarray:
 
 def classify(folder: Path, out: Path) -> tuple[float, float]:
     """(wall seconds, peak MiB) of ``kappamask classify`` in a child process."""
-    code = ("import resource, sys\nfrom kappamask_core.faces.cli import main\n"
+    code = (f"import sys\nsys.path.insert(0, {str(HERE)!r})\nfrom peak import peak_mib\n"
+            "from kappamask_core.faces.cli import main\n"
             f"code = main(['classify', {str(folder)!r}, '-o', {str(out)!r}, '--model', 'ukis-csmask', "
             "'--no-progress', '--force'])\n"
-            "print('PEAK', resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024)\nsys.exit(code)")
+            "print('PEAK', peak_mib())\nsys.exit(code)")
     start = time.perf_counter()
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=HERE.parent)
     wall = time.perf_counter() - start
@@ -96,6 +97,7 @@ def main() -> None:
                 folder, _ = write_hls(root / "hls", scene, transform, crs)
                 layer, scheme = next(folder.glob("*.Fmask.tif")), "hls-fmask"
             written = time.perf_counter() - started
+            del scene  # the child's memory is its own (VmHWM), but the machine's is shared
             runs = [classify(folder, root / f"out-{kind.split()[0]}") for _ in range(2)]
             wall = min(w for w, _ in runs)
             peak = max(p for _, p in runs)

@@ -143,7 +143,7 @@ def _item_sensor(data: dict, props: dict, item_id) -> Sensor:
         return SENSORS["sentinel-2"]
     try:
         return sensor_named(str(platform))
-    except KeyError:
+    except InputError:
         raise InputError(f"STAC item {item_id}: its platform {platform!r} is not a sensor the models know "
                          f"({', '.join(SENSORS)})") from None
 

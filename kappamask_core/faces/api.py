@@ -310,7 +310,7 @@ def like_input(result: "xarray.DataArray | xarray.Dataset", source: object) -> "
     xr = sys.modules.get("xarray")
     if xr is None or not isinstance(source, xr.DataArray):
         return result
-    from ..io.arrays import flips_to_north_up
+    from ..io.array_grid import flips_to_north_up
 
     flip_y, flip_x = flips_to_north_up(source)
     result = result.isel(y=slice(None, None, -1) if flip_y else slice(None),

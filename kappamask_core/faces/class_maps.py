@@ -17,7 +17,7 @@ from ..chain.coverage import Coverage, pixel_coverage
 from ..foundation.classes import CLASSES, MISSING
 from ..foundation.errors import InputError
 from ..foundation.schemes import to_classes
-from ..io.arrays import array_crs, flips_to_north_up, grid_steps
+from ..io.array_grid import array_crs, flips_to_north_up, grid_steps
 from .areas import Areas
 
 CLASS_NAMES = tuple(c.name for c in CLASSES if c.value != MISSING)

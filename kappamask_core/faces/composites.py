@@ -23,7 +23,8 @@ from ..foundation import plugins
 from ..foundation.bands import asset_band
 from ..foundation.errors import InputError
 from ..foundation.grid import Grid
-from ..io.arrays import array_sensor, pixel_size
+from ..io.array_grid import pixel_size
+from ..io.arrays import array_sensor
 from ..io.files import atomic_files
 from ..io.product import Product
 from ..io.readers import open_product

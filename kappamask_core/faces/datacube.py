@@ -22,9 +22,23 @@ from ..chain.buffers import reach_px
 from ..chain.options import ClassifyOptions
 from ..foundation.bands import asset_band, sensor_named
 from ..foundation.errors import InputError
-from ..io.arrays import array_crs, array_sensor, dataset_bands, flips_to_north_up, pixel_size
-from .dates import (CLASSES_AND_CLOUDINESS, CLASSES_AND_SCORES, CLOUDY, MULTI_BAND, OUTPUT_BANDS, OUTPUTS, TIME_DIMS,
-                    DateSpec, classify_values, cube_level, date_spec, ground_origin, infer_level)
+from ..io.array_grid import array_crs, centred, flips_to_north_up, pixel_size
+from ..io.arrays import array_sensor, dataset_bands
+from .dates import (
+    CLASSES_AND_CLOUDINESS,
+    CLASSES_AND_SCORES,
+    CLOUDY,
+    MULTI_BAND,
+    OUTPUT_BANDS,
+    OUTPUTS,
+    TIME_DIMS,
+    DateSpec,
+    classify_values,
+    cube_level,
+    date_spec,
+    ground_origin,
+    infer_level,
+)
 from .lazycube import context_needed, is_dask, lazy_values
 
 if TYPE_CHECKING:
@@ -151,10 +165,7 @@ def classify_cube(cube: Any, *, model: Any = "auto", level: str | None = None, u
     dask-backed cube gives a lazy result (see the module text); an in-memory one is classified at once."""
     import xarray as xr
 
-    try:
-        info = sensor_named(sensor or array_sensor(cube))
-    except KeyError as exc:
-        raise InputError(str(exc.args[0])) from None
+    info = sensor_named(sensor or array_sensor(cube))
     cube = band_cube(cube, info.id)
     array_crs(cube, "the cube")
     size, native = pixel_size(cube), info.resolution
@@ -189,7 +200,9 @@ def _kept_attrs(cube) -> dict:
 def cube_values(cube: "xarray.DataArray", spec: DateSpec):
     """The (time, k, y, x) values of a :func:`band_cube`'s dates for ``spec``, in the cube's own order: each date
     turned north-up, located on the ground (:func:`ground_origin`) and classified, lazily where the cube is
-    dask-backed (:func:`~kappamask_core.faces.lazycube.lazy_values`)."""
+    dask-backed (:func:`~kappamask_core.faces.lazycube.lazy_values`). Coordinates at the pixels' corners
+    (stackstac's default) are taken as the corners they are (:func:`~kappamask_core.io.arrays.centred`)."""
+    cube = centred(cube)
     flip_y, flip_x = flips_to_north_up(cube)
     north_up = cube.isel(y=slice(None, None, -1) if flip_y else slice(None),
                          x=slice(None, None, -1) if flip_x else slice(None))

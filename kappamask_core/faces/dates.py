@@ -20,8 +20,8 @@ from ..chain.pipeline import execute
 from ..foundation.bands import BAND_BY_NAME, SENSORS, sensor_named
 from ..foundation.classes import CLASSES, encode
 from ..foundation.errors import BandsError, InputError
-from ..io.arrays import (band_labels, from_dataarray,
-                         pixel_size)
+from ..io.array_grid import pixel_size
+from ..io.arrays import band_labels, from_dataarray
 from ..io.product import check_level, level_evidence
 from ..models.cards import ALIASES, AUTO, ModelCard
 from ..models.resolve import Model, models_for, resolve_card, resolve_model
@@ -162,10 +162,7 @@ def date_spec(names, model, *, level: str | None, units: str = "dn", offset: flo
     options = options or ClassifyOptions()
     if output in ("scores", CLASSES_AND_CLOUDINESS, CLASSES_AND_SCORES) and not options.scores:
         options = replace(options, scores=True)
-    try:
-        info = sensor_named(sensor)
-    except KeyError as exc:
-        raise InputError(str(exc.args[0])) from None
+    info = sensor_named(sensor)
     names = tuple(str(n) for n in names)
     roles = set(band_labels(names, info.id))  # one band named twice, before anything else
     level = cube_level(model, level, names, info.id)

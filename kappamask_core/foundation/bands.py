@@ -13,6 +13,8 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass, field
 
+from .errors import InputError
+
 
 @dataclass(frozen=True)
 class Band:
@@ -161,7 +163,7 @@ LEVEL_MEANING = {"L1C": "top-of-atmosphere reflectance", "L2A": "surface reflect
 
 def sensor_named(name: "str | Sensor | None") -> Sensor:
     """The sensor ``name`` ('landsat-8', 'Landsat 8', 'LANDSAT_8', 'hls-l30', a STAC platform such as
-    'sentinel-2b'), or Sentinel-2 for None; an unknown name is one line that lists the known ones."""
+    'sentinel-2b'), or Sentinel-2 for None; an unknown name is an InputError that lists the known ones."""
     if isinstance(name, Sensor):
         return name
     if name is None:
@@ -172,20 +174,18 @@ def sensor_named(name: "str | Sensor | None") -> Sensor:
     for sensor in SENSORS.values():
         if not sensor.id.startswith("hls") and key in sensor.platforms:
             return sensor
-    raise KeyError(f"unknown sensor {name!r}; known: {', '.join(SENSORS)}")
+    raise InputError(f"unknown sensor {name!r}; known: {', '.join(SENSORS)}")
 
 
 def sensor_of_platforms(platforms: list[str], what: str) -> str | None:
     """The one sensor of the dates whose STAC ``platform`` values are ``platforms`` (None for none). Dates of
     several sensors are one sensor only where their bands are labelled alike (Landsat 8 and 9; Landsat 5 and 7);
     others are refused (InputError), as is a platform no sensor here has."""
-    from .errors import InputError
-
     found = set()
     for value in platforms:
         try:
             found.add(sensor_named(value).id)
-        except KeyError:
+        except InputError:
             raise InputError(f"{what}'s platform {value!r} is not a sensor the models know ({', '.join(SENSORS)}); "
                              "give its sensor") from None
     if len({(tuple(SENSORS[s].bands.items()), tuple(SENSORS[s].common.items())) for s in found}) > 1:

@@ -2,9 +2,11 @@
 
 - ``readers``: any input (SAFE folder or zip, band folder, xarray, a reader plugin's) to a :class:`Product`
 - ``product``: the :class:`Product` and the rules every reader shares (dtype, level, offsets, scaling)
-- ``safe``: SAFE folders and zips, and folders of band files
+- ``safe``: SAFE folders and zips, and folders of Sentinel-2 band files
 - ``bandfiles``: the band files themselves, read north-up with their masks and tags
 - ``arrays``: xarray DataArrays (openEO cubes, odc-stac and stackstac cubes)
+- ``array_grid``: where an array lies: its CRS, its checked coordinates, its grid and orientation
+- ``landsat``: Landsat Collection 2 and HLS v2.0 folders and products; ``layers``: their quality layers
 - ``writers``: Cloud-Optimized GeoTIFFs of classes, scores and usable pixels, and quicklooks
 - ``files``: files that appear whole or not at all, output folders, checksums
 - ``http``: requests whose credentials stay at their origin, bounded in time and size

@@ -159,7 +159,7 @@ def open_landsat_folder(folder: str | os.PathLike, level: str | None = None) -> 
     spacecraft = _mtl_value(mtl, "IMAGE_ATTRIBUTES", "SPACECRAFT_ID", mtl_name, source)
     try:
         sensor = sensor_named(spacecraft)
-    except KeyError:
+    except InputError:
         raise InputError(f"{source}: {mtl_name} names the spacecraft {spacecraft!r}; Landsat 5, 7, 8 and 9 are "
                          "read") from None
     first = matches[0]

@@ -47,10 +47,7 @@ def open_product(source: ProductSource, level: str | None = None, units: str = "
         level = level.upper()
         if level not in ("L1C", "L2A"):
             raise InputError(f"level must be L1C or L2A, not {level!r}")
-    try:
-        wanted = None if sensor is None else sensor_named(sensor).id
-    except KeyError as exc:
-        raise InputError(str(exc.args[0])) from None
+    wanted = None if sensor is None else sensor_named(sensor).id
     try:
         import xarray as xr
 

