@@ -1,4 +1,4 @@
-"""openEO UDF: KappaMask cloud and cloud-shadow classes for a Sentinel-2 data cube.
+"""openEO UDF: KappaMask cloud and cloud-shadow classes for a Sentinel-2 data cube (Landsat and HLS: context "sensor").
 
 Use it with ``apply_neighborhood`` (:data:`CHUNK_SIZE` px chunks with
 :data:`CHUNK_OVERLAP` px overlap, as the published processes ask; one date

@@ -129,10 +129,10 @@ def _numeric(text: str) -> bool:
 
 def write_landsat(folder: Path, reflectance: dict, transform, crs, *, number: int = 8, level: str = "L2A",
                   sun_elevation: float = 25.5, form: str = "txt", fill=None, saturated=None, omit=(),
-                  qa: bool = True, flags=None) -> tuple[Path, dict[str, np.ndarray]]:
+                  qa: bool = True, flags=None, qa_fill=None) -> tuple[Path, dict[str, np.ndarray]]:
     """A Collection 2 product of Landsat ``number`` in ``folder``; returns the folder and the DN written per role.
     ``fill``: a mask of fill pixels (QA_PIXEL bit 0, DN 0); ``saturated``: {role: mask} (QA_RADSAT); ``flags``:
-    {QA_PIXEL bit: mask} (3 cloud, 4 cloud shadow, ...)."""
+    {QA_PIXEL bit: mask} (3 cloud, 4 cloud shadow, ...); ``qa_fill``: fill in QA_PIXEL alone (the bands keep DN)."""
     folder.mkdir(parents=True, exist_ok=True)
     product_id = PRODUCT_IDS[(number, level)]
     numbers = OLI if number >= 8 else TM
@@ -149,8 +149,9 @@ def write_landsat(folder: Path, reflectance: dict, transform, crs, *, number: in
         pixel = np.full(shape, 1 << 6, np.uint16)  # clear
         for bit, mask in (flags or {}).items():
             pixel[mask] = np.uint16(1 << bit)
-        if fill is not None:
-            pixel[fill] = 1
+        for mask in (fill, qa_fill):
+            if mask is not None:
+                pixel[mask] = 1
         _write(folder / f"{product_id}_QA_PIXEL.TIF", pixel, transform, crs, nodata=1)
         radsat = np.zeros(shape, np.uint16)
         for role, mask in (saturated or {}).items():

@@ -99,10 +99,13 @@ def test_fill_and_saturation_flags_make_pixels_missing(tmp_path, scene):
     fill[:, :40] = True
     saturated = np.zeros_like(fill)
     saturated[150:170, 300:330] = True
-    folder, _ = write_landsat(tmp_path / "qa", values, transform, crs, fill=fill, saturated={"B03": saturated})
+    flagged = np.zeros_like(fill)
+    flagged[20:40, 100:160] = True  # QA_PIXEL says fill where the bands hold DN: the flag decides
+    folder, _ = write_landsat(tmp_path / "qa", values, transform, crs, fill=fill, saturated={"B03": saturated},
+                              qa_fill=flagged)
     classes = km.classify(folder, "ukis-csmask").values
-    assert (classes[fill] == 0).all() and (classes[saturated] == 0).all()
-    assert (classes[~(fill | saturated)] != 0).all()
+    assert (classes[fill] == 0).all() and (classes[saturated] == 0).all() and (classes[flagged] == 0).all()
+    assert (classes[~(fill | saturated | flagged)] != 0).all()
     # a band saturated where the model does not look changes nothing: Landsat 8's band 1 is not read
     folder2, _ = write_landsat(tmp_path / "coastal", values, transform, crs, saturated={"B02": saturated})
     assert (km.classify(folder2, "ukis-csmask").values[saturated] == 0).all()
