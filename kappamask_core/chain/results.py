@@ -63,6 +63,7 @@ class Classification:
             "model": self.card.id,
             "product": self.product.id,
             "level": self.product.level or "",
+            "sensor": self.product.sensor,
             "transform": tuple(self.grid.transform)[:6],
         }
         if self.grid.crs is not None:

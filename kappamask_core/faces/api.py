@@ -220,7 +220,7 @@ def write_product_files(result, temps: dict, encoding: str, usable: bool) -> Non
     """The COG (with the model in its tags), the quicklook and the usable mask of one classification."""
     card, product = result.card, result.product
     tags = {"model": card.id, "model_name": card.name, "model_trained": str(card.trained).lower(),
-            "model_precision": card.precision}
+            "model_precision": card.precision, "sensor": product.sensor}
     if card.variant:
         tags["model_variant_of"] = card.variant["parent"]["id"]
     stages = result.stages

@@ -195,6 +195,8 @@ def test_the_outputs_name_the_sensor_platform_and_instrument(tmp_path, scene):
         ("landsat-8", "landsat", ["oli"], "landsat-8")
     with rasterio.open(next((tmp_path / "out").glob("*_kappamask.tif"))) as cog:
         assert cog.res == (30.0, 30.0) and cog.shape == values["B02"].shape  # the product's own 30 m grid
+        assert cog.tags()["sensor"] == "landsat-8"
+    assert km.classify(folder, "ukis-csmask").attrs["sensor"] == "landsat-8"
 
 
 def test_the_map_is_compared_with_the_products_own_mask_as_agreement(tmp_path, scene, capsys):
