@@ -183,9 +183,12 @@ def _open_other(sensor: Sensor, data: dict, props: dict, assets: dict, level: st
     what = "the item's raster:bands"
     if not declared or item_level == "L1C":  # Level-1 reflectance needs the MTL's sun elevation
         key = next((k for k in MTL_KEYS if isinstance(assets.get(k), dict) and "href" in assets[k]), None)
+        if key is None and declared:
+            raise InputError(f"{source}: a Level-1 item's reflectance needs the sun elevation of its MTL asset "
+                             f"({' or '.join(MTL_KEYS[:3])}), which the item does not list")
         if key is None:
-            raise InputError(f"{source}: neither raster:bands nor an MTL asset declares its bands' scale and offset "
-                             "(and, for Level-1, the sun elevation); the item is not classified without them")
+            raise InputError(f"{source}: neither raster:bands nor an MTL asset declares its bands' scale and offset; "
+                             "the item is not classified without them")
         try:
             mtl = parse_mtl(_read_bytes(assets[key]["href"], base), key, source)
         except (InputError, OSError) as exc:

@@ -391,3 +391,12 @@ def test_a_stackstac_load_of_landsat_items_gives_the_maps_of_their_files(tmp_pat
         # the files' DN become float32 reflectance by another rounding than stackstac's float64: a pixel whose
         # classes tie may differ, nothing more
         assert (computed.isel(time=t).values != want).sum() <= 2
+
+
+def test_a_level_1_item_without_its_mtl_is_refused(tmp_path, scene):
+    from helpers.landsat import landsat_item
+
+    values, transform, crs = scene
+    l1, _ = write_landsat(tmp_path / "l1", values, transform, crs, level="L1C")
+    with pytest.raises(InputError, match="needs the sun elevation of its MTL asset"):
+        open_product(landsat_item(l1, collection="landsat-c2-l1"))  # raster:bands alone: no sun
