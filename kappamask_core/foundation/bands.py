@@ -11,7 +11,7 @@ catalogue resolves a label here (:func:`asset_band`), and nowhere else.
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 from .errors import InputError
 
@@ -84,7 +84,6 @@ class Sensor:
     # (lowest, highest) DN offset its products' metadata may declare: an offset outside it shifts every value
     offset_range: tuple[float, float] = (-2000.0, 0.0)
     levels: tuple[str, ...] = ("L1C", "L2A")
-    masks: dict[str, str] = field(default_factory=dict)  # the product's own quality layers: name -> what they hold
 
     def role(self, label: str) -> str | None:
         """The role of one of this sensor's bands as a file, catalogue or cube labels it, or None."""
@@ -116,7 +115,7 @@ class Sensor:
 
     def resolution_of(self, role: str) -> int:
         """The native pixel size (m) of the band that fills ``role``."""
-        return BAND_BY_NAME[role].resolution if self.id in ("sentinel-2",) else self.resolution
+        return BAND_BY_NAME[role].resolution if self.id == "sentinel-2" else self.resolution
 
 
 _S2_OWN = {b.name: b.name for b in BANDS}
@@ -125,23 +124,22 @@ _S2_COMMON = {b.common_name: b.name for b in BANDS if b.common_name}
 _OLI_COMMON = dict(coastal="B01", blue="B02", green="B03", red="B04", nir08="B08", nir="B08", swir16="B11",
                    swir22="B12", cirrus="B10")
 _OLI_OWN = {"B1": "B01", "B2": "B02", "B3": "B03", "B4": "B04", "B5": "B08", "B6": "B11", "B7": "B12", "B9": "B10"}
-# Landsat 4, 5 (TM) and 7 (ETM+): band 1 is blue, band 6 thermal
+# Landsat 5 (TM) and 7 (ETM+): band 1 is blue, band 6 thermal
 _TM_OWN = {"B1": "B02", "B2": "B03", "B3": "B04", "B4": "B08", "B5": "B11", "B7": "B12"}
 _TM_COMMON = {k: v for k, v in _OLI_COMMON.items() if k not in ("coastal", "cirrus")}
 # Landsat Collection 2 DN offsets: Level-1 TOA reflectance -0.1 at 2e-5 per DN (-5000), Level-2 surface
 # reflectance -0.2 at 2.75e-5 per DN (about -7272.7)
 _LANDSAT_OFFSETS = (-8000.0, 0.0)
-_LANDSAT_MASKS = {"QA_PIXEL": "CFMask's cloud, shadow and fill bits", "QA_RADSAT": "each band's saturation bits"}
 
 
 def _landsat(number: int, instrument: str, own: dict, common: dict) -> Sensor:
     return Sensor(f"landsat-{number}", f"Landsat {number} ({instrument.upper()})", instrument, "landsat",
-                  (f"landsat-{number}",), 30, own, common, _LANDSAT_OFFSETS, masks=_LANDSAT_MASKS)
+                  (f"landsat-{number}",), 30, own, common, _LANDSAT_OFFSETS)
 
 
 SENSORS: dict[str, Sensor] = {s.id: s for s in (
     Sensor("sentinel-2", "Sentinel-2 (MSI)", "msi", "sentinel-2", ("sentinel-2a", "sentinel-2b", "sentinel-2c"), 10,
-           _S2_OWN, _S2_COMMON, masks={"SCL": "Sen2Cor's scene classification"}),
+           _S2_OWN, _S2_COMMON),
     _landsat(5, "tm", _TM_OWN, _TM_COMMON),
     _landsat(7, "etm+", _TM_OWN, _TM_COMMON),
     _landsat(8, "oli", _OLI_OWN, _OLI_COMMON),
@@ -150,10 +148,9 @@ SENSORS: dict[str, Sensor] = {s.id: s for s in (
     # Landsat's bands with two digits, S30 keeps Sentinel-2's numbers (B8A is its narrow near infrared)
     Sensor("hls-l30", "HLS L30 (Landsat 8 and 9 OLI)", "oli", "landsat", ("landsat-8", "landsat-9"), 30,
            {"B01": "B01", "B02": "B02", "B03": "B03", "B04": "B04", "B05": "B08", "B06": "B11", "B07": "B12",
-            "B09": "B10"}, _OLI_COMMON, (0.0, 0.0), ("L2A",), {"FMASK": "Fmask's cloud, shadow and fill bits"}),
+            "B09": "B10"}, _OLI_COMMON, (0.0, 0.0), ("L2A",)),
     Sensor("hls-s30", "HLS S30 (Sentinel-2 MSI)", "msi", "sentinel-2", ("sentinel-2a", "sentinel-2b", "sentinel-2c"),
-           30, {name: name for name in SPECTRAL_BANDS}, _S2_COMMON, (0.0, 0.0), ("L2A",),
-           {"FMASK": "Fmask's cloud, shadow and fill bits"}),
+           30, {name: name for name in SPECTRAL_BANDS}, _S2_COMMON, (0.0, 0.0), ("L2A",)),
 )}
 SENTINEL_2 = SENSORS["sentinel-2"]
 # what the levels mean for every sensor: Landsat Collection 2 Level-1 is top-of-atmosphere reflectance (the L1C
