@@ -400,3 +400,22 @@ def test_a_level_1_item_without_its_mtl_is_refused(tmp_path, scene):
     l1, _ = write_landsat(tmp_path / "l1", values, transform, crs, level="L1C")
     with pytest.raises(InputError, match="needs the sun elevation of its MTL asset"):
         open_product(landsat_item(l1, collection="landsat-c2-l1"))  # raster:bands alone: no sun
+
+
+def test_an_odc_stac_load_of_landsat_items_needs_its_scale_and_then_gives_the_files_map(tmp_path, scene):
+    """odc-stac loads raw DN (uint16, nodata 0) and no scale: refused until the variables say their scale, then
+    the map is the files' map."""
+    import odc.stac
+    import pystac
+    from helpers.landsat import L2_ADD, L2_MULT, landsat_item
+
+    values, transform, crs = scene
+    folder, _ = write_landsat(tmp_path / "l8", values, transform, crs)
+    item = pystac.Item.from_file(str(landsat_item(folder))).make_asset_hrefs_absolute()
+    ds = odc.stac.load([item], bands=list(COMMON.values()), chunks={"x": 256, "y": 128})
+    with pytest.raises(InputError, match="does not declare"):
+        km.classify(ds, "ukis-csmask", sensor="landsat-8", level="L2A").compute()
+    for name in ds.data_vars:
+        ds[name].attrs.update(scale_factor=L2_MULT, add_offset=L2_ADD)
+    classes = km.classify(ds, "ukis-csmask", sensor="landsat-8", level="L2A").compute()
+    np.testing.assert_array_equal(classes.values[0], km.classify(folder, "ukis-csmask").values)
