@@ -22,21 +22,24 @@ from datetime import datetime
 from pathlib import Path
 from urllib.parse import urljoin
 
-from kappamask_core.foundation import BAND_BY_NAME, InputError, asset_band, redact
-from kappamask_core.foundation.bands import SENSORS, Sensor, sensor_named
+from kappamask_core.foundation import BAND_BY_NAME, SENSORS, InputError, Sensor, asset_band, redact, sensor_named
 from kappamask_core.io import (
     OFFSET_BASELINE,
     Product,
     check_level,
     declared_scaling,
     fetch,
+    hls_product,
+    landsat_product,
+    landsat_scaling,
     merge_scaling,
     open_band_files,
+    own_numbers,
     parse_baseline,
+    parse_mtl,
     parse_product_metadata,
     tag_scaling,
 )
-from kappamask_core.io.landsat import hls_product, landsat_product, landsat_scaling, own_numbers, parse_mtl
 
 FETCH_DEADLINE_S = 120.0  # an item or metadata asset over HTTP, however slowly it trickles
 MAX_JSON_BYTES = 32 << 20

@@ -224,7 +224,7 @@ def build_composite_item(info, paths: dict, files: dict):
     products and models that made it."""
     import pystac
 
-    from kappamask_core.foundation.bands import SENSORS
+    from kappamask_core.foundation import SENSORS
 
     sensor = SENSORS[info.sensor]
     grid = info.grid

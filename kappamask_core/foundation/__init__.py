@@ -16,7 +16,7 @@
 May import: foundation.
 """
 
-from .bands import BAND_BY_NAME, BANDS, Band, asset_band, normalise_band_name
+from .bands import BAND_BY_NAME, BANDS, SENSORS, Band, Sensor, asset_band, normalise_band_name, sensor_named
 from .classes import (
                       CLASS_BY_NAME,
                       CLASSES,
@@ -42,4 +42,5 @@ from .version import __version__
 __all__ = ["BANDS", "BAND_BY_NAME", "Band", "BandsError", "CLASSES", "CLASS_BY_NAME", "ENCODINGS", "Grid",
            "InputError", "KappaMaskError", "MISSING", "MemoryLimitError", "ModelError", "OutputClass", "OutputError", "SCHEMES",
            "Stages", "TileLayout", "TrainingError", "USABLE_CLASSES", "USABLE_MISSING", "__version__", "add_secret", "asset_band", "checked_url", "join_path", "Bands", "PathLike", "ProductSource",
-           "data_bounds", "data_window", "encode", "memory_limit_text", "normalise_band_name", "redact", "to_classes"]
+           "data_bounds", "data_window", "encode", "memory_limit_text", "normalise_band_name", "redact", "to_classes",
+           "SENSORS", "Sensor", "sensor_named"]

@@ -28,6 +28,7 @@ from .http import (
                    origin,
                    split_userinfo,
 )
+from .landsat import hls_product, landsat_product, landsat_scaling, own_numbers, parse_mtl
 from .product import OFFSET_BASELINE, Band, Product, check_level, declared_scaling, merge_scaling, parse_baseline
 from .readers import DEMO_DATA, Reader, open_product
 from .safe import parse_product_metadata
@@ -38,4 +39,4 @@ __all__ = ["CREDENTIAL_HEADERS", "DEMO_DATA", "NetworkError", "OFFSET_BASELINE",
            "declared_scaling", "fetch", "from_dataarray", "merge_scaling", "open_band_files", "open_product",
            "origin", "parse_baseline", "parse_product_metadata", "safe_name", "sha256_file", "split_userinfo",
            "tag_scaling", "writable_folder", "write_cog", "write_quicklook", "write_scores", "write_thumbnail",
-           "write_usable"]
+           "write_usable", "hls_product", "landsat_product", "landsat_scaling", "own_numbers", "parse_mtl"]
