@@ -29,7 +29,7 @@ from ..foundation.errors import InputError
 from .bandfiles import FileBand, open_band_files, tag_scaling
 from .gdal import open_raster
 from .layers import MaskedBand, check_layer
-from .product import Product, check_level, declared_scaling, merge_scaling, say_once
+from .product import Product, check_level, declared_scaling, merge_scaling, metadata_number, say_once
 
 LANDSAT_NAME = re.compile(r"^(L([CTEOM])0(\d)_(L[12][A-Z]{2})_\d{6}_(\d{8})_\d{8}_\d{2}_[A-Z0-9]{2})_"
                           r"(?:SR_)?(B\d{1,2}|QA_PIXEL|QA_RADSAT)\.TIF{1,2}$", re.IGNORECASE)
@@ -98,14 +98,7 @@ def _mtl_value(mtl: dict, group: str, key: str, name: str, source: str) -> str:
 
 
 def _mtl_number(mtl: dict, group: str, key: str, name: str, source: str) -> float:
-    text = _mtl_value(mtl, group, key, name, source)
-    try:
-        value = float(text)
-    except ValueError:
-        raise InputError(f"{source}: {name}'s {key} is {text!r}, not a number") from None
-    if not math.isfinite(value):
-        raise InputError(f"{source}: {name}'s {key} is {text!r}, not a finite number")
-    return value
+    return metadata_number(_mtl_value(mtl, group, key, name, source), f"{source}: {name}'s {key}")
 
 
 def _mtl_level(text: str) -> str | None:

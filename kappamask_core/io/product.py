@@ -94,6 +94,17 @@ def parse_baseline(text: object) -> tuple[int, int]:
     return int(major), int(minor)
 
 
+def metadata_number(text: str, what: str) -> float:
+    """A metadata value (``what`` names it: the file and the key) as a finite number; anything else is one line."""
+    try:
+        value = float(text)
+    except ValueError:
+        raise InputError(f"{what} is {text!r}, not a number") from None
+    if not math.isfinite(value):
+        raise InputError(f"{what} is {text!r}, not a finite number")
+    return value
+
+
 def check_dtype(name: str, dtype, what: str, floats: bool = True, units: str = "dn") -> None:
     """The data type a band's values may have, whatever holds them: integers (floats only where ``floats``: openEO
     and xarray cubes), and for spectral DN at least 16 bits (an 8-bit band is a picture, not the band)."""

@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import contextlib
 import functools
-import math
 import os
 import re
 import xml.etree.ElementTree as ET
@@ -19,7 +18,7 @@ from typing import Any
 from ..foundation.bands import BAND_ID, DEFAULT_QUANTIFICATION
 from ..foundation.errors import InputError
 from .bandfiles import BAND_FILE_RE, ZIP_ERRORS, open_band_files, pick_band_files, tag_scaling
-from .product import Product, check_level, merge_scaling, say_once
+from .product import Product, check_level, merge_scaling, metadata_number, say_once
 
 ZIP_METHODS = {zipfile.ZIP_STORED: "stored", zipfile.ZIP_DEFLATED: "deflate"}  # what GDAL's /vsizip/ reads too
 DATETIME_RE = re.compile(r"(\d{8}T\d{6})")
@@ -43,13 +42,7 @@ def parse_product_metadata(xml_bytes: bytes, source: str) -> dict:
     meta: dict[str, Any] = {"offsets": {}, "quantification": dict(DEFAULT_QUANTIFICATION)}
 
     def number(tag: str, text: str) -> float:
-        try:
-            value = float(text)
-        except ValueError:
-            raise InputError(f"{source}: product metadata {tag} is {text!r}, not a number") from None
-        if not math.isfinite(value):
-            raise InputError(f"{source}: product metadata {tag} is {text!r}, not a finite number")
-        return value
+        return metadata_number(text, f"{source}: product metadata {tag}")
 
     def positive(tag: str, text: str) -> float:
         value = number(tag, text)
