@@ -15,14 +15,13 @@ import time
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 
-from ..foundation.bands import SENSORS
 from ..foundation.errors import BandsError, InputError, ModelError
 from ..foundation.stages import Stages
 from ..foundation.types import PathLike, ProductSource
 from ..io.product import Product
 from ..io.readers import open_product
 from ..models.cards import ModelCard
-from ..models.resolve import Model, ModelSpec, models_for, resolve_card, resolve_model
+from ..models.resolve import Model, ModelSpec, check_made_for, resolve_card, resolve_model
 from ..models.runners import Runner, RunnerCache, choose_providers, open_runner
 from ..models.variants import with_precision
 from .options import ClassifyOptions
@@ -86,9 +85,7 @@ def check_compatible(product: Product, card: ModelCard) -> None:
     """The product can be classified by ``card``: its sensor, its level, its bands, and offsets a product of its
     sensor can have."""
     sensor = product.sensor_info
-    if sensor.id not in card.sensors:
-        raise BandsError(f"{product.source or product.id}: model {card.id!r} was made for {_titles(card.sensors)} "
-                         f"only, not {sensor.title}; models made for {sensor.title}: {models_for(sensor.id)}")
+    check_made_for(card, sensor.id, f"{product.source or product.id}: ")
     low, high = OFFSET_RANGE if sensor.id == "sentinel-2" else sensor.offset_range
     for name in card.bands:
         offset = product.offsets.get(name, 0.0)
@@ -109,10 +106,6 @@ def check_compatible(product: Product, card: ModelCard) -> None:
             f"model {card.id!r} takes {'/'.join(card.levels)} products, but {product.id} is {product.level}"
         )
     product.require(card.bands)
-
-
-def _titles(sensors) -> str:
-    return ", ".join(SENSORS[s].title for s in sensors)
 
 
 def running_model(model: Model, options: ClassifyOptions) -> Model:

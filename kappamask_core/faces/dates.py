@@ -17,14 +17,14 @@ from ..chain.buffers import usable_mask
 from ..chain.job import prepare
 from ..chain.options import ClassifyOptions
 from ..chain.pipeline import execute
-from ..foundation.bands import BAND_BY_NAME, SENSORS, sensor_named
+from ..foundation.bands import BAND_BY_NAME, sensor_named
 from ..foundation.classes import CLASSES, encode
 from ..foundation.errors import BandsError, InputError
 from ..io.array_grid import pixel_size
 from ..io.arrays import band_labels, from_dataarray
 from ..io.product import check_level, level_evidence
 from ..models.cards import ALIASES, AUTO, ModelCard
-from ..models.resolve import Model, models_for, resolve_card, resolve_model
+from ..models.resolve import Model, check_made_for, resolve_card, resolve_model
 from ..models.runners import PROCESS_RUNNERS
 
 if TYPE_CHECKING:
@@ -168,9 +168,7 @@ def date_spec(names, model, *, level: str | None, units: str = "dn", offset: flo
     level = cube_level(model, level, names, info.id)
     check_level(level, roles, "", "the cube", info.id)  # a level the bands contradict, before any model
     card = resolve_card(model, level, roles, sensor=info.id)
-    if info.id not in card.sensors:
-        raise BandsError(f"model {card.id!r} was made for {', '.join(SENSORS[s].title for s in card.sensors)} only, "
-                         f"not {info.title}; models made for {info.title}: {models_for(info.id)}")
+    check_made_for(card, info.id)
     missing = [b for b in card.bands if b not in roles]
     if missing:
         hint = ("; a Landsat or HLS cube? give its sensor (sensor='landsat-8', 'hls-l30'; UDF context \"sensor\")"

@@ -24,7 +24,7 @@ from pathlib import Path
 from typing import Union
 
 from ..foundation.bands import SENSORS
-from ..foundation.errors import ModelError
+from ..foundation.errors import BandsError, ModelError
 from ..foundation.types import Bands, PathLike
 from .cards import ALIASES, AUTO, ModelCard, builtin_card, builtin_ids, installed_card, load_card
 from .folders import weights_dir
@@ -130,6 +130,15 @@ def models_for(sensor: str) -> str:
     ids = [i for i in builtin_ids() if sensor in builtin_card(i).sensors]
     aliases = [a for a, by_level in ALIASES.items() if any(i in ids for i in by_level.values())]
     return ", ".join(aliases + ids) if ids else "none of the built-in models (give a card that names the sensor)"
+
+
+def check_made_for(card: ModelCard, sensor: str, where: str = "") -> None:
+    """A model runs only on the sensors its card names: a product of another is one line that names the models
+    made for it."""
+    if sensor not in card.sensors:
+        title, made_for = SENSORS[sensor].title, ", ".join(SENSORS[s].title for s in card.sensors)
+        raise BandsError(f"{where}model {card.id!r} was made for {made_for} only, not {title}; models made for "
+                         f"{title}: {models_for(sensor)}")
 
 
 def _card_beside(path: Path) -> ModelCard:
