@@ -345,15 +345,15 @@ def open_band_files(files: dict[str, str], source: str,
         btransform, bshape = header["transform"], header["shape"]
         if not same_origin(name, origin):
             raise InputError(
-                f"{source}: band {name}'s upper-left corner ({btransform.c:.1f}, {btransform.f:.1f}) is "
+                f"{source}: band {info.label(name)}'s upper-left corner ({btransform.c:.1f}, {btransform.f:.1f}) is "
                 f"{btransform.c - origin[0]:+.1f} m, {btransform.f - origin[1]:+.1f} m from the other bands' "
                 f"({origin[0]:.1f}, {origin[1]:.1f}); every band of a product starts at the same corner: the file is "
                 "shifted or from another product")
         if not same_size(name, size):
             raise InputError(
-                f"{source}: band {name} has shape {bshape} at {factors[name] * base} m, which does not fit the "
-                f"{grid.height} x {grid.width} {base} m grid of the other bands; the file is damaged or from another "
-                "product"
+                f"{source}: band {info.label(name)} has shape {bshape} at {factors[name] * base} m, which does not "
+                f"fit the {grid.height} x {grid.width} {base} m grid of the other bands; the file is damaged or from "
+                "another product"
             )
         bands[name] = FileBand(name, files[name], factors[name], bshape, header["dtype"], layout=header["layout"])
     return grid, bands

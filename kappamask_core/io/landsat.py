@@ -259,7 +259,7 @@ def open_hls_folder(folder: str | os.PathLike, level: str | None = None) -> Prod
         own = m.group(4).upper()
         if own == "FMASK":
             layers[own] = str(folder / m.group(0))
-        elif sensor.role(own) is not None and own in sensor.bands:
+        elif own in sensor.bands:
             files[sensor.bands[own]] = str(folder / m.group(0))
     if not files:
         raise InputError(f"{source}: {ids[0]} has none of {sensor.title}'s reflective band files")
